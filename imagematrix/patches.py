@@ -1,0 +1,147 @@
+"""Source patches as data (dockerfiles/patches/*.yaml): loading, validation, selection by version.
+
+A row picks up every patch whose `versions` specifier contains the row's version of `package`, unless the row
+lists the patch id under `skip_patches:` with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+from . import paths, yamlio
+from .errors import InputError, InputErrors
+from .matrix import PACKAGE_RE, PATCH_ID_RE, Row
+
+FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$")
+SCOPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _specifier(value: str) -> str:
+    try:
+        spec = SpecifierSet(value)
+    except InvalidSpecifier:
+        raise ValueError(f"{value!r} is not a PEP 440 specifier (e.g. \">=0.7.0,<0.7.3\")") from None
+    if not str(spec):
+        raise ValueError("empty specifier: a patch must say which versions it applies to")
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value, re.MULTILINE)
+    except re.error as exc:
+        raise ValueError(f"anchor is not a valid regular expression: {exc}") from None
+    return value
+
+
+def _pattern(pattern: re.Pattern[str], what: str):
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not a valid {what}")
+        if ".." in value.split("/"):
+            raise ValueError(f"{value!r} leaves the package directory")
+        return value
+
+    return check
+
+
+class Patch(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Annotated[str, AfterValidator(_pattern(PATCH_ID_RE, "patch id"))]
+    package: Annotated[str, AfterValidator(_pattern(PACKAGE_RE, "package name"))]
+    versions: Annotated[str, AfterValidator(_specifier)]
+    file: Annotated[str, AfterValidator(_pattern(FILE_RE, "relative path of a .py file"))]
+    scope: Annotated[str, AfterValidator(_pattern(SCOPE_RE, "dotted def/class name"))] | None = None
+    description: str
+    anchor: Annotated[str, AfterValidator(_regex)]
+    replacement: str
+    check: str
+
+    def applies_to(self, version: str) -> bool:
+        return SpecifierSet(self.versions).contains(version, prereleases=True)
+
+    def for_image(self, version: str) -> dict:
+        """The JSON the in-image applier reads (patch_apply.py)."""
+        data = self.model_dump(exclude={"versions", "description"})
+        data["version"] = version
+        return data
+
+
+@dataclass(frozen=True)
+class Selection:
+    applied: list[Patch]
+    skipped: dict[str, str]  # id -> reason
+
+
+def load(directory: Path = paths.PATCHES) -> list[Patch]:
+    """Load and validate every patch file; check that replacements are valid templates for their anchors."""
+    files = sorted(directory.glob("*.yaml"))
+    patches: list[Patch] = []
+    errors: list[InputError] = []
+    for file in files:
+        doc = yamlio.load(file)
+        items = doc.get("patches") if isinstance(doc, dict) else None
+        if not isinstance(items, list) or set(doc) != {"patches"}:
+            errors.append(InputError("a patch file holds one key, `patches:`, with a list of patches", where=str(file)))
+            continue
+        for index, item in enumerate(items):
+            where = f"{file}:{yamlio.line_of(items, index)}"
+            try:
+                patch = Patch.model_validate(dict(item) if isinstance(item, dict) else item)
+            except ValidationError as exc:
+                for err in exc.errors():
+                    loc = ".".join(str(p) for p in err["loc"]) or "(patch)"
+                    errors.append(InputError(err["msg"].removeprefix("Value error, "), where=f"{where}, field {loc}",
+                                             fix="see the field reference at the top of imagematrix/patch_apply.py"))
+                continue
+            try:  # the replacement must expand with the anchor's groups
+                match = re.compile(patch.anchor, re.MULTILINE)
+                groups = {name: "" for name in match.groupindex}
+                re.sub(r"\\g<(\w+)>", lambda m: _group_exists(m.group(1), groups, match.groups), patch.replacement)
+            except ValueError as exc:
+                errors.append(InputError(str(exc), where=f"{where}, patch {patch.id}, field replacement"))
+                continue
+            if patch.check and re.search(patch.anchor, patch.check, re.MULTILINE):
+                errors.append(InputError("the check text matches the anchor, so it cannot prove the patch applied",
+                                         where=f"{where}, patch {patch.id}, field check"))
+            patches.append(patch)
+    seen: set[str] = set()
+    for patch in patches:
+        if patch.id in seen:
+            errors.append(InputError(f"duplicate patch id {patch.id!r}", where=str(directory)))
+        seen.add(patch.id)
+    if errors:
+        raise InputErrors(errors)
+    return patches
+
+
+def _group_exists(name: str, groups: dict[str, str], count: int) -> str:
+    if name in groups or (name.isdigit() and int(name) <= count):
+        return ""
+    raise ValueError(f"replacement uses \\g<{name}>, which the anchor does not define")
+
+
+def select(row: Row, patches: list[Patch]) -> Selection:
+    pins = {name.lower(): version for name, version in row.pins().items()}
+    known = {p.id for p in patches}
+    unknown = sorted(set(row.skip_patches) - known)
+    if unknown:
+        raise InputError(f"skip_patches names unknown patch(es): {', '.join(unknown)}",
+                         where=f"row {row.id}, field skip_patches", fix=f"known patches: {', '.join(sorted(known))}")
+    applied, skipped = [], {}
+    for patch in patches:
+        version = pins.get(patch.package.lower())
+        if version is None or not patch.applies_to(version):
+            continue
+        if patch.id in row.skip_patches:
+            skipped[patch.id] = row.skip_patches[patch.id]
+        else:
+            applied.append(patch)
+    return Selection(applied=applied, skipped=skipped)
