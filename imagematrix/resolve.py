@@ -21,6 +21,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from . import paths
 from .errors import InputError, RuntimeFailure
 from .matrix import Matrix, Row
 
@@ -190,6 +191,21 @@ def torch_cuda(entries: dict[str, LockEntry]) -> str | None:
 
 def lock_path(matrix: Matrix, row: Row) -> Path:
     return matrix.root / "locks" / f"{row.id}.txt"
+
+
+def tools_lock_path(matrix: Matrix) -> Path:
+    return matrix.root / "locks" / "tools.txt"
+
+
+def lock_tools(matrix: Matrix) -> str:
+    """Hash-pinned lock of the build tools installed in every image (uv), from dockerfiles/tools.in."""
+    spec = paths.DOCKERFILES / "tools.in"
+    cmd = [_uv(), "pip", "compile", str(spec), "--python-platform", PLATFORM, "--generate-hashes",
+           "--no-header", "--quiet", "--color", "never"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"uv pip compile {spec.name} failed:\n{_indent(proc.stderr)}")
+    return f"{LOCK_HEADER}\n# build tools, from dockerfiles/tools.in\n" + proc.stdout
 
 
 def lock_text(row: Row, compiled: str) -> str:

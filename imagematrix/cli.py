@@ -1,0 +1,170 @@
+"""The `build.py` command line. Exit codes: 0 ok, 1 runtime failure, 2 invalid input."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import matrix as matrix_mod
+from . import paths, patches, render, resolve
+from .errors import InputError, InputErrors, RuntimeFailure
+
+# Wide enough for row ids when the output is not a terminal (CI logs, pipes).
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--matrix", type=Path, default=paths.MATRIX, help="matrix file (default: matrix.yaml)")
+    parser.add_argument("--row", action="append", dest="rows", metavar="ID",
+                        help="only this row (repeatable; default: every row)")
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="build.py", description="Version-matrix images for verl / vLLM.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check rows: schema, resolution with uv, CUDA of torch, locks, patches")
+    _common(p)
+    p.add_argument("--jobs", type=int, default=4, help="rows resolved in parallel (default 4)")
+    p.add_argument("--patches", type=Path, default=paths.PATCHES, help=argparse.SUPPRESS)
+
+    p = sub.add_parser("lock", help="write hash-pinned locks/<row-id>.txt (and locks/tools.txt)")
+    _common(p)
+    p.add_argument("--jobs", type=int, default=4, help="rows resolved in parallel (default 4)")
+
+    p = sub.add_parser("render", help="write dockerfiles/generated/<row-id>/ from the templates")
+    _common(p)
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when committed output differs")
+    p.add_argument("--patches", type=Path, default=paths.PATCHES, help=argparse.SUPPRESS)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InputError as exc:
+        err.print(f"[red]error:[/] {exc.render()}", markup=True, soft_wrap=True)
+        return 2
+    except RuntimeFailure as exc:
+        err.print(f"[red]failed:[/] {exc}", soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def _load(args) -> tuple[matrix_mod.Matrix, list[matrix_mod.Row]]:
+    m = matrix_mod.load(args.matrix)
+    return m, m.select(args.rows)
+
+
+def cmd_validate(args) -> int:
+    m, rows = _load(args)
+    patch_list = patches.load(args.patches)
+    errors: list[InputError] = []
+    failures: list[str] = []
+    started = time.monotonic()
+    with err.status(f"resolving {len(rows)} row(s) with uv"):
+        results = resolve.parallel(lambda r: resolve.parse(resolve.resolve(r)), rows, args.jobs)
+    table = Table("row", "resolution", "torch CUDA", "lock", "patches", title=f"{m.path}")
+    for row, result in results:
+        try:
+            selection = patches.select(row, patch_list)
+            patch_text = str(len(selection.applied)) + (f" ({len(selection.skipped)} skipped)" if selection.skipped else "")
+        except InputError as exc:
+            errors.append(exc)
+            patch_text = "[red]invalid[/]"
+        if isinstance(result, InputError):
+            errors.append(result)
+            table.add_row(row.id, "[red]unsatisfiable[/]", "", "", patch_text)
+            continue
+        if isinstance(result, RuntimeFailure):
+            failures.append(str(result))
+            table.add_row(row.id, "[red]failed[/]", "", "", patch_text)
+            continue
+        cuda_problem = resolve.check_cuda(row, result)
+        if cuda_problem:
+            errors.append(cuda_problem)
+        status = resolve.lock_status(m, row)
+        if status != "ok":
+            errors.append(InputError(f"lock is {status} ({resolve.lock_path(m, row).relative_to(m.root)})",
+                                     where=f"row {row.id}", fix=f"run `python build.py lock --row {row.id}`"))
+        table.add_row(row.id, f"ok, {len(result)} packages",
+                      f"[red]{resolve.torch_cuda(result)}[/]" if cuda_problem else str(resolve.torch_cuda(result)),
+                      status if status == "ok" else f"[red]{status}[/]", patch_text)
+    out.print(table)
+    out.print(f"validated {len(rows)} row(s) in {time.monotonic() - started:.1f} s")
+    if errors:
+        raise InputErrors(errors)
+    if failures:
+        raise RuntimeFailure("\n".join(failures))
+    return 0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def cmd_lock(args) -> int:
+    m, rows = _load(args)
+    with err.status(f"locking {len(rows)} row(s) with uv (hashes)"):
+        results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True), rows, args.jobs)
+        tools = resolve.lock_tools(m)
+    errors = [r for _, r in results if isinstance(r, InputError)]
+    failures = [str(r) for _, r in results if isinstance(r, RuntimeFailure)]
+    errors += [e for row, r in results if isinstance(r, str) and (e := resolve.check_cuda(row, resolve.parse(r)))]
+    if errors:
+        raise InputErrors(errors)
+    if failures:
+        raise RuntimeFailure("\n".join(failures))
+    _write_atomic(resolve.tools_lock_path(m), tools)
+    for row, compiled in results:
+        path = resolve.lock_path(m, row)
+        text = resolve.lock_text(row, compiled)
+        changed = not path.exists() or path.read_text() != text
+        _write_atomic(path, text)
+        out.print(f"{'wrote' if changed else 'unchanged'} {path.relative_to(m.root)} "
+                  f"({len(resolve.parse(compiled))} packages)")
+    return 0
+
+
+def cmd_render(args) -> int:
+    m, rows = _load(args)
+    rendered = render.render(m, rows, args.patches)
+    if args.check:
+        problems = render.drift(m, rendered, full=not args.rows)
+        if problems:
+            err.print("generated Dockerfiles differ from what matrix.yaml renders:\n  " + "\n  ".join(problems)
+                      + "\n  fix: run `python build.py render` and commit the result")
+            return 1
+        out.print(f"dockerfiles/generated is up to date ({len(rendered)} row(s))")
+        return 0
+    changed = render.write(m, rendered, prune=not args.rows)
+    for item in rendered:
+        mark = "wrote" if item.row.id in changed else "unchanged"
+        out.print(f"{mark} dockerfiles/generated/{item.row.id}/ (input {item.context_digest()[:19]})")
+    for name in changed:
+        if name not in {item.row.id for item in rendered}:
+            out.print(f"removed dockerfiles/generated/{name}/ (no longer in the matrix)")
+    return 0
+
+
+COMMANDS = {"validate": cmd_validate, "lock": cmd_lock, "render": cmd_render}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
