@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import matrix as matrix_mod
-from . import paths, patches, render, resolve
+from . import patches, paths, render, resolve
 from .errors import InputError, InputErrors, RuntimeFailure
 
 # Wide enough for row ids when the output is not a terminal (CI logs, pipes).

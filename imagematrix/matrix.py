@@ -217,8 +217,10 @@ def _field_errors(exc: ValidationError, where: str) -> list[InputError]:
             fix = "remove or rename the key"
         elif err["type"] in ("dict_type", "model_type"):
             fix = "write a mapping (key: value)"
+        elif err["type"] == "missing":
+            fix = f"add `{err['loc'][-1]}` (README.md, section 'The matrix')"
         else:
-            fix = None
+            fix = f"set `{loc}` to a valid value (README.md, section 'The matrix')"
         out.append(InputError(msg, where=f"{where}, field {loc}", fix=fix))
     return out
 

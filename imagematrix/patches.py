@@ -101,12 +101,9 @@ def load(directory: Path = paths.PATCHES) -> list[Patch]:
                     errors.append(InputError(err["msg"].removeprefix("Value error, "), where=f"{where}, field {loc}",
                                              fix="see the field reference at the top of imagematrix/patch_apply.py"))
                 continue
-            try:  # the replacement must expand with the anchor's groups
-                match = re.compile(patch.anchor, re.MULTILINE)
-                groups = {name: "" for name in match.groupindex}
-                re.sub(r"\\g<(\w+)>", lambda m: _group_exists(m.group(1), groups, match.groups), patch.replacement)
-            except ValueError as exc:
-                errors.append(InputError(str(exc), where=f"{where}, patch {patch.id}, field replacement"))
+            problem = _replacement_problem(patch)
+            if problem:
+                errors.append(InputError(problem, where=f"{where}, patch {patch.id}, field replacement"))
                 continue
             if patch.check and re.search(patch.anchor, patch.check, re.MULTILINE):
                 errors.append(InputError("the check text matches the anchor, so it cannot prove the patch applied",
@@ -122,10 +119,13 @@ def load(directory: Path = paths.PATCHES) -> list[Patch]:
     return patches
 
 
-def _group_exists(name: str, groups: dict[str, str], count: int) -> str:
-    if name in groups or (name.isdigit() and int(name) <= count):
-        return ""
-    raise ValueError(f"replacement uses \\g<{name}>, which the anchor does not define")
+def _replacement_problem(patch: Patch) -> str | None:
+    """The replacement may only refer to groups its anchor defines."""
+    anchor = re.compile(patch.anchor, re.MULTILINE)
+    for ref in re.findall(r"\\g<(\w+)>", patch.replacement):
+        if ref not in anchor.groupindex and not (ref.isdigit() and int(ref) <= anchor.groups):
+            return f"replacement uses \\g<{ref}>, which the anchor does not define"
+    return None
 
 
 def select(row: Row, patches: list[Patch]) -> Selection:

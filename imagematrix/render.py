@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import envdefaults, flashattn, paths, patches, resolve
+from . import envdefaults, flashattn, patches, paths, resolve
 from .matrix import Matrix, Row
 
 LABEL_PREFIX = "io.imagematrix"

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from imagematrix import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# One small, valid row (the verl 0.3 + vLLM 0.7.2 pins); tests vary it.
+GOOD_ROW = """\
+  - verl: "0.3.0.post1"
+    vllm: "0.7.2"
+    torch: "2.5.1"
+    cuda: "12.4"
+    flash_attn: null
+    tensordict: "0.6.2"
+    transformers: "4.49.0"
+"""
+GOOD_MATRIX = 'defaults:\n  python: "3.11"\n  base: debootstrap:bookworm\nrows:\n' + GOOD_ROW
+
+
+class Result:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    def __repr__(self) -> str:
+        return f"Result(code={self.code}, out={self.out[-2000:]!r}, err={self.err[-2000:]!r})"
+
+
+@pytest.fixture
+def run(capsys):
+    """Run the CLI in-process; returns exit code and captured output."""
+
+    def _run(*args: str) -> Result:
+        code = cli.main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return _run
+
+
+@pytest.fixture
+def write_matrix(tmp_path):
+    def _write(text: str, name: str = "matrix.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text) if text.startswith("\n") else text)
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    """The real matrix with its locks, in a temporary directory (outputs land there)."""
+    shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
+    shutil.copytree(ROOT / "locks", tmp_path / "locks")
+    return tmp_path / "matrix.yaml"

@@ -1,0 +1,93 @@
+"""Bad matrix input: exit 2, a message naming file, row and field with a fix, and nothing written."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagematrix import matrix
+from tests.conftest import GOOD_MATRIX, GOOD_ROW
+
+
+def test_good_matrix_loads_with_defaults_and_derived_id(write_matrix):
+    m = matrix.load(write_matrix(GOOD_MATRIX))
+    (row,) = m.rows
+    assert row.id == "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
+    assert row.python == "3.11" and row.base == "debootstrap:bookworm"
+    assert row.pins() == {"verl": "0.3.0.post1", "vllm": "0.7.2", "torch": "2.5.1",
+                          "tensordict": "0.6.2", "transformers": "4.49.0"}
+
+
+def test_real_matrix_loads():
+    m = matrix.load()
+    assert len(m.rows) >= 6
+    assert len({r.id for r in m.rows}) == len(m.rows)
+
+
+def _with(field_line: str, replace: str | None = None) -> str:
+    row = GOOD_ROW if replace is None else GOOD_ROW.replace(replace, field_line)
+    if replace is None:
+        row = row + field_line
+    return GOOD_MATRIX.replace(GOOD_ROW, row)
+
+
+BAD = {
+    "invalid-yaml": ("defaults: [\nrows: {", "invalid YAML", "matrix.yaml:2"),
+    "unknown-row-key": (_with("    flashattn: \"2.7.4\"\n"), "unknown key", "field flashattn"),
+    "unknown-top-key": (GOOD_MATRIX + "images: []\n", "unknown top-level key", "images"),
+    "missing-key": (_with('    vllm: "0.7.2"\n', '    vllm: "0.7.2"\n    torch: "2.5.1"\n').replace('    vllm: "0.7.2"\n', "", 0)
+                    .replace('    cuda: "12.4"\n', ""), "missing required key `cuda`", "row #1"),
+    "latest": (_with('    vllm: "latest"\n', '    vllm: "0.7.2"\n'), "not an exact PEP 440 version", "field vllm"),
+    "range": (_with('    vllm: ">=0.7"\n', '    vllm: "0.7.2"\n'), "not an exact PEP 440 version", "field vllm"),
+    "yaml-float": (_with("    transformers: 4.49\n", '    transformers: "4.49.0"\n'), "quote it", "field transformers"),
+    "non-canonical": (_with('    torch: "2.5.1-1"\n', '    torch: "2.5.1"\n'), "canonical form", "field torch"),
+    "shell-in-env": (_with("    env:\n      NCCL_DEBUG: \"INFO; rm -rf /\"\n"), "not a valid environment value", "field env.NCCL_DEBUG"),
+    "newline-in-env": (_with("    env:\n      NCCL_DEBUG: \"INFO\\nRUN evil\"\n"), "not a valid environment value", "field env.NCCL_DEBUG"),
+    "bad-env-name": (_with("    env:\n      \"A-B\": \"1\"\n"), "not a valid environment variable name", "field env.A-B"),
+    "shell-in-extras-name": (_with("    extras:\n      \"ray;id\": \"2.40.0\"\n"), "not a valid package name", "field extras"),
+    "bad-id": (_with('    id: "has space"\n'), "not a valid row id", "field id"),
+    "bad-base": (_with("    base: \"nvidia/cuda:12.4 && curl evil\"\n"), "not a valid image reference", "field base"),
+    "base-without-tag": (_with("    base: nvidia/cuda\n"), "not a valid image reference", "field base"),
+    "unknown-suite": (_with("    base: debootstrap:sid\n"), "unknown debootstrap suite", "field base"),
+    "python-not-in-suite": (_with('    python: "3.10"\n'), "not packaged by bookworm", "field python"),
+    "python-format": (_with('    python: "3.11.7"\n'), "not a valid Python version", "field python"),
+    "override-without-reason": (_with('    overrides:\n      vllm:\n        version: "0.7.2"\n'), "Field required", "overrides.vllm.reason"),
+    "override-disagrees": (_with('    overrides:\n      vllm:\n        version: "0.7.3"\n        reason: deliberately different version\n'),
+                           "disagrees", "overrides.vllm"),
+    "reason-with-dollar": (_with('    skip_patches:\n      vllm-pt-weights-no-empty-cache: "costs $HOME time"\n'), "not a valid reason", "skip_patches"),
+    "extras-repins-row-key": (_with('    extras:\n      torch: "2.5.1"\n'), "already pins", "extras.torch"),
+    "duplicate-ids": (GOOD_MATRIX + GOOD_ROW, "duplicate row id", "row #2"),
+    "duplicate-yaml-key": (_with('    vllm: "0.7.1"\n'), "invalid YAML", ""),
+    "empty-rows": ('defaults:\n  python: "3.11"\nrows: []\n', "non-empty list", ""),
+    "id-in-defaults": (GOOD_MATRIX.replace("defaults:\n", "defaults:\n  id: x\n"), "cannot have a default", "defaults"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("command", ["validate", "render"])
+def test_bad_input_exits_2_names_place_and_writes_nothing(case, command, run, write_matrix, tmp_path):
+    text, message, where = BAD[case]
+    path = write_matrix(text)
+    result = run(command, "--matrix", path)
+    assert result.code == 2, result
+    assert message in result.err, result
+    assert where in result.err, result
+    assert str(path) in result.err
+    assert "fix:" in result.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["matrix.yaml"]  # no locks/, no dockerfiles/
+
+
+def test_all_errors_reported_in_one_pass(run, write_matrix):
+    text = GOOD_MATRIX.replace('    vllm: "0.7.2"\n', '    vllm: "latest"\n') + GOOD_ROW + "    colour: red\n"
+    result = run("validate", "--matrix", write_matrix(text))
+    assert result.code == 2
+    assert "row #1, field vllm" in result.err and "row #2, field colour" in result.err
+
+
+def test_unknown_row_selected(run):
+    result = run("render", "--check", "--row", "no-such-row")
+    assert result.code == 2 and "no row with id 'no-such-row'" in result.err and "use one of" in result.err
+
+
+def test_missing_matrix_file(run, tmp_path):
+    result = run("validate", "--matrix", tmp_path / "nope.yaml")
+    assert result.code == 2 and "file not found" in result.err
