@@ -8,6 +8,7 @@ cached under ~/.cache/imagematrix/wheel-files (or $IMAGEMATRIX_CACHE).
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
 import ssl
@@ -40,20 +41,58 @@ def _open(request: urllib.request.Request | str):
         raise RuntimeFailure(f"cannot fetch {url}: {exc}") from None
 
 
-def wheel_urls(package: str, version: str, index: str | None = None) -> list[str]:
-    """URLs of the wheels of package==version on the index's simple (PEP 503) page."""
+def _files(package: str, index: str | None = None) -> list[tuple[str, str | None]]:
+    """(url, requires-python) of every file on the index's simple (PEP 503) page of the package."""
     index = (index or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX).rstrip("/")
     html = _open(f"{index}/{canonicalize_name(package)}/").read().decode()
-    urls = []
-    for href in re.findall(r'href="([^"]+)"', html):
-        url = unescape(href).split("#")[0]
-        name = url.rsplit("/", 1)[-1]
-        if not name.endswith(".whl"):
+    files = []
+    for anchor in re.findall(r"<a\s[^>]*>", html):
+        href = re.search(r'href="([^"]+)"', anchor)
+        if not href:
             continue
-        _, wheel_version, _, _ = parse_wheel_filename(name)
-        if str(wheel_version) == version:
-            urls.append(url)
-    return urls
+        requires = re.search(r'data-requires-python="([^"]*)"', anchor)
+        files.append((unescape(href.group(1)).split("#")[0], unescape(requires.group(1)) if requires else None))
+    return files
+
+
+def _version_of(url: str) -> str | None:
+    name = url.rsplit("/", 1)[-1]
+    if name.endswith(".whl"):
+        try:
+            return str(parse_wheel_filename(name)[1])
+        except ValueError:
+            return None
+    return None
+
+
+def wheel_urls(package: str, version: str, index: str | None = None) -> list[str]:
+    """URLs of the wheels of package==version on the index."""
+    return [url for url, _ in _files(package, index) if _version_of(url) == version]
+
+
+def requires_python(package: str, version: str) -> str | None:
+    """The Requires-Python the index declares for package==version's wheels ("" when none), cached on disk.
+
+    uv ignores upper bounds of dependencies' Requires-Python, so the row's Python is checked against this.
+    None when the version has no wheel on the index.
+    """
+    cache = cache_dir() / "requires-python.json"
+    key = f"{canonicalize_name(package)}=={version}"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key in known:
+        return known[key]
+    found = [req or "" for url, req in _files(package) if _version_of(url) == version]
+    value = found[0] if found else None
+    if value is not None:
+        known[key] = value
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+        tmp.replace(cache)
+    return value
 
 
 class _RangeFile(io.RawIOBase):

@@ -19,10 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from . import paths
-from .errors import InputError, RuntimeFailure
+from . import paths, pypi
+from .errors import InputError, InputErrors, RuntimeFailure
 from .matrix import Matrix, Row
 
 # Wheels for this platform run on glibc >= 2.35 (Ubuntu 22.04, Debian 12): every supported base.
@@ -109,7 +110,11 @@ def compile_(row: Row, *, hashes: bool, offline: bool = False) -> str:
 
 
 def resolve(row: Row, *, hashes: bool = False) -> str:
-    """Resolve from uv's cache first (fast when warm), then over the network."""
+    """Check the row's Python against its pins, then resolve: from uv's cache first (fast when warm),
+    then over the network."""
+    errors = check_python(row)
+    if errors:
+        raise InputErrors(errors)
     try:
         return compile_(row, hashes=hashes, offline=True)
     except RuntimeFailure:
@@ -251,6 +256,22 @@ def check_cuda(row: Row, entries: dict[str, LockEntry]) -> InputError | None:
             fix=f"set `cuda: \"{cuda}\"` (the CUDA of the torch wheel that gets installed)",
         )
     return None
+
+
+def check_python(row: Row) -> list[InputError]:
+    """The row's Python against every pin's declared Requires-Python (uv ignores their upper bounds)."""
+    errors = []
+    for package, version in sorted(row.pins().items()):
+        if package == "flash-attn":  # a prebuilt wheel per cpXY: its name carries the Python
+            continue
+        declared = pypi.requires_python(package, version)
+        if declared and not SpecifierSet(declared).contains(row.python + ".0", prereleases=True):
+            errors.append(InputError(
+                f"{package} {version} requires Python {declared}, the row has {row.python}",
+                where=f"row {row.id}, field python",
+                fix=f"pick a Python within {declared} (and a base that packages it), or another {package}",
+            ))
+    return errors
 
 
 def parallel(func, rows: list[Row], jobs: int = 4) -> list[tuple[Row, object]]:
