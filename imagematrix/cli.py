@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -12,8 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from . import builder, patches, paths, publish, render, resolve, setup, tags
 from . import matrix as matrix_mod
-from . import patches, paths, render, resolve
 from .errors import InputError, InputErrors, RuntimeFailure
 
 # Wide enough for row ids when the output is not a terminal (CI logs, pipes).
@@ -44,7 +46,45 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 when committed output differs")
     p.add_argument("--patches", type=Path, default=paths.PATCHES, help=argparse.SUPPRESS)
+
+    sub.add_parser("setup", help="install/start what builds need: dockerd, buildx, the embedded registry, debootstrap")
+
+    p = sub.add_parser("plan", help="show what a build would do")
+    _common(p)
+    p.add_argument("--bake", action="store_true", help="print the buildx bake file (JSON), like `bake --print`")
+    _registry(p)
+
+    p = sub.add_parser("build", help="build, smoke-test, then push each row (only when its tests pass)")
+    _common(p)
+    p.add_argument("--all", action="store_true", help="every row (the default when no --row is given)")
+    _registry(p)
+    _build_inputs(p)
+
+    p = sub.add_parser("test", help="run the smoke tests on an existing image of a row")
+    _common(p)
+    _registry(p)
+    p.add_argument("--image", help="image to test (default: REGISTRY/verl:<row-id>)")
     return top
+
+
+def _registry(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", default=publish.DEFAULT_REGISTRY,
+                        help=f"host[:port]/namespace to publish to (default: the embedded {publish.DEFAULT_REGISTRY}); "
+                             "credentials come from the docker config")
+    parser.add_argument("--log-dir", type=Path, default=paths.ROOT / "build-logs", help="per-row logs and manifests")
+
+
+def _build_inputs(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("build inputs (BuildKit secrets: never stored in an image)")
+    g.add_argument("--ca-cert", type=Path, default=None,
+                   help="CA bundle for HTTPS inside the build (default: $SSL_CERT_FILE when set)")
+    g.add_argument("--pip-index-url")
+    g.add_argument("--extra-index-url")
+    g.add_argument("--apt-mirror", help="Debian/Ubuntu mirror for apt and debootstrap")
+    g.add_argument("--http-proxy")
+    g.add_argument("--https-proxy")
+    g.add_argument("--no-proxy")
+    g.add_argument("--flash-attn-mirror", help="base URL laid out like the flash-attention GitHub releases")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +203,67 @@ def cmd_render(args) -> int:
     return 0
 
 
-COMMANDS = {"validate": cmd_validate, "lock": cmd_lock, "render": cmd_render}
+def cmd_setup(args) -> int:
+    setup.setup(lambda msg: out.print(msg))
+    cli = setup.docker_cli()
+    out.print(f"docker: {cli} (buildx: {'yes' if setup.has_buildx(cli) else 'no'}); "
+              f"registry: {setup.REGISTRY}; debootstrap: yes")
+    return 0
+
+
+def _inputs(args) -> builder.BuildInputs:
+    ca = args.ca_cert
+    if ca is None and os.environ.get("SSL_CERT_FILE") and Path(os.environ["SSL_CERT_FILE"]).is_file():
+        ca = Path(os.environ["SSL_CERT_FILE"])
+        err.print(f"CA bundle for the build: {ca} (from SSL_CERT_FILE; --ca-cert to change)")
+    if ca is not None and not ca.is_file():
+        raise InputError(f"--ca-cert {ca}: no such file", fix="pass a PEM bundle")
+    return builder.BuildInputs(ca_cert=ca, pip_index_url=args.pip_index_url, extra_index_url=args.extra_index_url,
+                               apt_mirror=args.apt_mirror, http_proxy=args.http_proxy, https_proxy=args.https_proxy,
+                               no_proxy=args.no_proxy, flash_attn_mirror=args.flash_attn_mirror)
+
+
+def cmd_plan(args) -> int:
+    m, rows = _load(args)
+    rendered = render.render(m, rows)
+    repo = publish.repository(args.registry)
+    items = [(item, f"{repo}:{tags.candidate_tag(item.row.id, item.context_digest())}") for item in rendered]
+    if args.bake:
+        secrets = {"build-env": Path("<secrets>/build-env"), "ca-cert": Path("<secrets>/ca-cert")}
+        out.print_json(json.dumps(builder.bake_definition(items, render.generated_dir(m), secrets)))
+        return 0
+    for item, candidate in items:
+        out.print(f"{item.row.id}: input {item.context_digest()[:19]} -> {candidate}")
+    return 0
+
+
+def cmd_build(args) -> int:
+    m, rows = _load(args)
+    outcomes = publish.publish(m, rows, args.registry, _inputs(args), args.log_dir, out)
+    failed = [o for o in outcomes if o.status == "failed"]
+    return 1 if failed else 0
+
+
+def cmd_test(args) -> int:
+    m, rows = _load(args)
+    setup.require_daemon()
+    failed = 0
+    for row in rows:
+        image = args.image or f"{publish.repository(args.registry)}:{row.id}"
+        if not builder.image_exists(setup.docker_cli(), image):
+            proc = subprocess.run([setup.docker_cli(), "pull", image], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeFailure(f"row {row.id}: no image {image} here and cannot pull it: {proc.stderr.strip()}")
+        log = args.log_dir / row.id / "smoke.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        ok = publish.run_smoke(m, row, image, log)
+        out.print(f"{row.id}: smoke tests {'passed' if ok else 'FAILED'} on {image} (log: {log})")
+        failed += not ok
+    return 1 if failed else 0
+
+
+COMMANDS = {"validate": cmd_validate, "lock": cmd_lock, "render": cmd_render, "setup": cmd_setup,
+            "plan": cmd_plan, "build": cmd_build, "test": cmd_test}
 
 
 if __name__ == "__main__":

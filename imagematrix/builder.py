@@ -1,0 +1,137 @@
+"""Build stage: base images, build inputs as BuildKit secrets, the bake file, and the BuildKit build itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from . import render, setup
+from .errors import RuntimeFailure
+from .matrix import Row, bootstrap_suites
+from .pypi import cache_dir
+
+INPUT_DIGEST_LABEL = "io.imagematrix.input-digest"
+
+
+@dataclass(frozen=True)
+class BuildInputs:
+    """Build inputs that must never persist in an image: handed to BuildKit as secrets only."""
+
+    ca_cert: Path | None = None
+    pip_index_url: str | None = None
+    extra_index_url: str | None = None
+    apt_mirror: str | None = None
+    http_proxy: str | None = None
+    https_proxy: str | None = None
+    no_proxy: str | None = None
+    flash_attn_mirror: str | None = None
+
+    def env_lines(self) -> str:
+        names = {"pip_index_url": "PIP_INDEX_URL", "extra_index_url": "PIP_EXTRA_INDEX_URL",
+                 "apt_mirror": "APT_MIRROR", "http_proxy": "HTTP_PROXY", "https_proxy": "HTTPS_PROXY",
+                 "no_proxy": "NO_PROXY", "flash_attn_mirror": "FLASH_ATTN_MIRROR"}
+        return "".join(f"{names[f.name]}={shlex.quote(getattr(self, f.name))}\n"
+                       for f in fields(self) if f.name in names and getattr(self, f.name))
+
+    def write_secrets(self, directory: Path) -> dict[str, Path]:
+        """Write the two secret files (mode 0600) into directory; returns id -> path."""
+        directory.mkdir(parents=True, exist_ok=True)
+        ca = directory / "ca-cert"
+        env = directory / "build-env"
+        for path, content in ((ca, self.ca_cert.read_bytes() if self.ca_cert else b""), (env, self.env_lines().encode())):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+        return {"ca-cert": ca, "build-env": env}
+
+
+def image_exists(cli: str, ref: str) -> bool:
+    return subprocess.run([cli, "image", "inspect", ref], capture_output=True).returncode == 0
+
+
+def ensure_base(row: Row, cli: str, inputs: BuildInputs, log) -> str:
+    """Make the row's base image available locally: bootstrap it (debootstrap:<suite>) or pull it."""
+    image = render.base_image(row)
+    if image_exists(cli, image):
+        return image
+    if row.bootstrap_suite:
+        suite = bootstrap_suites()[row.bootstrap_suite]
+        mirror = inputs.apt_mirror or suite["mirror"]
+        if not shutil.which("debootstrap"):
+            raise RuntimeFailure(f"row {row.id}, stage base: debootstrap is not installed (run `python build.py setup`)")
+        log(f"bootstrapping {image} from {mirror} (debootstrap, about a minute)")
+        work = Path(tempfile.mkdtemp(prefix="imagematrix-rootfs-", dir=cache_dir()))
+        try:
+            env = {**os.environ}
+            if inputs.http_proxy:
+                env["http_proxy"] = inputs.http_proxy
+            proc = subprocess.run(["debootstrap", "--variant=minbase", row.bootstrap_suite, str(work / "rootfs"), mirror],
+                                  capture_output=True, text=True, env=env)
+            if proc.returncode != 0:
+                raise RuntimeFailure(f"row {row.id}, stage base: debootstrap {row.bootstrap_suite} from {mirror} failed:\n"
+                                     f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+            tar = subprocess.Popen(["tar", "-C", str(work / "rootfs"), "-c", "."], stdout=subprocess.PIPE)
+            imported = subprocess.run([cli, "import", "-", image], stdin=tar.stdout, capture_output=True, text=True)
+            tar.wait()
+            if imported.returncode != 0 or tar.returncode != 0:
+                raise RuntimeFailure(f"row {row.id}, stage base: docker import failed: {imported.stderr}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return image
+    log(f"pulling {image}")
+    proc = subprocess.run([cli, "pull", image], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeFailure(
+            f"row {row.id}, stage base: cannot pull {image}: {proc.stderr.strip()[-600:]}\n"
+            "  fix: make the registry reachable, or bootstrap a base from a distribution mirror with "
+            "`base: debootstrap:bookworm` (see dockerfiles/bases.yaml)")
+    return image
+
+
+def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path, secrets: dict[str, Path]) -> dict:
+    """A `docker buildx bake` file (JSON) building each rendered row under its candidate tag."""
+    targets = {}
+    for item, candidate in items:
+        targets[_target(item.row.id)] = {
+            "context": str(context_root / item.row.id),
+            "dockerfile": "Dockerfile",
+            "tags": [candidate],
+            "labels": {INPUT_DIGEST_LABEL: item.context_digest()},
+            "secret": [f"id={sid},src={path}" for sid, path in sorted(secrets.items())],
+        }
+    return {"group": {"default": {"targets": sorted(targets)}}, "target": targets}
+
+
+def _target(row_id: str) -> str:
+    return row_id.replace(".", "_")
+
+
+def build(item: render.Rendered, candidate: str, context_root: Path, secrets: dict[str, Path], log_path: Path) -> None:
+    """Build one row with BuildKit: buildx bake when the CLI has buildx, else DOCKER_BUILDKIT=1 docker build."""
+    cli = setup.docker_cli()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if setup.has_buildx(cli):
+        bake = log_path.parent / "bake.json"
+        bake.write_text(json.dumps(bake_definition([(item, candidate)], context_root, secrets), indent=2))
+        cmd = [cli, "buildx", "bake", "--progress=plain", "-f", str(bake), "--load", _target(item.row.id)]
+        env = {**os.environ}
+    else:
+        cmd = [cli, "build", "--progress=plain", "-t", candidate, "--label",
+               f"{INPUT_DIGEST_LABEL}={item.context_digest()}"]
+        cmd += [a for sid, path in sorted(secrets.items()) for a in ("--secret", f"id={sid},src={path}")]
+        cmd.append(str(context_root / item.row.id))
+        env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    with open(log_path, "w") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if proc.returncode != 0:
+        tail = log_path.read_text().splitlines()[-25:]
+        raise RuntimeFailure(f"row {item.row.id}, stage build: BuildKit build failed (full log: {log_path}):\n"
+                             + "\n".join("    " + line for line in tail))

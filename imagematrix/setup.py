@@ -1,0 +1,165 @@
+"""Set up the build machine: Docker daemon, BuildKit (buildx), the embedded registry, debootstrap.
+
+Each step uses what is already there and installs only what is missing (Debian packages; buildx from Debian
+trixie's docker-buildx package when the CLI has no buildx plugin). Used by `build.py setup` and `.ci/run`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from .errors import RuntimeFailure
+from .pypi import cache_dir
+
+REGISTRY = "127.0.0.1:5000"
+
+
+def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, **kw)
+
+
+def docker_cli() -> str:
+    """The docker CLI to use: one that has buildx, else Debian's 20.10 CLI (BuildKit via DOCKER_BUILDKIT=1)."""
+    candidates = [shutil.which("docker"), "/usr/bin/docker"]
+    for cli in candidates:
+        if cli and os.path.exists(cli) and _run([cli, "buildx", "version"]).returncode == 0:
+            return cli
+    for cli in ("/usr/bin/docker", shutil.which("docker")):
+        if cli and os.path.exists(cli):
+            return cli
+    raise RuntimeFailure("no docker CLI: run `python build.py setup` (installs Debian's docker.io)")
+
+
+def has_buildx(cli: str) -> bool:
+    return _run([cli, "buildx", "version"]).returncode == 0
+
+
+def daemon_running() -> bool:
+    cli = shutil.which("docker") or "/usr/bin/docker"
+    return os.path.exists(cli) and _run([cli, "info", "--format", "{{.ServerVersion}}"]).returncode == 0
+
+
+def require_daemon() -> None:
+    if not daemon_running():
+        raise RuntimeFailure("no Docker daemon is running (or it is not reachable): start dockerd, "
+                             "or run `python build.py setup` to install and start it")
+
+
+def _apt_install(*packages: str, log) -> None:
+    missing = [p for p in packages if _run(["dpkg-query", "-W", "-f=${Status}", p]).stdout != "install ok installed"]
+    if not missing:
+        return
+    log(f"apt-get install {' '.join(missing)}")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    proc = _run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env)
+    if proc.returncode != 0:
+        update = _run(["apt-get", "update"], env=env)
+        proc = _run(["apt-get", "install", "-y", "--no-install-recommends", *missing], env=env)
+        if proc.returncode != 0:
+            raise RuntimeFailure(f"apt-get install {' '.join(missing)} failed:\n{update.stderr[-800:]}{proc.stderr[-1500:]}")
+
+
+def _wait(check, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise RuntimeFailure(f"{what} did not come up within {seconds:.0f} s")
+
+
+def _spawn(cmd: list[str], log_path: Path) -> None:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def ensure_daemon(log) -> None:
+    if daemon_running():
+        return
+    _apt_install("docker.io", log=log)
+    log("starting dockerd")
+    _spawn(["dockerd"], cache_dir() / "dockerd.log")
+    _wait(daemon_running, "dockerd", 90)
+
+
+def ensure_buildx(log) -> None:
+    cli = docker_cli()
+    if has_buildx(cli):
+        return
+    plugin_dir = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "cli-plugins"
+    log("installing buildx from Debian trixie's docker-buildx package")
+    with tempfile.TemporaryDirectory(prefix="imagematrix-buildx-") as tmp:
+        t = Path(tmp)
+        (t / "lists" / "partial").mkdir(parents=True)
+        (t / "cache" / "archives" / "partial").mkdir(parents=True)
+        (t / "sources.list").write_text("deb http://deb.debian.org/debian trixie main\n")
+        opts = [f"-o=Dir::Etc::SourceList={t / 'sources.list'}", "-o=Dir::Etc::SourceParts=/dev/null",
+                f"-o=Dir::State::Lists={t / 'lists'}", f"-o=Dir::Cache={t / 'cache'}"]
+        for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "download", "docker-buildx"]):
+            proc = _run(cmd, cwd=t)
+            if proc.returncode != 0:
+                raise RuntimeFailure(f"{' '.join(cmd[:1] + cmd[-2:])} failed:\n{proc.stderr[-1500:]}")
+        deb = next(t.glob("docker-buildx_*.deb"))
+        proc = _run(["dpkg-deb", "-x", str(deb), str(t / "x")])
+        if proc.returncode != 0:
+            raise RuntimeFailure(f"dpkg-deb -x {deb.name} failed: {proc.stderr}")
+        plugin_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(t / "x" / "usr" / "libexec" / "docker" / "cli-plugins" / "docker-buildx", plugin_dir / "docker-buildx")
+        (plugin_dir / "docker-buildx").chmod(0o755)
+    if not has_buildx(docker_cli()):
+        raise RuntimeFailure(f"buildx installed in {plugin_dir}, but `docker buildx version` still fails")
+
+
+def registry_up(address: str = REGISTRY) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def _listening(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, int(port))) == 0
+
+
+def ensure_registry(log, address: str = REGISTRY) -> None:
+    """Start Debian's docker-registry on address, storage in the user cache, unless something listens there."""
+    if registry_up(address):
+        return
+    if _listening(address):
+        raise RuntimeFailure(f"{address} is taken by something that is not a registry: free the port or pass --registry")
+    _apt_install("docker-registry", log=log)
+    root = cache_dir() / "registry"
+    (root / "storage").mkdir(parents=True, exist_ok=True)
+    config = root / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {root / 'storage'}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: {address}\n"
+    )
+    log(f"starting the embedded registry on {address} (storage {root / 'storage'})")
+    _spawn(["docker-registry", "serve", str(config)], root / "registry.log")
+    _wait(lambda: registry_up(address), f"registry on {address}", 30)
+
+
+def ensure_debootstrap(log) -> None:
+    if not shutil.which("debootstrap"):
+        _apt_install("debootstrap", log=log)
+
+
+def setup(log) -> None:
+    ensure_daemon(log)
+    ensure_buildx(log)
+    ensure_registry(log)
+    ensure_debootstrap(log)

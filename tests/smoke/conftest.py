@@ -1,0 +1,83 @@
+"""Smoke tests inside an image (pytest-testinfra, docker backend).
+
+    python -m pytest tests/smoke --image REF --row ROW_ID [--matrix matrix.yaml]
+
+What the image must contain comes from outside it: the row in the matrix and its rendered build context
+(dockerfiles/generated/<row-id>/), never from files inside the image. `build.py build` and `build.py test` run
+exactly this. Without --image every test here skips, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from imagematrix import matrix as matrix_mod
+from imagematrix import paths, setup
+from imagematrix.render import Rendered
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("imagematrix smoke tests")
+    group.addoption("--image", help="image reference to test")
+    group.addoption("--row", help="matrix row id the image was built from")
+    group.addoption("--matrix", default=str(paths.MATRIX), help="matrix file (default: matrix.yaml)")
+
+
+@pytest.fixture(scope="session")
+def image(request) -> str:
+    ref = request.config.getoption("--image")
+    if not ref:
+        pytest.skip("smoke tests need --image REF --row ID (run them through `build.py test`)")
+    return ref
+
+
+@pytest.fixture(scope="session")
+def row(request, image) -> matrix_mod.Row:
+    row_id = request.config.getoption("--row")
+    if not row_id:
+        pytest.fail("--row is required with --image")
+    return matrix_mod.load(request.config.getoption("--matrix")).select([row_id])[0]
+
+
+@pytest.fixture(scope="session")
+def expected(request, row) -> dict:
+    """The rendered row.json (pins, labels, env, patches) and patches.json of the row's build context."""
+    root = Path(request.config.getoption("--matrix")).resolve().parent
+    context = root / "dockerfiles" / "generated" / row.id
+    files = {p.name: p.read_bytes() for p in sorted(context.iterdir()) if p.is_file()}
+    return {**json.loads(files["row.json"]), "patch_specs": json.loads(files["patches.json"]),
+            "input_digest": Rendered(row=row, files=files).context_digest()}
+
+
+@pytest.fixture(scope="session")
+def cli() -> str:
+    return setup.docker_cli()
+
+
+@pytest.fixture(scope="session")
+def container(image, cli):
+    name = f"imagematrix-smoke-{uuid.uuid4().hex[:10]}"
+    started = subprocess.run([cli, "run", "-d", "--rm", "--name", name, "--entrypoint", "sleep", image, "infinity"],
+                             capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"cannot start a container from {image}: {started.stderr}")
+    yield name
+    subprocess.run([cli, "rm", "-f", name], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def host(container):
+    import testinfra
+
+    return testinfra.get_host(f"docker://{container}")
+
+
+@pytest.fixture(scope="session")
+def inspect(image, cli) -> dict:
+    out = subprocess.run([cli, "image", "inspect", image], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)[0]

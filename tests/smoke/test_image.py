@@ -1,0 +1,62 @@
+"""CPU smoke tests inside one image: pins, pip check, imports, patches, labels, environment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from imagematrix import patch_apply
+from imagematrix.builder import INPUT_DIGEST_LABEL
+
+PY = "/opt/venv/bin/python"
+
+
+def test_every_pin_is_the_installed_version(host, row):
+    script = ("import json, importlib.metadata as m; "
+              f"print(json.dumps({{p: m.version(p) for p in {sorted(row.pins())!r}}}))")
+    installed = json.loads(host.check_output(f"{PY} -c {json.dumps(script)}"))
+    assert installed == row.pins()
+
+
+def test_pip_check_is_clean(host):
+    result = host.run(f"uv pip check --python {PY}")
+    assert result.rc == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("module", ["torch", "vllm", "verl", "transformers", "tensordict", "flash_attn"])
+def test_imports(host, row, module):
+    if module == "flash_attn" and not row.flash_attn:
+        pytest.skip("the row ships no flash-attn")
+    result = host.run(f"{PY} -c 'import {module}'")
+    assert result.rc == 0, f"import {module} failed:\n{result.stderr[-3000:]}"
+
+
+def test_declared_patches_are_in_the_installed_files(host, expected):
+    site = host.check_output(f"{PY} -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'")
+    for patch in expected["patch_specs"]:
+        text = host.file(f"{site}/{patch['file']}").content_string
+        assert patch_apply.verify_text(text, patch) is None, patch["id"]
+
+
+def test_patches_are_recorded_in_the_image(host, expected, inspect):
+    record = json.loads(host.file("/opt/imagematrix/patches-applied.json").content_string)
+    assert [r["id"] for r in record] == expected["patches"]
+    assert inspect["Config"]["Labels"]["io.imagematrix.patches"] == ",".join(expected["patches"])
+
+
+def test_labels_carry_the_pins_and_the_input_digest(inspect, expected, row):
+    labels = inspect["Config"]["Labels"]
+    for key, value in expected["labels"].items():
+        assert labels.get(key) == value, key
+    for name, version in row.pins().items():
+        assert labels[f"io.imagematrix.pin.{name}"] == version
+    # the image was built from exactly the committed build context of its row
+    assert labels.get(INPUT_DIGEST_LABEL) == expected["input_digest"]
+
+
+def test_environment_defaults_are_as_rendered(inspect, expected):
+    env = dict(item.split("=", 1) for item in inspect["Config"]["Env"])
+    for name, value in expected["env"].items():
+        assert env.get(name) == value, name
+    assert env["PATH"].startswith("/opt/venv/bin:")
