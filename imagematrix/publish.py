@@ -7,6 +7,7 @@ under its final tag, and does not stop the others.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -149,7 +150,8 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
                 proc = _docker(*cmd)
                 if proc.returncode != 0:
                     raise RuntimeFailure(f"docker {cmd[0]} {ref} failed: {proc.stderr.strip()[-600:]}")
-            pushed[tag] = next((line.split()[-2] for line in proc.stdout.splitlines() if "digest:" in line), "")
+            found = re.search(r"digest: (sha256:[0-9a-f]{64})", proc.stdout)
+            pushed[tag] = found.group(1) if found else ""
         stage = "manifest"
         status(row.id, "writing the manifest")
         write_manifest(f"{repo}:{row.id}", pushed, row_logs / "manifest.json")

@@ -30,7 +30,7 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def image(request) -> str:
-    ref = request.config.getoption("--image")
+    ref = request.config.getoption("--image", default=None)
     if not ref:
         pytest.skip("smoke tests need --image REF --row ID (run them through `build.py test`)")
     return ref
@@ -38,16 +38,16 @@ def image(request) -> str:
 
 @pytest.fixture(scope="session")
 def row(request, image) -> matrix_mod.Row:
-    row_id = request.config.getoption("--row")
+    row_id = request.config.getoption("--row", default=None)
     if not row_id:
         pytest.fail("--row is required with --image")
-    return matrix_mod.load(request.config.getoption("--matrix")).select([row_id])[0]
+    return matrix_mod.load(request.config.getoption("--matrix", default=str(paths.MATRIX))).select([row_id])[0]
 
 
 @pytest.fixture(scope="session")
 def expected(request, row) -> dict:
     """The rendered row.json (pins, labels, env, patches) and patches.json of the row's build context."""
-    root = Path(request.config.getoption("--matrix")).resolve().parent
+    root = Path(request.config.getoption("--matrix", default=str(paths.MATRIX))).resolve().parent
     context = root / "dockerfiles" / "generated" / row.id
     files = {p.name: p.read_bytes() for p in sorted(context.iterdir()) if p.is_file()}
     return {**json.loads(files["row.json"]), "patch_specs": json.loads(files["patches.json"]),

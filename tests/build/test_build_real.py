@@ -1,0 +1,132 @@
+"""Real builds through `build.py build`: real dockerd, BuildKit, registry and PyPI (marked `slow`).
+
+.ci/run runs `build.py setup` first (dockerd, buildx, registry, debootstrap). The verl 0.3 + vLLM 0.7.2 row is
+built for real (about 5 GB of wheels), its smoke tests check the three vLLM patches inside the image, and only
+then it is pushed. A second row sharing its torch stage is the small, fast build.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from imagematrix import builder, publish, setup
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
+FAST = "verl0.3-vllm0.7.2-transformers4.48.3"
+TOKEN = f"plantedtoken{uuid.uuid4().hex}"
+HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
+
+
+@pytest.fixture(scope="module")
+def ready():
+    if not setup.daemon_running() or not setup.registry_up():
+        pytest.skip("needs a running Docker daemon and the embedded registry: run `python build.py setup`")
+    return setup.docker_cli()
+
+
+@pytest.fixture(scope="module")
+def registry():
+    """A namespace of its own per run, so a build is never skipped because an earlier run pushed it."""
+    return f"{setup.REGISTRY}/imagematrix-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def built(ready, registry, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("logs")
+    cmd = ["python3", "build.py", "build", "--row", ROW1, "--registry", registry, "--log-dir", str(log_dir),
+           "--ca-cert", HOST_CA, "--no-proxy", f"{TOKEN}.invalid",
+           "--flash-attn-mirror", f"https://user:{TOKEN}@mirror.invalid/fa"]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    print(f"build of {ROW1}: {seconds:.0f} s")
+    yield proc, log_dir, seconds
+    for tag in (ROW1, "vllm0.7.2"):
+        subprocess.run([ready, "rmi", f"{publish.repository(registry)}:{tag}"], capture_output=True)
+
+
+def test_real_row_is_built_tested_and_pushed(built, registry):
+    proc, log_dir, _ = built
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "pushed" in proc.stdout
+    labels = publish.remote_labels(registry, ROW1)
+    assert labels["io.imagematrix.pin.vllm"] == "0.7.2"
+    assert labels["io.imagematrix.patches"].count("vllm-") == 3
+    assert publish.remote_labels(registry, "vllm0.7.2")[builder.INPUT_DIGEST_LABEL] == labels[builder.INPUT_DIGEST_LABEL]
+    smoke = (log_dir / ROW1 / "smoke.log").read_text()
+    assert re.search(r"(\d+) passed", smoke) and " failed" not in smoke
+    manifest = (log_dir / ROW1 / "manifest.json").read_text()
+    assert '"vllm==0.7.2"' in manifest and '"sha256:' in manifest
+
+
+def test_rerun_with_nothing_changed_skips_in_seconds(built, registry, tmp_path):
+    started = time.monotonic()
+    proc = subprocess.run(["python3", "build.py", "build", "--row", ROW1, "--registry", registry,
+                           "--log-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and "skipped" in proc.stdout, proc.stdout
+    assert time.monotonic() - started < 30
+
+
+def _proxy_certs(cli: str, image: str) -> list[bytes]:
+    """PEM bodies in the host CA bundle that Debian's ca-certificates does not ship: the proxy's CA."""
+    ours = subprocess.run([cli, "run", "--rm", "--entrypoint", "cat", image, HOST_CA],
+                          capture_output=True).stdout
+    host = open(HOST_CA, "rb").read()
+    blocks = re.findall(rb"-----BEGIN CERTIFICATE-----\n(.*?)-----END CERTIFICATE-----", host, re.S)
+    return [b.replace(b"\n", b"")[:120] for b in blocks if b.replace(b"\n", b"")[:120] not in ours.replace(b"\n", b"")]
+
+
+def test_no_build_input_persists_in_layers_config_or_history(built, ready, registry):
+    proc, _, _ = built
+    assert proc.returncode == 0
+    image = f"{publish.repository(registry)}:{ROW1}"
+    needles = [TOKEN.encode(), b"mirror.invalid"]
+    proxy = _proxy_certs(ready, image)
+    # each needle is searched in base64 as it appears in PEM, without line breaks: use the first 64 chars,
+    # which sit on one PEM line
+    needles += [p[:64] for p in proxy]
+    history = subprocess.run([ready, "history", "--no-trunc", image], capture_output=True).stdout
+    config = subprocess.run([ready, "image", "inspect", image], capture_output=True).stdout
+    for needle in needles:
+        assert needle not in history and needle not in config
+    save = subprocess.Popen([ready, "save", image], stdout=subprocess.PIPE)
+    found, tail, total = set(), b"", 0
+    for chunk in iter(lambda: save.stdout.read(1 << 24), b""):
+        window = tail + chunk
+        found |= {n for n in needles if n in window}
+        tail = window[-256:]
+        total += len(chunk)
+    assert save.wait() == 0 and total > 1_000_000_000
+    assert not found, f"build inputs found in the image: {found}"
+    print(f"scanned {total / 1e9:.1f} GB for {len(needles)} needles ({len(proxy)} proxy CA certificate(s))")
+
+
+def test_row_sharing_the_torch_stage_builds_fast(built, ready, registry, tmp_path):
+    """A second row with the same torch reuses the os and torch stages: only its upper layers are built."""
+    shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
+    shutil.copytree(ROOT / "locks", tmp_path / "locks")
+    with open(tmp_path / "matrix.yaml", "a") as f:
+        f.write(f'  - id: {FAST}\n    verl: "0.3.0.post1"\n    vllm: "0.7.2"\n    torch: "2.5.1"\n'
+                '    cuda: "12.4"\n    tensordict: "0.6.2"\n    transformers: "4.48.3"\n')
+    matrix = str(tmp_path / "matrix.yaml")
+    for cmd in (["lock", "--row", FAST], ["render", "--row", FAST]):
+        assert subprocess.run(["python3", "build.py", *cmd, "--matrix", matrix], cwd=ROOT).returncode == 0
+    started = time.monotonic()
+    proc = subprocess.run(["python3", "build.py", "build", "--row", FAST, "--matrix", matrix, "--registry", registry,
+                           "--log-dir", str(tmp_path / "logs")], cwd=ROOT, capture_output=True, text=True)
+    seconds = time.monotonic() - started
+    print(f"build of {FAST} on the shared torch stage: {seconds:.0f} s")
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    build_log = (tmp_path / "logs" / FAST / "build.log").read_text()
+    torch_step = re.search(r"#\d+ \[torch 1/1\] RUN .*\n#\d+ (\S+)", build_log)
+    assert torch_step and torch_step.group(1) == "CACHED", build_log[-3000:]
+    subprocess.run([ready, "rmi", f"{publish.repository(registry)}:{FAST}"], capture_output=True)
