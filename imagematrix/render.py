@@ -16,6 +16,7 @@ from pathlib import Path
 import jinja2
 
 from . import envdefaults, flashattn, patches, paths, resolve
+from .errors import InputError
 from .matrix import Matrix, Row
 
 LABEL_PREFIX = "io.imagematrix"
@@ -104,8 +105,6 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
 def _tools_lock(matrix: Matrix) -> str:
     path = resolve.tools_lock_path(matrix)
     if not path.exists():
-        from .errors import InputError
-
         raise InputError(f"{path.relative_to(matrix.root)} is missing", fix="run `python build.py lock`")
     return path.read_text()
 
