@@ -145,11 +145,18 @@ def write(matrix: Matrix, rendered: list[Rendered], *, prune: bool) -> list[str]
             staging.rename(target)
         changed.append(item.row.id)
     if prune:
-        keep = {item.row.id for item in rendered}
-        for stale in sorted(p for p in out.iterdir() if p.is_dir() and p.name not in keep and not p.name.startswith(".")):
+        for stale in _stale_dirs(out, rendered):
             shutil.rmtree(stale)
             changed.append(stale.name)
     return changed
+
+
+def _stale_dirs(out: Path, rendered: list[Rendered]) -> list[Path]:
+    """Row directories under out that no rendered row produces (staging dirs, which start with '.', aside)."""
+    if not out.is_dir():
+        return []
+    keep = {item.row.id for item in rendered}
+    return sorted(p for p in out.iterdir() if p.is_dir() and p.name not in keep and not p.name.startswith("."))
 
 
 def _read_tree(path: Path) -> dict[str, bytes] | None:
@@ -174,7 +181,6 @@ def drift(matrix: Matrix, rendered: list[Rendered], *, full: bool) -> list[str]:
                 problems.append(f"{item.row.id}/{name}: not produced by the matrix")
             elif on_disk[name] != item.files[name]:
                 problems.append(f"{item.row.id}/{name}: differs")
-    if full and out.is_dir():
-        keep = {item.row.id for item in rendered}
-        problems += [f"{p.name}: no such row in the matrix" for p in sorted(out.iterdir()) if p.is_dir() and p.name not in keep and not p.name.startswith(".")]
+    if full:
+        problems += [f"{p.name}: no such row in the matrix" for p in _stale_dirs(out, rendered)]
     return problems
