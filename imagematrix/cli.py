@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -150,15 +149,6 @@ def cmd_validate(args) -> int:
     return 0
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def cmd_lock(args) -> int:
     m, rows = _load(args)
     with err.status(f"locking {len(rows)} row(s) with uv (hashes)"):
@@ -171,12 +161,12 @@ def cmd_lock(args) -> int:
         raise InputErrors(errors)
     if failures:
         raise RuntimeFailure("\n".join(failures))
-    _write_atomic(resolve.tools_lock_path(m), tools)
+    paths.write_atomic(resolve.tools_lock_path(m), tools)
     for row, compiled in results:
         path = resolve.lock_path(m, row)
         text = resolve.lock_text(row, compiled)
         changed = not path.exists() or path.read_text() != text
-        _write_atomic(path, text)
+        paths.write_atomic(path, text)
         out.print(f"{'wrote' if changed else 'unchanged'} {path.relative_to(m.root)} "
                   f"({len(resolve.parse(compiled))} packages)")
     return 0

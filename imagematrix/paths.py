@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,3 +15,16 @@ GENERATED = DOCKERFILES / "generated"
 BASES = DOCKERFILES / "bases.yaml"
 ENV_DEFAULTS = DOCKERFILES / "env-defaults.yaml"
 LOCKS = ROOT / "locks"
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write a file whole or not at all (unique temp file beside it, then rename); mode 0644.
+
+    Safe when several threads or processes write the same path: each uses its own temp file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)

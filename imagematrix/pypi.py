@@ -20,6 +20,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .errors import RuntimeFailure
+from .paths import write_atomic
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 
@@ -88,10 +89,7 @@ def requires_python(package: str, version: str) -> str | None:
     value = found[0] if found else None
     if value is not None:
         known[key] = value
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
-        tmp.replace(cache)
+        write_atomic(cache, json.dumps(known, indent=1, sort_keys=True))
     return value
 
 
@@ -138,8 +136,5 @@ def wheel_file(package: str, version: str, member: str, *, platform: str = "x86_
             data = wheel.read(member)
         except KeyError:
             raise RuntimeFailure(f"{member} is not in {urls[0].rsplit('/', 1)[-1]}") from None
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cached.with_suffix(cached.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(cached)
+    write_atomic(cached, data)
     return data
