@@ -84,17 +84,19 @@ def compile_(row: Row, *, hashes: bool, offline: bool = False) -> str:
     with tempfile.TemporaryDirectory(prefix="imagematrix-") as tmp:
         req = Path(tmp, "requirements.in")
         req.write_text(spec.requirements)
-        cmd = [_uv(), "pip", "compile", str(req), "--python-version", row.python, "--python-platform", PLATFORM,
+        # Paths relative to the temp dir (uv runs there): uv writes `# via -r <path>` into the lock, and a random
+        # temp path would make every re-lock differ, and with it the lock digest and the image's input digest.
+        cmd = [_uv(), "pip", "compile", req.name, "--python-version", row.python, "--python-platform", PLATFORM,
                "--no-header", "--quiet", "--color", "never", "--annotation-style", "split"]
         if spec.overrides:
             ovr = Path(tmp, "overrides.txt")
             ovr.write_text(spec.overrides)
-            cmd += ["--override", str(ovr)]
+            cmd += ["--override", ovr.name]
         if hashes:
             cmd.append("--generate-hashes")
         if offline:
             cmd.append("--offline")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}, cwd=tmp)
     if proc.returncode == 0:
         return proc.stdout
     message = proc.stderr.strip()

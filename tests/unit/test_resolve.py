@@ -106,3 +106,13 @@ def test_real_locks_are_hash_pinned_and_match_their_rows():
             if name != "flash-attn":  # installed from its prebuilt wheel, not from PyPI
                 assert entries[name].version == version, (row.id, name)
         assert all("--hash=sha256:" in e.text for e in entries.values()), row.id
+
+
+def test_relocking_an_unchanged_row_rewrites_nothing(run, project_copy):
+    """No temp paths in uv's annotations: a lock is a function of the row (and of PyPI), not of the run."""
+    lock = project_copy.parent / "locks" / "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311.txt"
+    before = lock.read_text()
+    assert "/tmp/" not in before
+    result = run("lock", "--matrix", project_copy, "--row", "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311")
+    assert result.code == 0 and "unchanged" in result.out, result
+    assert lock.read_text() == before
