@@ -6,6 +6,7 @@ else runs. Errors name file, line, row and field, say how to fix it, and are all
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,15 +197,11 @@ class Matrix:
         return [known[i] for i in ids]
 
 
-_bootstrap_cache: dict[str, Any] | None = None
-
-
+@functools.cache
 def bootstrap_suites() -> dict[str, Any]:
-    global _bootstrap_cache
-    if _bootstrap_cache is None:
-        data = yamlio.load(paths.BASES) or {}
-        _bootstrap_cache = dict(data.get("debootstrap") or {})
-    return _bootstrap_cache
+    """The bootstrappable bases of dockerfiles/bases.yaml (read once)."""
+    data = yamlio.load(paths.BASES) or {}
+    return dict(data.get("debootstrap") or {})
 
 
 def _field_errors(exc: ValidationError, where: str) -> list[InputError]:

@@ -6,6 +6,7 @@ trixie's docker-buildx package when the CLI has no buildx plugin). Used by `buil
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import socket
@@ -25,11 +26,12 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
 
 
+@functools.cache
 def docker_cli() -> str:
     """The docker CLI to use: one that has buildx, else Debian's 20.10 CLI (BuildKit via DOCKER_BUILDKIT=1)."""
     candidates = [shutil.which("docker"), "/usr/bin/docker"]
     for cli in candidates:
-        if cli and os.path.exists(cli) and _run([cli, "buildx", "version"]).returncode == 0:
+        if cli and os.path.exists(cli) and has_buildx(cli):
             return cli
     for cli in ("/usr/bin/docker", shutil.which("docker")):
         if cli and os.path.exists(cli):
@@ -37,6 +39,7 @@ def docker_cli() -> str:
     raise RuntimeFailure("no docker CLI: run `python build.py setup` (installs Debian's docker.io)")
 
 
+@functools.cache
 def has_buildx(cli: str) -> bool:
     return _run([cli, "buildx", "version"]).returncode == 0
 
@@ -114,6 +117,8 @@ def ensure_buildx(log) -> None:
         plugin_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(t / "x" / "usr" / "libexec" / "docker" / "cli-plugins" / "docker-buildx", plugin_dir / "docker-buildx")
         (plugin_dir / "docker-buildx").chmod(0o755)
+    docker_cli.cache_clear()  # the answers before the install are stale now
+    has_buildx.cache_clear()
     if not has_buildx(docker_cli()):
         raise RuntimeFailure(f"buildx installed in {plugin_dir}, but `docker buildx version` still fails")
 
