@@ -66,6 +66,7 @@ def ensure_base(row: Row, cli: str, inputs: BuildInputs, log) -> str:
         if not shutil.which("debootstrap"):
             raise RuntimeFailure(f"row {row.id}, stage base: debootstrap is not installed (run `python build.py setup`)")
         log(f"bootstrapping {image} from {mirror} (debootstrap, about a minute)")
+        cache_dir().mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="imagematrix-rootfs-", dir=cache_dir()))
         try:
             env = {**os.environ}

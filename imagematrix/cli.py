@@ -156,7 +156,8 @@ def cmd_lock(args) -> int:
         tools = resolve.lock_tools(m)
     errors = [r for _, r in results if isinstance(r, InputError)]
     failures = [str(r) for _, r in results if isinstance(r, RuntimeFailure)]
-    errors += [e for row, r in results if isinstance(r, str) and (e := resolve.check_cuda(row, resolve.parse(r)))]
+    parsed = {row.id: resolve.parse(r) for row, r in results if isinstance(r, str)}
+    errors += [e for row, r in results if row.id in parsed and (e := resolve.check_cuda(row, parsed[row.id]))]
     if errors:
         raise InputErrors(errors)
     if failures:
@@ -168,7 +169,7 @@ def cmd_lock(args) -> int:
         changed = not path.exists() or path.read_text() != text
         paths.write_atomic(path, text)
         out.print(f"{'wrote' if changed else 'unchanged'} {path.relative_to(m.root)} "
-                  f"({len(resolve.parse(compiled))} packages)")
+                  f"({len(parsed[row.id])} packages)")
     return 0
 
 
