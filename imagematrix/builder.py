@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -17,6 +19,8 @@ from .matrix import Row, bootstrap_suites
 from .pypi import cache_dir
 
 INPUT_DIGEST_LABEL = "io.imagematrix.input-digest"
+# A BuildKit plain-progress step line: "#12 [torch 1/1] RUN --mount=... uv pip install ..."
+STEP_RE = re.compile(r"^#\d+ \[([^\]]+)\] (\S.*)")
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,12 @@ def ensure_base(row: Row, cli: str, inputs: BuildInputs, log) -> str:
     return image
 
 
+def _step_text(text: str) -> str:
+    """A RUN step without its mounts and the buildenv preamble: what it does, shortened."""
+    text = re.sub(r"--mount=\S+\s*", "", text).replace("set -eu; . /run/imagematrix-in/buildenv.sh; ", "")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path, secrets: dict[str, Path]) -> dict:
     """A `docker buildx bake` file (JSON) building each rendered row under its candidate tag."""
     targets = {}
@@ -113,7 +123,8 @@ def _target(row_id: str) -> str:
     return row_id.replace(".", "_")
 
 
-def build(item: render.Rendered, candidate: str, context_root: Path, secrets: dict[str, Path], log_path: Path) -> None:
+def build(item: render.Rendered, candidate: str, context_root: Path, secrets: dict[str, Path], log_path: Path,
+          progress: Callable[[str], None] | None = None) -> None:
     """Build one row with BuildKit: buildx bake when the CLI has buildx, else DOCKER_BUILDKIT=1 docker build."""
     cli = setup.docker_cli()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +142,14 @@ def build(item: render.Rendered, candidate: str, context_root: Path, secrets: di
     with open(log_path, "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")
         log.flush()
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                                errors="replace")
+        for line in proc.stdout:
+            log.write(line)
+            step = STEP_RE.match(line)
+            if step and progress:
+                progress(f"[{step.group(1)}] {_step_text(step.group(2))}")
+        proc.wait()
     if proc.returncode != 0:
         tail = log_path.read_text().splitlines()[-25:]
         raise RuntimeFailure(f"row {item.row.id}, stage build: BuildKit build failed (full log: {log_path}):\n"

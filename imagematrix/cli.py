@@ -232,6 +232,9 @@ def cmd_build(args) -> int:
     m, rows = _load(args)
     outcomes = publish.publish(m, rows, args.registry, _inputs(args), args.log_dir, out)
     failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        err.print(f"[red]{len(failed)} of {len(outcomes)} row(s) failed[/] (nothing of theirs was pushed; "
+                  f"logs in {args.log_dir}/<row-id>/)")
     return 1 if failed else 0
 
 

@@ -12,23 +12,22 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import builder, render, setup, tags
+from . import builder, flashattn, render, setup, tags
+from . import registry as registry_api
 from .errors import InputError, RuntimeFailure
 from .matrix import Matrix, Row
 from .paths import ROOT
 
 DEFAULT_REGISTRY = f"{setup.REGISTRY}/imagematrix"
 IMAGE_NAME = "verl"
-MANIFEST_MEDIA = ("application/vnd.docker.distribution.manifest.v2+json,"
-                  "application/vnd.oci.image.manifest.v1+json")
 
 
 @dataclass
@@ -44,35 +43,9 @@ def repository(registry: str) -> str:
     return f"{registry.rstrip('/')}/{IMAGE_NAME}"
 
 
-def _loopback(registry: str) -> bool:
-    return registry.startswith(("127.0.0.1", "localhost"))
-
-
 def remote_labels(registry: str, tag: str) -> dict | None:
-    """Labels of repository:tag in the registry, None when the tag does not exist."""
-    repo = repository(registry)
-    if _loopback(registry):
-        host, _, path = repo.partition("/")
-        try:
-            req = urllib.request.Request(f"http://{host}/v2/{path}/manifests/{tag}", headers={"Accept": MANIFEST_MEDIA})
-            manifest = json.load(urllib.request.urlopen(req, timeout=10))
-            blob = f"http://{host}/v2/{path}/blobs/{manifest['config']['digest']}"
-            config = json.load(urllib.request.urlopen(blob, timeout=10))
-        except urllib.error.HTTPError as exc:
-            if exc.code == 404:
-                return None
-            raise RuntimeFailure(f"registry {host}: {exc}") from None
-        except OSError as exc:
-            raise RuntimeFailure(f"registry {host} is unreachable: {exc}") from None
-        return (config.get("config") or {}).get("Labels") or {}
-    cli = setup.docker_cli()
-    proc = subprocess.run([cli, "buildx", "imagetools", "inspect", f"{repo}:{tag}", "--format", "{{json .Image}}"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        if "not found" in proc.stderr.lower():
-            return None
-        raise RuntimeFailure(f"cannot inspect {repo}:{tag}: {proc.stderr.strip()[-400:]}")
-    return (json.loads(proc.stdout).get("config") or {}).get("Labels") or {}
+    """Labels of repository:tag in the registry (credentials from the docker config), None when the tag is absent."""
+    return registry_api.labels(repository(registry), tag)
 
 
 def _docker(*args: str) -> subprocess.CompletedProcess:
@@ -109,8 +82,26 @@ def write_manifest(image: str, pushed: dict[str, str], path: Path) -> None:
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def check_flash_attn(row: Row, mirror: str | None) -> None:
+    """Fail before any build step when the row's flash-attn wheel cannot be fetched (pip would compile for hours)."""
+    base = mirror or flashattn.RELEASES
+    host = urllib.parse.urlsplit(base).hostname or ""
+    if registry_api.is_loopback(host):
+        raise RuntimeFailure(f"row {row.id}, stage inputs: the flash-attn mirror {flashattn.redact(base)} is on "
+                             "loopback, which build steps cannot reach\n"
+                             "  fix: serve it on an address the build can reach (e.g. the docker bridge 172.17.0.1)")
+    url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)
+    problem = flashattn.check_reachable(url)
+    if problem:
+        raise RuntimeFailure(
+            f"row {row.id}, stage inputs: the flash-attn {row.flash_attn} wheel {problem}\n"
+            "  fix: pass --flash-attn-mirror URL, a base URL laid out like the GitHub releases "
+            f"(v<version>/<wheel>: here {flashattn.wheel_path(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)})")
+
+
 def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: builder.BuildInputs,
-                log_dir: Path, status) -> Outcome:
+                log_dir: Path, status, final: list[str]) -> Outcome:
+    """One row: skip when its final tag has the same input digest, else base -> build -> smoke -> push `final`."""
     row = item.row
     started = time.monotonic()
     digest = item.context_digest()
@@ -126,7 +117,19 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         status(row.id, "checking the registry")
         labels = remote_labels(registry, row.id)
         if labels and labels.get(builder.INPUT_DIGEST_LABEL) == digest:
-            return done("skipped", f"{repo}:{row.id} already has input {digest[:19]}")
+            moved = []
+            for alias in final[1:]:  # an alias whose earlier push failed, or that moved to this row
+                alias_labels = remote_labels(registry, alias) or {}
+                if alias_labels.get(builder.INPUT_DIGEST_LABEL) != digest:
+                    status(row.id, f"tagging {repo}:{alias}")
+                    registry_api.retag(repo, row.id, alias)
+                    moved.append(alias)
+            return done("skipped", f"{repo}:{row.id} already has input {digest[:19]}"
+                        + (f"; tagged {', '.join(moved)}" if moved else ""))
+        if row.flash_attn:
+            stage = "inputs"
+            status(row.id, "checking the flash-attn wheel")
+            check_flash_attn(row, inputs.flash_attn_mirror)
         stage = "base"
         status(row.id, "base image")
         cli = setup.docker_cli()
@@ -136,27 +139,30 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         candidate = f"{repo}:{tags.candidate_tag(row.id, digest)}"
         with tempfile.TemporaryDirectory(prefix="imagematrix-secrets-") as secret_dir:
             secrets = inputs.write_secrets(Path(secret_dir))
-            builder.build(item, candidate, render.generated_dir(matrix), secrets, row_logs / "build.log")
+            builder.build(item, candidate, render.generated_dir(matrix), secrets, row_logs / "build.log",
+                          lambda step: status(row.id, f"building {step}"))
         stage = "smoke"
         status(row.id, "smoke tests")
         if not run_smoke(matrix, row, candidate, row_logs / "smoke.log"):
-            return done("failed", f"smoke tests failed, not pushed (log: {row_logs / 'smoke.log'})")
+            return done("failed", f"smoke tests failed, nothing pushed; log {row_logs / 'smoke.log'}; "
+                                  f"the untested image stays here as {candidate}")
         stage = "push"
         pushed = {}
-        for tag in tags.final_tags(row.id, row.vllm):
+        for tag in final:  # the row's own tag first: a rerun repairs an alias whose push failed
             status(row.id, f"pushing {repo}:{tag}")
             ref = f"{repo}:{tag}"
             for cmd in (("tag", candidate, ref), ("push", ref)):
                 proc = _docker(*cmd)
                 if proc.returncode != 0:
-                    raise RuntimeFailure(f"docker {cmd[0]} {ref} failed: {proc.stderr.strip()[-600:]}")
+                    raise RuntimeFailure(f"row {row.id}, stage push: docker {cmd[0]} {ref} failed: "
+                                         f"{proc.stderr.strip()[-600:]}")
             found = re.search(r"digest: (sha256:[0-9a-f]{64})", proc.stdout)
             pushed[tag] = found.group(1) if found else ""
         stage = "manifest"
         status(row.id, "writing the manifest")
         write_manifest(f"{repo}:{row.id}", pushed, row_logs / "manifest.json")
         _docker("rmi", candidate)  # the candidate tag only; layers stay with the final tag
-        return done("pushed", f"{repo}:{row.id} {pushed.get(row.id, '')}")
+        return done("pushed", f"{', '.join(f'{repo}:{t}' for t in final)} {pushed.get(row.id, '')}")
     except (RuntimeFailure, InputError) as exc:
         (row_logs / "error.txt").write_text(str(exc) + "\n")
         return done("failed", str(exc))
@@ -172,18 +178,31 @@ def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.Buil
     if drift:
         raise InputError("the generated build contexts differ from the matrix:\n  " + "\n  ".join(drift),
                          fix="run `python build.py render` (and commit the result)")
+    final = tags.published_tags([(r.id, r.vllm) for r in matrix.rows])
     outcomes = []
-    for index, item in enumerate(rendered, 1):
-        t0 = time.monotonic()
-        with console.status(f"[{index}/{len(rendered)}] {item.row.id}") as spinner:
-            def status(row_id: str, stage: str, spinner=spinner, index=index, t0=t0) -> None:
-                spinner.update(f"[{index}/{len(rendered)}] {row_id}: {stage} ({time.monotonic() - t0:.0f} s)")
-            outcome = publish_row(matrix, item, registry, inputs, log_dir, status)
-        console.print(f"{outcome.row}: {outcome.status} at {outcome.stage} in {outcome.seconds:.0f} s")
-        outcomes.append(outcome)
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        for index, item in enumerate(rendered, 1):
+            label = f"[{index}/{len(rendered)}] {item.row.id}"
+            task = progress.add_task(label)
+
+            def status(row_id: str, stage: str, task=task, label=label) -> None:
+                progress.update(task, description=f"{label}: {stage}")
+                if not console.is_terminal and not stage.startswith("building ["):
+                    console.print(f"{label}: {stage}")  # a log (CI) gets stage changes as lines
+
+            outcome = publish_row(matrix, item, registry, inputs, log_dir, status, final[item.row.id])
+            progress.remove_task(task)
+            progress.console.print(f"{outcome.row}: {outcome.status} at {outcome.stage} in {outcome.seconds:.0f} s")
+            outcomes.append(outcome)
     table = Table("row", "result", "stage", "time", "detail", title="build summary")
     for o in outcomes:
         colour = {"pushed": "green", "skipped": "cyan", "failed": "red"}[o.status]
-        table.add_row(o.row, f"[{colour}]{o.status}[/]", o.stage, f"{o.seconds:.0f} s", o.detail)
+        first = o.detail.splitlines()[0] if o.detail else ""
+        table.add_row(o.row, f"[{colour}]{o.status}[/]", o.stage, f"{o.seconds:.0f} s",
+                      first if len(first) <= 100 else first[:97] + "...")
     console.print(table)
+    for o in outcomes:
+        if o.status == "failed":
+            console.print(f"[red]{o.row}[/] failed at stage {o.stage}:\n  " + o.detail.replace("\n", "\n  "))
     return outcomes

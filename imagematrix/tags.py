@@ -27,11 +27,22 @@ def row_id(*, verl: str, vllm: str, torch: str, cuda: str, python: str, flash_at
 
 
 def final_tags(row_id_: str, vllm: str) -> list[str]:
-    """The tags a row's image is published under: its id, and an alias per vLLM version (`vllm0.10.0`).
+    """The tags a row's image may be published under: its id, and the alias of its vLLM version (`vllm0.10.0`)."""
+    return [row_id_, vllm_alias(vllm)]
 
-    The alias moves to the last row listed for that vLLM version (see publish order).
+
+def vllm_alias(vllm: str) -> str:
+    return f"vllm{vllm}"
+
+
+def published_tags(rows: list[tuple[str, str]]) -> dict[str, list[str]]:
+    """(row id, vLLM version) in matrix order -> the tags each row is published under.
+
+    Every row gets its id; the `vllm<version>` alias belongs to the last row listed for that vLLM version,
+    so adding a newer row for the same vLLM moves the alias to it.
     """
-    return [row_id_, f"vllm{vllm}"]
+    owner = {vllm: row_id_ for row_id_, vllm in rows}
+    return {row_id_: [row_id_] + ([vllm_alias(vllm)] if owner[vllm] == row_id_ else []) for row_id_, vllm in rows}
 
 
 def candidate_tag(row_id_: str, input_digest: str) -> str:

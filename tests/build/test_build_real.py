@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 FAST = "verl0.3-vllm0.7.2-transformers4.48.3"
+BROKEN = "verl0.3-vllm0.7.2-broken-tokenizers"
 TOKEN = f"plantedtoken{uuid.uuid4().hex}"
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 
@@ -110,23 +111,42 @@ def test_no_build_input_persists_in_layers_config_or_history(built, ready, regis
     print(f"scanned {total / 1e9:.1f} GB for {len(needles)} needles ({len(proxy)} proxy CA certificate(s))")
 
 
-def test_row_sharing_the_torch_stage_builds_fast(built, ready, registry, tmp_path):
-    """A second row with the same torch reuses the os and torch stages: only its upper layers are built."""
+def test_failing_row_is_not_pushed_and_the_next_row_shares_the_torch_stage(built, ready, registry, tmp_path):
+    """Two new rows in one `build`: the first forces a tokenizers that its transformers rejects, so its smoke tests
+    fail and nothing of it is pushed; the second still builds, on the cached os and torch stages, and is pushed."""
     shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
     shutil.copytree(ROOT / "locks", tmp_path / "locks")
     with open(tmp_path / "matrix.yaml", "a") as f:
+        f.write(f'  - id: {BROKEN}\n    verl: "0.3.0.post1"\n    vllm: "0.7.2"\n    torch: "2.5.1"\n'
+                '    cuda: "12.4"\n    tensordict: "0.6.2"\n    transformers: "4.49.0"\n'
+                '    overrides:\n      tokenizers:\n        version: "0.20.3"\n'
+                '        reason: forced below the range transformers 4.49 declares, to test a failing row\n')
         f.write(f'  - id: {FAST}\n    verl: "0.3.0.post1"\n    vllm: "0.7.2"\n    torch: "2.5.1"\n'
                 '    cuda: "12.4"\n    tensordict: "0.6.2"\n    transformers: "4.48.3"\n')
     matrix = str(tmp_path / "matrix.yaml")
-    for cmd in (["lock", "--row", FAST], ["render", "--row", FAST]):
+    for cmd in (["lock", "--row", BROKEN, "--row", FAST], ["render", "--row", BROKEN, "--row", FAST]):
         assert subprocess.run(["python3", "build.py", *cmd, "--matrix", matrix], cwd=ROOT).returncode == 0
     started = time.monotonic()
-    proc = subprocess.run(["python3", "build.py", "build", "--row", FAST, "--matrix", matrix, "--registry", registry,
-                           "--log-dir", str(tmp_path / "logs")], cwd=ROOT, capture_output=True, text=True)
-    seconds = time.monotonic() - started
-    print(f"build of {FAST} on the shared torch stage: {seconds:.0f} s")
-    assert proc.returncode == 0, proc.stdout[-3000:]
-    build_log = (tmp_path / "logs" / FAST / "build.log").read_text()
-    torch_step = re.search(r"#\d+ \[torch 1/1\] RUN .*\n#\d+ (\S+)", build_log)
-    assert torch_step and torch_step.group(1) == "CACHED", build_log[-3000:]
-    subprocess.run([ready, "rmi", f"{publish.repository(registry)}:{FAST}"], capture_output=True)
+    proc = subprocess.run(["python3", "build.py", "build", "--row", BROKEN, "--row", FAST, "--matrix", matrix,
+                           "--registry", registry, "--log-dir", str(tmp_path / "logs")],
+                          cwd=ROOT, capture_output=True, text=True)
+    print(f"build of {BROKEN} and {FAST}: {time.monotonic() - started:.0f} s")
+    repo = publish.repository(registry)
+    try:
+        assert proc.returncode == 1, proc.stdout[-3000:]
+        assert f"{BROKEN}: failed at smoke" in proc.stdout and f"{FAST}: pushed" in proc.stdout
+        assert "1 of 2 row(s) failed" in proc.stderr
+        smoke = (tmp_path / "logs" / BROKEN / "smoke.log").read_text()
+        assert "tokenizers" in smoke and " failed" in smoke
+        assert publish.remote_labels(registry, BROKEN) is None  # never pushed under its final tag
+        assert publish.remote_labels(registry, FAST)["io.imagematrix.pin.transformers"] == "4.48.3"
+        # FAST is the last vLLM 0.7.2 row of this matrix, so the alias moved to it
+        assert publish.remote_labels(registry, "vllm0.7.2")["io.imagematrix.row"] == FAST
+        build_log = (tmp_path / "logs" / FAST / "build.log").read_text()
+        torch_step = re.search(r"#\d+ \[torch 1/1\] RUN .*\n#\d+ (\S+)", build_log)
+        assert torch_step and torch_step.group(1) == "CACHED", build_log[-3000:]
+    finally:
+        for ref in (f"{repo}:{FAST}", f"{repo}:vllm0.7.2"):
+            subprocess.run([ready, "rmi", ref], capture_output=True)
+        subprocess.run(f"{ready} images -q --filter reference='{repo}:candidate-{BROKEN}-*' | xargs -r {ready} rmi",
+                       shell=True, capture_output=True)

@@ -31,6 +31,11 @@ def test_candidate_tag_is_valid_and_distinct_from_final():
     assert tags.final_tags("r", "0.10.0") == ["r", "vllm0.10.0"]
 
 
+def test_the_vllm_alias_belongs_to_the_last_row_of_its_version():
+    published = tags.published_tags([("a", "0.7.2"), ("b", "0.8.5"), ("c", "0.7.2")])
+    assert published == {"a": ["a"], "b": ["b", "vllm0.8.5"], "c": ["c", "vllm0.7.2"]}
+
+
 @pytest.mark.parametrize(("fa", "torch", "cuda", "py", "name"), [
     # names as published on the flash-attention GitHub releases
     ("2.7.4.post1", "2.6.0", "12.4", "3.11", "flash_attn-2.7.4.post1+cu12torch2.6cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"),

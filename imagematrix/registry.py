@@ -1,0 +1,173 @@
+"""Read image labels from a registry over the Distribution HTTP API, with the credentials of the docker config.
+
+Credentials come from where `docker login` puts them: `$DOCKER_CONFIG/config.json` (default `~/.docker`), either
+inline (`auths.<host>.auth`) or through a credential helper (`credHelpers` / `credsStore`). Basic and bearer-token
+challenges are answered. Loopback registries are spoken to over HTTP (as docker does), all others over HTTPS.
+No credential is ever put into a message or a log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from .errors import RuntimeFailure
+
+MANIFEST_MEDIA = ", ".join((
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+))
+DOCKER_HUB = "https://index.docker.io/v1/"
+
+
+def split(repository: str) -> tuple[str, str]:
+    """'host[:port]/ns/name' -> (host, 'ns/name'); a name without a registry host is on Docker Hub."""
+    first, _, rest = repository.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first, rest
+    return "registry-1.docker.io", repository if "/" in repository else f"library/{repository}"
+
+
+def is_loopback(host: str) -> bool:
+    return host.split(":")[0] in ("127.0.0.1", "localhost", "::1")
+
+
+def docker_config_dir() -> Path:
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker")
+
+
+def credentials(host: str) -> tuple[str, str] | None:
+    """(user, secret) for host from the docker config, or None."""
+    path = docker_config_dir() / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RuntimeFailure(f"cannot read the docker config {path}: {exc}") from None
+    keys = [host, f"https://{host}", f"http://{host}"] + ([DOCKER_HUB] if host.endswith("docker.io") else [])
+    helper = next((config.get("credHelpers", {}).get(k) for k in keys if k in config.get("credHelpers", {})),
+                  config.get("credsStore"))
+    for key in keys:
+        entry = config.get("auths", {}).get(key) or {}
+        if entry.get("auth"):
+            user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+            return user, secret
+    if helper:
+        for key in keys:
+            proc = subprocess.run([f"docker-credential-{helper}", "get"], input=key, capture_output=True, text=True)
+            if proc.returncode == 0:
+                found = json.loads(proc.stdout)
+                return found.get("Username", ""), found.get("Secret", "")
+    return None
+
+
+class Client:
+    """A minimal read-only client for one registry host."""
+
+    def __init__(self, host: str):
+        self.host = host
+        self.base = f"{'http' if is_loopback(host) else 'https'}://{host}"
+        self._auth: str | None = None
+
+    def request(self, method: str, path: str, *, accept: str | None = None, data: bytes | None = None,
+                content_type: str | None = None) -> tuple[bytes, dict] | None:
+        """One request to base+path; None on 404. Answers one auth challenge with the docker config's credentials."""
+        for attempt in (1, 2):
+            headers = {k: v for k, v in (("Accept", accept), ("Content-Type", content_type),
+                                          ("Authorization", self._auth)) if v}
+            req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=60) as resp:
+                    return resp.read(), dict(resp.headers)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    return None
+                if exc.code == 401 and attempt == 1:
+                    self._authenticate(exc.headers.get("WWW-Authenticate", ""))
+                    continue
+                if exc.code in (401, 403):
+                    raise RuntimeFailure(
+                        f"registry {self.host} refused {method} {path} ({exc.code}): "
+                        f"log in with `docker login {self.host}` (credentials are read from "
+                        f"{docker_config_dir() / 'config.json'})") from None
+                raise RuntimeFailure(f"registry {self.host}: HTTP {exc.code} for {method} {path}") from None
+            except OSError as exc:
+                raise RuntimeFailure(f"registry {self.host} is unreachable ({self.base}): {exc}; "
+                                     "check the address, or start the embedded registry with "
+                                     "`python build.py setup`") from None
+        raise AssertionError("unreachable")
+
+    def get_json(self, path: str, accept: str | None = None) -> dict | None:
+        answer = self.request("GET", path, accept=accept)
+        return None if answer is None else json.loads(answer[0])
+
+    def _authenticate(self, challenge: str) -> None:
+        creds = credentials(self.host)
+        scheme, _, params = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            if not creds:
+                raise RuntimeFailure(f"registry {self.host} needs credentials: run `docker login {self.host}`")
+            self._auth = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
+            return
+        if scheme.lower() != "bearer":
+            raise RuntimeFailure(f"registry {self.host} asks for unsupported authentication {scheme!r}")
+        fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        query = urllib.parse.urlencode({k: v for k, v in fields.items() if k in ("service", "scope")})
+        request = urllib.request.Request(f"{fields.get('realm', '')}?{query}")
+        if creds:
+            request.add_header("Authorization",
+                               "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=20) as resp:
+                answer = json.load(resp)
+        except urllib.error.HTTPError as exc:
+            raise RuntimeFailure(f"registry {self.host}: the token service refused the credentials ({exc.code}): "
+                                 f"run `docker login {self.host}` again") from None
+        except OSError as exc:
+            raise RuntimeFailure(f"registry {self.host}: token service unreachable: {exc}") from None
+        self._auth = f"Bearer {answer.get('token') or answer.get('access_token')}"
+
+    def labels(self, name: str, tag: str) -> dict | None:
+        """Labels in the image config of name:tag (the linux/amd64 one of an index); None when the tag is absent."""
+        manifest = self.get_json(f"/v2/{name}/manifests/{tag}", MANIFEST_MEDIA)
+        if manifest is None:
+            return None
+        if "manifests" in manifest:  # an index: take linux/amd64
+            chosen = next((m for m in manifest["manifests"]
+                           if m.get("platform", {}).get("architecture") == "amd64"), None)
+            if chosen is None:
+                return {}
+            manifest = self.get_json(f"/v2/{name}/manifests/{chosen['digest']}", MANIFEST_MEDIA) or {}
+        config = self.get_json(f"/v2/{name}/blobs/{manifest['config']['digest']}") or {}
+        return (config.get("config") or {}).get("Labels") or {}
+
+
+    def retag(self, name: str, source: str, target: str) -> None:
+        """Point tag `target` at the manifest of `source` (no layer moves: the registry has them)."""
+        found = self.request("GET", f"/v2/{name}/manifests/{source}", accept=MANIFEST_MEDIA)
+        if found is None:
+            raise RuntimeFailure(f"registry {self.host}: {name}:{source} does not exist, cannot tag it {target}")
+        body, headers = found
+        media = next(v for k, v in headers.items() if k.lower() == "content-type")
+        if self.request("PUT", f"/v2/{name}/manifests/{target}", data=body, content_type=media) is None:
+            raise RuntimeFailure(f"registry {self.host}: cannot tag {name}:{source} as {target} (404)")
+
+
+def labels(repository: str, tag: str) -> dict | None:
+    host, name = split(repository)
+    return Client(host).labels(name, tag)
+
+
+def retag(repository: str, source: str, target: str) -> None:
+    host, name = split(repository)
+    Client(host).retag(name, source, target)

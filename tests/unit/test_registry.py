@@ -1,0 +1,62 @@
+"""Registry client: where references point and where credentials come from (the docker config; no network)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+
+import pytest
+
+from imagematrix import registry
+
+
+@pytest.mark.parametrize(("ref", "expected"), [
+    ("127.0.0.1:5000/imagematrix/verl", ("127.0.0.1:5000", "imagematrix/verl")),
+    ("localhost/x/verl", ("localhost", "x/verl")),
+    ("ghcr.io/org/verl", ("ghcr.io", "org/verl")),
+    ("org/verl", ("registry-1.docker.io", "org/verl")),
+    ("verl", ("registry-1.docker.io", "library/verl")),
+])
+def test_split(ref, expected):
+    assert registry.split(ref) == expected
+
+
+def test_loopback_registries_are_spoken_to_over_http():
+    assert registry.Client("127.0.0.1:5000").base == "http://127.0.0.1:5000"
+    assert registry.Client("ghcr.io").base == "https://ghcr.io"
+
+
+def _config(tmp_path, monkeypatch, content: dict):
+    (tmp_path / "config.json").write_text(json.dumps(content))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+
+
+def test_inline_credentials_from_docker_login(tmp_path, monkeypatch):
+    _config(tmp_path, monkeypatch, {"auths": {"reg.example:5001": {"auth": base64.b64encode(b"me:s3:cret").decode()}}})
+    assert registry.credentials("reg.example:5001") == ("me", "s3:cret")
+    assert registry.credentials("other.example") is None
+
+
+def test_docker_hub_uses_its_legacy_key(tmp_path, monkeypatch):
+    _config(tmp_path, monkeypatch, {"auths": {registry.DOCKER_HUB: {"auth": base64.b64encode(b"u:p").decode()}}})
+    assert registry.credentials("registry-1.docker.io") == ("u", "p")
+
+
+def test_credential_helper_is_asked(tmp_path, monkeypatch):
+    helper = tmp_path / "bin" / "docker-credential-imagematrixtest"
+    helper.parent.mkdir()
+    # a real credential helper speaks this protocol: server URL on stdin, JSON on stdout
+    helper.write_text('#!/bin/sh\nread host\n[ "$host" = "ghcr.io" ] || exit 1\n'
+                      'echo \'{"Username": "bot", "Secret": "tok"}\'\n')
+    helper.chmod(helper.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{helper.parent}{os.pathsep}{os.environ['PATH']}")
+    _config(tmp_path, monkeypatch, {"credsStore": "imagematrixtest"})
+    assert registry.credentials("ghcr.io") == ("bot", "tok")
+    assert registry.credentials("quay.io") is None
+
+
+def test_no_docker_config_means_no_credentials(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "absent"))
+    assert registry.credentials("ghcr.io") is None
