@@ -105,11 +105,19 @@ def _step_text(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path, secrets: dict[str, Path]) -> dict:
-    """A `docker buildx bake` file (JSON) building each rendered row under its candidate tag."""
+def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path, secrets: dict[str, Path],
+                    caches: dict[str, str] | None = None) -> dict:
+    """A `docker buildx bake` file (JSON) building each rendered row under its candidate tag.
+
+    caches: row id -> registry reference of its BuildKit cache (CI: `type=registry`, mode=max, so the os and
+    torch stages come back on a fresh runner; needs a builder with the docker-container driver).
+    """
     targets = {}
     for item, candidate in items:
+        cache = (caches or {}).get(item.row.id)
         targets[_target(item.row.id)] = {
+            **({"cache-from": [f"type=registry,ref={cache}"],
+                "cache-to": [f"type=registry,ref={cache},mode=max"]} if cache else {}),
             "context": str(context_root / item.row.id),
             "dockerfile": "Dockerfile",
             "tags": [candidate],
@@ -124,13 +132,17 @@ def _target(row_id: str) -> str:
 
 
 def build(item: render.Rendered, candidate: str, context_root: Path, secrets: dict[str, Path], log_path: Path,
-          progress: Callable[[str], None] | None = None) -> None:
+          progress: Callable[[str], None] | None = None, cache: str | None = None) -> None:
     """Build one row with BuildKit: buildx bake when the CLI has buildx, else DOCKER_BUILDKIT=1 docker build."""
     cli = setup.docker_cli()
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if cache and not setup.has_buildx(cli):
+        raise RuntimeFailure(f"row {item.row.id}, stage build: a registry build cache needs docker buildx "
+                             "(run `python build.py setup`)")
     if setup.has_buildx(cli):
         bake = log_path.parent / "bake.json"
-        bake.write_text(json.dumps(bake_definition([(item, candidate)], context_root, secrets), indent=2))
+        bake.write_text(json.dumps(bake_definition([(item, candidate)], context_root, secrets,
+                                                   {item.row.id: cache} if cache else None), indent=2))
         cmd = [cli, "buildx", "bake", "--progress=plain", "-f", str(bake), "--load", _target(item.row.id)]
         env = {**os.environ}
     else:

@@ -13,8 +13,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from . import builder, patches, paths, publish, render, resolve, setup, tags
+from . import builder, patches, paths, publish, render, resolve, setup
 from . import matrix as matrix_mod
+from . import plan as plan_mod
 from .errors import InputError, InputErrors, RuntimeFailure
 
 # Wide enough for row ids when the output is not a terminal (CI logs, pipes).
@@ -48,22 +49,50 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("setup", help="install/start what builds need: dockerd, buildx, the embedded registry, debootstrap")
 
-    p = sub.add_parser("plan", help="show what a build would do")
+    p = sub.add_parser("plan", help="rows whose input digest differs from the registry's, as text, bake file or CI matrix")
     _common(p)
-    p.add_argument("--bake", action="store_true", help="print the buildx bake file (JSON), like `bake --print`")
+    p.add_argument("--match", action="append", metavar="PATTERN", help="rows whose id matches this shell pattern (repeatable)")
+    p.add_argument("--all", action="store_true", help="every selected row, even when the registry has its input digest")
+    out_format = p.add_mutually_exclusive_group()
+    out_format.add_argument("--bake", action="store_true", help="print the buildx bake file (JSON), like `bake --print`")
+    out_format.add_argument("--github", action="store_true",
+                            help="print a GitHub Actions strategy.matrix (JSON); with $GITHUB_OUTPUT set, also write "
+                                 "`matrix` and `count` there")
     _registry(p)
 
     p = sub.add_parser("build", help="build, smoke-test, then push each row (only when its tests pass)")
     _common(p)
     p.add_argument("--all", action="store_true", help="every row (the default when no --row is given)")
     _registry(p)
+    p.add_argument("--push", choices=publish.PUSH_MODES, default="final",
+                   help="after the smoke tests pass, push the final tags (default), only the candidate tag "
+                        "(CI: GPU jobs test it, `promote` retags it), or nothing")
+    p.add_argument("--cache-registry", action="store_true",
+                   help="import/export the BuildKit cache as REGISTRY/verl:buildcache-<row> (needs a "
+                        "docker-container buildx builder, as in CI)")
     _build_inputs(p)
+
+    p = sub.add_parser("promote", help="retag tested candidates to their final tags in the registry (CI)")
+    _common(p)
+    _registry(p)
+    p.add_argument("--plan-json", help="the `plan --github` matrix: promote its rows (instead of --row)")
+    p.add_argument("--results", type=Path, help="directory of result files <job>--<row-id>, one per passed test job")
+    p.add_argument("--need", action="append", default=[], metavar="JOB",
+                   help="a row is promoted only with a result from this job (repeatable; needs --results)")
 
     p = sub.add_parser("test", help="run the smoke tests on an existing image of a row")
     _common(p)
     _registry(p)
     p.add_argument("--image", help="image to test (default: REGISTRY/verl:<row-id>)")
+    p.add_argument("--gpu", action="store_true",
+                   help="run the GPU smoke suite (tests/smoke/gpu) inside the image with `docker run --gpus all`")
+    p.add_argument("--gpu-tier", choices=sorted(GPU_TIERS), default="all",
+                   help="with --gpu: single-GPU tests, multi-GPU tests (NCCL, 2-rank vLLM), or all (default)")
     return top
+
+
+# pytest marker expressions of the GPU tiers
+GPU_TIERS = {"single": ["-m", "gpu and not multi_gpu"], "multi": ["-m", "multi_gpu"], "all": []}
 
 
 def _registry(parser: argparse.ArgumentParser) -> None:
@@ -215,26 +244,57 @@ def _inputs(args) -> builder.BuildInputs:
 
 
 def cmd_plan(args) -> int:
-    m, rows = _load(args)
-    rendered = render.render(m, rows)
-    repo = publish.repository(args.registry)
-    items = [(item, f"{repo}:{tags.candidate_tag(item.row.id, item.context_digest())}") for item in rendered]
+    m = matrix_mod.load(args.matrix)
+    rows = plan_mod.select(m, args.rows, args.match)
+    planned = plan_mod.plan(m, rows, args.registry, ask_registry=not (args.bake or args.all))
     if args.bake:
         secrets = {"build-env": Path("<secrets>/build-env"), "ca-cert": Path("<secrets>/ca-cert")}
+        items = [(p.item, p.candidate) for p in planned]
         out.print_json(json.dumps(builder.bake_definition(items, render.generated_dir(m), secrets)))
         return 0
-    for item, candidate in items:
-        out.print(f"{item.row.id}: input {item.context_digest()[:19]} -> {candidate}")
+    todo = [p for p in planned if args.all or p.changed]
+    if args.github:
+        print(json.dumps(plan_mod.github_matrix(todo), separators=(",", ":")))
+        if os.environ.get("GITHUB_OUTPUT"):
+            with open(os.environ["GITHUB_OUTPUT"], "a") as f:
+                f.write(plan_mod.github_outputs(todo))
+        err.print(f"{len(todo)} of {len(planned)} row(s) to build")
+        return 0
+    for p in planned:
+        state = "build" if p in todo else "up to date"
+        out.print(f"{p.row.id}: {state} (input {p.digest[:19]}, registry {(p.published or 'none')[:19]}) "
+                  f"-> {p.candidate}")
     return 0
 
 
 def cmd_build(args) -> int:
     m, rows = _load(args)
-    outcomes = publish.publish(m, rows, args.registry, _inputs(args), args.log_dir, out)
+    outcomes = publish.publish(m, rows, args.registry, _inputs(args), args.log_dir, out, args.push,
+                               args.cache_registry)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         err.print(f"[red]{len(failed)} of {len(outcomes)} row(s) failed[/] (nothing of theirs was pushed; "
                   f"logs in {args.log_dir}/<row-id>/)")
+    return 1 if failed else 0
+
+
+def cmd_promote(args) -> int:
+    m = matrix_mod.load(args.matrix)
+    if args.plan_json is not None:
+        try:
+            ids = [entry["row"] for entry in json.loads(args.plan_json)["include"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"--plan-json is not a `plan --github` matrix ({exc})", fix="pass that command's output") from None
+        rows = m.select(ids) if ids else []
+    else:
+        rows = m.select(args.rows)
+    if args.need and args.results is None:
+        raise InputError("--need needs --results DIR", fix="pass the directory of result files")
+    missing = {row.id: [job for job in args.need if not (args.results / f"{job}--{row.id}").is_file()] for row in rows}
+    outcomes = publish.promote(m, rows, args.registry, out, missing)
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        err.print(f"[red]{len(failed)} of {len(outcomes)} row(s) not promoted[/]")
     return 1 if failed else 0
 
 
@@ -248,16 +308,23 @@ def cmd_test(args) -> int:
             proc = subprocess.run([setup.docker_cli(), "pull", image], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeFailure(f"row {row.id}: no image {image} here and cannot pull it: {proc.stderr.strip()}")
-        log = args.log_dir / row.id / "smoke.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        ok = publish.run_smoke(m, row, image, log)
-        out.print(f"{row.id}: smoke tests {'passed' if ok else 'FAILED'} on {image} (log: {log})")
+        if args.gpu:
+            from . import gpu  # docker run --gpus all plumbing; only this command needs it
+
+            log = args.log_dir / row.id / f"gpu-{args.gpu_tier}.log"
+            ok = gpu.run(m, row, image, log, GPU_TIERS[args.gpu_tier])
+        else:
+            log = args.log_dir / row.id / "smoke.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            ok = publish.run_smoke(m, row, image, log)
+        kind = f"GPU smoke tests ({args.gpu_tier})" if args.gpu else "smoke tests"
+        out.print(f"{row.id}: {kind} {'passed' if ok else 'FAILED'} on {image} (log: {log})")
         failed += not ok
     return 1 if failed else 0
 
 
 COMMANDS = {"validate": cmd_validate, "lock": cmd_lock, "render": cmd_render, "setup": cmd_setup,
-            "plan": cmd_plan, "build": cmd_build, "test": cmd_test}
+            "plan": cmd_plan, "build": cmd_build, "promote": cmd_promote, "test": cmd_test}
 
 
 if __name__ == "__main__":

@@ -99,9 +99,25 @@ def check_flash_attn(row: Row, mirror: str | None) -> None:
             f"(v<version>/<wheel>: here {flashattn.wheel_path(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)})")
 
 
+PUSH_MODES = ("final", "candidate", "none")
+
+
+def _push(row: Row, ref: str) -> str:
+    """docker push ref; returns the manifest digest the registry reported."""
+    proc = _docker("push", ref)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"row {row.id}, stage push: docker push {ref} failed: {proc.stderr.strip()[-600:]}")
+    found = re.search(r"digest: (sha256:[0-9a-f]{64})", proc.stdout)
+    return found.group(1) if found else ""
+
+
 def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: builder.BuildInputs,
-                log_dir: Path, status, final: list[str]) -> Outcome:
-    """One row: skip when its final tag has the same input digest, else base -> build -> smoke -> push `final`."""
+                log_dir: Path, status, final: list[str], push: str = "final", cache_registry: bool = False) -> Outcome:
+    """One row: skip when its final tag has the same input digest, else base -> build -> smoke -> push.
+
+    push: "final" pushes the row's final tags; "candidate" pushes only the tested candidate tag (CI: GPU jobs pull
+    it, `promote` retags it); "none" pushes nothing (pull requests without registry credentials).
+    """
     row = item.row
     started = time.monotonic()
     digest = item.context_digest()
@@ -113,10 +129,16 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
     def done(state: str, detail: str = "") -> Outcome:
         return Outcome(row.id, state, stage, time.monotonic() - started, detail)
 
+    candidate_tag = tags.candidate_tag(row.id, digest)
+    candidate = f"{repo}:{candidate_tag}"
     try:
         status(row.id, "checking the registry")
-        labels = remote_labels(registry, row.id)
-        if labels and labels.get(builder.INPUT_DIGEST_LABEL) == digest:
+        if push == "candidate":
+            labels = remote_labels(registry, candidate_tag)
+            if labels and labels.get(builder.INPUT_DIGEST_LABEL) == digest:
+                return done("skipped", f"{candidate} is already pushed")
+        labels = remote_labels(registry, row.id) if push != "none" else None
+        if push == "final" and labels and labels.get(builder.INPUT_DIGEST_LABEL) == digest:
             moved = []
             for alias in final[1:]:  # an alias whose earlier push failed, or that moved to this row
                 alias_labels = remote_labels(registry, alias) or {}
@@ -136,11 +158,11 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         builder.ensure_base(row, cli, inputs, lambda msg: status(row.id, msg))
         stage = "build"
         status(row.id, "building (BuildKit)")
-        candidate = f"{repo}:{tags.candidate_tag(row.id, digest)}"
+        cache = f"{repo}:buildcache-{row.id}" if cache_registry else None
         with tempfile.TemporaryDirectory(prefix="imagematrix-secrets-") as secret_dir:
             secrets = inputs.write_secrets(Path(secret_dir))
             builder.build(item, candidate, render.generated_dir(matrix), secrets, row_logs / "build.log",
-                          lambda step: status(row.id, f"building {step}"))
+                          lambda step: status(row.id, f"building {step}"), cache=cache)
         stage = "smoke"
         status(row.id, "smoke tests")
         if not run_smoke(matrix, row, candidate, row_logs / "smoke.log"):
@@ -148,16 +170,20 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
                                   f"the untested image stays here as {candidate}")
         stage = "push"
         pushed = {}
+        if push != "final":
+            if push == "candidate":
+                status(row.id, f"pushing {candidate}")
+                pushed[candidate_tag] = _push(row, candidate)
+            stage = "manifest"
+            write_manifest(candidate, pushed, row_logs / "manifest.json")
+            return done("pushed" if pushed else "tested", candidate if pushed else f"{candidate} (local, not pushed)")
         for tag in final:  # the row's own tag first: a rerun repairs an alias whose push failed
             status(row.id, f"pushing {repo}:{tag}")
             ref = f"{repo}:{tag}"
-            for cmd in (("tag", candidate, ref), ("push", ref)):
-                proc = _docker(*cmd)
-                if proc.returncode != 0:
-                    raise RuntimeFailure(f"row {row.id}, stage push: docker {cmd[0]} {ref} failed: "
-                                         f"{proc.stderr.strip()[-600:]}")
-            found = re.search(r"digest: (sha256:[0-9a-f]{64})", proc.stdout)
-            pushed[tag] = found.group(1) if found else ""
+            proc = _docker("tag", candidate, ref)
+            if proc.returncode != 0:
+                raise RuntimeFailure(f"row {row.id}, stage push: docker tag {ref} failed: {proc.stderr.strip()}")
+            pushed[tag] = _push(row, ref)
         stage = "manifest"
         status(row.id, "writing the manifest")
         write_manifest(f"{repo}:{row.id}", pushed, row_logs / "manifest.json")
@@ -169,7 +195,7 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
 
 
 def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.BuildInputs, log_dir: Path,
-            console: Console) -> list[Outcome]:
+            console: Console, push: str = "final", cache_registry: bool = False) -> list[Outcome]:
     setup.require_daemon()
     if registry == DEFAULT_REGISTRY:
         setup.ensure_registry(lambda msg: console.print(msg))
@@ -191,13 +217,14 @@ def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.Buil
                 if not console.is_terminal and not stage.startswith("building ["):
                     console.print(f"{label}: {stage}")  # a log (CI) gets stage changes as lines
 
-            outcome = publish_row(matrix, item, registry, inputs, log_dir, status, final[item.row.id])
+            outcome = publish_row(matrix, item, registry, inputs, log_dir, status, final[item.row.id], push,
+                                  cache_registry)
             progress.remove_task(task)
             progress.console.print(f"{outcome.row}: {outcome.status} at {outcome.stage} in {outcome.seconds:.0f} s")
             outcomes.append(outcome)
     table = Table("row", "result", "stage", "time", "detail", title="build summary")
     for o in outcomes:
-        colour = {"pushed": "green", "skipped": "cyan", "failed": "red"}[o.status]
+        colour = {"pushed": "green", "tested": "green", "skipped": "cyan", "failed": "red"}[o.status]
         first = o.detail.splitlines()[0] if o.detail else ""
         table.add_row(o.row, f"[{colour}]{o.status}[/]", o.stage, f"{o.seconds:.0f} s",
                       first if len(first) <= 100 else first[:97] + "...")
@@ -205,4 +232,45 @@ def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.Buil
     for o in outcomes:
         if o.status == "failed":
             console.print(f"[red]{o.row}[/] failed at stage {o.stage}:\n  " + o.detail.replace("\n", "\n  "))
+    return outcomes
+
+
+def promote(matrix: Matrix, rows: list[Row], registry: str, console: Console,
+            missing: dict[str, list[str]] | None = None) -> list[Outcome]:
+    """Retag each row's tested candidate to its final tags, in the registry (no pull, no rebuild).
+
+    A row is held back when `missing` names test results it lacks, when its candidate is absent, or when the
+    candidate was built from another input than the committed build context.
+    """
+    final = tags.published_tags([(r.id, r.vllm) for r in matrix.rows])
+    repo = repository(registry)
+    outcomes = []
+    for item in render.render(matrix, rows):
+        row, digest, started = item.row, item.context_digest(), time.monotonic()
+        candidate = tags.candidate_tag(row.id, digest)
+
+        def outcome(state: str, detail: str, row=row, started=started) -> Outcome:
+            return Outcome(row.id, state, "promote", time.monotonic() - started, detail)
+
+        lacking = (missing or {}).get(row.id)
+        if lacking:
+            outcomes.append(outcome("failed", f"held back: no passing result from {', '.join(lacking)}"))
+            continue
+        try:
+            labels = remote_labels(registry, candidate)
+            if labels is None:
+                outcomes.append(outcome("failed", f"no candidate {repo}:{candidate} in the registry: build and push it "
+                                                  f"with `build.py build --row {row.id} --push candidate`"))
+                continue
+            if labels.get(builder.INPUT_DIGEST_LABEL) != digest:
+                outcomes.append(outcome("failed", f"{repo}:{candidate} was built from input "
+                                                  f"{labels.get(builder.INPUT_DIGEST_LABEL)}, not {digest}: rebuild it"))
+                continue
+            for tag in final[row.id]:
+                registry_api.retag(repo, candidate, tag)
+            outcomes.append(outcome("pushed", f"{repo}:{candidate} -> {', '.join(final[row.id])}"))
+        except RuntimeFailure as exc:
+            outcomes.append(outcome("failed", str(exc)))
+    for o in outcomes:
+        console.print(f"{o.row}: {'promoted' if o.status == 'pushed' else 'NOT promoted'}: {o.detail}")
     return outcomes

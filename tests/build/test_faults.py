@@ -21,7 +21,7 @@ import pytest
 
 from imagematrix import builder, flashattn, publish, render, setup
 from imagematrix import matrix as matrix_mod
-from tests.conftest import GOOD_ROW, ROOT
+from tests.conftest import GOOD_ROW, ROOT, push_tiny_image
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 
@@ -173,14 +173,7 @@ def test_authenticated_registry_credentials_from_docker_login(daemon, auth_regis
                            capture_output=True, text=True, env={**os.environ, **env})
     assert login.returncode == 0, login.stderr
     # A tiny image standing for an already published row: the same input digest as ROW1's committed context.
-    tarball = subprocess.run(["tar", "-c", "-C", str(tmp_path / "logs0"), "."], capture_output=True).stdout
-    ref = f"{repo}:{ROW1}"
-    imported = subprocess.run([daemon, "import", "--change", f"LABEL {builder.INPUT_DIGEST_LABEL}={digest}", "-", ref],
-                              input=tarball, capture_output=True)
-    assert imported.returncode == 0, imported.stderr
-    pushed = subprocess.run([daemon, "push", ref], capture_output=True, text=True, env={**os.environ, **env})
-    assert pushed.returncode == 0, pushed.stderr
-    subprocess.run([daemon, "rmi", ref], capture_output=True)
+    push_tiny_image(daemon, f"{repo}:{ROW1}", {builder.INPUT_DIGEST_LABEL: digest}, env={**os.environ, **env})
 
     # With the docker login: the row is recognised as published (authenticated reads), and its missing
     # vllm alias is tagged in the registry (an authenticated manifest PUT), without pulling 7 GB.
