@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from . import builder, patches, paths, publish, render, resolve, setup
+from . import addrow, builder, patches, paths, publish, render, resolve, setup, tags, yamlio
 from . import matrix as matrix_mod
 from . import plan as plan_mod
 from .errors import InputError, InputErrors, RuntimeFailure
@@ -79,6 +80,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, help="directory of result files <job>--<row-id>, one per passed test job")
     p.add_argument("--need", action="append", default=[], metavar="JOB",
                    help="a row is promoted only with a result from this job (repeatable; needs --results)")
+
+    p = sub.add_parser("add-row", help="propose the pins for a vLLM version, append the row, lock and render it")
+    p.add_argument("--matrix", type=Path, default=paths.MATRIX, help="matrix file (default: matrix.yaml)")
+    p.add_argument("--vllm", required=True, help="the vLLM version of the new row")
+    p.add_argument("--verl", help="verl version (default: the newest whose [vllm] extra admits this vLLM)")
+    p.add_argument("--python", help="Python version (default: the matrix's default)")
+    p.add_argument("--dry-run", action="store_true", help="show the proposed row and write nothing")
 
     p = sub.add_parser("test", help="run the smoke tests on an existing image of a row")
     _common(p)
@@ -298,6 +306,49 @@ def cmd_promote(args) -> int:
     return 1 if failed else 0
 
 
+def cmd_add_row(args) -> int:
+    m = matrix_mod.load(args.matrix)
+    defaults = {k: str(v) for k, v in (yamlio.load(m.path).get("defaults") or {}).items() if isinstance(v, str)}
+    python = args.python or defaults.get("python")
+    if not python:
+        raise InputError("no Python version: the matrix has no default", fix="pass --python, e.g. --python 3.11")
+    with err.status(f"proposing pins for vLLM {args.vllm} (uv, PyPI metadata)"):
+        proposal = addrow.propose(args.vllm, python, args.verl)
+    table = Table("pin", "version", "why", title=f"proposed row for vLLM {args.vllm}")
+    for key in addrow.ROW_ORDER:
+        if key in proposal.pins:
+            table.add_row(key, proposal.pins[key], escape(proposal.why.get(key, "")))
+    out.print(table)
+    pins = proposal.pins
+    new_id = tags.row_id(verl=pins["verl"], vllm=pins["vllm"], torch=pins["torch"], cuda=pins["cuda"],
+                         python=pins["python"])
+    if new_id in {r.id for r in m.rows}:
+        raise InputError(f"the matrix already has row {new_id} (same verl, vLLM, torch, CUDA and Python)",
+                         where=str(m.path), fix="pass another --verl or --python, or edit that row")
+    snippet = addrow.row_yaml(pins, defaults, f"vLLM {args.vllm}: proposed by `build.py add-row`")
+    text = addrow.appended(m.path, snippet)
+    probe = m.path.with_name(f".{m.path.name}.add-row-{os.getpid()}")
+    probe.write_text(text)
+    try:
+        new_matrix = matrix_mod.load(probe)  # schema, duplicate ids: the whole matrix as it would be
+    finally:
+        probe.unlink()
+    row = new_matrix.rows[-1]
+    if args.dry_run:
+        out.print(snippet, end="")
+        out.print(f"(dry run: nothing written; the row id would be {row.id})")
+        return 0
+    with err.status(f"locking {row.id}"):
+        lock = resolve.lock_text(row, resolve.resolve(row, hashes=True))
+    paths.write_atomic(m.path, text)
+    paths.write_atomic(resolve.lock_path(m, row), lock)
+    new_matrix = matrix_mod.load(m.path)
+    render.write(new_matrix, render.render(new_matrix, [row]), prune=False)
+    out.print(f"added {row.id} to {m.path.name}, wrote {resolve.lock_path(m, row).relative_to(m.root)} and "
+              f"dockerfiles/generated/{row.id}/; review them, then `python build.py build --row {row.id}`")
+    return 0
+
+
 def cmd_test(args) -> int:
     m, rows = _load(args)
     setup.require_daemon()
@@ -324,7 +375,7 @@ def cmd_test(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "lock": cmd_lock, "render": cmd_render, "setup": cmd_setup,
-            "plan": cmd_plan, "build": cmd_build, "promote": cmd_promote, "test": cmd_test}
+            "plan": cmd_plan, "build": cmd_build, "promote": cmd_promote, "add-row": cmd_add_row, "test": cmd_test}
 
 
 if __name__ == "__main__":

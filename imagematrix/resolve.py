@@ -75,28 +75,34 @@ def _uv() -> str:
     return uv
 
 
+def uv_compile(requirements: str, python: str, *, overrides: str = "", constraints: str = "", hashes: bool = False,
+               offline: bool = False) -> subprocess.CompletedProcess:
+    """`uv pip compile` of requirements text for python on PLATFORM; uv's process (stdout: the resolution)."""
+    with tempfile.TemporaryDirectory(prefix="imagematrix-") as tmp:
+        Path(tmp, "requirements.in").write_text(requirements)
+        # Paths relative to the temp dir (uv runs there): uv writes `# via -r <path>` into the lock, and a random
+        # temp path would make every re-lock differ, and with it the lock digest and the image's input digest.
+        cmd = [_uv(), "pip", "compile", "requirements.in", "--python-version", python, "--python-platform", PLATFORM,
+               "--no-header", "--quiet", "--color", "never", "--annotation-style", "split"]
+        for option, name, text in (("--override", "overrides.txt", overrides),
+                                   ("--constraint", "constraints.txt", constraints)):
+            if text:
+                Path(tmp, name).write_text(text)
+                cmd += [option, name]
+        if hashes:
+            cmd.append("--generate-hashes")
+        if offline:
+            cmd.append("--offline")
+        return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}, cwd=tmp)
+
+
 def compile_(row: Row, *, hashes: bool, offline: bool = False) -> str:
     """Run `uv pip compile` for the row; returns uv's requirements output.
 
     Unsatisfiable pins raise InputError with the resolver's explanation; anything else RuntimeFailure.
     """
     spec = inputs(row)
-    with tempfile.TemporaryDirectory(prefix="imagematrix-") as tmp:
-        req = Path(tmp, "requirements.in")
-        req.write_text(spec.requirements)
-        # Paths relative to the temp dir (uv runs there): uv writes `# via -r <path>` into the lock, and a random
-        # temp path would make every re-lock differ, and with it the lock digest and the image's input digest.
-        cmd = [_uv(), "pip", "compile", req.name, "--python-version", row.python, "--python-platform", PLATFORM,
-               "--no-header", "--quiet", "--color", "never", "--annotation-style", "split"]
-        if spec.overrides:
-            ovr = Path(tmp, "overrides.txt")
-            ovr.write_text(spec.overrides)
-            cmd += ["--override", ovr.name]
-        if hashes:
-            cmd.append("--generate-hashes")
-        if offline:
-            cmd.append("--offline")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}, cwd=tmp)
+    proc = uv_compile(spec.requirements, row.python, overrides=spec.overrides, hashes=hashes, offline=offline)
     if proc.returncode == 0:
         return proc.stdout
     message = proc.stderr.strip()

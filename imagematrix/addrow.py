@@ -1,0 +1,148 @@
+"""add-row: propose a complete row for a vLLM version, explain each pin, append it to matrix.yaml keeping its layout.
+
+The proposal is the resolver's answer, not a table: verl is the newest release whose `[vllm]` extra admits the
+vLLM version (read from verl's wheel metadata, then confirmed by uv); torch, tensordict and transformers are what uv
+picks for `verl[vllm]==V vllm==X` under the constraints that the compatibility rules impose; CUDA is the CUDA of that
+torch wheel. A version that cannot work is refused with the resolver's reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.parser import Parser
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+from ruamel.yaml import YAML
+
+from . import pypi, resolve, yamlio
+from .errors import InputError, RuntimeFailure
+
+# Constraints the resolver alone would get wrong (no upper bound upstream); each names the symptom it avoids.
+# (vLLM specifier, constraint, reason)
+ERA_CONSTRAINTS = [
+    (">=0,<=0.11.0", "transformers<5",
+     "vLLM <= 0.11 declares no transformers upper bound, yet fails to import with transformers 5"),
+]
+
+
+@dataclass
+class Proposal:
+    pins: dict[str, str]  # row keys -> versions (verl, vllm, torch, cuda, tensordict, transformers, python)
+    why: dict[str, str] = field(default_factory=dict)
+
+
+def versions(package: str) -> list[Version]:
+    """Released versions with a wheel on the index, newest first (pre-releases left out)."""
+    found = set()
+    for url, _ in pypi._files(package):
+        version = pypi._version_of(url)
+        if version:
+            try:
+                parsed = Version(version)
+            except InvalidVersion:
+                continue
+            if not parsed.is_prerelease:
+                found.add(parsed)
+    return sorted(found, reverse=True)
+
+
+def verl_vllm_range(verl: str) -> SpecifierSet | None:
+    """The vLLM range verl's `[vllm]` extra declares (None when it has no such extra)."""
+    meta = pypi.wheel_file("verl", verl, f"verl-{verl}.dist-info/METADATA").decode()
+    for line in Parser().parsestr(meta).get_all("Requires-Dist") or []:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(req.name) == "vllm" and req.marker and "vllm" in str(req.marker):
+            return req.specifier
+    return None
+
+
+def _refuse(message: str, fix: str) -> InputError:
+    return InputError(message, where="add-row", fix=fix)
+
+
+def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
+    if Version(vllm) not in versions("vllm"):
+        raise _refuse(f"vLLM {vllm} has no wheel on the index", "pick a released vLLM version (pip index versions vllm)")
+    why: dict[str, str] = {}
+    required = pypi.requires_python("vllm", vllm) or ""
+    if required and Version(python) not in SpecifierSet(required):
+        raise _refuse(f"vLLM {vllm} requires Python {required}, not {python}", "pass --python with a version it supports")
+    if verl is None:
+        for candidate in versions("verl"):
+            spec = verl_vllm_range(str(candidate))
+            if spec is not None and spec.contains(vllm, prereleases=True):
+                verl = str(candidate)
+                why["verl"] = f"newest verl whose [vllm] extra admits vLLM {vllm} ({spec})"
+                break
+        else:
+            raise _refuse(f"no verl release declares support for vLLM {vllm} in its [vllm] extra",
+                          "pass --verl V, then add `overrides: {vllm: {version, reason}}` to the row if the pairing "
+                          "is deliberate (verl's own images sometimes pair outside the declared range)")
+    else:
+        why["verl"] = "given"
+    constraints = []
+    for spec, constraint, reason in ERA_CONSTRAINTS:
+        if SpecifierSet(spec).contains(vllm, prereleases=True):
+            constraints.append(constraint)
+            why[Requirement(constraint).name] = f"{constraint}: {reason}"
+    proc = resolve.uv_compile(f"verl[vllm]=={verl}\nvllm=={vllm}\n", python, constraints="\n".join(constraints) + "\n")
+    if proc.returncode != 0:
+        raise _refuse(f"verl {verl} with vLLM {vllm} on Python {python} cannot be installed:\n"
+                      + "\n".join("    " + line for line in proc.stderr.strip().splitlines()),
+                      "pick another vLLM or verl version")
+    entries = resolve.parse(proc.stdout)
+    pins = {"verl": verl, "vllm": vllm, "python": python}
+    for key in ("torch", "tensordict", "transformers"):
+        if key not in entries:
+            raise RuntimeFailure(f"the resolution of verl {verl} + vLLM {vllm} has no {key}")
+        pins[key] = entries[key].version
+    why["torch"] = f"vLLM {vllm} requires it"
+    why.setdefault("tensordict", "newest that verl and torch accept")
+    why.setdefault("transformers", "newest that vLLM and verl accept")
+    cuda = resolve.torch_cuda(entries)
+    if not cuda:
+        raise RuntimeFailure(f"cannot tell the CUDA version of torch {pins['torch']} from its dependencies")
+    pins["cuda"] = cuda
+    why["cuda"] = f"the CUDA of the torch {pins['torch']} wheel on PyPI"
+    return Proposal(pins=pins, why=why)
+
+
+ROW_ORDER = ("verl", "vllm", "torch", "cuda", "flash_attn", "tensordict", "transformers", "python")
+
+
+def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str) -> str:
+    """The row as matrix.yaml writes rows: a list item of quoted pins; keys equal to the defaults left out."""
+    lines = [f"  # {comment}"]
+    for key in ROW_ORDER:
+        if key not in pins or (pins[key] is not None and defaults.get(key) == pins[key]):
+            continue
+        value = "null" if pins[key] is None else f'"{pins[key]}"'
+        lines.append(f"{'  - ' if len(lines) == 1 else '    '}{key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def appended(path: Path, snippet: str) -> str:
+    """matrix.yaml's text with the row snippet appended, every other byte kept (comments, quotes, layout)."""
+    text = path.read_text()
+    doc = yamlio.load(path)
+    if list(doc)[-1] != "rows":
+        raise InputError("`rows:` is not the last key of the matrix file, so a row cannot be appended to it",
+                         where=str(path), fix="move `rows:` to the end of the file")
+    new = text.rstrip("\n") + "\n\n" + snippet
+    before = YAML(typ="safe").load(text)["rows"]
+    after = YAML(typ="safe").load(new)["rows"]
+    if after[:-1] != before or len(after) != len(before) + 1:
+        raise RuntimeFailure(f"appending to {path} would not add exactly one row; add it by hand:\n{snippet}")
+    return new
+
+
+def describe(proposal: Proposal) -> list[str]:
+    return [f"{key:<13} {proposal.pins[key]:<12} {proposal.why.get(key, '')}" for key in ROW_ORDER
+            if key in proposal.pins]
