@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import addrow, builder, patches, paths, publish, render, resolve, setup, tags, yamlio
+from . import addrow, builder, docs, patches, paths, publish, render, resolve, setup, tags, yamlio
 from . import matrix as matrix_mod
 from . import plan as plan_mod
 from .errors import InputError, InputErrors, RuntimeFailure
@@ -87,6 +87,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--verl", help="verl version (default: the newest whose [vllm] extra admits this vLLM)")
     p.add_argument("--python", help="Python version (default: the matrix's default)")
     p.add_argument("--dry-run", action="store_true", help="show the proposed row and write nothing")
+
+    p = sub.add_parser("docs", help="write docs/images.md and the README image table from the matrix and the registry")
+    p.add_argument("--matrix", type=Path, default=paths.MATRIX, help="matrix file (default: matrix.yaml)")
+    _registry(p)
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the committed docs differ")
+    p.add_argument("--offline", action="store_true", help="do not ask the registry (size and status left out)")
 
     p = sub.add_parser("test", help="run the smoke tests on an existing image of a row")
     _common(p)
@@ -349,6 +355,24 @@ def cmd_add_row(args) -> int:
     return 0
 
 
+def cmd_docs(args) -> int:
+    m = matrix_mod.load(args.matrix)
+    wanted = docs.outputs(m, args.registry, args.offline)
+    stale = [path for path, text in wanted.items() if not path.is_file() or path.read_text() != text]
+    if args.check:
+        if stale:
+            err.print("generated docs differ from the matrix and the registry: "
+                      + ", ".join(str(p.relative_to(m.root)) for p in stale)
+                      + "\n  fix: run `python build.py docs` and commit the result")
+            return 1
+        out.print("docs are up to date")
+        return 0
+    for path, text in wanted.items():
+        paths.write_atomic(path, text)
+        out.print(f"{'wrote' if path in stale else 'unchanged'} {path.relative_to(m.root)}")
+    return 0
+
+
 def cmd_test(args) -> int:
     m, rows = _load(args)
     setup.require_daemon()
@@ -375,7 +399,8 @@ def cmd_test(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "lock": cmd_lock, "render": cmd_render, "setup": cmd_setup,
-            "plan": cmd_plan, "build": cmd_build, "promote": cmd_promote, "add-row": cmd_add_row, "test": cmd_test}
+            "plan": cmd_plan, "build": cmd_build, "promote": cmd_promote, "add-row": cmd_add_row, "docs": cmd_docs,
+            "test": cmd_test}
 
 
 if __name__ == "__main__":
