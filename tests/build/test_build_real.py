@@ -150,3 +150,20 @@ def test_failing_row_is_not_pushed_and_the_next_row_shares_the_torch_stage(built
             subprocess.run([ready, "rmi", ref], capture_output=True)
         subprocess.run(f"{ready} images -q --filter reference='{repo}:candidate-{BROKEN}-*' | xargs -r {ready} rmi",
                        shell=True, capture_output=True)
+
+
+def test_gpu_suite_starts_inside_the_image(built, ready, registry):
+    """Image mode of the GPU suite, end to end on this GPU-less machine: pytest and the suite are mounted into the
+    real image and collected; with no GPU each test must fail (never skip) with the `--gpus all` advice."""
+    from imagematrix import gpu
+    from imagematrix import matrix as matrix_mod
+
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    row = m.select([ROW1])[0]
+    cmd = gpu.docker_command(ready, f"{publish.repository(registry)}:{ROW1}", gpu.row_json(m, row),
+                             gpu.pytest_dir(row.python))
+    del cmd[cmd.index("--gpus"):cmd.index("--gpus") + 2]  # this machine has no GPU (and no NVIDIA runtime)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "sees no CUDA device" in proc.stdout and "--gpus all" in proc.stdout
+    assert re.search(r"\b\d+ error", proc.stdout) and " skipped" not in proc.stdout.splitlines()[-1]
