@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import addrow, builder, docs, patches, paths, publish, render, resolve, setup, tags, yamlio
+from . import addrow, builder, docs, patches, paths, publish, render, resolve, rules, setup, tags, yamlio
 from . import matrix as matrix_mod
+from . import pick as pick_mod
 from . import plan as plan_mod
 from .errors import InputError, InputErrors, RuntimeFailure
 
@@ -37,6 +38,9 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check rows: schema, resolution with uv, CUDA of torch, locks, patches")
     _common(p)
     p.add_argument("--jobs", type=int, default=4, help="rows resolved in parallel (default 4)")
+    p.add_argument("--explain", action="store_true",
+                   help="list, per row, each compatibility rule (dockerfiles/rules.yaml): passed, warned, failed or "
+                        "not applicable, and why")
     p.add_argument("--patches", type=Path, default=paths.PATCHES, help=argparse.SUPPRESS)
 
     p = sub.add_parser("lock", help="write hash-pinned locks/<row-id>.txt (and locks/tools.txt)")
@@ -93,6 +97,14 @@ def parser() -> argparse.ArgumentParser:
     _registry(p)
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 when the committed docs differ")
     p.add_argument("--offline", action="store_true", help="do not ask the registry (size and status left out)")
+
+    p = sub.add_parser("pick", help="the best image for a GPU, driver and version wishes, and why others are out")
+    p.add_argument("--matrix", type=Path, default=paths.MATRIX, help="matrix file (default: matrix.yaml)")
+    p.add_argument("--gpu", help="GPU model or capability: A100, H100, T4, sm_75, 8.6, ...")
+    p.add_argument("--driver", help="NVIDIA driver version as nvidia-smi prints it, e.g. 535.104.05")
+    p.add_argument("--vllm", help="vLLM version or specifier, e.g. 0.10.0 or '>=0.8'")
+    p.add_argument("--verl", help="verl version or specifier, e.g. 0.5 (any 0.5.x) or '>=0.4'")
+    p.add_argument("--registry", default=publish.DEFAULT_REGISTRY, help="host[:port]/namespace for the pull line")
 
     p = sub.add_parser("test", help="run the smoke tests on an existing image of a row")
     _common(p)
@@ -157,8 +169,22 @@ def cmd_validate(args) -> int:
     started = time.monotonic()
     with err.status(f"resolving {len(rows)} row(s) with uv"):
         results = resolve.parallel(lambda r: resolve.parse(resolve.resolve(r)), rows, args.jobs)
-    table = Table("row", "resolution", "torch CUDA", "lock", "patches", title=f"{m.path}")
+    table = Table("row", "resolution", "torch CUDA", "lock", "patches", "rules", title=f"{m.path}")
+    explained: list = []
+    warned: list[str] = []
     for row, result in results:
+        # Compatibility rules (dockerfiles/rules.yaml), with uv's resolution when there is one (for ray & co).
+        # A row whose resolution stopped on Requires-Python has already reported what python-requires would.
+        checks = rules.evaluate(row, result if isinstance(result, dict) else None,
+                                skip=("python-requires",) if isinstance(result, InputError) else ())
+        errors.extend(rules.to_errors(row, checks, m.path))
+        warned.extend(rules.warnings(row, checks))
+        explained.append((row, checks))
+        rules_text = escape(rules.summary(checks))
+        if any(c.failed for c in checks):
+            rules_text = f"[red]{rules_text}[/]"
+        elif any(c.warned for c in checks):
+            rules_text = f"[yellow]{rules_text}[/]"
         try:
             selection = patches.select(row, patch_list)
             patch_text = str(len(selection.applied)) + (f" ({len(selection.skipped)} skipped)" if selection.skipped else "")
@@ -167,11 +193,11 @@ def cmd_validate(args) -> int:
             patch_text = "[red]invalid[/]"
         if isinstance(result, InputError):
             errors.append(result)
-            table.add_row(row.id, "[red]unsatisfiable[/]", "", "", patch_text)
+            table.add_row(row.id, "[red]unsatisfiable[/]", "", "", patch_text, rules_text)
             continue
         if isinstance(result, RuntimeFailure):
             failures.append(str(result))
-            table.add_row(row.id, "[red]failed[/]", "", "", patch_text)
+            table.add_row(row.id, "[red]failed[/]", "", "", patch_text, rules_text)
             continue
         cuda_problem = resolve.check_cuda(row, result)
         if cuda_problem:
@@ -182,8 +208,12 @@ def cmd_validate(args) -> int:
                                      where=f"row {row.id}", fix=f"run `python build.py lock --row {row.id}`"))
         table.add_row(row.id, f"ok, {len(result)} packages",
                       f"[red]{resolve.torch_cuda(result)}[/]" if cuda_problem else str(resolve.torch_cuda(result)),
-                      status if status == "ok" else f"[red]{status}[/]", patch_text)
+                      status if status == "ok" else f"[red]{status}[/]", patch_text, rules_text)
     out.print(table)
+    if args.explain:
+        out.print(rules.explain(explained), markup=False, highlight=False, soft_wrap=True)
+    for line in warned:
+        err.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"validated {len(rows)} row(s) in {time.monotonic() - started:.1f} s")
     if errors:
         raise InputErrors(errors)
@@ -345,7 +375,11 @@ def cmd_add_row(args) -> int:
         out.print(f"(dry run: nothing written; the row id would be {row.id})")
         return 0
     with err.status(f"locking {row.id}"):
-        lock = resolve.lock_text(row, resolve.resolve(row, hashes=True))
+        compiled = resolve.resolve(row, hashes=True)
+    problems = rules.to_errors(row, rules.evaluate(row, resolve.parse(compiled)), m.path)
+    if problems:
+        raise InputErrors(problems)  # a proposal the compatibility rules reject is refused, nothing written
+    lock = resolve.lock_text(row, compiled)
     paths.write_atomic(m.path, text)
     paths.write_atomic(resolve.lock_path(m, row), lock)
     new_matrix = matrix_mod.load(m.path)
@@ -370,6 +404,30 @@ def cmd_docs(args) -> int:
     for path, text in wanted.items():
         paths.write_atomic(path, text)
         out.print(f"{'wrote' if path in stale else 'unchanged'} {path.relative_to(m.root)}")
+    return 0
+
+
+def cmd_pick(args) -> int:
+    m = matrix_mod.load(args.matrix)
+    result = pick_mod.pick(m, args.gpu, args.driver, args.vllm, args.verl)
+    if result.excluded:
+        table = Table("row", "left out because", title="other rows")
+        for row_id, reasons in result.excluded.items():
+            table.add_row(row_id, escape("; ".join(reasons)))
+        out.print(table)
+    if result.best is None:
+        err.print("[red]no row fits[/]: see the reasons above (an older driver needs a row with an older CUDA; "
+                  "an older GPU needs a torch built for its architecture)")
+        return 1
+    best = result.best
+    out.print(f"best: [bold]{best.row.id}[/] (vLLM {best.row.vllm}, verl {best.row.verl}, torch {best.row.torch}, "
+              f"CUDA {best.row.cuda})")
+    for note in best.notes:
+        out.print(f"  note: {escape(note)}")
+    others = [c.row.id for c in result.candidates[1:]]
+    if others:
+        out.print(f"  also fits: {', '.join(others)}")
+    out.print(pick_mod.pull_line(publish.repository(args.registry), best.row), highlight=False)
     return 0
 
 
@@ -399,7 +457,7 @@ def cmd_test(args) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "lock": cmd_lock, "render": cmd_render, "setup": cmd_setup,
-            "plan": cmd_plan, "build": cmd_build, "promote": cmd_promote, "add-row": cmd_add_row, "docs": cmd_docs,
+            "plan": cmd_plan, "build": cmd_build, "promote": cmd_promote, "add-row": cmd_add_row, "docs": cmd_docs, "pick": cmd_pick,
             "test": cmd_test}
 
 

@@ -1,0 +1,215 @@
+"""GPU and CUDA knowledge (data: dockerfiles/gpus.yaml), shared by validate, doctor, pick, docs and the preflight.
+
+- capability("A100") / ("NVIDIA A100-SXM4-80GB") / ("sm_80") / ("8.0") -> (8, 0)
+- covers(arch_list, capability): can a binary built for `arch_list` (torch.cuda.get_arch_list() style:
+  "sm_90" machine code, "compute_90" PTX) run on a GPU of that capability?
+- bf16_supported / flash_attn2_supported: Ampere (8.0) and newer.
+- min_driver(cuda) / min_driver_compat(cuda) / driver_status(driver, cuda): the Linux driver a CUDA toolkit needs.
+- torch_arch_list(torch, cuda): the architectures compiled into the official PyTorch wheel.
+
+Standard library, packaging and the YAML loader only: the in-image preflight may reuse it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+from . import paths, yamlio
+from .errors import InputError
+
+GPUS = paths.DOCKERFILES / "gpus.yaml"
+
+Capability = tuple[int, int]
+
+# Words nvidia-smi and marketing names add that say nothing about the model.
+_NOISE = {"NVIDIA", "GEFORCE", "TESLA"}
+_ARCH_RE = re.compile(r"^(?:sm|compute)_?(\d{1,2})(\d)[af]?$", re.I)
+_DOTTED_RE = re.compile(r"^(\d{1,2})\.(\d)$")
+_ARCH_ENTRY_RE = re.compile(r"^(sm|compute)_(\d{1,2})(\d)([af]?)$")
+_CUDA_RE = re.compile(r"^(\d{1,2})\.(\d{1,2})(?:\.\d+)*$")
+
+
+@dataclass(frozen=True)
+class Data:
+    names: tuple[tuple[tuple[str, ...], Capability, str], ...]  # (tokens, capability, spelling)
+    drivers: dict[str, dict[str, str]]
+    torch_archs: tuple[dict, ...]
+
+
+def _tokens(text: str) -> tuple[str, ...]:
+    words = re.split(r"[\s\-_/(),]+", text.upper())
+    return tuple(w for w in words if w and w not in _NOISE)
+
+
+def _cap(text: str) -> Capability:
+    major, minor = str(text).split(".")
+    return int(major), int(minor)
+
+
+@functools.cache
+def data(path: Path = GPUS) -> Data:
+    doc = yamlio.load(path)
+    if not isinstance(doc, dict) or not {"capabilities", "drivers", "torch_arch_lists"} <= set(doc):
+        raise InputError("expected `capabilities`, `drivers` and `torch_arch_lists`", where=str(path))
+    names = []
+    for cap, models in doc["capabilities"].items():
+        for model in models:
+            names.append((_tokens(str(model)), _cap(cap), str(model)))
+    drivers = {str(k): {kk: str(vv) for kk, vv in v.items()} for k, v in doc["drivers"].items()}
+    archs = tuple(
+        {"torch": SpecifierSet(e["torch"]), "cuda": [str(c) for c in e["cuda"]], "archs": list(e["archs"]),
+         "evidence": str(e["evidence"])}
+        for e in doc["torch_arch_lists"]
+    )
+    return Data(names=tuple(names), drivers=drivers, torch_archs=archs)
+
+
+def _contains(haystack: tuple[str, ...], needle: tuple[str, ...]) -> bool:
+    n = len(needle)
+    return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+def capability(name: str) -> Capability:
+    """Compute capability of a GPU given by model name (any case, nvidia-smi spelling), `sm_75`, `sm75`,
+    `compute_75` or `7.5`. Raises InputError for unknown or ambiguous names."""
+    text = str(name).strip()
+    for pattern in (_ARCH_RE, _DOTTED_RE):
+        match = pattern.match(text)
+        if match:
+            return int(match.group(1)), int(match.group(2))
+    words = _tokens(text)
+    hits = [(len(tokens), cap, spelling) for tokens, cap, spelling in data().names if _contains(words, tokens)]
+    if hits:
+        longest = max(h[0] for h in hits)
+        best = {cap: spelling for size, cap, spelling in hits if size == longest}
+        if len(best) == 1:
+            return next(iter(best))
+        raise InputError(
+            f"GPU name {name!r} is ambiguous: " + ", ".join(f"{s} is {c[0]}.{c[1]}" for c, s in sorted(best.items())),
+            fix="give the full model name (e.g. 'RTX 6000 Ada') or the capability (e.g. 'sm_89')",
+        )
+    raise InputError(
+        f"unknown GPU {name!r}",
+        fix="give a model (A100, H100, L4, T4, 'RTX 4090'...), an architecture (sm_80, sm80) or a capability (8.0); "
+            f"models are listed in {GPUS.relative_to(paths.ROOT)}",
+    )
+
+
+def format_capability(cap: Capability) -> str:
+    return f"sm_{cap[0]}{cap[1]}"
+
+
+def _arch(entry: str) -> tuple[str, Capability, str] | None:
+    match = _ARCH_ENTRY_RE.match(entry.strip())
+    if not match:
+        return None
+    kind, major, minor, suffix = match.groups()
+    return kind, (int(major), int(minor)), suffix
+
+
+def coverage(arch_list: list[str] | tuple[str, ...], cap: Capability) -> str | None:
+    """How a binary built for `arch_list` runs on `cap`, or None when it cannot ("no kernel image is available").
+
+    Rules (CUDA C++ Programming Guide, "Binary Compatibility" / "PTX Compatibility"):
+    machine code sm_XY runs on X.Z for Z >= Y (same major only); sm_XYa runs on X.Y only; sm_XYf on X.Z, Z >= Y;
+    PTX compute_XY is JIT-compiled by the driver for any capability >= X.Y (compute_XYa/f: same rules as SASS).
+    """
+    sass: tuple[Capability, str] | None = None
+    ptx: tuple[Capability, str] | None = None
+    for entry in arch_list:
+        parsed = _arch(entry)
+        if parsed is None:
+            continue
+        kind, built, suffix = parsed
+        if kind == "sm" or suffix:
+            if built == cap:
+                return f"{entry} (exact)"
+            if suffix != "a" and built[0] == cap[0] and built[1] < cap[1] and (sass is None or built > sass[0]):
+                sass = (built, f"{entry} (same major, binary compatible)")
+        elif built <= cap and (ptx is None or built > ptx[0]):
+            ptx = (built, f"{entry} (PTX, JIT-compiled by the driver)")
+    best = sass or ptx
+    return best[1] if best else None
+
+
+def covers(arch_list: list[str] | tuple[str, ...], cap: Capability) -> bool:
+    return coverage(arch_list, cap) is not None
+
+
+def bf16_supported(cap: Capability) -> bool:
+    """bfloat16 tensor-core math: Ampere (8.0) and newer."""
+    return tuple(cap) >= (8, 0)
+
+
+def flash_attn2_supported(cap: Capability) -> bool:
+    """FlashAttention-2 (flash-attn 2.x, vLLM's FLASH_ATTN backend): Ampere (8.0) and newer."""
+    return tuple(cap) >= (8, 0)
+
+
+def _cuda_key(cuda: str) -> str:
+    match = _CUDA_RE.match(str(cuda).strip())
+    if not match:
+        raise InputError(f"{cuda!r} is not a CUDA version", fix="write major.minor, e.g. 12.4")
+    return f"{int(match.group(1))}.{int(match.group(2))}"
+
+
+def _driver_entry(cuda: str) -> dict[str, str]:
+    key = _cuda_key(cuda)
+    entry = data().drivers.get(key)
+    if entry is None:
+        known = ", ".join(sorted(data().drivers, key=Version))
+        raise InputError(f"no driver data for CUDA {key}", fix=f"add it to {GPUS.relative_to(paths.ROOT)} (known: {known})")
+    return entry
+
+
+def min_driver(cuda: str) -> str:
+    """Linux driver the CUDA toolkit release (GA) was built with: full support, PTX JIT included."""
+    return _driver_entry(cuda)["toolkit"]
+
+
+def min_driver_compat(cuda: str) -> str:
+    """Lowest Linux driver that runs this CUDA under minor-version compatibility (with its caveats)."""
+    return _driver_entry(cuda)["compat"]
+
+
+def driver_version(text: str) -> tuple[int, ...]:
+    """'535.104.05' -> (535, 104, 5)."""
+    try:
+        return tuple(int(p) for p in str(text).strip().split("."))
+    except ValueError:
+        raise InputError(f"{text!r} is not a driver version", fix="write it as nvidia-smi prints it, e.g. 535.104.05") from None
+
+
+def driver_status(driver: str, cuda: str) -> str:
+    """'ok' (driver >= the toolkit's), 'compat' (runs only under minor-version compatibility) or 'too-old'."""
+    have = driver_version(driver)
+    if have >= driver_version(min_driver(cuda)):
+        return "ok"
+    if have >= driver_version(min_driver_compat(cuda)):
+        return "compat"
+    return "too-old"
+
+
+def torch_arch_entry(torch: str, cuda: str) -> dict | None:
+    """The data entry for the official torch wheel of that version and CUDA flavour (archs, evidence)."""
+    try:
+        version = Version(torch).public
+    except InvalidVersion:
+        return None
+    key = _cuda_key(cuda)
+    for entry in data().torch_archs:
+        if key in entry["cuda"] and entry["torch"].contains(version, prereleases=True):
+            return entry
+    return None
+
+
+def torch_arch_list(torch: str, cuda: str) -> list[str] | None:
+    """Architectures compiled into the official torch wheel (None when the data has no entry)."""
+    entry = torch_arch_entry(torch, cuda)
+    return list(entry["archs"]) if entry else None
