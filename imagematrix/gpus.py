@@ -20,7 +20,7 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from . import paths, yamlio
+from . import paths, preflight, yamlio
 from .errors import InputError
 
 GPUS = paths.DOCKERFILES / "gpus.yaml"
@@ -31,7 +31,6 @@ Capability = tuple[int, int]
 _NOISE = {"NVIDIA", "GEFORCE", "TESLA"}
 _ARCH_RE = re.compile(r"^(?:sm|compute)_?(\d{1,2})(\d)[af]?$", re.I)
 _DOTTED_RE = re.compile(r"^(\d{1,2})\.(\d)$")
-_ARCH_ENTRY_RE = re.compile(r"^(sm|compute)_(\d{1,2})(\d)([af]?)$")
 _CUDA_RE = re.compile(r"^(\d{1,2})\.(\d{1,2})(?:\.\d+)*$")
 
 
@@ -105,37 +104,13 @@ def format_capability(cap: Capability) -> str:
     return f"sm_{cap[0]}{cap[1]}"
 
 
-def _arch(entry: str) -> tuple[str, Capability, str] | None:
-    match = _ARCH_ENTRY_RE.match(entry.strip())
-    if not match:
-        return None
-    kind, major, minor, suffix = match.groups()
-    return kind, (int(major), int(minor)), suffix
-
-
 def coverage(arch_list: list[str] | tuple[str, ...], cap: Capability) -> str | None:
     """How a binary built for `arch_list` runs on `cap`, or None when it cannot ("no kernel image is available").
 
-    Rules (CUDA C++ Programming Guide, "Binary Compatibility" / "PTX Compatibility"):
-    machine code sm_XY runs on X.Z for Z >= Y (same major only); sm_XYa runs on X.Y only; sm_XYf on X.Z, Z >= Y;
-    PTX compute_XY is JIT-compiled by the driver for any capability >= X.Y (compute_XYa/f: same rules as SASS).
+    The rules live in the stdlib-only preflight module, which every image carries (CUDA C++ Programming Guide,
+    "Binary Compatibility" / "PTX Compatibility").
     """
-    sass: tuple[Capability, str] | None = None
-    ptx: tuple[Capability, str] | None = None
-    for entry in arch_list:
-        parsed = _arch(entry)
-        if parsed is None:
-            continue
-        kind, built, suffix = parsed
-        if kind == "sm" or suffix:
-            if built == cap:
-                return f"{entry} (exact)"
-            if suffix != "a" and built[0] == cap[0] and built[1] < cap[1] and (sass is None or built > sass[0]):
-                sass = (built, f"{entry} (same major, binary compatible)")
-        elif built <= cap and (ptx is None or built > ptx[0]):
-            ptx = (built, f"{entry} (PTX, JIT-compiled by the driver)")
-    best = sass or ptx
-    return best[1] if best else None
+    return preflight.coverage(arch_list, cap)
 
 
 def covers(arch_list: list[str] | tuple[str, ...], cap: Capability) -> bool:

@@ -91,6 +91,8 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
         "tools.txt": _tools_lock(matrix).encode(),
         "buildenv.sh": (paths.TEMPLATES / "buildenv.sh").read_bytes(),
         "patch_apply.py": (Path(__file__).parent / "patch_apply.py").read_bytes(),
+        "preflight.py": (Path(__file__).parent / "preflight.py").read_bytes(),
+        "entrypoint.sh": (paths.TEMPLATES / "entrypoint.sh").read_bytes(),
         "patches.json": (json.dumps([p.for_image(row.pins()[p.package]) for p in selection.applied],
                                     indent=2, sort_keys=True) + "\n").encode(),
         "row.json": (json.dumps({

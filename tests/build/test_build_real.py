@@ -167,3 +167,23 @@ def test_gpu_suite_starts_inside_the_image(built, ready, registry):
     assert proc.returncode != 0
     assert "sees no CUDA device" in proc.stdout and "--gpus all" in proc.stdout
     assert re.search(r"\b\d+ error", proc.stdout) and " skipped" not in proc.stdout.splitlines()[-1]
+
+
+def test_preflight_warns_at_container_start_and_never_blocks(built, ready, registry, tmp_path):
+    """The entrypoint runs the preflight, then the command. No GPU here: a stand-in nvidia-smi reports a T4 and a
+    B200, as the NVIDIA container toolkit's would; the command must run either way."""
+    image = f"{publish.repository(registry)}:{ROW1}"
+    archs = subprocess.run([ready, "run", "--rm", image, "cat", "/opt/imagematrix/torch-archs.txt"],
+                           capture_output=True, text=True)
+    assert archs.stdout.split() == ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+    for gpu, warning in (("Tesla T4, 7.5", "no bfloat16"), ("NVIDIA B200, 10.0", "no kernel image is available")):
+        smi = tmp_path / "nvidia-smi"
+        smi.write_text(f"#!/bin/sh\necho '{gpu}'\n")
+        smi.chmod(0o755)
+        proc = subprocess.run([ready, "run", "--rm", "-v", f"{smi}:/usr/local/bin/nvidia-smi:ro", image,
+                               "python", "-c", "print(42)"], capture_output=True, text=True)
+        assert proc.returncode == 0 and proc.stdout.strip() == "42" and warning in proc.stderr, proc.stderr
+        quiet = subprocess.run([ready, "run", "--rm", "-e", "IMAGEMATRIX_PREFLIGHT=0", "-v",
+                                f"{smi}:/usr/local/bin/nvidia-smi:ro", image, "python", "-c", "print(42)"],
+                               capture_output=True, text=True)
+        assert quiet.stdout.strip() == "42" and quiet.stderr == ""
