@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import addrow, builder, docs, patches, paths, publish, render, resolve, rules, setup, tags, yamlio
+from . import addrow, builder, docs, doctor, patches, paths, publish, render, resolve, rules, setup, tags, yamlio
 from . import matrix as matrix_mod
 from . import pick as pick_mod
 from . import plan as plan_mod
@@ -105,6 +105,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--vllm", help="vLLM version or specifier, e.g. 0.10.0 or '>=0.8'")
     p.add_argument("--verl", help="verl version or specifier, e.g. 0.5 (any 0.5.x) or '>=0.4'")
     p.add_argument("--registry", default=publish.DEFAULT_REGISTRY, help="host[:port]/namespace for the pull line")
+
+    p = sub.add_parser("doctor", help="diagnose this Python environment (or --image) against the matrix, rules, GPU")
+    p.add_argument("--matrix", type=Path, default=paths.MATRIX, help="matrix file (default: matrix.yaml)")
+    p.add_argument("--image", help="diagnose this image instead of the current Python")
+    p.add_argument("--gpus", action="store_true", help="with --image: run it with `--gpus all`")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser("test", help="run the smoke tests on an existing image of a row")
     _common(p)
@@ -431,6 +437,21 @@ def cmd_pick(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    m = matrix_mod.load(args.matrix)
+    if args.image is not None:
+        doctor.check_image_ref(args.image)
+    with err.status("probing " + (args.image or sys.executable)):
+        facts = doctor.probe_image(args.image, args.gpus) if args.image else doctor.probe_here()
+    report = doctor.analyse(m, facts)
+    if args.json:
+        print(report.as_json())
+    else:
+        for line in doctor.lines(report):
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
+    return 1 if report.findings else 0
+
+
 def cmd_test(args) -> int:
     m, rows = _load(args)
     setup.require_daemon()
@@ -458,6 +479,7 @@ def cmd_test(args) -> int:
 
 COMMANDS = {"validate": cmd_validate, "lock": cmd_lock, "render": cmd_render, "setup": cmd_setup,
             "plan": cmd_plan, "build": cmd_build, "promote": cmd_promote, "add-row": cmd_add_row, "docs": cmd_docs, "pick": cmd_pick,
+            "doctor": cmd_doctor,
             "test": cmd_test}
 
 

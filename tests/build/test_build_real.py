@@ -187,3 +187,13 @@ def test_preflight_warns_at_container_start_and_never_blocks(built, ready, regis
                                 f"{smi}:/usr/local/bin/nvidia-smi:ro", image, "python", "-c", "print(42)"],
                                capture_output=True, text=True)
         assert quiet.stdout.strip() == "42" and quiet.stderr == ""
+
+
+def test_doctor_on_the_built_image(built, registry):
+    proc = subprocess.run(["python3", "build.py", "doctor", "--json", "--image", f"{publish.repository(registry)}:{ROW1}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    import json
+
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 0 and report["nearest_row"] == ROW1 and report["findings"] == [], proc.stdout[-2000:]
+    assert report["facts"]["torch"]["archs"][-1] == "sm_90"

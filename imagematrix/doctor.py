@@ -1,0 +1,133 @@
+"""doctor: diagnose this Python environment or an image against the matrix, the rules and the GPU.
+
+Facts come from imagematrix/probe.py, run with this Python or inside the image; the findings (nearest row,
+mismatches, rule violations, GPU problems) each carry their fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import gpus, rules, setup
+from .errors import InputError, RuntimeFailure
+from .matrix import PIN_FIELDS, PIN_PACKAGES, Matrix, Row
+
+PROBE = Path(__file__).with_name("probe.py")
+
+
+@dataclass
+class Finding:
+    kind: str  # mismatch | rule | gpu | driver
+    message: str
+    fix: str
+
+
+@dataclass
+class Report:
+    facts: dict
+    nearest: str | None
+    findings: list[Finding] = field(default_factory=list)
+
+    def as_json(self) -> str:
+        return json.dumps({"facts": self.facts, "nearest_row": self.nearest,
+                           "findings": [dataclasses.asdict(f) for f in self.findings]}, indent=2, sort_keys=True)
+
+
+def probe_here() -> dict:
+    proc = subprocess.run([sys.executable, str(PROBE)], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"probing {sys.executable} failed:\n{proc.stderr[-1500:]}")
+    return json.loads(proc.stdout)
+
+
+def probe_image(image: str, gpu: bool) -> dict:
+    cli = setup.docker_cli()
+    setup.require_daemon()
+    cmd = [cli, "run", "--rm", *(["--gpus", "all"] if gpu else []), "-v", f"{PROBE}:/imagematrix-probe.py:ro",
+           "--entrypoint", "/opt/venv/bin/python", image, "/imagematrix-probe.py"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"cannot probe image {image}: {proc.stderr.strip()[-1500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def nearest(matrix: Matrix, installed: dict[str, str | None]) -> Row | None:
+    """The row with the most pins equal to what is installed (later rows win ties); None when nothing matches."""
+    best, score = None, 0
+    for row in matrix.rows:
+        hits = sum(installed.get(PIN_PACKAGES[f]) == getattr(row, f) for f in PIN_FIELDS if getattr(row, f))
+        if hits >= score and hits:
+            best, score = row, hits
+    return best
+
+
+def analyse(matrix: Matrix, facts: dict) -> Report:
+    installed = facts["packages"]
+    row = nearest(matrix, installed)
+    report = Report(facts, row.id if row else None)
+    add = report.findings.append
+    if row is None:
+        add(Finding("mismatch", "no matrix row shares a pinned version with this environment",
+                    "use an image of the matrix (`python build.py pick --gpu ...`)"))
+    else:
+        for f in PIN_FIELDS:
+            want, have = getattr(row, f), installed.get(PIN_PACKAGES[f])
+            if want and have != want:
+                add(Finding("mismatch", f"{PIN_PACKAGES[f]} is {have or 'not installed'}, row {row.id} pins {want}",
+                            f"pip install {PIN_PACKAGES[f]}=={want} (or use the image {row.id})"))
+        # the rules, on what is actually installed (the row's pins where a package is missing)
+        actual = dataclasses.replace(
+            row, **{f: installed.get(PIN_PACKAGES[f]) or getattr(row, f) for f in PIN_FIELDS if getattr(row, f)},
+            python=".".join(facts["python"].split(".")[:2]),
+            env={k: v for k, v in facts["env"].items() if k.startswith("VLLM_")})
+        for result in rules.evaluate(actual):
+            if result.failed or result.warned:
+                add(Finding("rule", f"{result.rule}: {result.message}", result.fix))
+    torch = facts.get("torch") or {}
+    for device in torch.get("gpus", []):
+        cap = tuple(device["capability"])
+        sm = gpus.format_capability(cap)
+        if torch.get("archs") and not gpus.covers(torch["archs"], cap):
+            add(Finding("gpu", f"{device['name']} is {sm}; torch {torch['version']} has kernels for "
+                               f"{' '.join(torch['archs'])}: \"no kernel image is available for execution on the device\"",
+                        f"use a row whose torch covers {sm}: `python build.py pick --gpu {sm}`"))
+        if not gpus.bf16_supported(cap):
+            add(Finding("gpu", f"{device['name']} is {sm}: no bfloat16, no FlashAttention-2",
+                        "dtype=float16; an attention backend other than FLASH_ATTN; flash-attn off in verl"))
+    if facts.get("driver") and torch.get("cuda"):
+        status = gpus.driver_status(facts["driver"], torch["cuda"])
+        if status != "ok":
+            add(Finding("driver", f"driver {facts['driver']} is {'too old for' if status == 'too-old' else 'below the toolkit driver of'} "
+                                  f"CUDA {torch['cuda']} (needs {gpus.min_driver(torch['cuda'])}"
+                                  f"{'' if status == 'too-old' else '; runs under minor-version compatibility'})",
+                        "update the driver, or use a row with an older CUDA (`python build.py pick --driver ...`)"))
+    if "error" in torch:
+        add(Finding("mismatch", f"torch does not import: {torch['error']}", "install the row's torch"))
+    return report
+
+
+def lines(report: Report) -> list[str]:
+    facts = report.facts
+    torch = facts.get("torch") or {}
+    out = [f"python       {facts['python']} ({facts['executable']})"]
+    out += [f"{name:<13}{version or '-'}" for name, version in facts["packages"].items()]
+    out.append(f"torch CUDA   {torch.get('cuda') or '-'}; archs {' '.join(torch.get('archs') or []) or '-'}")
+    gpus_seen = ", ".join(f"{g['name']} (sm_{g['capability'][0]}{g['capability'][1]})" for g in torch.get("gpus", []))
+    out.append(f"GPUs         {gpus_seen or 'none visible'}; driver {facts.get('driver') or '-'}")
+    out += [f"env          {k}={v}" for k, v in facts["env"].items()]
+    out.append(f"nearest row  {report.nearest or '-'}")
+    if not report.findings:
+        out.append("no problems found")
+    for finding in report.findings:
+        out += [f"[{finding.kind}] {finding.message}", f"    fix: {finding.fix}"]
+    return out
+
+
+def check_image_ref(image: str) -> None:
+    if not image or any(c.isspace() for c in image):
+        raise InputError(f"--image {image!r} is not an image reference", fix="pass e.g. --image REGISTRY/verl:TAG")

@@ -1,0 +1,61 @@
+"""doctor: facts -> nearest row, mismatches, rule violations and GPU problems, each with a fix.
+
+The GPU facts below stand for machines this CI has not got (it has no GPU); the probe itself runs for real on
+this Python, and inside a real image in tests/build.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import pytest
+
+from imagematrix import doctor
+from imagematrix import matrix as matrix_mod
+from tests.conftest import ROOT
+
+M = matrix_mod.load(ROOT / "matrix.yaml")
+ROW1 = M.rows[0]
+CU124 = ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
+
+
+def facts(packages: dict, gpus: list | None = None, driver: str | None = None, cuda: str = "12.4") -> dict:
+    return {"python": "3.11.2", "executable": "/opt/venv/bin/python", "packages": packages, "driver": driver,
+            "env": {}, "torch": {"version": packages.get("torch"), "cuda": cuda, "archs": CU124, "gpus": gpus or []}}
+
+
+def test_an_image_of_a_row_is_healthy():
+    report = doctor.analyse(M, facts({**ROW1.pins(), "ray": "2.60.0"}))
+    assert report.nearest == ROW1.id and report.findings == []
+
+
+def test_mismatches_and_the_forkingpickler_rule():
+    report = doctor.analyse(M, facts({**ROW1.pins(), "torch": "2.6.0", "tensordict": "0.5.0"}))
+    kinds = [(f.kind, f.message) for f in report.findings]
+    assert report.nearest == ROW1.id
+    assert ("mismatch", f"torch is 2.6.0, row {ROW1.id} pins 2.5.1") in kinds
+    assert any(k == "rule" and "ForkingPickler" in m for k, m in kinds)
+    assert all(f.fix for f in report.findings)
+
+
+@pytest.mark.parametrize(("gpu", "expected"), [
+    ({"name": "NVIDIA B200", "capability": [10, 0]}, "no kernel image is available"),
+    ({"name": "Tesla T4", "capability": [7, 5]}, "no bfloat16"),
+])
+def test_gpu_problems(gpu, expected):
+    report = doctor.analyse(M, facts(ROW1.pins(), [gpu]))
+    assert any(f.kind == "gpu" and expected in f.message and ("pick" in f.fix or "float16" in f.fix) for f in report.findings)
+
+
+def test_driver_older_than_the_torch_cuda():
+    report = doctor.analyse(M, facts(ROW1.pins(), driver="535.104.05", cuda="12.8"))
+    assert any(f.kind == "driver" and "minor-version compatibility" in f.message for f in report.findings)
+
+
+def test_probe_of_this_python_as_json(run):
+    result = run("doctor", "--json")
+    assert result.code in (0, 1)
+    data = json.loads(result.out)
+    assert data["facts"]["python"] == platform.python_version()
+    assert set(data["facts"]["packages"]) >= {"verl", "vllm", "torch", "tensordict", "transformers"}
