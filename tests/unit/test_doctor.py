@@ -1,7 +1,7 @@
 """doctor: facts -> nearest row, mismatches, rule violations and GPU problems, each with a fix.
 
 The GPU facts below stand for machines this CI has not got (it has no GPU); the probe itself runs for real on
-this Python, and inside a real image in tests/build.
+this Python, and inside a real image in tests/images.
 """
 
 from __future__ import annotations

@@ -23,3 +23,16 @@ def test_build_py_entry_point_exit_codes(tmp_path):
     bad = subprocess.run([sys.executable, "build.py", "validate", "--matrix", str(tmp_path / "m.yaml")],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "a row must be a mapping" in bad.stderr
+
+
+def test_every_test_directory_is_collected_by_the_readme_command():
+    """pytest skips directories named like build outputs (`build`, `dist`, ...) unless told otherwise: every
+    directory holding tests must be collected by plain `python3 -m pytest`."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"],
+                          cwd=ROOT, capture_output=True, text=True)
+    collected = {line.split("::")[0].rsplit("/", 1)[0] for line in proc.stdout.splitlines() if "::" in line}
+    on_disk = {str(p.parent.relative_to(ROOT)) for p in ROOT.glob("tests/**/test_*.py")}
+    assert on_disk <= collected, on_disk - collected
