@@ -120,6 +120,13 @@ def parser() -> argparse.ArgumentParser:
                    help="run the GPU smoke suite (tests/smoke/gpu) inside the image with `docker run --gpus all`")
     p.add_argument("--gpu-tier", choices=sorted(GPU_TIERS), default="all",
                    help="with --gpu: single-GPU tests, multi-GPU tests (NCCL, 2-rank vLLM), or all (default)")
+    p.add_argument("--cluster", action="store_true",
+                   help="instead of the smoke tests: a Ray head and a worker container from the image on a private "
+                        "docker network; `ray status` must list both and a task must run on each node (their GPUs "
+                        "too on a GPU host); containers and network are removed afterwards, also on Ctrl-C")
+    p.add_argument("--cluster-gpus", default="auto", metavar="GPUS",
+                   help="with --cluster: the `docker run --gpus` value for both nodes; 'auto' (default: all, when "
+                        "nvidia-smi lists a GPU) or 'none'")
     return top
 
 
@@ -157,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeFailure as exc:
         err.print(f"[red]failed:[/] {exc}", soft_wrap=True)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err.print("interrupted")
-        return 130
+        return 128 + getattr(exc, "signum", 2)
 
 
 def _load(args) -> tuple[matrix_mod.Matrix, list[matrix_mod.Row]]:
@@ -462,6 +469,20 @@ def cmd_test(args) -> int:
             proc = subprocess.run([setup.docker_cli(), "pull", image], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeFailure(f"row {row.id}: no image {image} here and cannot pull it: {proc.stderr.strip()}")
+        if args.cluster:
+            from . import cluster  # docker network + two containers; only this command needs it
+
+            try:
+                report = cluster.run(setup.docker_cli(), image, row,
+                                     lambda msg, rid=row.id: out.print(f"{rid}: {msg}", markup=False),
+                                     matrix=m, gpus=args.cluster_gpus)
+            except RuntimeFailure as exc:
+                err.print(f"{row.id}: cluster test FAILED on {image}: {exc}", markup=False, soft_wrap=True)
+                failed += 1
+                continue
+            out.print(report.summary(), markup=False)
+            out.print(f"{row.id}: cluster test passed on {image}")
+            continue
         if args.gpu:
             from . import gpu  # docker run --gpus all plumbing; only this command needs it
 
