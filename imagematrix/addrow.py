@@ -33,6 +33,7 @@ ERA_CONSTRAINTS = [
 class Proposal:
     pins: dict[str, str]  # row keys -> versions (verl, vllm, torch, cuda, tensordict, transformers, python)
     why: dict[str, str] = field(default_factory=dict)
+    extras: dict[str, str] = field(default_factory=dict)  # packages pinned beside the row's own pins
 
 
 def versions(package: str) -> list[Version]:
@@ -103,6 +104,17 @@ def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
         if key not in entries:
             raise RuntimeFailure(f"the resolution of verl {verl} + vLLM {vllm} has no {key}")
         pins[key] = entries[key].version
+    extras = {}
+    numpy, pyarrow = entries.get("numpy"), entries.get("pyarrow")
+    if numpy and pyarrow and Version(numpy.version) < Version("2") and Version(pyarrow.version) >= Version("26"):
+        # rule pyarrow-26-numpy-1: pyarrow declares no numpy requirement, so uv cannot see that 26 needs numpy 2
+        proc = resolve.uv_compile(f"verl[vllm]=={verl}\nvllm=={vllm}\n", python,
+                                  constraints="\n".join([*constraints, "pyarrow<26"]) + "\n")
+        if proc.returncode == 0:
+            entries = resolve.parse(proc.stdout)
+            extras["pyarrow"] = entries["pyarrow"].version
+            why["extras"] = (f"pyarrow {extras['pyarrow']}: pyarrow 26 needs numpy 2 and this stack has numpy "
+                             f"{numpy.version} (rule pyarrow-26-numpy-1)")
     why["torch"] = f"vLLM {vllm} requires it"
     why.setdefault("tensordict", "newest that verl and torch accept")
     why.setdefault("transformers", "newest that vLLM and verl accept")
@@ -111,13 +123,13 @@ def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
         raise RuntimeFailure(f"cannot tell the CUDA version of torch {pins['torch']} from its dependencies")
     pins["cuda"] = cuda
     why["cuda"] = f"the CUDA of the torch {pins['torch']} wheel on PyPI"
-    return Proposal(pins=pins, why=why)
+    return Proposal(pins=pins, why=why, extras=extras)
 
 
 ROW_ORDER = ("verl", "vllm", "torch", "cuda", "flash_attn", "tensordict", "transformers", "python")
 
 
-def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str) -> str:
+def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str, extras: dict[str, str] | None = None) -> str:
     """The row as matrix.yaml writes rows: a list item of quoted pins; keys equal to the defaults left out."""
     lines = [f"  # {comment}"]
     for key in ROW_ORDER:
@@ -125,6 +137,9 @@ def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str) -> str:
             continue
         value = "null" if pins[key] is None else f'"{pins[key]}"'
         lines.append(f"{'  - ' if len(lines) == 1 else '    '}{key}: {value}")
+    if extras:
+        lines.append("    extras:")
+        lines += [f'      {name}: "{version}"' for name, version in sorted(extras.items())]
     return "\n".join(lines) + "\n"
 
 

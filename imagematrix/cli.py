@@ -367,6 +367,8 @@ def cmd_add_row(args) -> int:
     for key in addrow.ROW_ORDER:
         if key in proposal.pins:
             table.add_row(key, proposal.pins[key], escape(proposal.why.get(key, "")))
+    for name, version in proposal.extras.items():
+        table.add_row(f"extras.{name}", version, escape(proposal.why.get("extras", "")))
     out.print(table)
     pins = proposal.pins
     new_id = tags.row_id(verl=pins["verl"], vllm=pins["vllm"], torch=pins["torch"], cuda=pins["cuda"],
@@ -374,7 +376,7 @@ def cmd_add_row(args) -> int:
     if new_id in {r.id for r in m.rows}:
         raise InputError(f"the matrix already has row {new_id} (same verl, vLLM, torch, CUDA and Python)",
                          where=str(m.path), fix="pass another --verl or --python, or edit that row")
-    snippet = addrow.row_yaml(pins, defaults, f"vLLM {args.vllm}: proposed by `build.py add-row`")
+    snippet = addrow.row_yaml(pins, defaults, f"vLLM {args.vllm}: proposed by `build.py add-row`", proposal.extras)
     text = addrow.appended(m.path, snippet)
     probe = m.path.with_name(f".{m.path.name}.add-row-{os.getpid()}")
     probe.write_text(text)

@@ -46,7 +46,8 @@ def namespace(daemon):
 def project(tmp_path: Path, base: str, lock_edit=None) -> Path:
     """A project with one row (the ROW1 pins) on `base`, locked from the committed lock and rendered."""
     matrix = tmp_path / "matrix.yaml"
-    matrix.write_text(f'defaults:\n  python: "3.11"\n  base: {base}\nrows:\n' + GOOD_ROW)
+    matrix.write_text(f'defaults:\n  python: "3.11"\n  base: {base}\nrows:\n' + GOOD_ROW
+                      + '    extras:\n      pyarrow: "25.0.1"\n')  # as the real row (rule pyarrow-26-numpy-1)
     (tmp_path / "locks").mkdir()
     for name in (f"{ROW1}.txt", "tools.txt"):
         text = (ROOT / "locks" / name).read_text()
