@@ -109,11 +109,7 @@ def compile_(row: Row, *, hashes: bool, offline: bool = False) -> str:
     if offline:
         raise RuntimeFailure(message)
     if "No solution found" in message or "requires-python" in message.lower() or "unsatisfiable" in message:
-        raise InputError(
-            f"pins cannot be resolved together:\n{_indent(message)}",
-            where=f"row {row.id}",
-            fix="change the conflicting pin (or add an `overrides:` entry with a reason if the conflict is deliberate)",
-        )
+        raise _conflict(row, message)
     raise RuntimeFailure(f"row {row.id}: uv pip compile failed:\n{_indent(message)}")
 
 
@@ -125,8 +121,23 @@ def resolve(row: Row, *, hashes: bool = False) -> str:
         raise InputErrors(errors)
     try:
         return compile_(row, hashes=hashes, offline=True)
-    except RuntimeFailure:
+    except RuntimeFailure as exc:
+        if _offline_conflict(str(exc)):
+            # every package it needed was in the cache and still they conflict: the network cannot change that
+            raise _conflict(row, str(exc)) from None
         return compile_(row, hashes=hashes, offline=False)
+
+
+def _offline_conflict(message: str) -> bool:
+    """uv's offline answer is a real conflict (not a cache miss): it names no package it could not read."""
+    return ("No solution found" in message and "network was disabled" not in message
+            and "not found in the cache" not in message and "needs to be downloaded" not in message)
+
+
+def _conflict(row: Row, message: str) -> InputError:
+    return InputError(f"pins cannot be resolved together:\n{_indent(message)}", where=f"row {row.id}",
+                      fix="change the conflicting pin (or add an `overrides:` entry with a reason if the conflict is "
+                          "deliberate)")
 
 
 def _indent(text: str) -> str:

@@ -120,3 +120,17 @@ def test_parse_lock_and_torch_closure():
     # filelock is also needed by vllm, so it belongs to the row layer, not the shared torch layer
     assert closure == ["mpmath", "nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "sympy", "torch"]
     assert resolve.torch_cuda(entries) == "12.4"
+
+
+@pytest.mark.parametrize(("message", "conflict"), [
+    ("No solution found when resolving dependencies\n  cause: Because vllm==0.10.0 depends on torch==2.7.1 and you "
+     "require torch==2.6.0, we can conclude that your requirements are unsatisfiable.", True),
+    ("No solution found when resolving dependencies\n  cause: Because leftpad was not found in the cache and ...\n"
+     "hint: Packages were unavailable because the network was disabled.", False),
+    ("No solution found ...\n  cause: Because vllm==0.6.0 needs to be downloaded from a registry ...", False),
+])
+def test_an_offline_conflict_is_trusted_only_when_nothing_was_missing(message, conflict):
+    """uv's messages, as `uv pip compile --offline` prints them: a cache miss must go to the network."""
+    from imagematrix import resolve
+
+    assert resolve._offline_conflict(message) is conflict
