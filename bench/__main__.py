@@ -1,0 +1,126 @@
+"""`python -m bench`: measure, merge into bench/results.json, render docs/benchmarks.md. See bench/README.md."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .common import ROOT, WORK, Context, Janitor, log, machine, now, versions
+from .report import met, render
+
+RESULTS = ROOT / "bench" / "results.json"
+DOC = ROOT / "docs" / "benchmarks.md"
+QUICK = ["fail_fast", "validate_all", "noop_build"]
+HEAVY = ["size_payload", "builds"]  # builds: metrics 4 (incremental), 6 (cold_vs_floor), 7 (peer)
+
+
+def _measures() -> dict[str, Callable[[Context], dict[str, Any]]]:
+    from . import heavy, quick
+
+    return {"fail_fast": quick.fail_fast, "validate_all": quick.validate_all, "noop_build": quick.noop_build,
+            "size_payload": heavy.size_payload, "builds": heavy.builds}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="metrics 1-3 only, one docker build for the fail-fast peer (CI)")
+    p.add_argument("--only", action="append", choices=QUICK + HEAVY, help="only this measurement (repeatable)")
+    p.add_argument("--runs", type=int, default=5, help="timed runs of each short command (default 5)")
+    p.add_argument("--docker-runs", type=int, help="docker builds of the fail-fast peer (default 3; --quick: 1)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="results JSON, merged with what it holds (default: %(default)s)")
+    p.add_argument("--doc", type=Path, default=DOC, help="markdown rendered from the results (default: %(default)s)")
+    p.add_argument("--report-only", action="store_true", help="measure nothing: re-render --doc from --out")
+    p.add_argument("--strict", action="store_true", help="exit 1 when a measured target is missed or a measure failed")
+    p.add_argument("--keep-work", action="store_true",
+                   help="keep all of bench/.work/<run>/ (build contexts, bake files), not only its logs/")
+    return p
+
+
+def _write(results: dict[str, Any], out: Path, doc: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(render(results))
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    # Clean up on Ctrl-C and on kill, also when started in the background (where SIGINT is ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    results.setdefault("schema", 1)
+    results.setdefault("runs", {})
+    results.setdefault("metrics", {})
+    if args.report_only:
+        _write(results, args.out, args.doc)
+        return 0
+    names = args.only or (QUICK if args.quick else QUICK + HEAVY)
+    from imagematrix import setup
+
+    nonce = uuid.uuid4().hex[:8]
+    run_id = f"{now()}-{nonce}"
+    work = WORK / nonce
+    work.mkdir(parents=True, exist_ok=True)
+    cli = setup.docker_cli()
+    ctx = Context(cli=cli, nonce=nonce, work=work, janitor=Janitor(cli, f"imagematrix-bench-{nonce}"), runs=args.runs,
+                  docker_runs=args.docker_runs if args.docker_runs is not None else 1 if args.quick else 3)
+    run: dict[str, Any] = {"started_at": now(), "mode": "quick" if args.quick else "only " + ",".join(names)
+                           if args.only else "full", "machine": machine(), "versions": versions()}
+    results["runs"][run_id] = run
+    failed = False
+    measures = _measures()
+    try:
+        for name in names:
+            started = now()
+            try:
+                produced = measures[name](ctx)
+                produced = produced if name == "builds" else {name: produced}
+            except Exception as exc:  # one failing measure must not lose the others
+                traceback.print_exc()
+                failed = True
+                produced = {key: {"title": key, "error": f"{type(exc).__name__}: {exc}"}
+                            for key in (["incremental", "cold_vs_floor", "peer"] if name == "builds" else [name])}
+            for key, metric in produced.items():
+                metric.update(run=run_id, measured_at=started, loadavg_after=machine()["loadavg"])
+                results["metrics"][key] = metric
+            _save(results, args, run_id)
+    finally:
+        log("cleaning up what this run created")
+        run["cleanup"] = ctx.janitor.clean()
+        run["finished_at"] = now()
+        shutil.rmtree(work / "secrets", ignore_errors=True)
+        for path in ([] if args.keep_work else [p for p in work.iterdir() if p.name != "logs"]):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if not any(work.rglob("*")):
+            work.rmdir()
+        _save(results, args, run_id)
+    missed = [f"{key}: {item['what']}" for key, metric in results["metrics"].items() if metric.get("run") == run_id
+              for item in metric.get("lines", []) if met(item) is False]
+    for text in missed:
+        log(f"target missed: {text}")
+    log(f"wrote {args.out} and {args.doc}")
+    return 1 if args.strict and (missed or failed) else 0
+
+
+def _save(results: dict[str, Any], args: argparse.Namespace, current: str) -> None:
+    used = {metric.get("run") for metric in results["metrics"].values()} | {current}
+    results["runs"] = {k: v for k, v in results["runs"].items() if k in used}
+    results["generated_at"] = now()
+    _write(results, args.out, args.doc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Metrics 1-3 (quick enough for CI): fail-fast, whole-matrix validate, no-op `build --all`."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from imagematrix import builder, tags
+
+from . import peer
+from .common import ROOT, Context, build, log, median, timed
+from .report import line, target
+
+BUILD_PY = ["python3", "build.py"]
+CONFLICT_PINS = {"verl": "0.5.0", "vllm": "0.10.0", "torch": "2.6.0", "tensordict": "0.8.3", "transformers": "4.55.4"}
+CONFLICT_MATRIX = """\
+defaults:
+  python: "3.11"
+  base: debootstrap:bookworm
+rows:
+  - verl: "0.5.0"
+    vllm: "0.10.0"
+    torch: "2.6.0"
+    cuda: "12.4"
+    flash_attn: null
+    tensordict: "0.8.3"
+    transformers: "4.55.4"
+    overrides:
+      vllm:
+        version: "0.10.0"
+        reason: verl publishes 0.5.0 with vLLM 0.10.0; the conflict under test is vLLM 0.10.0 with torch 2.6.0
+"""
+PIP_CONFLICT = re.compile(r"ResolutionImpossible|conflicting dependencies|Cannot install", re.I)
+
+
+def _repeat(cmd: list[str], runs: int, check) -> tuple[list[float], float, list[str]]:
+    """One warm-up run, then `runs` timed runs; returns (timed seconds, warm-up seconds, problems)."""
+    first = timed(cmd)
+    samples, problems = [], [] if check(first) else [f"warm-up run: rc {first.rc}: {first.out[-300:]}"]
+    for _ in range(runs):
+        result = timed(cmd)
+        samples.append(result.seconds)
+        if not check(result):
+            problems.append(f"rc {result.rc}: {result.out[-300:]}")
+    return samples, first.seconds, problems
+
+
+def fail_fast(ctx: Context) -> dict[str, Any]:
+    matrix = ctx.work / "conflict" / "matrix.yaml"
+    matrix.parent.mkdir(parents=True, exist_ok=True)
+    matrix.write_text(CONFLICT_MATRIX)
+    log(f"fail-fast: validate of a conflicting row, 1 + {ctx.runs} runs")
+    samples, first, problems = _repeat([*BUILD_PY, "validate", "--matrix", str(matrix)], ctx.runs,
+                                       lambda r: r.rc == 2 and "cannot be resolved together" in r.out)
+    ours = median(samples)
+    context = peer.write_context(ctx.work / "conflict" / "peer",
+                                 peer.dockerfile(CONFLICT_PINS, ctx.marker, layered=False))
+    docker = []
+    for index in range(ctx.docker_runs):
+        log(f"fail-fast: plain docker build of the same pins until it fails, run {index + 1}/{ctx.docker_runs}")
+        tag = ctx.janitor.image(f"imagematrix-bench-{ctx.nonce}/conflict:{index}")
+        result = build(peer.build_cmd(ctx.cli, context, tag, ctx.build_secrets(), no_cache=True),
+                       ctx.work / "logs" / f"conflict-docker-{index}.log")
+        log_text = open(result.log).read()
+        if result.rc == 0 or not PIP_CONFLICT.search(log_text):
+            problems.append(f"docker build run {index}: rc {result.rc}, no pip resolution error in {result.log}")
+        docker.append(result)
+    ref = median([b.seconds for b in docker]) if docker else None
+    pip_steps = [s.seconds for b in docker for s in b.steps if "pip install" in s.text]
+    pip_only = median(pip_steps) if pip_steps else None
+    lines = [line("time to reject vLLM 0.10.0 + torch 2.6.0", ours, "s", ours_note=f"median of {ctx.runs}",
+                  ref=ref, ref_what=f"plain `docker build --no-cache` until it fails (median of {len(docker)})",
+                  ratio=ref / ours if ref else None, ratio_what="docker / validate", target=target("ratio", ">=", 30))]
+    if pip_only:
+        lines.append(line("… same, peer with its apt layer already cached (its pip step only)", ours, "s",
+                          ref=pip_only, ref_what="the failing `pip install` step", ratio=pip_only / ours,
+                          ratio_what="pip step / validate"))
+    return {
+        "title": "Fail-fast: a conflicting row rejected",
+        "method": (f"`python3 build.py validate --matrix M` on a temporary matrix holding one row, vLLM 0.10.0 with "
+                   f"torch 2.6.0 (vLLM 0.10.0 requires torch 2.7.1): wall time of the whole command (interpreter "
+                   f"start-up included), median of {ctx.runs} runs after one warm-up run ({first:.2f} s); each exits "
+                   f"2 naming the conflict. Peer: a hand-written single-stage Dockerfile (FROM "
+                   f"imagematrix-base:bookworm, apt-get install python3.11, a venv, one `pip install --no-cache-dir` "
+                   f"of the same five pins, the proxy CA as BuildKit secret `ca-cert`) built with "
+                   f"`docker build --no-cache` (BuildKit) until pip reports ResolutionImpossible: "
+                   f"{len(docker)} run(s), wall time."),
+        "notes": [f"validate samples (s): {[round(s, 2) for s in samples]}",
+                  f"docker build samples (s): {[round(b.seconds, 1) for b in docker]}; failing pip step (s): "
+                  f"{[round(s, 1) for s in pip_steps]}; bytes into the build containers before pip gave up: "
+                  f"{[b.bridge_bytes for b in docker]} (Debian's pip 23.0.1 in the venv)",
+                  "With the layered style of metric 7 (torch in its own RUN), the conflict would not fail the build "
+                  "at all: the second `pip install` replaces torch with the version vLLM requires (not measured).",
+                  *problems],
+        "lines": lines,
+        "details": {"validate_seconds": samples, "validate_warmup_seconds": first,
+                    "docker_builds": [b.summary() for b in docker]},
+    }
+
+
+def validate_all(ctx: Context) -> dict[str, Any]:
+    rows = len(plan_json(ROOT / "matrix.yaml", "127.0.0.1:5000/imagematrix", "--github", "--all")["include"])
+    log(f"validate: whole matrix ({rows} rows), 1 + {ctx.runs} runs")
+    samples, first, problems = _repeat([*BUILD_PY, "validate"], ctx.runs, lambda r: r.rc == 0)
+    return {
+        "title": "Whole-matrix validate, warm cache",
+        "method": (f"`python3 build.py validate` on the committed matrix ({rows} rows): schema, uv resolution of "
+                   f"every row (from uv's cache), Python ranges, torch CUDA, lock freshness, patches; wall time of "
+                   f"the command, median of {ctx.runs} runs after one warm-up run ({first:.2f} s)."),
+        "notes": [f"samples (s): {[round(s, 2) for s in samples]}", *problems],
+        "lines": [line(f"validate {rows} rows", median(samples), "s", ours_note=f"median of {ctx.runs}",
+                       target=target("ours", "<", 10))],
+        "details": {"rows": rows, "seconds": samples, "warmup_seconds": first},
+    }
+
+
+def _push_standin(cli: str, ref: str, labels: dict[str, str]) -> None:
+    """An empty image carrying the row's labels: the skip check reads only labels (as tests/conftest.py does)."""
+    changes = [a for key, value in labels.items() for a in ("--change", f"LABEL {key}={value}")]
+    empty = subprocess.run(["tar", "-c", "-T", "/dev/null"], capture_output=True).stdout
+    for cmd in ([cli, "import", *changes, "-", ref], [cli, "push", ref]):
+        proc = subprocess.run(cmd, input=empty if "import" in cmd else None, capture_output=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd[:3])}: {proc.stderr.decode(errors='replace')[-300:]}")
+    subprocess.run([cli, "rmi", ref], capture_output=True)
+
+
+OUTCOME = re.compile(r"^(\S+): (pushed|skipped|failed|tested) at (\S+) in", re.M)
+
+
+def plan_json(matrix: Path, registry: str, *flags: str) -> dict[str, Any]:
+    """`build.py plan` output as JSON, from a fresh process: the tool's current code, never this one's imports."""
+    result = timed([*BUILD_PY, "plan", "--matrix", str(matrix), "--registry", registry, *flags])
+    if result.rc != 0:
+        raise RuntimeError(f"build.py plan {' '.join(flags)} failed: {result.out[-600:]}")
+    return json.loads(result.out[result.out.index("{"):result.out.rindex("}") + 1])
+
+
+def noop_build(ctx: Context) -> dict[str, Any]:
+    # A snapshot of the project, so that a matrix edited meanwhile cannot turn the no-op into real builds.
+    project = ctx.work / "noop"
+    project.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "matrix.yaml", project / "matrix.yaml")
+    for sub in ("locks", "dockerfiles/generated"):
+        shutil.copytree(ROOT / sub, project / sub, dirs_exist_ok=True)
+    namespace = f"imagematrix-bench-{ctx.nonce}"
+    registry = f"127.0.0.1:5000/{namespace}"
+    ctx.janitor.namespaces.append(namespace)
+    rows = [(r["row"], r["vllm"]) for r in plan_json(project / "matrix.yaml", registry, "--github", "--all")["include"]]
+    digests = {Path(t["context"]).name: t["labels"][builder.INPUT_DIGEST_LABEL]
+               for t in plan_json(project / "matrix.yaml", registry, "--bake")["target"].values()}
+    final = tags.published_tags(rows)
+    log(f"no-op: pushing stand-ins for {len(rows)} rows to {registry}")
+    for row_id, _ in rows:
+        labels = {builder.INPUT_DIGEST_LABEL: digests[row_id], "io.imagematrix.row": row_id}
+        for tag in final[row_id]:
+            _push_standin(ctx.cli, f"{registry}/verl:{tag}", labels)
+    common = ["--matrix", str(project / "matrix.yaml"), "--registry", registry]
+    plan = timed([*BUILD_PY, "plan", *common])
+    if plan.rc != 0 or ": build (" in plan.out:
+        raise RuntimeError(f"plan does not see every row as up to date; refusing to time real builds:\n{plan.out[-800:]}")
+    cmd = [*BUILD_PY, "build", "--all", *common, "--log-dir", str(ctx.work / "logs" / "noop")]
+    built: list[int] = []
+
+    def check(result) -> bool:
+        outcomes = OUTCOME.findall(result.out)
+        built.append(sum(status != "skipped" for _, status, _ in outcomes))
+        return result.rc == 0 and len(outcomes) == len(rows) and built[-1] == 0
+
+    log(f"no-op: `build --all`, 1 + {ctx.runs} runs")
+    samples, first, problems = _repeat(cmd, ctx.runs, check)
+    return {
+        "title": "No-op `build --all` (every final tag has the same input digest)",
+        "method": (f"`python3 build.py build --all` against a registry namespace of the bench's own "
+                   f"({registry}, removed afterwards) where every final tag of the {len(rows)} rows (and each "
+                   f"`vllm<version>` alias) exists with the row's input digest. Only one row's real image exists on "
+                   f"this machine, so each tag is a stand-in: an empty image carrying the row's labels (the skip check "
+                   f"reads only labels, through the registry's HTTP API). Matrix, locks and generated contexts are a "
+                   f"snapshot copy. Wall time of the command, median of {ctx.runs} runs after one warm-up "
+                   f"({first:.2f} s); every run must report each row skipped."),
+        "notes": [f"samples (s): {[round(s, 2) for s in samples]}", f"rows built per run: {built}", *problems],
+        "lines": [line(f"no-op `build --all`, {len(rows)} rows", median(samples), "s",
+                       ours_note=f"median of {ctx.runs}", target=target("ours", "<", 3)),
+                  line("rows built by the no-op run", float(max(built)), "rows", target=target("ours", "==", 0))],
+        "details": {"seconds": samples, "warmup_seconds": first, "rows": len(rows), "built": built},
+    }
