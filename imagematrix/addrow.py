@@ -22,6 +22,7 @@ from . import pypi, resolve, yamlio
 from .errors import InputError, RuntimeFailure
 
 # Constraints the resolver alone would get wrong (no upper bound upstream); each names the symptom it avoids.
+# They apply rule vllm-transformers-5 of dockerfiles/rules.yaml up front; the rules still check the result.
 # (vLLM specifier, constraint, reason)
 ERA_CONSTRAINTS = [
     (">=0,<=0.11.0", "transformers<5",
@@ -156,8 +157,3 @@ def appended(path: Path, snippet: str) -> str:
     if after[:-1] != before or len(after) != len(before) + 1:
         raise RuntimeFailure(f"appending to {path} would not add exactly one row; add it by hand:\n{snippet}")
     return new
-
-
-def describe(proposal: Proposal) -> list[str]:
-    return [f"{key:<13} {proposal.pins[key]:<12} {proposal.why.get(key, '')}" for key in ROW_ORDER
-            if key in proposal.pins]
