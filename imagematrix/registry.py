@@ -137,8 +137,8 @@ class Client:
             raise RuntimeFailure(f"registry {self.host}: token service unreachable: {exc}") from None
         self._auth = f"Bearer {answer.get('token') or answer.get('access_token')}"
 
-    def labels(self, name: str, tag: str) -> dict | None:
-        """Labels in the image config of name:tag (the linux/amd64 one of an index); None when the tag is absent."""
+    def image(self, name: str, tag: str) -> tuple[dict, dict] | None:
+        """(manifest, image config) of name:tag (the linux/amd64 image of an index); None when the tag is absent."""
         manifest = self.get_json(f"/v2/{name}/manifests/{tag}", MANIFEST_MEDIA)
         if manifest is None:
             return None
@@ -146,11 +146,14 @@ class Client:
             chosen = next((m for m in manifest["manifests"]
                            if m.get("platform", {}).get("architecture") == "amd64"), None)
             if chosen is None:
-                return {}
+                return {}, {}
             manifest = self.get_json(f"/v2/{name}/manifests/{chosen['digest']}", MANIFEST_MEDIA) or {}
-        config = self.get_json(f"/v2/{name}/blobs/{manifest['config']['digest']}") or {}
-        return (config.get("config") or {}).get("Labels") or {}
+        return manifest, self.get_json(f"/v2/{name}/blobs/{manifest['config']['digest']}") or {}
 
+    def labels(self, name: str, tag: str) -> dict | None:
+        """Labels in the image config of name:tag; None when the tag is absent."""
+        found = self.image(name, tag)
+        return None if found is None else labels_of(found[1])
 
     def retag(self, name: str, source: str, target: str) -> None:
         """Point tag `target` at the manifest of `source` (no layer moves: the registry has them)."""
@@ -161,6 +164,10 @@ class Client:
         media = next(v for k, v in headers.items() if k.lower() == "content-type")
         if self.request("PUT", f"/v2/{name}/manifests/{target}", data=body, content_type=media) is None:
             raise RuntimeFailure(f"registry {self.host}: cannot tag {name}:{source} as {target} (404)")
+
+
+def labels_of(config: dict) -> dict:
+    return (config.get("config") or {}).get("Labels") or {}
 
 
 def labels(repository: str, tag: str) -> dict | None:
