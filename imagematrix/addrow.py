@@ -15,7 +15,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 from ruamel.yaml import YAML
 
 from . import pypi, resolve, yamlio
@@ -37,21 +37,6 @@ class Proposal:
     extras: dict[str, str] = field(default_factory=dict)  # packages pinned beside the row's own pins
 
 
-def versions(package: str) -> list[Version]:
-    """Released versions with a wheel on the index, newest first (pre-releases left out)."""
-    found = set()
-    for url, _ in pypi._files(package):
-        version = pypi._version_of(url)
-        if version:
-            try:
-                parsed = Version(version)
-            except InvalidVersion:
-                continue
-            if not parsed.is_prerelease:
-                found.add(parsed)
-    return sorted(found, reverse=True)
-
-
 def verl_vllm_range(verl: str) -> SpecifierSet | None:
     """The vLLM range verl's `[vllm]` extra declares (None when it has no such extra)."""
     meta = pypi.wheel_file("verl", verl, f"verl-{verl}.dist-info/METADATA").decode()
@@ -70,14 +55,14 @@ def _refuse(message: str, fix: str) -> InputError:
 
 
 def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
-    if Version(vllm) not in versions("vllm"):
+    if Version(vllm) not in pypi.versions("vllm"):
         raise _refuse(f"vLLM {vllm} has no wheel on the index", "pick a released vLLM version (pip index versions vllm)")
     why: dict[str, str] = {}
     required = pypi.requires_python("vllm", vllm) or ""
     if required and Version(python) not in SpecifierSet(required):
         raise _refuse(f"vLLM {vllm} requires Python {required}, not {python}", "pass --python with a version it supports")
     if verl is None:
-        for candidate in versions("verl"):
+        for candidate in pypi.versions("verl"):
             spec = verl_vllm_range(str(candidate))
             if spec is not None and spec.contains(vllm, prereleases=True):
                 verl = str(candidate)

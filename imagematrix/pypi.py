@@ -18,6 +18,7 @@ from html import unescape
 from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 from .errors import RuntimeFailure
 from .paths import write_atomic
@@ -69,6 +70,12 @@ def _version_of(url: str) -> str | None:
 def wheel_urls(package: str, version: str, index: str | None = None) -> list[str]:
     """URLs of the wheels of package==version on the index."""
     return [url for url, _ in _files(package, index) if _version_of(url) == version]
+
+
+def versions(package: str) -> list[Version]:
+    """Released versions with a wheel on the index, newest first (pre-releases left out)."""
+    found = {Version(v) for url, _ in _files(package) if (v := _version_of(url))}
+    return sorted((v for v in found if not v.is_prerelease), reverse=True)
 
 
 def requires_python(package: str, version: str) -> str | None:
