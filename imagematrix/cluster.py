@@ -28,7 +28,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import paths, setup
+from packaging.utils import canonicalize_name
+
+from . import paths, resolve, setup
 from .errors import InputError, RuntimeFailure
 from .matrix import Matrix, Row
 
@@ -127,11 +129,10 @@ def gpu_option(gpus: str | None) -> str | None:
 
 def locked_version(matrix: Matrix, row: Row, package: str = "ray") -> str | None:
     """The version the row's lock pins for package (None when the lock or the pin is missing)."""
-    path = matrix.root / "locks" / f"{row.id}.txt"
-    if not path.exists():
+    if not resolve.lock_path(matrix, row).exists():
         return None
-    found = re.search(rf"^{re.escape(package)}==(\S+)", path.read_text(), re.M)
-    return found.group(1) if found else None
+    entry = resolve.parse(resolve.read_lock(matrix, row)).get(canonicalize_name(package))
+    return entry.version if entry else None
 
 
 def count_nodes(status_text: str) -> int:
