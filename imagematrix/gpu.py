@@ -20,15 +20,12 @@ from . import setup
 from .errors import InputError, RuntimeFailure
 from .matrix import Matrix, Row
 from .paths import ROOT
+from .pypi import cache_dir
 
 GPU_TESTS = ROOT / "tests" / "smoke" / "gpu"
 MOUNT = "/imagematrix"
 IMAGE_PYTHON = "/opt/venv/bin/python"
 COMPLETE = ".imagematrix-complete"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "imagematrix"
 
 
 def pytest_version() -> str:
@@ -39,7 +36,7 @@ def pytest_version() -> str:
 def pytest_dir(python: str, *, cache: Path | None = None) -> Path:
     """A folder holding pytest and its dependencies for Python `python` ("3.11"), pure Python only (cached)."""
     version = pytest_version()
-    target = (cache or cache_root()) / "gpu-pytest" / f"py{python}-pytest{version}"
+    target = (cache or cache_dir()) / "gpu-pytest" / f"py{python}-pytest{version}"
     if (target / COMPLETE).is_file():
         return target
     tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
