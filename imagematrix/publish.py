@@ -137,8 +137,8 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
             labels = remote_labels(registry, candidate_tag)
             if labels and labels.get(builder.INPUT_DIGEST_LABEL) == digest:
                 return done("skipped", f"{candidate} is already pushed")
-        labels = remote_labels(registry, row.id) if push != "none" else None
-        if push == "final" and labels and labels.get(builder.INPUT_DIGEST_LABEL) == digest:
+        labels = remote_labels(registry, row.id) if push == "final" else None
+        if labels and labels.get(builder.INPUT_DIGEST_LABEL) == digest:
             moved = []
             for alias in final[1:]:  # an alias whose earlier push failed, or that moved to this row
                 alias_labels = remote_labels(registry, alias) or {}
