@@ -69,6 +69,12 @@ def inputs(row: Row) -> Inputs:
 
 
 def _uv() -> str:
+    """uv's binary as the `uv` package finds it (beside this Python, also in a venv that is not activated), else PATH."""
+    try:
+        from uv import find_uv_bin
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        pass
     uv = shutil.which("uv")
     if not uv:
         raise RuntimeFailure("uv is not installed: run `pip install -e .` (it brings uv) or `pip install uv`")
@@ -121,17 +127,10 @@ def resolve(row: Row, *, hashes: bool = False) -> str:
         raise InputErrors(errors)
     try:
         return compile_(row, hashes=hashes, offline=True)
-    except RuntimeFailure as exc:
-        if _offline_conflict(str(exc)):
-            # every package it needed was in the cache and still they conflict: the network cannot change that
-            raise _conflict(row, str(exc)) from None
+    except RuntimeFailure:
+        # Never a verdict: offline, uv answers "there is no version of X" for a cache miss (verl[vllm]==V), for an
+        # index page cached before a release, and for a dead index alike. Only the network resolution decides.
         return compile_(row, hashes=hashes, offline=False)
-
-
-def _offline_conflict(message: str) -> bool:
-    """uv's offline answer is a real conflict (not a cache miss): it names no package it could not read."""
-    return ("No solution found" in message and "network was disabled" not in message
-            and "not found in the cache" not in message and "needs to be downloaded" not in message)
 
 
 def _conflict(row: Row, message: str) -> InputError:
