@@ -23,7 +23,7 @@ HEAVY = ["size_payload", "builds"]  # builds: metrics 4 (incremental), 6 (cold_v
 
 
 def _measures() -> dict[str, Callable[[Context], dict[str, Any]]]:
-    from . import heavy, quick
+    from imagematrix import heavy, quick
 
     return {"fail_fast": quick.fail_fast, "validate_all": quick.validate_all, "noop_build": quick.noop_build,
             "size_payload": heavy.size_payload, "builds": heavy.builds}
@@ -68,13 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         _write(results, args.out, args.doc)
         return 0
     names = args.only or (QUICK if args.quick else QUICK + HEAVY)
-    from imagematrix import setup
+    from imagematrix.tools import host
 
     nonce = uuid.uuid4().hex[:8]
     run_id = f"{now()}-{nonce}"
     work = WORK / nonce
     work.mkdir(parents=True, exist_ok=True)
-    cli = setup.docker_cli()
+    cli = host.docker_cli()
     ctx = Context(cli=cli, nonce=nonce, work=work, janitor=Janitor(cli, f"imagematrix-bench-{nonce}"), runs=args.runs,
                   docker_runs=args.docker_runs if args.docker_runs is not None else 1 if args.quick else 3)
     run: dict[str, Any] = {"started_at": now(), "mode": "quick" if args.quick else "only " + ",".join(names)

@@ -83,9 +83,9 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    from imagematrix import setup
+    from imagematrix.tools import host
 
-    cli = setup.docker_cli() if shutil.which("docker") or Path("/usr/bin/docker").exists() else "docker"
+    cli = host.docker_cli() if shutil.which("docker") or Path("/usr/bin/docker").exists() else "docker"
     dirty = sh("git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no")
     return {
         "python": platform.python_version(),
@@ -274,7 +274,7 @@ class Janitor:
                     pruned += 1
                     freed += record.get("Size") or 0
         left = len(self.cache_records())
-        from imagematrix.pypi import cache_dir
+        from imagematrix.tools.pypi import cache_dir
 
         repos = cache_dir() / "registry" / "storage" / "docker" / "registry" / "v2" / "repositories"
         for ns in self.namespaces:
@@ -303,7 +303,7 @@ class Context:
     def build_secrets(self) -> dict[str, Path]:
         """The BuildKit secrets the tool passes (`ca-cert`: the host CA bundle; `build-env`: empty)."""
         if not self.secrets:
-            from imagematrix.builder import BuildInputs
+            from imagematrix.stages.builder import BuildInputs
 
             self.secrets = BuildInputs(ca_cert=CA if CA.is_file() else None).write_secrets(self.work / "secrets")
         return self.secrets

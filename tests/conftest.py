@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imagematrix import cli
+from imagematrix.cli import app as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -20,9 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from imagematrix import cluster, paths, publish, setup
-from imagematrix import matrix as matrix_mod
-from imagematrix.pypi import cache_dir
+from imagematrix.assist import cluster
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model import paths
+from imagematrix.stages import publish
+from imagematrix.tools import host
+from imagematrix.tools.pypi import cache_dir
 
 DEFAULT_ROW = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 
@@ -39,9 +42,9 @@ def _option(config, name: str, env: str) -> str | None:
 
 @pytest.fixture(scope="session")
 def cli() -> str:
-    if not setup.daemon_running():
+    if not host.daemon_running():
         pytest.skip("needs a running Docker daemon: run `python build.py setup`")
-    return setup.docker_cli()
+    return host.docker_cli()
 
 
 @pytest.fixture(scope="session")

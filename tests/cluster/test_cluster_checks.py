@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from imagematrix import cluster
-from imagematrix.errors import RuntimeFailure
+from imagematrix.assist import cluster
+from imagematrix.model.errors import RuntimeFailure
 
 # `ray status` in the head of a real two-node cluster (ray 2.60.0).
 RAY_STATUS = """\
@@ -102,8 +102,8 @@ def test_gpu_option_auto_follows_nvidia_smi(monkeypatch):
 
 
 def test_every_row_lock_pins_ray():
-    from imagematrix import matrix as matrix_mod
-    from imagematrix import paths
+    from imagematrix.model import matrix as matrix_mod
+    from imagematrix.model import paths
 
     m = matrix_mod.load(paths.MATRIX)
     assert all(cluster.locked_version(m, row) for row in m.rows)

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from imagematrix import cluster
-from imagematrix.errors import RuntimeFailure
+from imagematrix.assist import cluster
+from imagematrix.model.errors import RuntimeFailure
 from tests.cluster.conftest import derived_image, wheel
 from tests.conftest import ROOT
 
@@ -76,7 +76,7 @@ def test_head_and_worker_join_and_each_node_runs_its_task(cli, joined, row, matr
 
 CHILD = """
 import sys
-from imagematrix import cluster
+from imagematrix.assist import cluster
 
 try:
     cluster.run(sys.argv[1], sys.argv[2], None, lambda msg: print(msg, flush=True), name=sys.argv[3], gpus="none")

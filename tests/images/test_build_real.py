@@ -10,12 +10,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import time
 import uuid
 
 import pytest
 
-from imagematrix import builder, publish, setup
+from imagematrix.stages import builder, publish
+from imagematrix.tools import host
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -29,21 +31,21 @@ HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 @pytest.fixture(scope="module")
 def ready():
-    if not setup.daemon_running() or not setup.registry_up():
+    if not host.daemon_running() or not host.registry_up():
         pytest.skip("needs a running Docker daemon and the embedded registry: run `python build.py setup`")
-    return setup.docker_cli()
+    return host.docker_cli()
 
 
 @pytest.fixture(scope="module")
 def registry():
     """A namespace of its own per run, so a build is never skipped because an earlier run pushed it."""
-    return f"{setup.REGISTRY}/imagematrix-test-{uuid.uuid4().hex[:8]}"
+    return f"{host.REGISTRY}/imagematrix-test-{uuid.uuid4().hex[:8]}"
 
 
 @pytest.fixture(scope="module")
 def built(ready, registry, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("logs")
-    cmd = ["python3", "build.py", "build", "--row", ROW1, "--registry", registry, "--log-dir", str(log_dir),
+    cmd = [sys.executable, "build.py", "build", "--row", ROW1, "--registry", registry, "--log-dir", str(log_dir),
            "--ca-cert", HOST_CA, "--no-proxy", f"{TOKEN}.invalid",
            "--flash-attn-mirror", f"https://user:{TOKEN}@mirror.invalid/fa"]
     started = time.monotonic()
@@ -71,7 +73,7 @@ def test_real_row_is_built_tested_and_pushed(built, registry):
 
 def test_rerun_with_nothing_changed_skips_in_seconds(built, registry, tmp_path):
     started = time.monotonic()
-    proc = subprocess.run(["python3", "build.py", "build", "--row", ROW1, "--registry", registry,
+    proc = subprocess.run([sys.executable, "build.py", "build", "--row", ROW1, "--registry", registry,
                            "--log-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0 and "skipped" in proc.stdout, proc.stdout
     assert time.monotonic() - started < 30
@@ -125,9 +127,9 @@ def test_failing_row_is_not_pushed_and_the_next_row_shares_the_torch_stage(built
                 '    cuda: "12.4"\n    tensordict: "0.6.2"\n    transformers: "4.48.3"\n')
     matrix = str(tmp_path / "matrix.yaml")
     for cmd in (["lock", "--row", BROKEN, "--row", FAST], ["render", "--row", BROKEN, "--row", FAST]):
-        assert subprocess.run(["python3", "build.py", *cmd, "--matrix", matrix], cwd=ROOT).returncode == 0
+        assert subprocess.run([sys.executable, "build.py", *cmd, "--matrix", matrix], cwd=ROOT).returncode == 0
     started = time.monotonic()
-    proc = subprocess.run(["python3", "build.py", "build", "--row", BROKEN, "--row", FAST, "--matrix", matrix,
+    proc = subprocess.run([sys.executable, "build.py", "build", "--row", BROKEN, "--row", FAST, "--matrix", matrix,
                            "--registry", registry, "--log-dir", str(tmp_path / "logs")],
                           cwd=ROOT, capture_output=True, text=True)
     print(f"build of {BROKEN} and {FAST}: {time.monotonic() - started:.0f} s")
@@ -155,13 +157,13 @@ def test_failing_row_is_not_pushed_and_the_next_row_shares_the_torch_stage(built
 def test_gpu_suite_starts_inside_the_image(built, ready, registry):
     """Image mode of the GPU suite, end to end on this GPU-less machine: pytest and the suite are mounted into the
     real image and collected; with no GPU each test must fail (never skip) with the `--gpus all` advice."""
-    from imagematrix import gpu
-    from imagematrix import matrix as matrix_mod
+    from imagematrix.model import matrix as matrix_mod
+    from imagematrix.stages import smoke_gpu
 
     m = matrix_mod.load(ROOT / "matrix.yaml")
     row = m.select([ROW1])[0]
-    cmd = gpu.docker_command(ready, f"{publish.repository(registry)}:{ROW1}", gpu.row_json(m, row),
-                             gpu.pytest_dir(row.python))
+    cmd = smoke_gpu.docker_command(ready, f"{publish.repository(registry)}:{ROW1}", smoke_gpu.row_json(m, row),
+                             smoke_gpu.pytest_dir(row.python))
     del cmd[cmd.index("--gpus"):cmd.index("--gpus") + 2]  # this machine has no GPU (and no NVIDIA runtime)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode != 0
@@ -190,7 +192,7 @@ def test_preflight_warns_at_container_start_and_never_blocks(built, ready, regis
 
 
 def test_doctor_on_the_built_image(built, registry):
-    proc = subprocess.run(["python3", "build.py", "doctor", "--json", "--image", f"{publish.repository(registry)}:{ROW1}"],
+    proc = subprocess.run([sys.executable, "build.py", "doctor", "--json", "--image", f"{publish.repository(registry)}:{ROW1}"],
                           cwd=ROOT, capture_output=True, text=True)
     import json
 

@@ -13,34 +13,37 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from imagematrix import builder, flashattn, publish, render, setup
-from imagematrix import matrix as matrix_mod
+from imagematrix.knowledge import flashattn
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.stages import builder, publish, render
+from imagematrix.tools import host
 from tests.conftest import GOOD_ROW, ROOT, push_tiny_image
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 
 
 def build(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(["python3", "build.py", "build", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "build.py", "build", *args], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def daemon():
-    if not setup.daemon_running():
+    if not host.daemon_running():
         pytest.skip("needs a running Docker daemon: run `python build.py setup`")
-    return setup.docker_cli()
+    return host.docker_cli()
 
 
 @pytest.fixture
 def namespace(daemon):
-    return f"{setup.REGISTRY}/imagematrix-fault-{uuid.uuid4().hex[:8]}"
+    return f"{host.REGISTRY}/imagematrix-fault-{uuid.uuid4().hex[:8]}"
 
 
 def project(tmp_path: Path, base: str, lock_edit=None) -> Path:
@@ -52,7 +55,7 @@ def project(tmp_path: Path, base: str, lock_edit=None) -> Path:
     for name in (f"{ROW1}.txt", "tools.txt"):
         text = (ROOT / "locks" / name).read_text()
         (tmp_path / "locks" / name).write_text(lock_edit(text) if lock_edit and name != "tools.txt" else text)
-    proc = subprocess.run(["python3", "build.py", "render", "--matrix", str(matrix)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "build.py", "render", "--matrix", str(matrix)], cwd=ROOT,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return matrix
@@ -137,7 +140,7 @@ def auth_registry(daemon, tmp_path_factory):
     server = subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and not setup._listening(address):
+    while time.monotonic() < deadline and not host._listening(address):
         time.sleep(0.2)
     yield address, user, password
     server.terminate()

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from imagematrix import matrix as matrix_mod
-from imagematrix import paths, setup
-from imagematrix.render import Rendered
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model import paths
+from imagematrix.stages.render import Rendered
+from imagematrix.tools import host as host_setup
 
 
 def pytest_addoption(parser):
@@ -56,7 +57,7 @@ def expected(request, row) -> dict:
 
 @pytest.fixture(scope="session")
 def cli() -> str:
-    return setup.docker_cli()
+    return host_setup.docker_cli()
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from imagematrix import patch_apply
-from imagematrix.builder import INPUT_DIGEST_LABEL
+from imagematrix.in_image import patch_apply
+from imagematrix.stages.builder import INPUT_DIGEST_LABEL
 
 PY = "/opt/venv/bin/python"
 

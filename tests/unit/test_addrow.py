@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from ruamel.yaml import YAML
 
-from imagematrix import addrow
-from imagematrix import matrix as matrix_mod
+from imagematrix.assist import addrow
+from imagematrix.model import matrix as matrix_mod
 
 pytestmark = pytest.mark.network
 

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from imagematrix import cluster, publish, tags
-from imagematrix import matrix as matrix_mod
+from imagematrix.assist import cluster
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model import tags
+from imagematrix.stages import publish
 from tests.conftest import ROOT
 
 RECIPE = ROOT / "docs" / "multi-node"

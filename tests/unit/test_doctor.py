@@ -11,8 +11,8 @@ import platform
 
 import pytest
 
-from imagematrix import doctor
-from imagematrix import matrix as matrix_mod
+from imagematrix.assist import doctor
+from imagematrix.model import matrix as matrix_mod
 from tests.conftest import ROOT
 
 M = matrix_mod.load(ROOT / "matrix.yaml")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from imagematrix import gpu
-from imagematrix import matrix as matrix_mod
-from imagematrix.errors import InputError, RuntimeFailure
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.stages import smoke_gpu
 from tests.conftest import ROOT
 
 GPU_DIR = ROOT / "tests" / "smoke" / "gpu"
@@ -166,10 +166,10 @@ def test_suite_skips_in_host_mode_without_torch_or_gpu():
     assert ("torch is not importable" in host.stdout) or ("sees no CUDA device" in host.stdout), host.stdout[-3000:]
 
 
-# --- image mode plumbing (imagematrix/gpu.py) ----------------------------------------------------------------
+# --- image mode plumbing (imagematrix/stages/smoke_gpu.py) ----------------------------------------------------------------
 
 def test_docker_command_mounts_tests_pytest_and_expectations_read_only(tmp_path):
-    cmd = gpu.docker_command("docker", "reg/verl:tag", _row_json(ROW_072), tmp_path, extra=["-k", "cuda"])
+    cmd = smoke_gpu.docker_command("docker", "reg/verl:tag", _row_json(ROW_072), tmp_path, extra=["-k", "cuda"])
     assert cmd[:4] == ["docker", "run", "--rm", "--gpus"] and cmd[4] == "all"
     image_at = cmd.index("reg/verl:tag")
     mounts = [cmd[i + 1] for i, a in enumerate(cmd[:image_at]) if a == "-v"]
@@ -189,7 +189,7 @@ def test_docker_command_bootstrap_runs_pytest_from_the_appended_folder(tmp_path)
     fake = tmp_path / "pytest_dir" / "pytest"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("import sys\ndef main(args):\n    print('ARGS', args, sys.path[-1])\n    return 7\n")
-    cmd = gpu.docker_command("docker", "img", _row_json(ROW_072), tmp_path)
+    cmd = smoke_gpu.docker_command("docker", "img", _row_json(ROW_072), tmp_path)
     program = cmd[cmd.index("img") + 2].replace("/imagematrix/pytest", str(tmp_path / "pytest_dir"))
     proc = subprocess.run([sys.executable, "-S", "-c", program, "/imagematrix/gpu", "--in-image"],
                           capture_output=True, text=True)
@@ -210,25 +210,25 @@ def _fake_pip(calls: list, files: tuple[str, ...] = ("pytest/__init__.py",), cod
 
 def test_pytest_dir_installs_once_for_the_rows_python(tmp_path, monkeypatch):
     calls: list = []
-    monkeypatch.setattr(gpu.subprocess, "run", _fake_pip(calls))
-    first = gpu.pytest_dir("3.11", cache=tmp_path)
-    assert first == tmp_path / "gpu-pytest" / f"py3.11-pytest{gpu.pytest_version()}"
+    monkeypatch.setattr(smoke_gpu.subprocess, "run", _fake_pip(calls))
+    first = smoke_gpu.pytest_dir("3.11", cache=tmp_path)
+    assert first == tmp_path / "gpu-pytest" / f"py3.11-pytest{smoke_gpu.pytest_version()}"
     assert (first / "pytest" / "__init__.py").is_file()
     cmd = calls[0]
     assert cmd[cmd.index("--python-version") + 1] == "3.11" and "--only-binary=:all:" in cmd
-    assert cmd[-1] == f"pytest=={gpu.pytest_version()}"
-    assert gpu.pytest_dir("3.11", cache=tmp_path) == first and len(calls) == 1  # cached
-    gpu.pytest_dir("3.10", cache=tmp_path)
+    assert cmd[-1] == f"pytest=={smoke_gpu.pytest_version()}"
+    assert smoke_gpu.pytest_dir("3.11", cache=tmp_path) == first and len(calls) == 1  # cached
+    smoke_gpu.pytest_dir("3.10", cache=tmp_path)
     assert len(calls) == 2
 
 
 def test_pytest_dir_refuses_compiled_files_and_reports_pip_failures(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu.subprocess, "run", _fake_pip([], files=("pytest/__init__.py", "speedup/_c.so")))
+    monkeypatch.setattr(smoke_gpu.subprocess, "run", _fake_pip([], files=("pytest/__init__.py", "speedup/_c.so")))
     with pytest.raises(RuntimeFailure, match="compiled files.*speedup/_c.so"):
-        gpu.pytest_dir("3.11", cache=tmp_path)
-    monkeypatch.setattr(gpu.subprocess, "run", _fake_pip([], code=1))
+        smoke_gpu.pytest_dir("3.11", cache=tmp_path)
+    monkeypatch.setattr(smoke_gpu.subprocess, "run", _fake_pip([], code=1))
     with pytest.raises(RuntimeFailure, match="(?s)cannot install pytest.*no index"):
-        gpu.pytest_dir("3.11", cache=tmp_path)
+        smoke_gpu.pytest_dir("3.11", cache=tmp_path)
     assert not list((tmp_path / "gpu-pytest").iterdir())  # nothing half-installed is left to be reused
 
 
@@ -236,32 +236,32 @@ def test_run_logs_the_command_and_reports_the_outcome(tmp_path, monkeypatch):
     m = matrix_mod.load(ROOT / "matrix.yaml")
     row = m.select([ROW_072])[0]
     seen = {}
-    monkeypatch.setattr(gpu.setup, "docker_cli", lambda: "/usr/bin/docker")
-    monkeypatch.setattr(gpu, "pytest_dir", lambda python: seen.setdefault("python", python) and tmp_path)
+    monkeypatch.setattr(smoke_gpu.host, "docker_cli", lambda: "/usr/bin/docker")
+    monkeypatch.setattr(smoke_gpu, "pytest_dir", lambda python: seen.setdefault("python", python) and tmp_path)
 
     def fake_run(cmd, stdout, stderr):
         stdout.write("11 passed\n")
         return subprocess.CompletedProcess(cmd, seen.get("rc", 0))
 
-    monkeypatch.setattr(gpu.subprocess, "run", fake_run)
+    monkeypatch.setattr(smoke_gpu.subprocess, "run", fake_run)
     log = tmp_path / "logs" / "gpu.log"
-    assert gpu.run(m, row, "img:tag", log) is True
+    assert smoke_gpu.run(m, row, "img:tag", log) is True
     text = log.read_text()
     assert text.startswith("$ /usr/bin/docker run --rm --gpus all") and "11 passed" in text
     assert seen["python"] == "3.11" and f"{_row_json(ROW_072)}:/imagematrix/row.json:ro" in text
     seen["rc"] = 1
-    assert gpu.run(m, row, "img:tag", log) is False
+    assert smoke_gpu.run(m, row, "img:tag", log) is False
 
 
 def test_run_needs_the_rendered_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(gpu.setup, "docker_cli", lambda: pytest.fail("looked for docker before checking the row"))
+    monkeypatch.setattr(smoke_gpu.host, "docker_cli", lambda: pytest.fail("looked for docker before checking the row"))
     (tmp_path / "matrix.yaml").write_text((ROOT / "matrix.yaml").read_text())
     m = matrix_mod.load(tmp_path / "matrix.yaml")
     with pytest.raises(InputError, match="no rendered build context"):
-        gpu.run(m, m.rows[0], "img", tmp_path / "log")
+        smoke_gpu.run(m, m.rows[0], "img", tmp_path / "log")
 
 
 def test_row_json_is_the_rendered_one():
     m = matrix_mod.load(ROOT / "matrix.yaml")
-    path = gpu.row_json(m, m.select([ROW_FA])[0])
+    path = smoke_gpu.row_json(m, m.select([ROW_FA])[0])
     assert json.loads(path.read_text())["pins"]["flash-attn"] == "2.7.4.post1"

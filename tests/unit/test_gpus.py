@@ -1,11 +1,12 @@
-"""GPU / CUDA knowledge (dockerfiles/gpus.yaml): capabilities, arch coverage, drivers, torch arch lists."""
+"""GPU / CUDA knowledge (knowledge/gpus.yaml): capabilities, arch coverage, drivers, torch arch lists."""
 
 from __future__ import annotations
 
 import pytest
 
-from imagematrix import gpus, matrix
-from imagematrix.errors import InputError
+from imagematrix.knowledge import gpus
+from imagematrix.model import matrix
+from imagematrix.model.errors import InputError
 
 
 @pytest.mark.parametrize(("name", "cap"), [

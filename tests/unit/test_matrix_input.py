@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagematrix import matrix
+from imagematrix.model import matrix
 from tests.conftest import GOOD_MATRIX, GOOD_ROW
 
 

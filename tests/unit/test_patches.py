@@ -14,8 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from imagematrix import matrix, patch_apply, patches, pypi
-from imagematrix.errors import InputError
+from imagematrix.in_image import patch_apply
+from imagematrix.knowledge import patches
+from imagematrix.model import matrix
+from imagematrix.model.errors import InputError
+from imagematrix.tools import pypi
 from tests.conftest import GOOD_MATRIX
 
 PATCHED = ["0.7.0", "0.7.1", "0.7.2"]

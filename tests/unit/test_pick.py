@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from imagematrix import matrix as matrix_mod
-from imagematrix import pick
+from imagematrix.assist import pick
+from imagematrix.model import matrix as matrix_mod
 from tests.conftest import ROOT
 
 M = matrix_mod.load(ROOT / "matrix.yaml")

@@ -1,4 +1,4 @@
-"""The runtime preflight every image runs at start (imagematrix/preflight.py, stdlib only).
+"""The runtime preflight every image runs at start (imagematrix/in_image/preflight.py, stdlib only).
 
 This machine has no GPU: a stand-in `nvidia-smi` on PATH reports one, as the NVIDIA container toolkit's would.
 """
@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-SCRIPT = ROOT / "imagematrix" / "preflight.py"
+SCRIPT = ROOT / "imagematrix" / "in_image" / "preflight.py"
 CU124 = "sm_50 sm_60 sm_70 sm_75 sm_80 sm_86 sm_90\n"
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from imagematrix import envdefaults, flashattn, matrix, resolve, tags
+from imagematrix.knowledge import envdefaults, flashattn
+from imagematrix.model import matrix, tags
+from imagematrix.stages import resolve
 from tests.conftest import GOOD_MATRIX
 
 
@@ -124,8 +126,9 @@ def test_parse_lock_and_torch_closure():
 
 def test_an_offline_no_solution_is_never_the_verdict(monkeypatch):
     """Offline, uv says "there is no version of verl[vllm]==X" on a cold cache (issue 13): the network decides."""
-    from imagematrix import matrix, resolve
-    from imagematrix.errors import RuntimeFailure
+    from imagematrix.model import matrix
+    from imagematrix.model.errors import RuntimeFailure
+    from imagematrix.stages import resolve
 
     calls = []
 

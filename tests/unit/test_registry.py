@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from imagematrix import registry
+from imagematrix.tools import registry
 
 
 @pytest.mark.parametrize(("ref", "expected"), [

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from imagematrix import matrix, render, resolve
+from imagematrix.model import matrix
+from imagematrix.stages import render, resolve
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 ROW_FA = "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1"

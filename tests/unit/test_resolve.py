@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from imagematrix import matrix, resolve
+from imagematrix.model import matrix
+from imagematrix.stages import resolve
 from tests.conftest import GOOD_MATRIX
 
 pytestmark = pytest.mark.network

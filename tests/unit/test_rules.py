@@ -1,4 +1,4 @@
-"""Compatibility rules (dockerfiles/rules.yaml): each rule fails a bad row and passes a good one.
+"""Compatibility rules (knowledge/rules.yaml): each rule fails a bad row and passes a good one.
 
 Rows are built through the real matrix loader. The index is not used here: Requires-Python and verl's
 Requires-Dist are stubbed with values read from PyPI (tests marked `network` check those against the index).
@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from imagematrix import envdefaults, matrix, pypi, resolve, rules
-from imagematrix.errors import InputError
-from imagematrix.resolve import LockEntry
+from imagematrix.knowledge import envdefaults
+from imagematrix.model import matrix
+from imagematrix.model.errors import InputError
+from imagematrix.rules import engine as rules
+from imagematrix.stages import resolve
+from imagematrix.stages.resolve import LockEntry
+from imagematrix.tools import pypi
 
 HEAD = 'defaults:\n  python: "3.11"\n  base: debootstrap:bookworm\nrows:\n'
 HEAD_313 = 'defaults:\n  python: "3.13"\n  base: debootstrap:trixie\nrows:\n'

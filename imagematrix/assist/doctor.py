@@ -1,6 +1,6 @@
 """doctor: diagnose this Python environment or an image against the matrix, the rules and the GPU.
 
-Facts come from imagematrix/probe.py, run with this Python or inside the image; the findings (nearest row,
+Facts come from imagematrix/in_image/probe.py, run with this Python or inside the image; the findings (nearest row,
 mismatches, rule violations, GPU problems) each carry their fix.
 """
 
@@ -11,13 +11,15 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from . import gpus, rules, setup
-from .errors import InputError, RuntimeFailure
-from .matrix import PIN_FIELDS, PIN_PACKAGES, Matrix, Row
+from imagematrix.knowledge import gpus
+from imagematrix.model import paths
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.matrix import PIN_FIELDS, PIN_PACKAGES, Matrix, Row
+from imagematrix.rules import engine as rules
+from imagematrix.tools import host
 
-PROBE = Path(__file__).with_name("probe.py")
+PROBE = paths.IN_IMAGE / "probe.py"
 
 
 @dataclass
@@ -46,8 +48,8 @@ def probe_here() -> dict:
 
 
 def probe_image(image: str, gpu: bool) -> dict:
-    cli = setup.docker_cli()
-    setup.require_daemon()
+    cli = host.docker_cli()
+    host.require_daemon()
     cmd = [cli, "run", "--rm", *(["--gpus", "all"] if gpu else []), "-v", f"{PROBE}:/imagematrix-probe.py:ro",
            "--entrypoint", "/opt/venv/bin/python", image, "/imagematrix-probe.py"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

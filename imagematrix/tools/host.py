@@ -16,8 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .errors import RuntimeFailure
-from .pypi import cache_dir
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.tools.pypi import cache_dir
 
 REGISTRY = "127.0.0.1:5000"
 

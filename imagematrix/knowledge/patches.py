@@ -14,9 +14,9 @@ from typing import Annotated
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from . import paths, yamlio
-from .errors import InputError, InputErrors
-from .matrix import PACKAGE_RE, PATCH_ID_RE, Row
+from imagematrix.model import paths, yamlio
+from imagematrix.model.errors import InputError, InputErrors
+from imagematrix.model.matrix import PACKAGE_RE, PATCH_ID_RE, Row
 
 FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$")
 SCOPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -99,7 +99,7 @@ def load(directory: Path = paths.PATCHES) -> list[Patch]:
                 for err in exc.errors():
                     loc = ".".join(str(p) for p in err["loc"]) or "(patch)"
                     errors.append(InputError(err["msg"].removeprefix("Value error, "), where=f"{where}, field {loc}",
-                                             fix="see the field reference at the top of imagematrix/patch_apply.py"))
+                                             fix="see the field reference at the top of imagematrix/in_image/patch_apply.py"))
                 continue
             problem = _replacement_problem(patch)
             if problem:

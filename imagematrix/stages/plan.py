@@ -10,9 +10,10 @@ import fnmatch
 import json
 from dataclasses import dataclass
 
-from . import builder, publish, render, tags
-from .errors import InputError
-from .matrix import Matrix, Row
+from imagematrix.model import tags
+from imagematrix.model.errors import InputError
+from imagematrix.model.matrix import Matrix, Row
+from imagematrix.stages import builder, publish, render
 
 
 @dataclass(frozen=True)

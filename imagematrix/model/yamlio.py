@@ -8,7 +8,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from .errors import InputError
+from imagematrix.model.errors import InputError
 
 
 def load(path: Path) -> Any:

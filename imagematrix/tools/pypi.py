@@ -20,8 +20,8 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from .errors import RuntimeFailure
-from .paths import write_atomic
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.paths import write_atomic
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 

@@ -18,11 +18,13 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from ruamel.yaml import YAML
 
-from . import pypi, resolve, yamlio
-from .errors import InputError, RuntimeFailure
+from imagematrix.model import yamlio
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.stages import resolve
+from imagematrix.tools import pypi
 
 # Constraints the resolver alone would get wrong (no upper bound upstream); each names the symptom it avoids.
-# They apply rule vllm-transformers-5 of dockerfiles/rules.yaml up front; the rules still check the result.
+# They apply rule vllm-transformers-5 of knowledge/rules.yaml up front; the rules still check the result.
 # (vLLM specifier, constraint, reason)
 ERA_CONSTRAINTS = [
     (">=0,<=0.11.0", "transformers<5",

@@ -22,9 +22,10 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from . import paths, pypi
-from .errors import InputError, InputErrors, RuntimeFailure
-from .matrix import Matrix, Row
+from imagematrix.model import paths
+from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
+from imagematrix.model.matrix import Matrix, Row
+from imagematrix.tools import pypi
 
 # Wheels for this platform run on glibc >= 2.35 (Ubuntu 22.04, Debian 12): every supported base.
 PLATFORM = "x86_64-manylinux_2_35"

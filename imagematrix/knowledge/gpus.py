@@ -1,4 +1,4 @@
-"""GPU and CUDA knowledge (data: dockerfiles/gpus.yaml), shared by validate, doctor, pick, docs and the preflight.
+"""GPU and CUDA knowledge (data: knowledge/gpus.yaml), shared by validate, doctor, pick, docs and the preflight.
 
 - capability("A100") / ("NVIDIA A100-SXM4-80GB") / ("sm_80") / ("8.0") -> (8, 0)
 - covers(arch_list, capability): can a binary built for `arch_list` (torch.cuda.get_arch_list() style:
@@ -20,10 +20,11 @@ from pathlib import Path
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from . import paths, preflight, yamlio
-from .errors import InputError
+from imagematrix.in_image import preflight
+from imagematrix.model import paths, yamlio
+from imagematrix.model.errors import InputError
 
-GPUS = paths.DOCKERFILES / "gpus.yaml"
+GPUS = paths.GPUS
 
 Capability = tuple[int, int]
 

@@ -20,13 +20,16 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import builder, flashattn, render, setup, tags
-from . import registry as registry_api
-from .errors import InputError, RuntimeFailure
-from .matrix import Matrix, Row
-from .paths import ROOT
+from imagematrix.knowledge import flashattn
+from imagematrix.model import tags
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.matrix import Matrix, Row
+from imagematrix.model.paths import ROOT
+from imagematrix.stages import builder, render
+from imagematrix.tools import host
+from imagematrix.tools import registry as registry_api
 
-DEFAULT_REGISTRY = f"{setup.REGISTRY}/imagematrix"
+DEFAULT_REGISTRY = f"{host.REGISTRY}/imagematrix"
 IMAGE_NAME = "verl"
 
 
@@ -49,7 +52,7 @@ def remote_labels(registry: str, tag: str) -> dict | None:
 
 
 def _docker(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([setup.docker_cli(), *args], capture_output=True, text=True)
+    return subprocess.run([host.docker_cli(), *args], capture_output=True, text=True)
 
 
 def run_smoke(matrix: Matrix, row: Row, image: str, log_path: Path, extra: list[str] | None = None) -> bool:
@@ -154,7 +157,7 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
             check_flash_attn(row, inputs.flash_attn_mirror)
         stage = "base"
         status(row.id, "base image")
-        cli = setup.docker_cli()
+        cli = host.docker_cli()
         builder.ensure_base(row, cli, inputs, lambda msg: status(row.id, msg))
         stage = "build"
         status(row.id, "building (BuildKit)")
@@ -196,9 +199,9 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
 
 def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.BuildInputs, log_dir: Path,
             console: Console, push: str = "final", cache_registry: bool = False) -> list[Outcome]:
-    setup.require_daemon()
+    host.require_daemon()
     if registry == DEFAULT_REGISTRY:
-        setup.ensure_registry(lambda msg: console.print(msg))
+        host.ensure_registry(lambda msg: console.print(msg))
     rendered = render.render(matrix, rows)
     drift = render.drift(matrix, rendered, full=False)
     if drift:

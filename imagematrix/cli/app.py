@@ -14,11 +14,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import addrow, builder, docs, doctor, patches, paths, publish, render, resolve, rules, setup, tags, yamlio
-from . import matrix as matrix_mod
-from . import pick as pick_mod
-from . import plan as plan_mod
-from .errors import InputError, InputErrors, RuntimeFailure
+from imagematrix.assist import addrow, doctor
+from imagematrix.assist import pick as pick_mod
+from imagematrix.knowledge import patches
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model import paths, tags, yamlio
+from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
+from imagematrix.rules import engine as rules
+from imagematrix.stages import builder, docs, publish, render, resolve
+from imagematrix.stages import plan as plan_mod
+from imagematrix.tools import host
 
 # Wide enough for row ids when the output is not a terminal (CI logs, pipes).
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -39,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--jobs", type=int, default=4, help="rows resolved in parallel (default 4)")
     p.add_argument("--explain", action="store_true",
-                   help="list, per row, each compatibility rule (dockerfiles/rules.yaml): passed, warned, failed or "
+                   help="list, per row, each compatibility rule (knowledge/rules.yaml): passed, warned, failed or "
                         "not applicable, and why")
     p.add_argument("--patches", type=Path, default=paths.PATCHES, help=argparse.SUPPRESS)
 
@@ -186,7 +191,7 @@ def cmd_validate(args) -> int:
     explained: list = []
     warned: list[str] = []
     for row, result in results:
-        # Compatibility rules (dockerfiles/rules.yaml), with uv's resolution when there is one (for ray & co).
+        # Compatibility rules (knowledge/rules.yaml), with uv's resolution when there is one (for ray & co).
         # A row whose resolution stopped on Requires-Python has already reported what python-requires would.
         checks = rules.evaluate(row, result if isinstance(result, dict) else None,
                                 skip=("python-requires",) if isinstance(result, InputError) else ())
@@ -281,10 +286,10 @@ def cmd_render(args) -> int:
 
 
 def cmd_setup(args) -> int:
-    setup.setup(lambda msg: out.print(msg))
-    cli = setup.docker_cli()
-    out.print(f"docker: {cli} (buildx: {'yes' if setup.has_buildx(cli) else 'no'}); "
-              f"registry: {setup.REGISTRY}; debootstrap: yes")
+    host.setup(lambda msg: out.print(msg))
+    cli = host.docker_cli()
+    out.print(f"docker: {cli} (buildx: {'yes' if host.has_buildx(cli) else 'no'}); "
+              f"registry: {host.REGISTRY}; debootstrap: yes")
     return 0
 
 
@@ -463,19 +468,19 @@ def cmd_doctor(args) -> int:
 
 def cmd_test(args) -> int:
     m, rows = _load(args)
-    setup.require_daemon()
+    host.require_daemon()
     failed = 0
     for row in rows:
         image = args.image or f"{publish.repository(args.registry)}:{row.id}"
-        if not builder.image_exists(setup.docker_cli(), image):
-            proc = subprocess.run([setup.docker_cli(), "pull", image], capture_output=True, text=True)
+        if not builder.image_exists(host.docker_cli(), image):
+            proc = subprocess.run([host.docker_cli(), "pull", image], capture_output=True, text=True)
             if proc.returncode != 0:
                 raise RuntimeFailure(f"row {row.id}: no image {image} here and cannot pull it: {proc.stderr.strip()}")
         if args.cluster:
-            from . import cluster  # docker network + two containers; only this command needs it
+            from imagematrix import cluster  # docker network + two containers; only this command needs it
 
             try:
-                report = cluster.run(setup.docker_cli(), image, row,
+                report = cluster.run(host.docker_cli(), image, row,
                                      lambda msg, rid=row.id: out.print(f"{rid}: {msg}", markup=False),
                                      matrix=m, gpus=args.cluster_gpus)
             except RuntimeFailure as exc:
@@ -486,7 +491,7 @@ def cmd_test(args) -> int:
             out.print(f"{row.id}: cluster test passed on {image}")
             continue
         if args.gpu:
-            from . import gpu  # docker run --gpus all plumbing; only this command needs it
+            from imagematrix import gpu  # docker run --gpus all plumbing; only this command needs it
 
             log = args.log_dir / row.id / f"gpu-{args.gpu_tier}.log"
             ok = gpu.run(m, row, image, log, GPU_TIERS[args.gpu_tier])

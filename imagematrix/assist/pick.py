@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from . import gpus
-from .errors import InputError
-from .matrix import Matrix, Row
+from imagematrix.knowledge import gpus
+from imagematrix.model.errors import InputError
+from imagematrix.model.matrix import Matrix, Row
 
 
 @dataclass

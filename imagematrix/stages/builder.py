@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from . import render, setup
-from .errors import RuntimeFailure
-from .matrix import Row, bootstrap_suites
-from .pypi import cache_dir
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.matrix import Row, bootstrap_suites
+from imagematrix.stages import render
+from imagematrix.tools import host
+from imagematrix.tools.pypi import cache_dir
 
 INPUT_DIGEST_LABEL = "io.imagematrix.input-digest"
 # A BuildKit plain-progress step line: "#12 [torch 1/1] RUN --mount=... uv pip install ..."
@@ -95,7 +96,7 @@ def ensure_base(row: Row, cli: str, inputs: BuildInputs, log) -> str:
         raise RuntimeFailure(
             f"row {row.id}, stage base: cannot pull {image}: {proc.stderr.strip()[-600:]}\n"
             "  fix: make the registry reachable, or bootstrap a base from a distribution mirror with "
-            "`base: debootstrap:bookworm` (see dockerfiles/bases.yaml)")
+            "`base: debootstrap:bookworm` (see knowledge/bases.yaml)")
     return image
 
 
@@ -134,12 +135,12 @@ def _target(row_id: str) -> str:
 def build(item: render.Rendered, candidate: str, context_root: Path, secrets: dict[str, Path], log_path: Path,
           progress: Callable[[str], None] | None = None, cache: str | None = None) -> None:
     """Build one row with BuildKit: buildx bake when the CLI has buildx, else DOCKER_BUILDKIT=1 docker build."""
-    cli = setup.docker_cli()
+    cli = host.docker_cli()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    if cache and not setup.has_buildx(cli):
+    if cache and not host.has_buildx(cli):
         raise RuntimeFailure(f"row {item.row.id}, stage build: a registry build cache needs docker buildx "
                              "(run `python build.py setup`)")
-    if setup.has_buildx(cli):
+    if host.has_buildx(cli):
         bake = log_path.parent / "bake.json"
         bake.write_text(json.dumps(bake_definition([(item, candidate)], context_root, secrets,
                                                    {item.row.id: cache} if cache else None), indent=2))

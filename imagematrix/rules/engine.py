@@ -1,4 +1,4 @@
-"""Compatibility rules (data: dockerfiles/rules.yaml): known-bad combinations checked before any build.
+"""Compatibility rules (data: knowledge/rules.yaml): known-bad combinations checked before any build.
 
 `evaluate(row, resolution)` returns one or more RuleResult per rule: passed, failed (severity fail: validate exits
 2), warned, or not applicable, each with a message that names the symptom users see and a fix. `to_errors` turns
@@ -27,11 +27,14 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import envdefaults, flashattn, paths, pypi, resolve, yamlio
-from .errors import InputError, RuntimeFailure
-from .matrix import Row
+from imagematrix.knowledge import envdefaults, flashattn
+from imagematrix.model import paths, yamlio
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.matrix import Row
+from imagematrix.stages import resolve
+from imagematrix.tools import pypi
 
-RULES = paths.DOCKERFILES / "rules.yaml"
+RULES = paths.RULES
 ROW_FIELDS = ("verl", "vllm", "torch", "tensordict", "transformers", "flash_attn", "python", "cuda")
 
 Severity = Literal["fail", "warn"]

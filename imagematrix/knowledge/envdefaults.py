@@ -1,4 +1,4 @@
-"""Environment defaults per vLLM version (data: dockerfiles/env-defaults.yaml)."""
+"""Environment defaults per vLLM version (data: knowledge/env-defaults.yaml)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import paths, yamlio
-from .errors import InputError
-from .matrix import EnvName, EnvValue, Reason, Row
+from imagematrix.model import paths, yamlio
+from imagematrix.model.errors import InputError
+from imagematrix.model.matrix import EnvName, EnvValue, Reason, Row
 
 
 class EnvDefault(BaseModel):

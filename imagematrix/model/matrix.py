@@ -16,8 +16,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
-from . import paths, tags, yamlio
-from .errors import InputError, InputErrors
+from imagematrix.model import paths, tags, yamlio
+from imagematrix.model.errors import InputError, InputErrors
 
 # --- value patterns -------------------------------------------------------------------------------------
 
@@ -199,7 +199,7 @@ class Matrix:
 
 @functools.cache
 def bootstrap_suites() -> dict[str, Any]:
-    """The bootstrappable bases of dockerfiles/bases.yaml (read once)."""
+    """The bootstrappable bases of knowledge/bases.yaml (read once)."""
     data = yamlio.load(paths.BASES) or {}
     return dict(data.get("debootstrap") or {})
 

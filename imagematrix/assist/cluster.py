@@ -30,9 +30,11 @@ from dataclasses import dataclass, field
 
 from packaging.utils import canonicalize_name
 
-from . import paths, resolve, setup
-from .errors import InputError, RuntimeFailure
-from .matrix import Matrix, Row
+from imagematrix.model import paths
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.matrix import Matrix, Row
+from imagematrix.stages import resolve
+from imagematrix.tools import host
 
 SCRIPT = paths.ROOT / "docs" / "multi-node" / "ray-node.sh"
 SCRIPT_IN_IMAGE = "/usr/local/bin/ray-node.sh"  # where the compose recipe mounts it, too
@@ -335,7 +337,7 @@ def run(cli: str, image: str, row: Row | None = None, log: Log = print, *, matri
     if not SCRIPT.is_file():
         raise _fail(f"the recipe's start script {SCRIPT} is missing", "run from a checkout of this repository "
                     "(pip install -e .): the containers start through docs/multi-node/ray-node.sh")
-    setup.require_daemon()
+    host.require_daemon()
     for ref in dict.fromkeys((image, worker_image)):
         if _docker(cli, "image", "inspect", ref).returncode != 0:
             raise _fail(f"no image {ref} on this Docker host", "build it (`python build.py build --row ID`) or "

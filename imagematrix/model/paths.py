@@ -6,15 +6,19 @@ import os
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MATRIX = ROOT / "matrix.yaml"
 DOCKERFILES = ROOT / "dockerfiles"
 TEMPLATES = DOCKERFILES / "templates"
 PATCHES = DOCKERFILES / "patches"
 GENERATED = DOCKERFILES / "generated"
-BASES = DOCKERFILES / "bases.yaml"
-ENV_DEFAULTS = DOCKERFILES / "env-defaults.yaml"
+KNOWLEDGE = ROOT / "knowledge"  # facts, not code: rules, GPUs, environment defaults, bootstrappable bases
+BASES = KNOWLEDGE / "bases.yaml"
+ENV_DEFAULTS = KNOWLEDGE / "env-defaults.yaml"
+RULES = KNOWLEDGE / "rules.yaml"
+GPUS = KNOWLEDGE / "gpus.yaml"
 LOCKS = ROOT / "locks"
+IN_IMAGE = ROOT / "imagematrix" / "in_image"  # standard-library code copied into images
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import jinja2
 
-from . import envdefaults, flashattn, patches, paths, resolve
-from .errors import InputError
-from .matrix import Matrix, Row
+from imagematrix.knowledge import envdefaults, flashattn, patches
+from imagematrix.model import paths
+from imagematrix.model.errors import InputError
+from imagematrix.model.matrix import Matrix, Row
+from imagematrix.stages import resolve
 
 LABEL_PREFIX = "io.imagematrix"
 # A row's image is built FROM this local image when its base is `debootstrap:<suite>`.
@@ -90,8 +92,8 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
         "requirements.txt": (header + "".join(e.text for n, e in sorted(entries.items()) if n not in base_names)).encode(),
         "tools.txt": _tools_lock(matrix).encode(),
         "buildenv.sh": (paths.TEMPLATES / "buildenv.sh").read_bytes(),
-        "patch_apply.py": (Path(__file__).parent / "patch_apply.py").read_bytes(),
-        "preflight.py": (Path(__file__).parent / "preflight.py").read_bytes(),
+        "patch_apply.py": (paths.IN_IMAGE / "patch_apply.py").read_bytes(),
+        "preflight.py": (paths.IN_IMAGE / "preflight.py").read_bytes(),
         "entrypoint.sh": (paths.TEMPLATES / "entrypoint.sh").read_bytes(),
         "patches.json": (json.dumps([p.for_image(row.pins()[p.package]) for p in selection.applied],
                                     indent=2, sort_keys=True) + "\n").encode(),

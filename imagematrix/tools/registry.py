@@ -18,7 +18,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .errors import RuntimeFailure
+from imagematrix.model.errors import RuntimeFailure
 
 MANIFEST_MEDIA = ", ".join((
     "application/vnd.docker.distribution.manifest.v2+json",
