@@ -23,7 +23,7 @@ HEAVY = ["size_payload", "builds"]  # builds: metrics 4 (incremental), 6 (cold_v
 
 
 def _measures() -> dict[str, Callable[[Context], dict[str, Any]]]:
-    from imagematrix import heavy, quick
+    from . import heavy, quick
 
     return {"fail_fast": quick.fail_fast, "validate_all": quick.validate_all, "noop_build": quick.noop_build,
             "size_payload": heavy.size_payload, "builds": heavy.builds}

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from imagematrix import peer
+from . import peer
 
 from .common import ROOT, Build, Bytes, Context, bake_cmd, build, du_inside, image_size, log, sh, timed
 from .quick import BUILD_PY, plan_json

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from imagematrix import peer
+from . import peer
 from imagematrix.model import tags
 from imagematrix.stages import builder
 

@@ -477,7 +477,7 @@ def cmd_test(args) -> int:
             if proc.returncode != 0:
                 raise RuntimeFailure(f"row {row.id}: no image {image} here and cannot pull it: {proc.stderr.strip()}")
         if args.cluster:
-            from imagematrix import cluster  # docker network + two containers; only this command needs it
+            from imagematrix.assist import cluster  # docker network + two containers; only this command needs it
 
             try:
                 report = cluster.run(host.docker_cli(), image, row,
@@ -491,10 +491,10 @@ def cmd_test(args) -> int:
             out.print(f"{row.id}: cluster test passed on {image}")
             continue
         if args.gpu:
-            from imagematrix import gpu  # docker run --gpus all plumbing; only this command needs it
+            from imagematrix.stages import smoke_gpu  # docker run --gpus all plumbing; only this command needs it
 
             log = args.log_dir / row.id / f"gpu-{args.gpu_tier}.log"
-            ok = gpu.run(m, row, image, log, GPU_TIERS[args.gpu_tier])
+            ok = smoke_gpu.run(m, row, image, log, GPU_TIERS[args.gpu_tier])
         else:
             log = args.log_dir / row.id / "smoke.log"
             log.parent.mkdir(parents=True, exist_ok=True)

@@ -222,3 +222,235 @@ def visible_devices(count: int) -> list[str]:
     """The CUDA_VISIBLE_DEVICES entries of the visible GPUs (their indices when the variable is unset)."""
     listed = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
     return listed[:count] if listed else [str(i) for i in range(count)]
+
+
+# --- verl training smoke test (test_gpu_verl_train.py): config as data, console metrics, tiny dataset ---------------
+
+VERL_TRAIN_SPEC = HERE / "assets" / "verl-train.json"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_STEP_LINE = re.compile(r"(?:^|[\s)])step:(\d+) - (.*)$")
+_WRAPPED_NUMBER = re.compile(r"^(?:np|numpy|torch)\.\w+\((.*)\)$")
+
+
+def _version_key(version: str) -> tuple:
+    """A sortable key for the versions the matrix uses: '0.3.0.post1', '0.9.1', '2.8.0+cu128', '0.10.0rc1'."""
+    m = re.match(r"^v?(\d+(?:\.\d+)*)(?:[.-]?(a|b|rc|c)(\d*))?(?:[.-]?post(\d*))?(?:[.-]?dev(\d*))?", version.strip())
+    if not m:
+        raise ValueError(f"not a version: {version!r}")
+    release = tuple(int(p) for p in m.group(1).split("."))
+    release += (0,) * (4 - len(release))
+    # dev < pre-release < final < post-release
+    pre = (-2, 0) if m.group(5) is not None and m.group(2) is None else (
+        (-1, int(m.group(3) or 0)) if m.group(2) else (0, 0))
+    post = int(m.group(4) or 0) if m.group(4) is not None else -1
+    return release, pre, post
+
+
+def simple_matcher(version: str, specifier: str) -> bool:
+    """Whether `version` satisfies a comma-separated PEP 440 specifier ('>=0.6,<0.9', '==0.3.*', '' matches all).
+
+    Standard library only; covers the forms verl-train.json uses. `packaging_matcher()` is preferred where
+    `packaging` imports (every image: vLLM and verl need it).
+    """
+    for clause in (c.strip() for c in specifier.split(",")):
+        if not clause:
+            continue
+        m = re.fullmatch(r"(===|==|!=|>=|<=|~=|>|<)\s*(\S+)", clause)
+        if not m:
+            raise ValueError(f"unsupported version specifier clause: {clause!r}")
+        op, want = m.groups()
+        if want.endswith(".*"):
+            prefix = _version_key(want[:-2])[0]
+            n = len(want[:-2].split("."))
+            same = _version_key(version)[0][:n] == prefix[:n]
+            if (op == "==" and not same) or (op == "!=" and same):
+                return False
+            if op not in ("==", "!="):
+                raise ValueError(f"wildcard only with == or !=: {clause!r}")
+            continue
+        have, ref = _version_key(version), _version_key(want)
+        if op == "~=":
+            parts = want.split(".")
+            ok = have >= ref and _version_key(version)[0][:len(parts) - 1] == ref[0][:len(parts) - 1]
+        else:
+            ok = {"==": have == ref, "===": version == want, "!=": have != ref, ">=": have >= ref,
+                  "<=": have <= ref, ">": have > ref, "<": have < ref}[op]
+        if not ok:
+            return False
+    return True
+
+
+def packaging_matcher():
+    """`packaging.specifiers` as a matcher(version, specifier) -> bool; `simple_matcher` where packaging is absent."""
+    try:
+        from packaging.specifiers import SpecifierSet
+        from packaging.version import Version
+    except ImportError:
+        return simple_matcher
+    return lambda version, specifier: Version(version) in SpecifierSet(specifier, prereleases=True)
+
+
+def override_key(override: str) -> str:
+    """The config key a Hydra override sets: '+a.b=1' -> 'a.b', "trainer.logger=['console']" -> 'trainer.logger'."""
+    key = override.split("=", 1)[0].strip()
+    return key.lstrip("+~")
+
+
+def load_train_spec(path: Path = VERL_TRAIN_SPEC) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def _applies(entry: dict, verl_version: str, attn: str | None, matches) -> bool:
+    if "attn" in entry and entry["attn"] != attn:
+        return False
+    return matches(verl_version, entry.get("verl", ""))
+
+
+def selected_overlays(spec: dict, verl_version: str, attn: str | None, matches=simple_matcher) -> list[dict]:
+    """The overlays of the spec that apply to this verl version (and attention implementation), in file order."""
+    return [o for o in spec.get("overlays", ()) if _applies(o, verl_version, attn, matches)]
+
+
+def train_overrides(spec: dict, verl_version: str, attn: str | None, values: dict[str, str] | None = None,
+                    matches=simple_matcher) -> list[str]:
+    """Hydra overrides for `python -m verl.trainer.main_ppo`: spec['base'], then each applicable overlay in order.
+
+    An overlay's `remove` drops overrides by key; its `add` replaces an override of the same key in place or
+    appends. `{name}` placeholders are filled from `values` (e.g. {model}, {train}, {val}); one left unfilled
+    raises ValueError, so a path never reaches Hydra as a literal placeholder.
+    """
+    out = list(spec["base"])
+    for overlay in selected_overlays(spec, verl_version, attn, matches):
+        drop = set(overlay.get("remove", ()))
+        out = [o for o in out if override_key(o) not in drop]
+        for add in overlay.get("add", ()):
+            keys = [override_key(o) for o in out]
+            if override_key(add) in keys:
+                out[keys.index(override_key(add))] = add
+            else:
+                out.append(add)
+    filled = []
+    for o in out:
+        for name, value in (values or {}).items():
+            o = o.replace("{" + name + "}", str(value))
+        left = re.findall(r"(?<!\$)\{(\w+)\}", o)
+        if left:
+            raise ValueError(f"override {o!r} has unfilled placeholder(s) {left}")
+        filled.append(o)
+    return filled
+
+
+def duplicate_keys(overrides: list[str]) -> list[str]:
+    """Keys set more than once (Hydra rejects some duplicates and silently takes the last of others)."""
+    seen, dups = set(), []
+    for key in map(override_key, overrides):
+        if key in seen and key not in dups:
+            dups.append(key)
+        seen.add(key)
+    return dups
+
+
+def attention_blocker(spec: dict, verl_version: str, attn: str, matches=simple_matcher) -> str | None:
+    """Why this verl cannot train with `attn` (None: it can). Data: spec['attention'][attn]['unsupported']."""
+    rule = spec.get("attention", {}).get(attn, {})
+    unsupported = rule.get("unsupported")
+    if unsupported and matches(verl_version, unsupported):
+        return f"verl {verl_version}: {rule.get('reason', f'{attn} is not supported for training')}"
+    return None
+
+
+def not_runnable(settings: Settings, reason: str) -> tuple[str, str]:
+    """('fail' | 'skip', reason) for a row that cannot run a test: a failure inside an image, a skip on a host."""
+    return ("fail" if settings.mode == IMAGE else "skip"), reason
+
+
+def _number(text: str) -> float | str:
+    text = text.strip()
+    m = _WRAPPED_NUMBER.match(text)  # numpy 2 prints np.float64(0.5); torch scalars tensor(...) are not logged
+    if m:
+        text = m.group(1).split(",")[0].strip()
+    if text in ("True", "False"):
+        return float(text == "True")
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def step_metrics(output: str) -> dict[int, dict[str, float | str]]:
+    """step -> {metric: value} from verl's console logger lines.
+
+    verl's LocalLogger prints `step:N - key:value - key:value` (utils/logger/aggregate_logger.py
+    concat_dict_to_str: values `{v:.3f}` in verl <= 0.4, `pprint.pformat(v)` from 0.5, so numpy scalars read
+    `np.float64(0.5)` under numpy 2). The trainer runs in a Ray actor, whose lines Ray prefixes with
+    `(TaskRunner pid=...)`; ANSI colours are dropped. Metrics of the same step on several lines are merged.
+    """
+    steps: dict[int, dict[str, float | str]] = {}
+    for raw in output.splitlines():
+        line = _ANSI.sub("", raw).rstrip()
+        m = _STEP_LINE.search(line)
+        if not m:
+            continue
+        metrics = steps.setdefault(int(m.group(1)), {})
+        for part in m.group(2).split(" - "):
+            key, sep, value = part.rpartition(":")
+            if sep and key.strip():
+                metrics[key.strip()] = _number(value)
+    return steps
+
+
+def missing_metrics(steps: dict[int, dict], want_steps: list[int], keys: list[str]) -> list[str]:
+    """'step N: key' for every wanted step/key the log lacks ('step N' when the step is missing altogether)."""
+    out = []
+    for step in want_steps:
+        if step not in steps:
+            out.append(f"step {step}")
+            continue
+        out += [f"step {step}: {k}" for k in keys if k not in steps[step]]
+    return out
+
+
+def verl_dataset_rows(split: str, count: int, data_source: str = "openai/gsm8k") -> list[dict]:
+    """GSM8K-style rows as verl's RLHFDataset and default reward (`#### <answer>`, data_source openai/gsm8k) read.
+
+    Every question sums to 42, the ground truth. Short on purpose: with the chat template they stay well under
+    the test's max_prompt_length with the tiny tokenizer.
+    """
+    rows = []
+    for i in range(count):
+        a = (7 * i + (0 if split == "train" else 3)) % 40 + 1
+        rows.append({
+            "data_source": data_source,
+            "prompt": [{"role": "user", "content": f"What is {a} + {42 - a}? Answer after \"####\"."}],
+            "ability": "math",
+            "reward_model": {"style": "rule", "ground_truth": "42"},
+            "extra_info": {"split": split, "index": i},
+        })
+    return rows
+
+
+# A minimal chat template for the tiny tokenizer (verl applies the tokenizer's chat template to `prompt`).
+CHAT_TEMPLATE = ("{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+def run_logged(cmd: list, log_path: Path, timeout: float, env: dict[str, str] | None = None,
+               cwd: Path | None = None) -> Ran:
+    """Run `cmd` in its own process group, its output streamed to `log_path`; kill the group at the timeout."""
+    import signal
+
+    log_path = Path(log_path)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(a) for a in cmd], stdout=log, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, **(env or {})}, cwd=str(cwd or tempfile.gettempdir()),
+                                start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            log.write(f"\n[killed after {timeout:.0f} s]\n")
+    return Ran([str(a) for a in cmd], proc.returncode, log_path.read_text(errors="replace"))
