@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from . import peer
-
 from .common import ROOT, Build, Bytes, Context, bake_cmd, build, du_inside, image_size, log, sh, timed
 from .quick import BUILD_PY, plan_json
 from .report import line, target

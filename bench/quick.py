@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from . import peer
 from imagematrix.model import tags
 from imagematrix.stages import builder
 
+from . import peer
 from .common import ROOT, Context, build, log, median, timed
 from .report import line, target
 

@@ -18,10 +18,9 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from ruamel.yaml import YAML
 
-from imagematrix.model import yamlio
+from imagematrix.model import lockfile, yamlio
 from imagematrix.model.errors import InputError, RuntimeFailure
-from imagematrix.stages import resolve
-from imagematrix.tools import pypi
+from imagematrix.tools import pypi, uv
 
 # Constraints the resolver alone would get wrong (no upper bound upstream); each names the symptom it avoids.
 # They apply rule vllm-transformers-5 of knowledge/rules.yaml up front; the rules still check the result.
@@ -81,12 +80,12 @@ def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
         if SpecifierSet(spec).contains(vllm, prereleases=True):
             constraints.append(constraint)
             why[Requirement(constraint).name] = f"{constraint}: {reason}"
-    proc = resolve.uv_compile(f"verl[vllm]=={verl}\nvllm=={vllm}\n", python, constraints="\n".join(constraints) + "\n")
+    proc = uv.compile_requirements(f"verl[vllm]=={verl}\nvllm=={vllm}\n", python, constraints="\n".join(constraints) + "\n")
     if proc.returncode != 0:
         raise _refuse(f"verl {verl} with vLLM {vllm} on Python {python} cannot be installed:\n"
                       + "\n".join("    " + line for line in proc.stderr.strip().splitlines()),
                       "pick another vLLM or verl version")
-    entries = resolve.parse(proc.stdout)
+    entries = lockfile.parse(proc.stdout)
     pins = {"verl": verl, "vllm": vllm, "python": python}
     for key in ("torch", "tensordict", "transformers"):
         if key not in entries:
@@ -96,17 +95,17 @@ def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
     numpy, pyarrow = entries.get("numpy"), entries.get("pyarrow")
     if numpy and pyarrow and Version(numpy.version) < Version("2") and Version(pyarrow.version) >= Version("26"):
         # rule pyarrow-26-numpy-1: pyarrow declares no numpy requirement, so uv cannot see that 26 needs numpy 2
-        proc = resolve.uv_compile(f"verl[vllm]=={verl}\nvllm=={vllm}\n", python,
+        proc = uv.compile_requirements(f"verl[vllm]=={verl}\nvllm=={vllm}\n", python,
                                   constraints="\n".join([*constraints, "pyarrow<26"]) + "\n")
         if proc.returncode == 0:
-            entries = resolve.parse(proc.stdout)
+            entries = lockfile.parse(proc.stdout)
             extras["pyarrow"] = entries["pyarrow"].version
             why["extras"] = (f"pyarrow {extras['pyarrow']}: pyarrow 26 needs numpy 2 and this stack has numpy "
                              f"{numpy.version} (rule pyarrow-26-numpy-1)")
     why["torch"] = f"vLLM {vllm} requires it"
     why.setdefault("tensordict", "newest that verl and torch accept")
     why.setdefault("transformers", "newest that vLLM and verl accept")
-    cuda = resolve.torch_cuda(entries)
+    cuda = lockfile.torch_cuda(entries)
     if not cuda:
         raise RuntimeFailure(f"cannot tell the CUDA version of torch {pins['torch']} from its dependencies")
     pins["cuda"] = cuda

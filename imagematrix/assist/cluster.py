@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 
 from packaging.utils import canonicalize_name
 
-from imagematrix.model import paths
+from imagematrix.model import lockfile, paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import resolve
+from imagematrix.stages import locks
 from imagematrix.tools import host
 
 SCRIPT = paths.ROOT / "docs" / "multi-node" / "ray-node.sh"
@@ -131,9 +131,9 @@ def gpu_option(gpus: str | None) -> str | None:
 
 def locked_version(matrix: Matrix, row: Row, package: str = "ray") -> str | None:
     """The version the row's lock pins for package (None when the lock or the pin is missing)."""
-    if not resolve.lock_path(matrix, row).exists():
+    if not locks.lock_path(matrix, row).exists():
         return None
-    entry = resolve.parse(resolve.read_lock(matrix, row)).get(canonicalize_name(package))
+    entry = lockfile.parse(locks.read_lock(matrix, row)).get(canonicalize_name(package))
     return entry.version if entry else None
 
 

@@ -17,11 +17,11 @@ from rich.table import Table
 from imagematrix.assist import addrow, doctor
 from imagematrix.assist import pick as pick_mod
 from imagematrix.knowledge import patches
+from imagematrix.model import lockfile, paths, tags, yamlio
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.model import paths, tags, yamlio
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.rules import engine as rules
-from imagematrix.stages import builder, docs, publish, render, resolve
+from imagematrix.stages import builder, docs, locks, publish, render, resolve
 from imagematrix.stages import plan as plan_mod
 from imagematrix.tools import host
 
@@ -186,7 +186,7 @@ def cmd_validate(args) -> int:
     failures: list[str] = []
     started = time.monotonic()
     with err.status(f"resolving {len(rows)} row(s) with uv"):
-        results = resolve.parallel(lambda r: resolve.parse(resolve.resolve(r)), rows, args.jobs)
+        results = resolve.parallel(lambda r: lockfile.parse(resolve.resolve(r)), rows, args.jobs)
     table = Table("row", "resolution", "torch CUDA", "lock", "patches", "rules", title=f"{m.path}")
     explained: list = []
     warned: list[str] = []
@@ -220,12 +220,12 @@ def cmd_validate(args) -> int:
         cuda_problem = resolve.check_cuda(row, result)
         if cuda_problem:
             errors.append(cuda_problem)
-        status = resolve.lock_status(m, row)
+        status = locks.lock_status(m, row)
         if status != "ok":
-            errors.append(InputError(f"lock is {status} ({resolve.lock_path(m, row).relative_to(m.root)})",
+            errors.append(InputError(f"lock is {status} ({locks.lock_path(m, row).relative_to(m.root)})",
                                      where=f"row {row.id}", fix=f"run `python build.py lock --row {row.id}`"))
         table.add_row(row.id, f"ok, {len(result)} packages",
-                      f"[red]{resolve.torch_cuda(result)}[/]" if cuda_problem else str(resolve.torch_cuda(result)),
+                      f"[red]{lockfile.torch_cuda(result)}[/]" if cuda_problem else str(lockfile.torch_cuda(result)),
                       status if status == "ok" else f"[red]{status}[/]", patch_text, rules_text)
     out.print(table)
     if args.explain:
@@ -244,19 +244,19 @@ def cmd_lock(args) -> int:
     m, rows = _load(args)
     with err.status(f"locking {len(rows)} row(s) with uv (hashes)"):
         results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True), rows, args.jobs)
-        tools = resolve.lock_tools(m)
+        tools = locks.lock_tools(m)
     errors = [r for _, r in results if isinstance(r, InputError)]
     failures = [str(r) for _, r in results if isinstance(r, RuntimeFailure)]
-    parsed = {row.id: resolve.parse(r) for row, r in results if isinstance(r, str)}
+    parsed = {row.id: lockfile.parse(r) for row, r in results if isinstance(r, str)}
     errors += [e for row, r in results if row.id in parsed and (e := resolve.check_cuda(row, parsed[row.id]))]
     if errors:
         raise InputErrors(errors)
     if failures:
         raise RuntimeFailure("\n".join(failures))
-    paths.write_atomic(resolve.tools_lock_path(m), tools)
+    paths.write_atomic(locks.tools_lock_path(m), tools)
     for row, compiled in results:
-        path = resolve.lock_path(m, row)
-        text = resolve.lock_text(row, compiled)
+        path = locks.lock_path(m, row)
+        text = locks.lock_text(row, compiled)
         changed = not path.exists() or path.read_text() != text
         paths.write_atomic(path, text)
         out.print(f"{'wrote' if changed else 'unchanged'} {path.relative_to(m.root)} "
@@ -396,15 +396,15 @@ def cmd_add_row(args) -> int:
         return 0
     with err.status(f"locking {row.id}"):
         compiled = resolve.resolve(row, hashes=True)
-    problems = rules.to_errors(row, rules.evaluate(row, resolve.parse(compiled)), m.path)
+    problems = rules.to_errors(row, rules.evaluate(row, lockfile.parse(compiled)), m.path)
     if problems:
         raise InputErrors(problems)  # a proposal the compatibility rules reject is refused, nothing written
-    lock = resolve.lock_text(row, compiled)
+    lock = locks.lock_text(row, compiled)
     paths.write_atomic(m.path, text)
-    paths.write_atomic(resolve.lock_path(m, row), lock)
+    paths.write_atomic(locks.lock_path(m, row), lock)
     new_matrix = matrix_mod.load(m.path)
     render.write(new_matrix, render.render(new_matrix, [row]), prune=False)
-    out.print(f"added {row.id} to {m.path.name}, wrote {resolve.lock_path(m, row).relative_to(m.root)} and "
+    out.print(f"added {row.id} to {m.path.name}, wrote {locks.lock_path(m, row).relative_to(m.root)} and "
               f"dockerfiles/generated/{row.id}/; review them, then `python build.py build --row {row.id}`")
     return 0
 

@@ -463,7 +463,7 @@ KINDS = {"conflict": _conflict, "flash-attn-wheel": _flash_attn, "vllm-env": _vl
 
 def evaluate(row: Row, resolution: dict | None = None, *, ruleset: Ruleset | None = None,
              skip: tuple[str, ...] = ()) -> list[RuleResult]:
-    """Every rule against the row. `resolution`: resolve.parse(...) entries when validate has them (for packages
+    """Every rule against the row. `resolution`: lockfile.parse(...) entries when validate has them (for packages
     the row does not pin, e.g. ray). `skip`: rule ids to leave out."""
     ruleset = ruleset or load()
     out: list[RuleResult] = []

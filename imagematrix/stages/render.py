@@ -16,10 +16,10 @@ from pathlib import Path
 import jinja2
 
 from imagematrix.knowledge import envdefaults, flashattn, patches
-from imagematrix.model import paths
+from imagematrix.model import lockfile, paths
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import resolve
+from imagematrix.stages import locks
 
 LABEL_PREFIX = "io.imagematrix"
 # A row's image is built FROM this local image when its base is `debootstrap:<suite>`.
@@ -71,9 +71,9 @@ def labels(row: Row, lock_sha: str, selection: patches.Selection, fa_name: str |
 
 
 def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_defaults) -> Rendered:
-    lock = resolve.read_lock(matrix, row)
-    entries = resolve.parse(lock)
-    base_entries = resolve.torch_closure(entries)
+    lock = locks.read_lock(matrix, row)
+    entries = lockfile.parse(lock)
+    base_entries = lockfile.torch_closure(entries)
     base_names = {e.name for e in base_entries}
     selection = patches.select(row, patch_list)
     env = envdefaults.for_row(row, env_defaults)
@@ -107,7 +107,7 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
 
 
 def _tools_lock(matrix: Matrix) -> str:
-    path = resolve.tools_lock_path(matrix)
+    path = locks.tools_lock_path(matrix)
     if not path.exists():
         raise InputError(f"{path.relative_to(matrix.root)} is missing", fix="run `python build.py lock`")
     return path.read_text()

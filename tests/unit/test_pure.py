@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from imagematrix.knowledge import envdefaults, flashattn
-from imagematrix.model import matrix, tags
+from imagematrix.model import lockfile, matrix, tags
 from imagematrix.stages import resolve
 from tests.conftest import GOOD_MATRIX
 
@@ -114,21 +114,20 @@ vllm==0.7.2 \\
 
 
 def test_parse_lock_and_torch_closure():
-    entries = resolve.parse(LOCK)
+    entries = lockfile.parse(LOCK)
     assert entries["nvidia-cublas-cu12"].via == {"nvidia-cudnn-cu12", "torch"}
     assert entries["torch"].version == "2.5.1"
     assert entries["torch"].text == "torch==2.5.1 \\\n    --hash=sha256:11\n"
-    closure = [e.name for e in resolve.torch_closure(entries)]
+    closure = [e.name for e in lockfile.torch_closure(entries)]
     # filelock is also needed by vllm, so it belongs to the row layer, not the shared torch layer
     assert closure == ["mpmath", "nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "sympy", "torch"]
-    assert resolve.torch_cuda(entries) == "12.4"
+    assert lockfile.torch_cuda(entries) == "12.4"
 
 
 def test_an_offline_no_solution_is_never_the_verdict(monkeypatch):
     """Offline, uv says "there is no version of verl[vllm]==X" on a cold cache (issue 13): the network decides."""
     from imagematrix.model import matrix
     from imagematrix.model.errors import RuntimeFailure
-    from imagematrix.stages import resolve
 
     calls = []
 

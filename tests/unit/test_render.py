@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from imagematrix.model import matrix
-from imagematrix.stages import render, resolve
+from imagematrix.model import lockfile, matrix
+from imagematrix.stages import locks, render
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 ROW_FA = "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1"
@@ -101,9 +101,9 @@ def test_override_reason_is_documented_in_the_dockerfile(rendered):
 def test_base_and_row_requirements_partition_the_lock(rendered):
     m = matrix.load()
     for item in rendered.values():
-        lock = resolve.parse(resolve.lock_path(m, item.row).read_text())
-        base = resolve.parse(item.files["base.txt"].decode())
-        rest = resolve.parse(item.files["requirements.txt"].decode())
+        lock = lockfile.parse(locks.lock_path(m, item.row).read_text())
+        base = lockfile.parse(item.files["base.txt"].decode())
+        rest = lockfile.parse(item.files["requirements.txt"].decode())
         assert set(base) | set(rest) == set(lock) and not set(base) & set(rest)
         assert "torch" in base and "vllm" in rest and "verl" in rest
 

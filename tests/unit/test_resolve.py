@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from imagematrix.model import matrix
-from imagematrix.stages import resolve
+from imagematrix.model import lockfile, matrix
+from imagematrix.stages import locks, resolve
 from tests.conftest import GOOD_MATRIX
 
 pytestmark = pytest.mark.network
@@ -68,7 +68,7 @@ def test_verl_extra_checks_declared_vllm_range_unless_overridden(run, write_matr
     spec = resolve.inputs(row)
     assert spec.requirements.splitlines()[0] == "verl==0.5.0"
     assert spec.overrides == "vllm==0.10.0\n"
-    entries = resolve.parse(resolve.resolve(row))
+    entries = lockfile.parse(resolve.resolve(row))
     assert entries["vllm"].version == "0.10.0" and entries["verl"].version == "0.5.0"
 
 
@@ -101,8 +101,8 @@ def test_lock_writes_nothing_when_a_row_fails(run, write_matrix, tmp_path):
 def test_real_locks_are_hash_pinned_and_match_their_rows():
     m = matrix.load()
     for row in m.rows:
-        assert resolve.lock_status(m, row) == "ok", row.id
-        entries = resolve.parse(resolve.lock_path(m, row).read_text())
+        assert locks.lock_status(m, row) == "ok", row.id
+        entries = lockfile.parse(locks.lock_path(m, row).read_text())
         for name, version in row.pins().items():
             if name != "flash-attn":  # installed from its prebuilt wheel, not from PyPI
                 assert entries[name].version == version, (row.id, name)

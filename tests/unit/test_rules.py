@@ -9,11 +9,11 @@ from __future__ import annotations
 import pytest
 
 from imagematrix.knowledge import envdefaults
-from imagematrix.model import matrix
+from imagematrix.model import lockfile, matrix
 from imagematrix.model.errors import InputError
+from imagematrix.model.lockfile import LockEntry
 from imagematrix.rules import engine as rules
 from imagematrix.stages import resolve
-from imagematrix.stages.resolve import LockEntry
 from imagematrix.tools import pypi
 
 HEAD = 'defaults:\n  python: "3.11"\n  base: debootstrap:bookworm\nrows:\n'
@@ -386,7 +386,7 @@ def test_real_verl_metadata_declares_what_the_stub_says(monkeypatch):
 def test_real_matrix_passes_every_fail_rule(monkeypatch):
     monkeypatch.undo()
     m = matrix.load()
-    for row, result in resolve.parallel(lambda r: resolve.parse(resolve.resolve(r)), list(m.rows)):
+    for row, result in resolve.parallel(lambda r: lockfile.parse(resolve.resolve(r)), list(m.rows)):
         assert isinstance(result, dict), result
         results = rules.evaluate(row, result)
         assert rules.to_errors(row, results, m.path) == [], rules.explain([(row, results)])

@@ -1,0 +1,89 @@
+"""The lock file format: uv's hash-pinned requirements under a header with the input digest; parsed entries."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from packaging.utils import canonicalize_name
+
+LOCK_FORMAT = 1
+
+
+
+LOCK_HEADER = "# DO NOT EDIT: written by `python build.py lock` from matrix.yaml."
+
+
+
+DIGEST_RE = re.compile(r"^# input-digest: (sha256:[0-9a-f]{64})$", re.M)
+
+
+
+@dataclass
+class LockEntry:
+    name: str  # canonical name
+    version: str
+    via: set[str] = field(default_factory=set)
+    text: str = ""  # the entry's lines (pin and hashes, without annotations)
+
+
+
+def parse(text: str) -> dict[str, LockEntry]:
+    """Parse uv's requirements output (split annotations) into entries keyed by canonical name."""
+    entries: dict[str, LockEntry] = {}
+    current: LockEntry | None = None
+    in_via = False
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if not line.startswith((" ", "#")):
+            name, _, rest = line.partition("==")
+            version = rest.split()[0].rstrip("\\").strip()
+            name = canonicalize_name(name.split("[")[0])
+            current = entries[name] = LockEntry(name=name, version=version, text=line.rstrip() + "\n")
+            in_via = False
+            continue
+        stripped = line.strip()
+        if current is None:
+            continue
+        if stripped.startswith("--hash"):
+            current.text += line.rstrip() + "\n"
+        elif stripped.startswith("# via"):
+            after = stripped[len("# via"):].strip()
+            in_via = not after
+            if after:
+                current.via.add(canonicalize_name(after.split()[0]))
+        elif in_via and stripped.startswith("#"):
+            parent = stripped.lstrip("#").strip()
+            if parent and not parent.startswith("-"):
+                current.via.add(canonicalize_name(parent.split()[0]))
+    return entries
+
+
+
+def torch_closure(entries: dict[str, LockEntry]) -> list[LockEntry]:
+    """torch and the packages that only torch (transitively) needs: CUDA runtime wheels, triton, sympy...
+
+    This subset depends only on the torch version (and Python/platform), so it forms the shared base layer.
+    """
+    if "torch" not in entries:
+        return []
+    members = {"torch"}
+    grew = True
+    while grew:
+        grew = False
+        for entry in entries.values():
+            if entry.name not in members and entry.via and entry.via <= members:
+                members.add(entry.name)
+                grew = True
+    return [entries[n] for n in sorted(members)]
+
+
+
+def torch_cuda(entries: dict[str, LockEntry]) -> str | None:
+    """CUDA major.minor of the locked torch wheel, read from its CUDA runtime dependency."""
+    for name in ("nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu11", "nvidia-cuda-runtime"):
+        if name in entries:
+            return ".".join(entries[name].version.split(".")[:2])
+    return None
+

@@ -1,0 +1,51 @@
+"""uv, the one place that runs it: find its binary, `uv pip compile` for a Python and platform."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from imagematrix.model.errors import RuntimeFailure
+
+# Wheels for this platform run on glibc >= 2.35 (Ubuntu 22.04, Debian 12): every supported base.
+PLATFORM = "x86_64-manylinux_2_35"
+
+
+
+def binary() -> str:
+    """uv's binary as the `uv` package finds it (beside this Python, also in a venv that is not activated), else PATH."""
+    try:
+        from uv import find_uv_bin
+        return find_uv_bin()
+    except (ImportError, FileNotFoundError):
+        pass
+    uv = shutil.which("uv")
+    if not uv:
+        raise RuntimeFailure("uv is not installed: run `pip install -e .` (it brings uv) or `pip install uv`")
+    return uv
+
+
+
+def compile_requirements(requirements: str, python: str, *, overrides: str = "", constraints: str = "", hashes: bool = False,
+               offline: bool = False) -> subprocess.CompletedProcess:
+    """`uv pip compile` of requirements text for python on PLATFORM; uv's process (stdout: the resolution)."""
+    with tempfile.TemporaryDirectory(prefix="imagematrix-") as tmp:
+        Path(tmp, "requirements.in").write_text(requirements)
+        # Paths relative to the temp dir (uv runs there): uv writes `# via -r <path>` into the lock, and a random
+        # temp path would make every re-lock differ, and with it the lock digest and the image's input digest.
+        cmd = [binary(), "pip", "compile", "requirements.in", "--python-version", python, "--python-platform", PLATFORM,
+               "--no-header", "--quiet", "--color", "never", "--annotation-style", "split"]
+        for option, name, text in (("--override", "overrides.txt", overrides),
+                                   ("--constraint", "constraints.txt", constraints)):
+            if text:
+                Path(tmp, name).write_text(text)
+                cmd += [option, name]
+        if hashes:
+            cmd.append("--generate-hashes")
+        if offline:
+            cmd.append("--offline")
+        return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}, cwd=tmp)
+
