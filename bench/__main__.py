@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from imagematrix.tools import docker
+
 from .common import ROOT, WORK, Context, Janitor, log, machine, now, versions
 from .report import met, render
 
@@ -68,13 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         _write(results, args.out, args.doc)
         return 0
     names = args.only or (QUICK if args.quick else QUICK + HEAVY)
-    from imagematrix.tools import host
 
     nonce = uuid.uuid4().hex[:8]
     run_id = f"{now()}-{nonce}"
     work = WORK / nonce
     work.mkdir(parents=True, exist_ok=True)
-    cli = host.docker_cli()
+    cli = docker.cli()
     ctx = Context(cli=cli, nonce=nonce, work=work, janitor=Janitor(cli, f"imagematrix-bench-{nonce}"), runs=args.runs,
                   docker_runs=args.docker_runs if args.docker_runs is not None else 1 if args.quick else 3)
     run: dict[str, Any] = {"started_at": now(), "mode": "quick" if args.quick else "only " + ",".join(names)

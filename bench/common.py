@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagematrix.tools import docker
+
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "bench" / ".work"
 CA = Path(os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt")
@@ -83,9 +85,8 @@ def machine() -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    from imagematrix.tools import host
 
-    cli = host.docker_cli() if shutil.which("docker") or Path("/usr/bin/docker").exists() else "docker"
+    cli = docker.cli() if shutil.which("docker") or Path("/usr/bin/docker").exists() else "docker"
     dirty = sh("git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no")
     return {
         "python": platform.python_version(),
@@ -274,7 +275,7 @@ class Janitor:
                     pruned += 1
                     freed += record.get("Size") or 0
         left = len(self.cache_records())
-        from imagematrix.tools.pypi import cache_dir
+        from imagematrix.model.paths import cache_dir
 
         repos = cache_dir() / "registry" / "storage" / "docker" / "registry" / "v2" / "repositories"
         for ns in self.namespaces:

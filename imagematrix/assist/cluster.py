@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import threading
@@ -34,7 +33,7 @@ from imagematrix.model import lockfile, paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks
-from imagematrix.tools import host
+from imagematrix.tools import docker, nvidia
 
 SCRIPT = paths.ROOT / "docs" / "multi-node" / "ray-node.sh"
 SCRIPT_IN_IMAGE = "/usr/local/bin/ray-node.sh"  # where the compose recipe mounts it, too
@@ -105,19 +104,12 @@ def _fail(what: str, fix: str) -> RuntimeFailure:
 
 
 def _docker(cli: str, *args: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run([cli, *args], capture_output=True, text=True, timeout=timeout, input=input)
-    except subprocess.TimeoutExpired:
-        raise RuntimeFailure(f"`docker {' '.join(args[:3])} ...` did not finish within {timeout:.0f} s") from None
+    return docker.run(*args, timeout=timeout, input=input, program=cli)
 
 
 def detect_gpus() -> bool:
     """True when nvidia-smi on this host lists a GPU."""
-    smi = shutil.which("nvidia-smi")
-    if not smi:
-        return False
-    proc = subprocess.run([smi, "-L"], capture_output=True, text=True)
-    return proc.returncode == 0 and "GPU " in proc.stdout
+    return bool(nvidia.gpus())
 
 
 def gpu_option(gpus: str | None) -> str | None:
@@ -216,47 +208,7 @@ class _SignalGuard:
 
 # --- the driver run in the head --------------------------------------------------------------------------------
 
-DRIVER = r'''
-import json, os, socket, sys
-import ray
-from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-want_gpus, timeout = sys.argv[1] == "1", float(sys.argv[2])
-ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
-
-
-def probe(cuda):
-    answer = {"node_id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname(),
-              "ip": ray.util.get_node_ip_address()}
-    if cuda:
-        import torch
-        answer["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
-        answer["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    return answer
-
-
-on_cpu = ray.remote(num_cpus=1)(probe)
-on_gpu = ray.remote(num_cpus=0, num_gpus=1)(probe)
-nodes = [n for n in ray.nodes() if n["Alive"]]
-pending = []
-for node in nodes:
-    pin = NodeAffinitySchedulingStrategy(node_id=node["NodeID"], soft=False)
-    refs = {"cpu": on_cpu.options(scheduling_strategy=pin).remote(False)}
-    if want_gpus and node["Resources"].get("GPU", 0) >= 1:
-        refs["gpu"] = on_gpu.options(scheduling_strategy=pin).remote(True)
-    pending.append((node, refs))
-result = []
-for node, refs in pending:
-    answers = {}
-    for kind, ref in refs.items():
-        try:
-            answers[kind] = ray.get(ref, timeout=timeout)
-        except Exception as exc:
-            answers[kind] = {"error": f"{type(exc).__name__}: {exc}"[-1500:]}
-    result.append({"node_id": node["NodeID"], "address": node["NodeManagerAddress"],
-                   "resources": node["Resources"], "answers": answers})
-print("IMAGEMATRIX-CLUSTER-RESULT " + json.dumps(result), flush=True)
-'''
+DRIVER = (paths.IN_IMAGE / "ray_driver.py").read_text()  # fed to `python -` in the head container
 
 
 def verify(entries: list[dict], hostnames: dict[str, str], containers: dict[str, str], gpus: bool) -> list[NodeReport]:
@@ -337,7 +289,7 @@ def run(cli: str, image: str, row: Row | None = None, log: Log = print, *, matri
     if not SCRIPT.is_file():
         raise _fail(f"the recipe's start script {SCRIPT} is missing", "run from a checkout of this repository "
                     "(pip install -e .): the containers start through docs/multi-node/ray-node.sh")
-    host.require_daemon()
+    docker.require_daemon()
     for ref in dict.fromkeys((image, worker_image)):
         if _docker(cli, "image", "inspect", ref).returncode != 0:
             raise _fail(f"no image {ref} on this Docker host", "build it (`python build.py build --row ID`) or "

@@ -17,7 +17,7 @@ from imagematrix.model import paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import PIN_FIELDS, PIN_PACKAGES, Matrix, Row
 from imagematrix.rules import engine as rules
-from imagematrix.tools import host
+from imagematrix.tools import docker
 
 PROBE = paths.IN_IMAGE / "probe.py"
 
@@ -48,11 +48,10 @@ def probe_here() -> dict:
 
 
 def probe_image(image: str, gpu: bool) -> dict:
-    cli = host.docker_cli()
-    host.require_daemon()
-    cmd = [cli, "run", "--rm", *(["--gpus", "all"] if gpu else []), "-v", f"{PROBE}:/imagematrix-probe.py:ro",
+    docker.require_daemon()
+    args = ["run", "--rm", *(["--gpus", "all"] if gpu else []), "-v", f"{PROBE}:/imagematrix-probe.py:ro",
            "--entrypoint", "/opt/venv/bin/python", image, "/imagematrix-probe.py"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    proc = docker.run(*args, timeout=600)
     if proc.returncode != 0:
         raise RuntimeFailure(f"cannot probe image {image}: {proc.stderr.strip()[-1500:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])

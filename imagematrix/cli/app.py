@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.rules import engine as rules
 from imagematrix.stages import builder, docs, locks, publish, render, resolve
 from imagematrix.stages import plan as plan_mod
-from imagematrix.tools import host
+from imagematrix.tools import docker, host
 
 # Wide enough for row ids when the output is not a terminal (CI logs, pipes).
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
@@ -287,8 +286,8 @@ def cmd_render(args) -> int:
 
 def cmd_setup(args) -> int:
     host.setup(lambda msg: out.print(msg))
-    cli = host.docker_cli()
-    out.print(f"docker: {cli} (buildx: {'yes' if host.has_buildx(cli) else 'no'}); "
+    cli = docker.cli()
+    out.print(f"docker: {cli} (buildx: {'yes' if docker.has_buildx(cli) else 'no'}); "
               f"registry: {host.REGISTRY}; debootstrap: yes")
     return 0
 
@@ -468,19 +467,16 @@ def cmd_doctor(args) -> int:
 
 def cmd_test(args) -> int:
     m, rows = _load(args)
-    host.require_daemon()
+    docker.require_daemon()
     failed = 0
     for row in rows:
         image = args.image or f"{publish.repository(args.registry)}:{row.id}"
-        if not builder.image_exists(host.docker_cli(), image):
-            proc = subprocess.run([host.docker_cli(), "pull", image], capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise RuntimeFailure(f"row {row.id}: no image {image} here and cannot pull it: {proc.stderr.strip()}")
+        docker.ensure_image(image, f"row {row.id}")
         if args.cluster:
             from imagematrix.assist import cluster  # docker network + two containers; only this command needs it
 
             try:
-                report = cluster.run(host.docker_cli(), image, row,
+                report = cluster.run(docker.cli(), image, row,
                                      lambda msg, rid=row.id: out.print(f"{rid}: {msg}", markup=False),
                                      matrix=m, gpus=args.cluster_gpus)
             except RuntimeFailure as exc:

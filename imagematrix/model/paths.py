@@ -32,3 +32,9 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         f.write(data.encode() if isinstance(data, str) else data)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("IMAGEMATRIX_CACHE") or Path.home() / ".cache" / "imagematrix"
+    return Path(root)
+

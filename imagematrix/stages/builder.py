@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -15,9 +14,9 @@ from pathlib import Path
 
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.matrix import Row, bootstrap_suites
+from imagematrix.model.paths import cache_dir
 from imagematrix.stages import render
-from imagematrix.tools import host
-from imagematrix.tools.pypi import cache_dir
+from imagematrix.tools import debootstrap, docker
 
 INPUT_DIGEST_LABEL = "io.imagematrix.input-digest"
 # A BuildKit plain-progress step line: "#12 [torch 1/1] RUN --mount=... uv pip install ..."
@@ -56,42 +55,32 @@ class BuildInputs:
         return {"ca-cert": ca, "build-env": env}
 
 
-def image_exists(cli: str, ref: str) -> bool:
-    return subprocess.run([cli, "image", "inspect", ref], capture_output=True).returncode == 0
-
-
-def ensure_base(row: Row, cli: str, inputs: BuildInputs, log) -> str:
+def ensure_base(row: Row, inputs: BuildInputs, log) -> str:
     """Make the row's base image available locally: bootstrap it (debootstrap:<suite>) or pull it."""
     image = render.base_image(row)
-    if image_exists(cli, image):
+    if docker.image_exists(image):
         return image
     if row.bootstrap_suite:
         suite = bootstrap_suites()[row.bootstrap_suite]
         mirror = inputs.apt_mirror or suite["mirror"]
-        if not shutil.which("debootstrap"):
+        if not debootstrap.available():
             raise RuntimeFailure(f"row {row.id}, stage base: debootstrap is not installed (run `python build.py setup`)")
         log(f"bootstrapping {image} from {mirror} (debootstrap, about a minute)")
         cache_dir().mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="imagematrix-rootfs-", dir=cache_dir()))
         try:
-            env = {**os.environ}
-            if inputs.http_proxy:
-                env["http_proxy"] = inputs.http_proxy
-            proc = subprocess.run(["debootstrap", "--variant=minbase", row.bootstrap_suite, str(work / "rootfs"), mirror],
-                                  capture_output=True, text=True, env=env)
+            proc = debootstrap.bootstrap(row.bootstrap_suite, work / "rootfs", mirror, inputs.http_proxy)
             if proc.returncode != 0:
                 raise RuntimeFailure(f"row {row.id}, stage base: debootstrap {row.bootstrap_suite} from {mirror} failed:\n"
                                      f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
-            tar = subprocess.Popen(["tar", "-C", str(work / "rootfs"), "-c", "."], stdout=subprocess.PIPE)
-            imported = subprocess.run([cli, "import", "-", image], stdin=tar.stdout, capture_output=True, text=True)
-            tar.wait()
-            if imported.returncode != 0 or tar.returncode != 0:
-                raise RuntimeFailure(f"row {row.id}, stage base: docker import failed: {imported.stderr}")
+            failed = docker.import_rootfs(work / "rootfs", image)
+            if failed:
+                raise RuntimeFailure(f"row {row.id}, stage base: docker import failed: {failed}")
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return image
     log(f"pulling {image}")
-    proc = subprocess.run([cli, "pull", image], capture_output=True, text=True)
+    proc = docker.pull(image)
     if proc.returncode != 0:
         raise RuntimeFailure(
             f"row {row.id}, stage base: cannot pull {image}: {proc.stderr.strip()[-600:]}\n"
@@ -135,12 +124,12 @@ def _target(row_id: str) -> str:
 def build(item: render.Rendered, candidate: str, context_root: Path, secrets: dict[str, Path], log_path: Path,
           progress: Callable[[str], None] | None = None, cache: str | None = None) -> None:
     """Build one row with BuildKit: buildx bake when the CLI has buildx, else DOCKER_BUILDKIT=1 docker build."""
-    cli = host.docker_cli()
+    cli = docker.cli()
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    if cache and not host.has_buildx(cli):
+    if cache and not docker.has_buildx(cli):
         raise RuntimeFailure(f"row {item.row.id}, stage build: a registry build cache needs docker buildx "
                              "(run `python build.py setup`)")
-    if host.has_buildx(cli):
+    if docker.has_buildx(cli):
         bake = log_path.parent / "bake.json"
         bake.write_text(json.dumps(bake_definition([(item, candidate)], context_root, secrets,
                                                    {item.row.id: cache} if cache else None), indent=2))
@@ -152,18 +141,13 @@ def build(item: render.Rendered, candidate: str, context_root: Path, secrets: di
         cmd += [a for sid, path in sorted(secrets.items()) for a in ("--secret", f"id={sid},src={path}")]
         cmd.append(str(context_root / item.row.id))
         env = {**os.environ, "DOCKER_BUILDKIT": "1"}
-    with open(log_path, "w") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                                errors="replace")
-        for line in proc.stdout:
-            log.write(line)
-            step = STEP_RE.match(line)
-            if step and progress:
-                progress(f"[{step.group(1)}] {_step_text(step.group(2))}")
-        proc.wait()
-    if proc.returncode != 0:
+
+    def on_line(line: str) -> None:
+        step = STEP_RE.match(line)
+        if step and progress:
+            progress(f"[{step.group(1)}] {_step_text(step.group(2))}")
+
+    if docker.run_logged(cmd[1:], log_path, env=env, on_line=on_line) != 0:
         tail = log_path.read_text().splitlines()[-25:]
         raise RuntimeFailure(f"row {item.row.id}, stage build: BuildKit build failed (full log: {log_path}):\n"
                              + "\n".join("    " + line for line in tail))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 from imagematrix.model import lockfile, paths
@@ -27,9 +26,7 @@ def tools_lock_path(matrix: Matrix) -> Path:
 def lock_tools(matrix: Matrix) -> str:
     """Hash-pinned lock of the build tools installed in every image (uv), from dockerfiles/tools.in."""
     spec = paths.DOCKERFILES / "tools.in"
-    cmd = [uv.binary(), "pip", "compile", str(spec), "--python-platform", uv.PLATFORM, "--generate-hashes",
-           "--no-header", "--quiet", "--color", "never"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = uv.compile_file(spec)
     if proc.returncode != 0:
         raise RuntimeFailure(f"uv pip compile {spec.name} failed:\n{_indent(proc.stderr)}")
     return f"{lockfile.LOCK_HEADER}\n# build tools, from dockerfiles/tools.in\n" + proc.stdout

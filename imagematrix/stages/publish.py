@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.paths import ROOT
 from imagematrix.stages import builder, render
-from imagematrix.tools import host
+from imagematrix.tools import docker, host, process
 from imagematrix.tools import registry as registry_api
 
 DEFAULT_REGISTRY = f"{host.REGISTRY}/imagematrix"
@@ -51,25 +50,19 @@ def remote_labels(registry: str, tag: str) -> dict | None:
     return registry_api.labels(repository(registry), tag)
 
 
-def _docker(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([host.docker_cli(), *args], capture_output=True, text=True)
-
 
 def run_smoke(matrix: Matrix, row: Row, image: str, log_path: Path, extra: list[str] | None = None) -> bool:
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "smoke"), "-p", "no:cacheprovider", "-q", "-rs",
            "--image", image, "--row", row.id, "--matrix", str(matrix.path), *(extra or [])]
-    with open(log_path, "w") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode == 0
+    return process.run_logged(cmd, log_path, cwd=ROOT) == 0
 
 
 def write_manifest(image: str, pushed: dict[str, str], path: Path) -> None:
     """pip freeze, dpkg list, labels, digest and size of the image, as JSON."""
-    inspect = json.loads(_docker("image", "inspect", image).stdout)[0]
+    inspect = json.loads(docker.run("image", "inspect", image).stdout)[0]
 
     def inside(command: str) -> list[str]:
-        proc = _docker("run", "--rm", "--entrypoint", "sh", image, "-c", command)
+        proc = docker.run("run", "--rm", "--entrypoint", "sh", image, "-c", command)
         return proc.stdout.splitlines()
 
     manifest = {
@@ -107,7 +100,7 @@ PUSH_MODES = ("final", "candidate", "none")
 
 def _push(row: Row, ref: str) -> str:
     """docker push ref; returns the manifest digest the registry reported."""
-    proc = _docker("push", ref)
+    proc = docker.run("push", ref)
     if proc.returncode != 0:
         raise RuntimeFailure(f"row {row.id}, stage push: docker push {ref} failed: {proc.stderr.strip()[-600:]}")
     found = re.search(r"digest: (sha256:[0-9a-f]{64})", proc.stdout)
@@ -157,8 +150,8 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
             check_flash_attn(row, inputs.flash_attn_mirror)
         stage = "base"
         status(row.id, "base image")
-        cli = host.docker_cli()
-        builder.ensure_base(row, cli, inputs, lambda msg: status(row.id, msg))
+        docker.cli()  # no docker CLI fails this stage, before any work
+        builder.ensure_base(row, inputs, lambda msg: status(row.id, msg))
         stage = "build"
         status(row.id, "building (BuildKit)")
         cache = f"{repo}:buildcache-{row.id}" if cache_registry else None
@@ -183,14 +176,14 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         for tag in final:  # the row's own tag first: a rerun repairs an alias whose push failed
             status(row.id, f"pushing {repo}:{tag}")
             ref = f"{repo}:{tag}"
-            proc = _docker("tag", candidate, ref)
+            proc = docker.run("tag", candidate, ref)
             if proc.returncode != 0:
                 raise RuntimeFailure(f"row {row.id}, stage push: docker tag {ref} failed: {proc.stderr.strip()}")
             pushed[tag] = _push(row, ref)
         stage = "manifest"
         status(row.id, "writing the manifest")
         write_manifest(f"{repo}:{row.id}", pushed, row_logs / "manifest.json")
-        _docker("rmi", candidate)  # the candidate tag only; layers stay with the final tag
+        docker.run("rmi", candidate)  # the candidate tag only; layers stay with the final tag
         return done("pushed", f"{', '.join(f'{repo}:{t}' for t in final)} {pushed.get(row.id, '')}")
     except (RuntimeFailure, InputError) as exc:
         (row_logs / "error.txt").write_text(str(exc) + "\n")
@@ -199,7 +192,7 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
 
 def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.BuildInputs, log_dir: Path,
             console: Console, push: str = "final", cache_registry: bool = False) -> list[Outcome]:
-    host.require_daemon()
+    docker.require_daemon()
     if registry == DEFAULT_REGISTRY:
         host.ensure_registry(lambda msg: console.print(msg))
     rendered = render.render(matrix, rows)

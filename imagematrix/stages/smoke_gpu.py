@@ -18,9 +18,8 @@ from pathlib import Path
 
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.model.paths import ROOT
-from imagematrix.tools import host
-from imagematrix.tools.pypi import cache_dir
+from imagematrix.model.paths import ROOT, cache_dir
+from imagematrix.tools import docker, process
 
 GPU_TESTS = ROOT / "tests" / "smoke" / "gpu"
 MOUNT = "/imagematrix"
@@ -88,9 +87,5 @@ def row_json(matrix: Matrix, row: Row) -> Path:
 def run(matrix: Matrix, row: Row, image: str, log_path: Path, extra: list[str] | None = None) -> bool:
     """Run the GPU smoke suite inside `image`; the output goes to `log_path`. True when every test passed."""
     expectations = row_json(matrix, row)  # bad input first, before looking for docker or installing pytest
-    cmd = docker_command(host.docker_cli(), image, expectations, pytest_dir(row.python), extra=extra)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w") as log:
-        log.write("$ " + " ".join(cmd) + "\n")
-        log.flush()
-        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode == 0
+    cmd = docker_command(docker.cli(), image, expectations, pytest_dir(row.python), extra=extra)
+    return process.run_logged(cmd, log_path) == 0

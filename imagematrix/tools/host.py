@@ -6,7 +6,6 @@ trixie's docker-buildx package when the CLI has no buildx plugin). Used by `buil
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 import socket
@@ -17,42 +16,14 @@ import urllib.request
 from pathlib import Path
 
 from imagematrix.model.errors import RuntimeFailure
-from imagematrix.tools.pypi import cache_dir
+from imagematrix.model.paths import cache_dir
+from imagematrix.tools import docker
 
 REGISTRY = "127.0.0.1:5000"
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, **kw)
-
-
-@functools.cache
-def docker_cli() -> str:
-    """The docker CLI to use: one that has buildx, else Debian's 20.10 CLI (BuildKit via DOCKER_BUILDKIT=1)."""
-    candidates = [shutil.which("docker"), "/usr/bin/docker"]
-    for cli in candidates:
-        if cli and os.path.exists(cli) and has_buildx(cli):
-            return cli
-    for cli in ("/usr/bin/docker", shutil.which("docker")):
-        if cli and os.path.exists(cli):
-            return cli
-    raise RuntimeFailure("no docker CLI: run `python build.py setup` (installs Debian's docker.io)")
-
-
-@functools.cache
-def has_buildx(cli: str) -> bool:
-    return _run([cli, "buildx", "version"]).returncode == 0
-
-
-def daemon_running() -> bool:
-    cli = shutil.which("docker") or "/usr/bin/docker"
-    return os.path.exists(cli) and _run([cli, "info", "--format", "{{.ServerVersion}}"]).returncode == 0
-
-
-def require_daemon() -> None:
-    if not daemon_running():
-        raise RuntimeFailure("no Docker daemon is running (or it is not reachable): start dockerd, "
-                             "or run `python build.py setup` to install and start it")
 
 
 def _apt_install(*packages: str, log) -> None:
@@ -85,17 +56,17 @@ def _spawn(cmd: list[str], log_path: Path) -> None:
 
 
 def ensure_daemon(log) -> None:
-    if daemon_running():
+    if docker.daemon_running():
         return
     _apt_install("docker.io", log=log)
     log("starting dockerd")
     _spawn(["dockerd"], cache_dir() / "dockerd.log")
-    _wait(daemon_running, "dockerd", 90)
+    _wait(docker.daemon_running, "dockerd", 90)
 
 
 def ensure_buildx(log) -> None:
-    cli = docker_cli()
-    if has_buildx(cli):
+    cli = docker.cli()
+    if docker.has_buildx(cli):
         return
     plugin_dir = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "cli-plugins"
     log("installing buildx from Debian trixie's docker-buildx package")
@@ -117,9 +88,8 @@ def ensure_buildx(log) -> None:
         plugin_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(t / "x" / "usr" / "libexec" / "docker" / "cli-plugins" / "docker-buildx", plugin_dir / "docker-buildx")
         (plugin_dir / "docker-buildx").chmod(0o755)
-    docker_cli.cache_clear()  # the answers before the install are stale now
-    has_buildx.cache_clear()
-    if not has_buildx(docker_cli()):
+    docker.forget()  # the answers before the install are stale now
+    if not docker.has_buildx(docker.cli()):
         raise RuntimeFailure(f"buildx installed in {plugin_dir}, but `docker buildx version` still fails")
 
 

@@ -15,20 +15,15 @@ import ssl
 import urllib.request
 import zipfile
 from html import unescape
-from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from imagematrix.model import paths
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.paths import write_atomic
 
 DEFAULT_INDEX = "https://pypi.org/simple"
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("IMAGEMATRIX_CACHE") or Path.home() / ".cache" / "imagematrix"
-    return Path(root)
 
 
 def _context() -> ssl.SSLContext:
@@ -84,7 +79,7 @@ def requires_python(package: str, version: str) -> str | None:
     uv ignores upper bounds of dependencies' Requires-Python, so the row's Python is checked against this.
     None when the version has no wheel on the index.
     """
-    cache = cache_dir() / "requires-python.json"
+    cache = paths.cache_dir() / "requires-python.json"
     key = f"{canonicalize_name(package)}=={version}"
     try:
         known = json.loads(cache.read_text())
@@ -132,7 +127,7 @@ class _RangeFile(io.RawIOBase):
 
 def wheel_file(package: str, version: str, member: str, *, platform: str = "x86_64") -> bytes:
     """Content of `member` inside the package==version wheel (the first wheel for `platform`), cached."""
-    cached = cache_dir() / "wheel-files" / f"{canonicalize_name(package)}-{version}" / member
+    cached = paths.cache_dir() / "wheel-files" / f"{canonicalize_name(package)}-{version}" / member
     if cached.exists():
         return cached.read_bytes()
     urls = [u for u in wheel_urls(package, version) if platform in u or u.endswith("-any.whl")]

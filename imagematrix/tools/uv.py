@@ -29,6 +29,13 @@ def binary() -> str:
 
 
 
+def compile_file(spec: Path) -> subprocess.CompletedProcess:
+    """`uv pip compile SPEC` with hashes for PLATFORM (the build tools' lock)."""
+    cmd = [binary(), "pip", "compile", str(spec), "--python-platform", PLATFORM, "--generate-hashes",
+           "--no-header", "--quiet", "--color", "never"]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
 def compile_requirements(requirements: str, python: str, *, overrides: str = "", constraints: str = "", hashes: bool = False,
                offline: bool = False) -> subprocess.CompletedProcess:
     """`uv pip compile` of requirements text for python on PLATFORM; uv's process (stdout: the resolution)."""

@@ -23,9 +23,9 @@ import pytest
 from imagematrix.assist import cluster
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model import paths
+from imagematrix.model.paths import cache_dir
 from imagematrix.stages import publish
-from imagematrix.tools import host
-from imagematrix.tools.pypi import cache_dir
+from imagematrix.tools import docker
 
 DEFAULT_ROW = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 
@@ -42,9 +42,9 @@ def _option(config, name: str, env: str) -> str | None:
 
 @pytest.fixture(scope="session")
 def cli() -> str:
-    if not host.daemon_running():
+    if not docker.daemon_running():
         pytest.skip("needs a running Docker daemon: run `python build.py setup`")
-    return host.docker_cli()
+    return docker.cli()
 
 
 @pytest.fixture(scope="session")

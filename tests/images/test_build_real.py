@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from imagematrix.stages import builder, publish
-from imagematrix.tools import host
+from imagematrix.tools import docker, host
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -31,9 +31,9 @@ HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 
 @pytest.fixture(scope="module")
 def ready():
-    if not host.daemon_running() or not host.registry_up():
+    if not docker.daemon_running() or not host.registry_up():
         pytest.skip("needs a running Docker daemon and the embedded registry: run `python build.py setup`")
-    return host.docker_cli()
+    return docker.cli()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pytest
 from imagematrix.knowledge import flashattn
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import builder, publish, render
-from imagematrix.tools import host
+from imagematrix.tools import docker, host
 from tests.conftest import GOOD_ROW, ROOT, push_tiny_image
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
@@ -36,9 +36,9 @@ def build(*args: str, env: dict | None = None, timeout: int = 900) -> subprocess
 
 @pytest.fixture(scope="module")
 def daemon():
-    if not host.daemon_running():
+    if not docker.daemon_running():
         pytest.skip("needs a running Docker daemon: run `python build.py setup`")
-    return host.docker_cli()
+    return docker.cli()
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_unpullable_base_names_row_stage_and_fix(daemon, namespace, tmp_path):
 
 
 def test_unbootstrappable_base_names_row_stage_and_mirror(daemon, namespace, tmp_path):
-    if builder.image_exists(daemon, "imagematrix-base:jammy"):
+    if docker.image_exists("imagematrix-base:jammy"):
         pytest.skip("imagematrix-base:jammy exists here, so nothing would be bootstrapped")
     if not shutil.which("debootstrap"):
         pytest.skip("needs debootstrap: run `python build.py setup`")
@@ -95,12 +95,12 @@ def test_unbootstrappable_base_names_row_stage_and_mirror(daemon, namespace, tmp
     assert proc.returncode == 1
     error = (tmp_path / "logs" / ROW1 / "error.txt").read_text()
     assert f"row {ROW1}, stage base: debootstrap jammy from http://127.0.0.1:9/ubuntu failed" in error
-    assert not builder.image_exists(daemon, "imagematrix-base:jammy")
+    assert not docker.image_exists("imagematrix-base:jammy")
 
 
 def test_failing_pip_install_names_row_and_stage_and_pushes_nothing(daemon, namespace, tmp_path):
     """A lock whose hashes for `six` match no file (as when an index serves other bytes): uv must refuse."""
-    if not builder.image_exists(daemon, "imagematrix-base:bookworm"):
+    if not docker.image_exists("imagematrix-base:bookworm"):
         pytest.skip("needs the bookworm base that the real-build tests bootstrap")
     bogus = secrets.token_hex(32)  # a new layer input on every run, so BuildKit cannot answer from its cache
 

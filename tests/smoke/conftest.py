@@ -19,7 +19,7 @@ import pytest
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model import paths
 from imagematrix.stages.render import Rendered
-from imagematrix.tools import host as host_setup
+from imagematrix.tools import docker
 
 
 def pytest_addoption(parser):
@@ -57,7 +57,7 @@ def expected(request, row) -> dict:
 
 @pytest.fixture(scope="session")
 def cli() -> str:
-    return host_setup.docker_cli()
+    return docker.cli()
 
 
 @pytest.fixture(scope="session")

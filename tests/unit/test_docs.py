@@ -9,7 +9,7 @@ import pytest
 
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import builder, docs, publish, render
-from imagematrix.tools import host
+from imagematrix.tools import docker, host
 from tests.conftest import ROOT, push_tiny_image
 
 
@@ -44,15 +44,15 @@ def test_arch_coverage_comes_from_the_torch_wheel_data():
 
 
 def test_status_and_size_come_from_the_registry():
-    if not host.daemon_running() or not host.registry_up():
+    if not docker.daemon_running() or not host.registry_up():
         pytest.skip("needs a running Docker daemon and the embedded registry: run `python build.py setup`")
     registry = f"{host.REGISTRY}/imagematrix-ci-{uuid.uuid4().hex[:8]}"
     m = matrix_mod.load(ROOT / "matrix.yaml")
     first, second = m.rows[0], m.rows[1]
     digest = render.render(m, [first])[0].context_digest()
-    push_tiny_image(host.docker_cli(), f"{publish.repository(registry)}:{first.id}",
+    push_tiny_image(docker.cli(), f"{publish.repository(registry)}:{first.id}",
                     {builder.INPUT_DIGEST_LABEL: digest})
-    push_tiny_image(host.docker_cli(), f"{publish.repository(registry)}:{second.id}",
+    push_tiny_image(docker.cli(), f"{publish.repository(registry)}:{second.id}",
                     {builder.INPUT_DIGEST_LABEL: "sha256:" + "2" * 64})
     current = docs.published(registry, first, digest)
     assert current.status == "smoke tests passed" and current.size and current.size > 0

@@ -236,14 +236,14 @@ def test_run_logs_the_command_and_reports_the_outcome(tmp_path, monkeypatch):
     m = matrix_mod.load(ROOT / "matrix.yaml")
     row = m.select([ROW_072])[0]
     seen = {}
-    monkeypatch.setattr(smoke_gpu.host, "docker_cli", lambda: "/usr/bin/docker")
+    monkeypatch.setattr(smoke_gpu.docker, "cli", lambda: "/usr/bin/docker")
     monkeypatch.setattr(smoke_gpu, "pytest_dir", lambda python: seen.setdefault("python", python) and tmp_path)
 
-    def fake_run(cmd, stdout, stderr):
+    def fake_run(cmd, stdout, stderr, cwd, env):
         stdout.write("11 passed\n")
         return subprocess.CompletedProcess(cmd, seen.get("rc", 0))
 
-    monkeypatch.setattr(smoke_gpu.subprocess, "run", fake_run)
+    monkeypatch.setattr(smoke_gpu.process.subprocess, "run", fake_run)
     log = tmp_path / "logs" / "gpu.log"
     assert smoke_gpu.run(m, row, "img:tag", log) is True
     text = log.read_text()
@@ -254,7 +254,7 @@ def test_run_logs_the_command_and_reports_the_outcome(tmp_path, monkeypatch):
 
 
 def test_run_needs_the_rendered_row(tmp_path, monkeypatch):
-    monkeypatch.setattr(smoke_gpu.host, "docker_cli", lambda: pytest.fail("looked for docker before checking the row"))
+    monkeypatch.setattr(smoke_gpu.docker, "cli", lambda: pytest.fail("looked for docker before checking the row"))
     (tmp_path / "matrix.yaml").write_text((ROOT / "matrix.yaml").read_text())
     m = matrix_mod.load(tmp_path / "matrix.yaml")
     with pytest.raises(InputError, match="no rendered build context"):

@@ -1,0 +1,91 @@
+"""The docker CLI: the one module that runs it (find the CLI, ask the daemon, run, pull, import, log a run)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.tools import process
+
+
+@functools.cache
+def cli() -> str:
+    """The docker CLI to use: one that has buildx, else Debian's 20.10 CLI (BuildKit via DOCKER_BUILDKIT=1)."""
+    candidates = [shutil.which("docker"), "/usr/bin/docker"]
+    for path in candidates:
+        if path and os.path.exists(path) and has_buildx(path):
+            return path
+    for path in ("/usr/bin/docker", shutil.which("docker")):
+        if path and os.path.exists(path):
+            return path
+    raise RuntimeFailure("no docker CLI: run `python build.py setup` (installs Debian's docker.io)")
+
+
+@functools.cache
+def has_buildx(path: str) -> bool:
+    return subprocess.run([path, "buildx", "version"], capture_output=True, text=True).returncode == 0
+
+
+def forget() -> None:
+    """Drop the cached answers (after an install changed which CLI and plugins exist)."""
+    cli.cache_clear()
+    has_buildx.cache_clear()
+
+
+def daemon_running() -> bool:
+    path = shutil.which("docker") or "/usr/bin/docker"
+    return os.path.exists(path) and subprocess.run([path, "info", "--format", "{{.ServerVersion}}"],
+                                                   capture_output=True, text=True).returncode == 0
+
+
+def require_daemon() -> None:
+    if not daemon_running():
+        raise RuntimeFailure("no Docker daemon is running (or it is not reachable): start dockerd, "
+                             "or run `python build.py setup` to install and start it")
+
+
+def run(*args: str, timeout: float | None = None, input: str | None = None, env: dict[str, str] | None = None,
+        program: str | None = None) -> subprocess.CompletedProcess:
+    """`docker ARGS...` (program: another docker CLI), output captured as text; past timeout a RuntimeFailure."""
+    try:
+        return subprocess.run([program or cli(), *args], capture_output=True, text=True, timeout=timeout, input=input, env=env)
+    except subprocess.TimeoutExpired:
+        raise RuntimeFailure(f"`docker {' '.join(args[:3])} ...` did not finish within {timeout:.0f} s") from None
+
+
+def run_logged(args: list[str], log_path: Path, *, env: dict[str, str] | None = None,
+               on_line: Callable[[str], None] | None = None) -> int:
+    """`docker ARGS...` with its output in log_path; its exit status."""
+    return process.run_logged([cli(), *args], log_path, env=env, on_line=on_line)
+
+
+def image_exists(ref: str) -> bool:
+    return subprocess.run([cli(), "image", "inspect", ref], capture_output=True).returncode == 0
+
+
+def pull(ref: str) -> subprocess.CompletedProcess:
+    return run("pull", ref)
+
+
+def ensure_image(ref: str, what: str) -> None:
+    """ref is here, or is pulled; else a RuntimeFailure naming `what` (e.g. the row)."""
+    if image_exists(ref):
+        return
+    proc = pull(ref)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"{what}: no image {ref} here and cannot pull it: {proc.stderr.strip()}")
+
+
+def import_rootfs(rootfs: Path, image: str) -> str | None:
+    """`tar -C rootfs -c . | docker import - image`; None when it worked, else the error."""
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    imported = subprocess.run([cli(), "import", "-", image], stdin=tar.stdout, capture_output=True, text=True)
+    tar.wait()
+    if imported.returncode != 0 or tar.returncode != 0:
+        return imported.stderr or f"tar exited {tar.returncode}"
+    return None
