@@ -273,8 +273,10 @@ def simple_matcher(version: str, specifier: str) -> bool:
             parts = want.split(".")
             ok = have >= ref and _version_key(version)[0][:len(parts) - 1] == ref[0][:len(parts) - 1]
         else:
+            # PEP 440: >V excludes V's post-releases (V.postN), as packaging does
+            post_of_ref = have[0] == ref[0] and have[1] == ref[1] and ref[2] < 0 <= have[2]
             ok = {"==": have == ref, "===": version == want, "!=": have != ref, ">=": have >= ref,
-                  "<=": have <= ref, ">": have > ref, "<": have < ref}[op]
+                  "<=": have <= ref, ">": have > ref and not post_of_ref, "<": have < ref}[op]
         if not ok:
             return False
     return True

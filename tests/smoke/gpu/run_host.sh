@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Run the GPU smoke suite in host mode (this Python, this GPU, no docker) and keep what a run record is made of:
+#
+#   tests/smoke/gpu/run_host.sh ROW_JSON OUT [pytest args...]
+#
+# ROW_JSON is the row's dockerfiles/generated/<row-id>/row.json. Install the row's wheels first, e.g. on a host
+# without network: `pip install --no-index --no-deps --target SITE WHEELS/*.whl` and `export PYTHONPATH=SITE`
+# (they then take precedence over the host's own packages). OUT receives: gpu.csv (nvidia-smi), env.json (the
+# versions this Python imports), junit.xml and pytest.log (every test's outcome and duration), verl_train.json and
+# main_ppo.log (the training smoke's numbers and log). `python build.py gpu-record OUT` turns them into a record.
+set -u
+row_json=$1 out=$2
+shift 2
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$out"
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$out/gpu.csv" 2>&1
+python3 - "$row_json" >"$out/env.json" <<'PY'
+import importlib.metadata as md, json, platform, sys
+row = json.load(open(sys.argv[1]))
+names = sorted(set(row["pins"]) | {"ray", "flashinfer-python", "numpy", "pytest"})
+versions = {}
+for name in names:
+    try:
+        versions[name] = md.version(name)
+    except md.PackageNotFoundError:
+        versions[name] = None
+try:
+    import torch
+    cuda = {"torch_cuda": torch.version.cuda, "arch_list": torch.cuda.get_arch_list()}
+except Exception as exc:  # recorded, not fatal: the suite says the rest
+    cuda = {"error": repr(exc)}
+print(json.dumps({"row": row["id"], "python": platform.python_version(), "executable": sys.executable,
+                  "versions": versions, **cuda}, indent=1, sort_keys=True))
+PY
+set -o pipefail
+IMAGEMATRIX_GPU_RESULTS_DIR="$out" python3 -m pytest "$here" --host --row-json "$row_json" --confcutdir="$here" \
+    --rootdir="$here" -p no:cacheprovider -v -rs --junitxml="$out/junit.xml" "$@" 2>&1 | tee "$out/pytest.log"
+status=$?
+echo "$status" >"$out/exit-status"
+exit "$status"
