@@ -9,8 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from imagematrix.model import tags
-from imagematrix.stages import builder
+from imagematrix.model import labels, tags
 
 from . import peer
 from .common import ROOT, Context, build, log, median, timed
@@ -152,14 +151,14 @@ def noop_build(ctx: Context) -> dict[str, Any]:
     registry = f"127.0.0.1:5000/{namespace}"
     ctx.janitor.namespaces.append(namespace)
     rows = [(r["row"], r["vllm"]) for r in plan_json(project / "matrix.yaml", registry, "--github", "--all")["include"]]
-    digests = {Path(t["context"]).name: t["labels"][builder.INPUT_DIGEST_LABEL]
+    digests = {Path(t["context"]).name: t["labels"][labels.INPUT_DIGEST]
                for t in plan_json(project / "matrix.yaml", registry, "--bake")["target"].values()}
     final = tags.published_tags(rows)
     log(f"no-op: pushing stand-ins for {len(rows)} rows to {registry}")
     for row_id, _ in rows:
-        labels = {builder.INPUT_DIGEST_LABEL: digests[row_id], "io.imagematrix.row": row_id}
+        standin_labels = {labels.INPUT_DIGEST: digests[row_id], "io.imagematrix.row": row_id}
         for tag in final[row_id]:
-            _push_standin(ctx.cli, f"{registry}/verl:{tag}", labels)
+            _push_standin(ctx.cli, f"{registry}/verl:{tag}", standin_labels)
     common = ["--matrix", str(project / "matrix.yaml"), "--registry", registry]
     plan = timed([*BUILD_PY, "plan", *common])
     if plan.rc != 0 or ": build (" in plan.out:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from packaging.utils import canonicalize_name
 
-from imagematrix.model import lockfile, paths
+from imagematrix.model import labels, lockfile, paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks
@@ -37,7 +37,7 @@ from imagematrix.tools import docker, nvidia
 
 SCRIPT = paths.ROOT / "docs" / "multi-node" / "ray-node.sh"
 SCRIPT_IN_IMAGE = "/usr/local/bin/ray-node.sh"  # where the compose recipe mounts it, too
-LABEL = "io.imagematrix.cluster"
+LABEL = labels.CLUSTER
 PREFIX = "imagematrix-cluster"
 NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 RESULT_MARK = "IMAGEMATRIX-CLUSTER-RESULT "

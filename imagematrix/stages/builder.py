@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from imagematrix.model import labels
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.matrix import Row, bootstrap_suites
 from imagematrix.model.paths import cache_dir
 from imagematrix.stages import render
 from imagematrix.tools import debootstrap, docker
 
-INPUT_DIGEST_LABEL = "io.imagematrix.input-digest"
 # A BuildKit plain-progress step line: "#12 [torch 1/1] RUN --mount=... uv pip install ..."
 STEP_RE = re.compile(r"^#\d+ \[([^\]]+)\] (\S.*)")
 
@@ -111,7 +111,7 @@ def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path
             "context": str(context_root / item.row.id),
             "dockerfile": "Dockerfile",
             "tags": [candidate],
-            "labels": {INPUT_DIGEST_LABEL: item.context_digest()},
+            "labels": {labels.INPUT_DIGEST: item.context_digest()},
             "secret": [f"id={sid},src={path}" for sid, path in sorted(secrets.items())],
         }
     return {"group": {"default": {"targets": sorted(targets)}}, "target": targets}
@@ -137,7 +137,7 @@ def build(item: render.Rendered, candidate: str, context_root: Path, secrets: di
         env = {**os.environ}
     else:
         cmd = [cli, "build", "--progress=plain", "-t", candidate, "--label",
-               f"{INPUT_DIGEST_LABEL}={item.context_digest()}"]
+               f"{labels.INPUT_DIGEST}={item.context_digest()}"]
         cmd += [a for sid, path in sorted(secrets.items()) for a in ("--secret", f"id={sid},src={path}")]
         cmd.append(str(context_root / item.row.id))
         env = {**os.environ, "DOCKER_BUILDKIT": "1"}

@@ -10,10 +10,10 @@ import fnmatch
 import json
 from dataclasses import dataclass
 
-from imagematrix.model import tags
+from imagematrix.model import labels, tags
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import builder, publish, render
+from imagematrix.stages import publish, render
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ def plan(matrix: Matrix, rows: list[Row], registry: str, *, ask_registry: bool =
     repo = publish.repository(registry)
     out = []
     for item in render.render(matrix, rows):
-        labels = publish.remote_labels(registry, item.row.id) if ask_registry else None
+        remote = publish.remote_labels(registry, item.row.id) if ask_registry else None
         out.append(Planned(item=item, candidate=f"{repo}:{tags.candidate_tag(item.row.id, item.context_digest())}",
-                           published=(labels or {}).get(builder.INPUT_DIGEST_LABEL)))
+                           published=(remote or {}).get(labels.INPUT_DIGEST)))
     return out
 
 

@@ -20,7 +20,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from imagematrix.knowledge import flashattn
-from imagematrix.model import tags
+from imagematrix.model import labels, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.paths import ROOT
@@ -130,15 +130,15 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
     try:
         status(row.id, "checking the registry")
         if push == "candidate":
-            labels = remote_labels(registry, candidate_tag)
-            if labels and labels.get(builder.INPUT_DIGEST_LABEL) == digest:
+            remote = remote_labels(registry, candidate_tag)
+            if remote and remote.get(labels.INPUT_DIGEST) == digest:
                 return done("skipped", f"{candidate} is already pushed")
-        labels = remote_labels(registry, row.id) if push == "final" else None
-        if labels and labels.get(builder.INPUT_DIGEST_LABEL) == digest:
+        remote = remote_labels(registry, row.id) if push == "final" else None
+        if remote and remote.get(labels.INPUT_DIGEST) == digest:
             moved = []
             for alias in final[1:]:  # an alias whose earlier push failed, or that moved to this row
                 alias_labels = remote_labels(registry, alias) or {}
-                if alias_labels.get(builder.INPUT_DIGEST_LABEL) != digest:
+                if alias_labels.get(labels.INPUT_DIGEST) != digest:
                     status(row.id, f"tagging {repo}:{alias}")
                     registry_api.retag(repo, row.id, alias)
                     moved.append(alias)
@@ -253,14 +253,14 @@ def promote(matrix: Matrix, rows: list[Row], registry: str, console: Console,
             outcomes.append(outcome("failed", f"held back: no passing result from {', '.join(lacking)}"))
             continue
         try:
-            labels = remote_labels(registry, candidate)
-            if labels is None:
+            remote = remote_labels(registry, candidate)
+            if remote is None:
                 outcomes.append(outcome("failed", f"no candidate {repo}:{candidate} in the registry: build and push it "
                                                   f"with `build.py build --row {row.id} --push candidate`"))
                 continue
-            if labels.get(builder.INPUT_DIGEST_LABEL) != digest:
+            if remote.get(labels.INPUT_DIGEST) != digest:
                 outcomes.append(outcome("failed", f"{repo}:{candidate} was built from input "
-                                                  f"{labels.get(builder.INPUT_DIGEST_LABEL)}, not {digest}: rebuild it"))
+                                                  f"{remote.get(labels.INPUT_DIGEST)}, not {digest}: rebuild it"))
                 continue
             for tag in final[row.id]:
                 registry_api.retag(repo, candidate, tag)

@@ -16,12 +16,11 @@ from pathlib import Path
 import jinja2
 
 from imagematrix.knowledge import envdefaults, flashattn, patches
-from imagematrix.model import lockfile, paths
+from imagematrix.model import labels, lockfile, paths
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks
 
-LABEL_PREFIX = "io.imagematrix"
 # A row's image is built FROM this local image when its base is `debootstrap:<suite>`.
 BOOTSTRAP_IMAGE = "imagematrix-base:{suite}"
 
@@ -52,21 +51,21 @@ def _environment() -> jinja2.Environment:
     )
 
 
-def labels(row: Row, lock_sha: str, selection: patches.Selection, fa_name: str | None) -> dict[str, str]:
+def image_labels(row: Row, lock_sha: str, selection: patches.Selection, fa_name: str | None) -> dict[str, str]:
     out = {
         "org.opencontainers.image.title": f"verl {row.verl} + vLLM {row.vllm}",
         "org.opencontainers.image.version": row.id,
         "org.opencontainers.image.base.name": row.base,
-        f"{LABEL_PREFIX}.row": row.id,
-        f"{LABEL_PREFIX}.python": row.python,
-        f"{LABEL_PREFIX}.cuda": row.cuda,
-        f"{LABEL_PREFIX}.lock.sha256": lock_sha,
-        f"{LABEL_PREFIX}.patches": ",".join(p.id for p in selection.applied),
+        labels.ROW: row.id,
+        labels.PYTHON: row.python,
+        labels.CUDA: row.cuda,
+        labels.LOCK_SHA256: lock_sha,
+        labels.PATCHES: ",".join(p.id for p in selection.applied),
     }
     for name, version in sorted(row.pins().items()):
-        out[f"{LABEL_PREFIX}.pin.{name}"] = version
+        out[labels.pin(name)] = version
     if fa_name:
-        out[f"{LABEL_PREFIX}.flash-attn.wheel"] = fa_name
+        out[labels.FLASH_ATTN_WHEEL] = fa_name
     return out
 
 
@@ -80,7 +79,7 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
     fa = dict(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python) if row.flash_attn else None
     fa_path = flashattn.wheel_path(**fa) if fa else None
     lock_sha = hashlib.sha256(lock.encode()).hexdigest()
-    row_labels = labels(row, lock_sha, selection, flashattn.wheel_name(**fa) if fa else None)
+    row_labels = image_labels(row, lock_sha, selection, flashattn.wheel_name(**fa) if fa else None)
     dockerfile = _environment().get_template("Dockerfile.j2").render(
         row=row, base_image=base_image(row), selection=selection, env=env, labels=row_labels, fa_path=fa_path,
     )

@@ -16,7 +16,8 @@ import uuid
 
 import pytest
 
-from imagematrix.stages import builder, publish
+from imagematrix.model import labels
+from imagematrix.stages import publish
 from imagematrix.tools import docker, host
 from tests.conftest import ROOT
 
@@ -61,10 +62,10 @@ def test_real_row_is_built_tested_and_pushed(built, registry):
     proc, log_dir, _ = built
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "pushed" in proc.stdout
-    labels = publish.remote_labels(registry, ROW1)
-    assert labels["io.imagematrix.pin.vllm"] == "0.7.2"
-    assert labels["io.imagematrix.patches"].count("vllm-") == 3
-    assert publish.remote_labels(registry, "vllm0.7.2")[builder.INPUT_DIGEST_LABEL] == labels[builder.INPUT_DIGEST_LABEL]
+    remote = publish.remote_labels(registry, ROW1)
+    assert remote["io.imagematrix.pin.vllm"] == "0.7.2"
+    assert remote["io.imagematrix.patches"].count("vllm-") == 3
+    assert publish.remote_labels(registry, "vllm0.7.2")[labels.INPUT_DIGEST] == remote[labels.INPUT_DIGEST]
     smoke = (log_dir / ROW1 / "smoke.log").read_text()
     assert re.search(r"(\d+) passed", smoke) and " failed" not in smoke
     manifest = (log_dir / ROW1 / "manifest.json").read_text()

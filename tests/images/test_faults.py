@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from imagematrix.knowledge import flashattn
+from imagematrix.model import labels
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.stages import builder, publish, render
+from imagematrix.stages import publish, render
 from imagematrix.tools import docker, host
 from tests.conftest import GOOD_ROW, ROOT, push_tiny_image
 
@@ -177,7 +178,7 @@ def test_authenticated_registry_credentials_from_docker_login(daemon, auth_regis
                            capture_output=True, text=True, env={**os.environ, **env})
     assert login.returncode == 0, login.stderr
     # A tiny image standing for an already published row: the same input digest as ROW1's committed context.
-    push_tiny_image(daemon, f"{repo}:{ROW1}", {builder.INPUT_DIGEST_LABEL: digest}, env={**os.environ, **env})
+    push_tiny_image(daemon, f"{repo}:{ROW1}", {labels.INPUT_DIGEST: digest}, env={**os.environ, **env})
 
     # With the docker login: the row is recognised as published (authenticated reads), and its missing
     # vllm alias is tagged in the registry (an authenticated manifest PUT), without pulling 7 GB.
@@ -188,7 +189,7 @@ def test_authenticated_registry_credentials_from_docker_login(daemon, auth_regis
     for output in (proc.stdout + proc.stderr, error, *(p.read_text() for p in tmp_path.rglob("*.txt"))):
         assert password not in output and auth not in output
     monkeypatch.setenv("DOCKER_CONFIG", str(config))
-    assert publish.remote_labels(namespace, "vllm0.7.2")[builder.INPUT_DIGEST_LABEL] == digest
+    assert publish.remote_labels(namespace, "vllm0.7.2")[labels.INPUT_DIGEST] == digest
 
 
 # --- flash-attn rows ----------------------------------------------------------------------------------------

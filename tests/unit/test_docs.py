@@ -7,8 +7,9 @@ import uuid
 
 import pytest
 
+from imagematrix.model import labels
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.stages import builder, docs, publish, render
+from imagematrix.stages import docs, publish, render
 from imagematrix.tools import docker, host
 from tests.conftest import ROOT, push_tiny_image
 
@@ -51,9 +52,9 @@ def test_status_and_size_come_from_the_registry():
     first, second = m.rows[0], m.rows[1]
     digest = render.render(m, [first])[0].context_digest()
     push_tiny_image(docker.cli(), f"{publish.repository(registry)}:{first.id}",
-                    {builder.INPUT_DIGEST_LABEL: digest})
+                    {labels.INPUT_DIGEST: digest})
     push_tiny_image(docker.cli(), f"{publish.repository(registry)}:{second.id}",
-                    {builder.INPUT_DIGEST_LABEL: "sha256:" + "2" * 64})
+                    {labels.INPUT_DIGEST: "sha256:" + "2" * 64})
     current = docs.published(registry, first, digest)
     assert current.status == "smoke tests passed" and current.size and current.size > 0
     assert docs.published(registry, second, "sha256:" + "3" * 64).status.startswith("stale")

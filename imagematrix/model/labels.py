@@ -1,0 +1,17 @@
+"""Every io.imagematrix.* image label the project writes or reads, in one place."""
+
+from __future__ import annotations
+
+PREFIX = "io.imagematrix"
+ROW = f"{PREFIX}.row"
+PYTHON = f"{PREFIX}.python"
+CUDA = f"{PREFIX}.cuda"
+LOCK_SHA256 = f"{PREFIX}.lock.sha256"
+PATCHES = f"{PREFIX}.patches"
+FLASH_ATTN_WHEEL = f"{PREFIX}.flash-attn.wheel"
+INPUT_DIGEST = f"{PREFIX}.input-digest"  # digest of the build context: a tag carrying it is current
+CLUSTER = f"{PREFIX}.cluster"  # on the containers and network of `test --cluster`
+
+
+def pin(package: str) -> str:
+    return f"{PREFIX}.pin.{package}"

@@ -1,0 +1,97 @@
+"""GPU record stage: a run's raw results (tests/smoke/gpu/run_host.sh's OUT folder) -> docs/gpu-runs/<...>.json.
+
+Read: junit.xml (each test's outcome and duration), gpu.csv (nvidia-smi), env.json (versions as the suite's Python
+imports them), verl_train.json (the training smoke's numbers), host-versions.json (which locked packages the host
+already had; written when the row's wheels were layered over a host's packages), pytest.log (the suite's report).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from imagematrix.model import gpurun, paths
+from imagematrix.model.errors import InputError
+from imagematrix.model.matrix import Matrix, Row
+from imagematrix.stages import locks
+
+GENERATED_RE = re.compile(r"vLLM (\S+) \(([^,]+), dtype (\w+)\): generated (\[\[.*\]\])")
+
+
+def tests_from_junit(path: Path) -> list[gpurun.TestResult]:
+    results = []
+    for case in ET.parse(path).getroot().iter("testcase"):
+        outcome, detail = "passed", ""
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = {"failure": "failed", "error": "error", "skipped": "skipped"}[child.tag]
+                detail = (child.get("message") or "").splitlines()[0][:300] if child.get("message") else ""
+        name = f"{Path(case.get('classname', '').replace('.', '/')).name}::{case.get('name')}"
+        results.append(gpurun.TestResult(name=name, outcome=outcome, duration_s=round(float(case.get("time", 0)), 1),
+                                         detail=detail))
+    return results
+
+
+def _gpu(path: Path) -> tuple[str, str, str, int]:
+    lines = [line.split(", ") for line in path.read_text().splitlines() if line.strip()]
+    if not lines or len(lines[0]) < 4:
+        raise InputError(f"{path}: no nvidia-smi answer", fix="run tests/smoke/gpu/run_host.sh on a GPU host")
+    name, driver, _memory, capability = lines[0][:4]
+    return name, driver, capability, len(lines)
+
+
+def _wheels(path: Path, lock_entries: int) -> gpurun.Wheels | None:
+    if not path.is_file():
+        return None
+    host = json.loads(path.read_text())
+    same = sorted(p["name"] for p in host["packages"] if p.get("match_ignoring_local"))
+    absent = sorted(host.get("missing", []))
+    return gpurun.Wheels(
+        source="the row's lock: its wheels hash-checked and installed with pip --target over the host's Python; "
+               "the largest CUDA packages taken from the host where it has the locked version",
+        from_lock=lock_entries - len(host["packages"]), from_host_same_version=same, absent=absent)
+
+
+def numbers(raw: Path) -> dict[str, object]:
+    out: dict[str, object] = {}
+    train = raw / "verl_train.json"
+    if train.is_file():
+        data = json.loads(train.read_text())
+        out["verl_train"] = {key: data.get(key) for key in ("passed", "wall_s", "attn_implementation", "metrics")}
+    log = raw / "pytest.log"
+    if log.is_file():
+        for match in GENERATED_RE.finditer(log.read_text(errors="replace")):
+            out[f"vllm_{match.group(2).replace(' ', '_').lower()}_token_ids"] = json.loads(match.group(4))
+    return out
+
+
+def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str = "") -> gpurun.GpuRun:
+    """The run record of a raw results folder, for this row (whose lock the run installed)."""
+    for needed in ("junit.xml", "gpu.csv", "env.json"):
+        if not (raw / needed).is_file():
+            raise InputError(f"{raw / needed} is missing", where=str(raw),
+                             fix="pass the OUT folder of tests/smoke/gpu/run_host.sh")
+    env = json.loads((raw / "env.json").read_text())
+    if env.get("row") != row.id:
+        raise InputError(f"{raw} holds a run of row {env.get('row')}, not {row.id}", fix=f"pass --row {env.get('row')}")
+    lock_text = locks.read_lock(matrix, row)
+    entries = sum(1 for line in lock_text.splitlines() if line and not line.startswith((" ", "#")))
+    name, driver, capability, count = _gpu(raw / "gpu.csv")
+    versions = env["versions"]
+    return gpurun.GpuRun(
+        date=date, row=row.id, lock_sha256=hashlib.sha256(lock_text.encode()).hexdigest(), mode=mode, gpu=name,
+        gpus=count, capability=capability, driver=driver, python=env["python"], torch=versions.get("torch") or "",
+        torch_cuda=env.get("torch_cuda") or "", versions=versions, wheels=_wheels(raw / "host-versions.json", entries),
+        tests=tests_from_junit(raw / "junit.xml"), numbers=numbers(raw), note=note)
+
+
+def write(run: gpurun.GpuRun, folder: Path = gpurun.RUNS) -> Path:
+    seq = 1
+    while (folder / run.file_name(seq)).exists():
+        seq += 1
+    path = folder / run.file_name(seq)
+    paths.write_atomic(path, run.model_dump_json(indent=1) + "\n")
+    return path
