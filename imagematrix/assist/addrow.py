@@ -8,6 +8,7 @@ torch wheel. A version that cannot work is refused with the resolver's reason.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from email.parser import Parser
 from pathlib import Path
@@ -18,8 +19,12 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from ruamel.yaml import YAML
 
-from imagematrix.model import lockfile, yamlio
-from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model import lockfile, paths, tags, yamlio
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
+from imagematrix.model.matrix import Matrix, Row
+from imagematrix.rules import engine as rules
+from imagematrix.stages import locks, render, resolve
 from imagematrix.tools import pypi, uv
 
 # Constraints the resolver alone would get wrong (no upper bound upstream); each names the symptom it avoids.
@@ -143,3 +148,44 @@ def appended(path: Path, snippet: str) -> str:
     if after[:-1] != before or len(after) != len(before) + 1:
         raise RuntimeFailure(f"appending to {path} would not add exactly one row; add it by hand:\n{snippet}")
     return new
+
+
+def matrix_defaults(matrix: Matrix) -> dict[str, str]:
+    """The string values of the matrix file's `defaults:` (what a new row inherits)."""
+    return {k: str(v) for k, v in (yamlio.load(matrix.path).get("defaults") or {}).items() if isinstance(v, str)}
+
+
+def prepare(matrix: Matrix, proposal: Proposal, vllm: str) -> tuple[Row, str, str]:
+    """(the new row as loaded, its YAML snippet, the whole new matrix text); nothing is written.
+
+    The whole matrix as it would be is loaded (schema, duplicate ids) from a probe file beside it."""
+    pins = proposal.pins
+    new_id = tags.row_id(verl=pins["verl"], vllm=pins["vllm"], torch=pins["torch"], cuda=pins["cuda"],
+                         python=pins["python"])
+    if new_id in {r.id for r in matrix.rows}:
+        raise InputError(f"the matrix already has row {new_id} (same verl, vLLM, torch, CUDA and Python)",
+                         where=str(matrix.path), fix="pass another --verl or --python, or edit that row")
+    snippet = row_yaml(pins, matrix_defaults(matrix), f"vLLM {vllm}: proposed by `build.py add-row`", proposal.extras)
+    text = appended(matrix.path, snippet)
+    probe = matrix.path.with_name(f".{matrix.path.name}.add-row-{os.getpid()}")
+    probe.write_text(text)
+    try:
+        new_matrix = matrix_mod.load(probe)
+    finally:
+        probe.unlink()
+    return new_matrix.rows[-1], snippet, text
+
+
+def apply(matrix: Matrix, row: Row, text: str) -> Path:
+    """Lock the row, check it against the rules, then write matrix, lock and build context; returns the lock path.
+    A proposal the rules reject is refused with nothing written."""
+    compiled = resolve.resolve(row, hashes=True)
+    problems = rules.to_errors(row, rules.evaluate(row, lockfile.parse(compiled)), matrix.path)
+    if problems:
+        raise InputErrors(problems)
+    lock = locks.lock_text(row, compiled)
+    paths.write_atomic(matrix.path, text)
+    paths.write_atomic(locks.lock_path(matrix, row), lock)
+    new_matrix = matrix_mod.load(matrix.path)
+    render.write(new_matrix, render.render(new_matrix, [row]), prune=False)
+    return locks.lock_path(matrix, row)

@@ -48,3 +48,13 @@ def published_tags(rows: list[tuple[str, str]]) -> dict[str, list[str]]:
 def candidate_tag(row_id_: str, input_digest: str) -> str:
     """Tag of an image that is built but not yet tested: never pulled by users."""
     return f"candidate-{row_id_}-{input_digest.removeprefix('sha256:')[:12]}"[:128]
+
+
+EMBEDDED_REGISTRY = "127.0.0.1:5000"  # the registry `build.py setup` starts
+DEFAULT_REGISTRY = f"{EMBEDDED_REGISTRY}/imagematrix"
+IMAGE_NAME = "verl"
+
+
+def repository(registry: str) -> str:
+    return f"{registry.rstrip('/')}/{IMAGE_NAME}"
+

@@ -8,16 +8,19 @@ import re
 import shlex
 import shutil
 import tempfile
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from imagematrix.knowledge import flashattn
 from imagematrix.model import labels
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.matrix import Row, bootstrap_suites
 from imagematrix.model.paths import cache_dir
 from imagematrix.stages import render
 from imagematrix.tools import debootstrap, docker
+from imagematrix.tools import registry as registry_api
 
 # A BuildKit plain-progress step line: "#12 [torch 1/1] RUN --mount=... uv pip install ..."
 STEP_RE = re.compile(r"^#\d+ \[([^\]]+)\] (\S.*)")
@@ -151,3 +154,21 @@ def build(item: render.Rendered, candidate: str, context_root: Path, secrets: di
         tail = log_path.read_text().splitlines()[-25:]
         raise RuntimeFailure(f"row {item.row.id}, stage build: BuildKit build failed (full log: {log_path}):\n"
                              + "\n".join("    " + line for line in tail))
+
+
+def check_flash_attn(row: Row, mirror: str | None) -> None:
+    """Fail before any build step when the row's flash-attn wheel cannot be fetched (pip would compile for hours)."""
+    base = mirror or flashattn.RELEASES
+    host = urllib.parse.urlsplit(base).hostname or ""
+    if registry_api.is_loopback(host):
+        raise RuntimeFailure(f"row {row.id}, stage inputs: the flash-attn mirror {flashattn.redact(base)} is on "
+                             "loopback, which build steps cannot reach\n"
+                             "  fix: serve it on an address the build can reach (e.g. the docker bridge 172.17.0.1)")
+    url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)
+    problem = flashattn.check_reachable(url)
+    if problem:
+        raise RuntimeFailure(
+            f"row {row.id}, stage inputs: the flash-attn {row.flash_attn} wheel {problem}\n"
+            "  fix: pass --flash-attn-mirror URL, a base URL laid out like the GitHub releases "
+            f"(v<version>/<wheel>: here {flashattn.wheel_path(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)})")
+

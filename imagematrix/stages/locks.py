@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from imagematrix.model import lockfile, paths
-from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
+from imagematrix.stages import resolve
 from imagematrix.stages.resolve import _indent, inputs
 from imagematrix.tools import uv
 
@@ -68,3 +69,27 @@ def read_lock(matrix: Matrix, row: Row) -> str:
         )
     return lock_path(matrix, row).read_text()
 
+
+
+def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4) -> list[tuple[Path, bool, int]]:
+    """Resolve every row with hashes and write its lock (and locks/tools.txt); all or nothing: a row that does
+    not resolve stops the stage before any file is written. Returns (path, changed, packages) per row."""
+    results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True), rows, jobs)
+    tools = lock_tools(matrix)
+    errors = [r for _, r in results if isinstance(r, InputError)]
+    failures = [str(r) for _, r in results if isinstance(r, RuntimeFailure)]
+    parsed = {row.id: lockfile.parse(r) for row, r in results if isinstance(r, str)}
+    errors += [e for row, r in results if row.id in parsed and (e := resolve.check_cuda(row, parsed[row.id]))]
+    if errors:
+        raise InputErrors(errors)
+    if failures:
+        raise RuntimeFailure("\n".join(failures))
+    paths.write_atomic(tools_lock_path(matrix), tools)
+    written = []
+    for row, compiled in results:
+        path = lock_path(matrix, row)
+        text = lock_text(row, compiled)
+        changed = not path.exists() or path.read_text() != text
+        paths.write_atomic(path, text)
+        written.append((path, changed, len(parsed[row.id])))
+    return written

@@ -48,7 +48,7 @@ def select(matrix: Matrix, ids: list[str] | None, patterns: list[str] | None) ->
 
 
 def plan(matrix: Matrix, rows: list[Row], registry: str, *, ask_registry: bool = True) -> list[Planned]:
-    repo = publish.repository(registry)
+    repo = tags.repository(registry)
     out = []
     for item in render.render(matrix, rows):
         remote = publish.remote_labels(registry, item.row.id) if ask_registry else None

@@ -21,6 +21,8 @@ from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.paths import ROOT, cache_dir
 from imagematrix.tools import docker, process
 
+# pytest marker expressions of the GPU tiers (`test --gpu --gpu-tier`)
+TIERS = {"single": ["-m", "gpu and not multi_gpu"], "multi": ["-m", "multi_gpu"], "all": []}
 GPU_TESTS = ROOT / "tests" / "smoke" / "gpu"
 MOUNT = "/imagematrix"
 IMAGE_PYTHON = "/opt/venv/bin/python"

@@ -15,11 +15,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from imagematrix.model import tags
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.paths import cache_dir
 from imagematrix.tools import docker
 
-REGISTRY = "127.0.0.1:5000"
+REGISTRY = tags.EMBEDDED_REGISTRY
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:

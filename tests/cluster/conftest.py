@@ -22,9 +22,8 @@ import pytest
 
 from imagematrix.assist import cluster
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.model import paths
+from imagematrix.model import paths, tags
 from imagematrix.model.paths import cache_dir
-from imagematrix.stages import publish
 from imagematrix.tools import docker
 
 DEFAULT_ROW = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
@@ -60,7 +59,7 @@ def row(request, matrix) -> matrix_mod.Row:
 @pytest.fixture(scope="session")
 def image(request, cli, row) -> str:
     ref = (_option(request.config, "--cluster-image", "IMAGEMATRIX_CLUSTER_IMAGE")
-           or f"{publish.repository(publish.DEFAULT_REGISTRY)}:{row.id}")
+           or f"{tags.repository(tags.DEFAULT_REGISTRY)}:{row.id}")
     if subprocess.run([cli, "image", "inspect", ref], capture_output=True).returncode != 0:
         pytest.skip(f"no image {ref} on this Docker host: build it with `python build.py build --row {row.id}` "
                     "(or pass --cluster-image REF)")

@@ -16,7 +16,7 @@ import uuid
 
 import pytest
 
-from imagematrix.model import labels
+from imagematrix.model import labels, tags
 from imagematrix.stages import publish
 from imagematrix.tools import docker, host
 from tests.conftest import ROOT
@@ -55,7 +55,7 @@ def built(ready, registry, tmp_path_factory):
     print(f"build of {ROW1}: {seconds:.0f} s")
     yield proc, log_dir, seconds
     for tag in (ROW1, "vllm0.7.2"):
-        subprocess.run([ready, "rmi", f"{publish.repository(registry)}:{tag}"], capture_output=True)
+        subprocess.run([ready, "rmi", f"{tags.repository(registry)}:{tag}"], capture_output=True)
 
 
 def test_real_row_is_built_tested_and_pushed(built, registry):
@@ -92,7 +92,7 @@ def _proxy_certs(cli: str, image: str) -> list[bytes]:
 def test_no_build_input_persists_in_layers_config_or_history(built, ready, registry):
     proc, _, _ = built
     assert proc.returncode == 0
-    image = f"{publish.repository(registry)}:{ROW1}"
+    image = f"{tags.repository(registry)}:{ROW1}"
     needles = [TOKEN.encode(), b"mirror.invalid"]
     proxy = _proxy_certs(ready, image)
     # each needle is searched in base64 as it appears in PEM, without line breaks: use the first 64 chars,
@@ -134,7 +134,7 @@ def test_failing_row_is_not_pushed_and_the_next_row_shares_the_torch_stage(built
                            "--registry", registry, "--log-dir", str(tmp_path / "logs")],
                           cwd=ROOT, capture_output=True, text=True)
     print(f"build of {BROKEN} and {FAST}: {time.monotonic() - started:.0f} s")
-    repo = publish.repository(registry)
+    repo = tags.repository(registry)
     try:
         assert proc.returncode == 1, proc.stdout[-3000:]
         assert f"{BROKEN}: failed at smoke" in proc.stdout and f"{FAST}: pushed" in proc.stdout
@@ -163,7 +163,7 @@ def test_gpu_suite_starts_inside_the_image(built, ready, registry):
 
     m = matrix_mod.load(ROOT / "matrix.yaml")
     row = m.select([ROW1])[0]
-    cmd = smoke_gpu.docker_command(ready, f"{publish.repository(registry)}:{ROW1}", smoke_gpu.row_json(m, row),
+    cmd = smoke_gpu.docker_command(ready, f"{tags.repository(registry)}:{ROW1}", smoke_gpu.row_json(m, row),
                              smoke_gpu.pytest_dir(row.python))
     del cmd[cmd.index("--gpus"):cmd.index("--gpus") + 2]  # this machine has no GPU (and no NVIDIA runtime)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -175,7 +175,7 @@ def test_gpu_suite_starts_inside_the_image(built, ready, registry):
 def test_preflight_warns_at_container_start_and_never_blocks(built, ready, registry, tmp_path):
     """The entrypoint runs the preflight, then the command. No GPU here: a stand-in nvidia-smi reports a T4 and a
     B200, as the NVIDIA container toolkit's would; the command must run either way."""
-    image = f"{publish.repository(registry)}:{ROW1}"
+    image = f"{tags.repository(registry)}:{ROW1}"
     archs = subprocess.run([ready, "run", "--rm", image, "cat", "/opt/imagematrix/torch-archs.txt"],
                            capture_output=True, text=True)
     assert archs.stdout.split() == ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]
@@ -193,7 +193,7 @@ def test_preflight_warns_at_container_start_and_never_blocks(built, ready, regis
 
 
 def test_doctor_on_the_built_image(built, registry):
-    proc = subprocess.run([sys.executable, "build.py", "doctor", "--json", "--image", f"{publish.repository(registry)}:{ROW1}"],
+    proc = subprocess.run([sys.executable, "build.py", "doctor", "--json", "--image", f"{tags.repository(registry)}:{ROW1}"],
                           cwd=ROOT, capture_output=True, text=True)
     import json
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from imagematrix.knowledge import flashattn
-from imagematrix.model import labels
+from imagematrix.model import labels, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import publish, render
 from imagematrix.tools import docker, host
@@ -161,7 +161,7 @@ def docker_config(tmp_path: Path) -> Path:
 def test_authenticated_registry_credentials_from_docker_login(daemon, auth_registry, tmp_path, monkeypatch):
     address, user, password = auth_registry
     namespace = f"{address}/imagematrix-auth"
-    repo = publish.repository(namespace)
+    repo = tags.repository(namespace)
     m = matrix_mod.load(ROOT / "matrix.yaml")
     row = m.select([ROW1])[0]
     digest = render.render(m, [row])[0].context_digest()
@@ -242,5 +242,5 @@ def test_flash_attn_row_builds_from_a_local_wheel_mirror(daemon, namespace, tmp_
         assert publish.remote_labels(namespace, FA_ROW)["io.imagematrix.pin.flash-attn"] == "2.7.4.post1"
     finally:
         server.terminate()
-        subprocess.run([daemon, "rmi", f"{publish.repository(namespace)}:{FA_ROW}",
-                        f"{publish.repository(namespace)}:vllm0.8.5"], capture_output=True)
+        subprocess.run([daemon, "rmi", f"{tags.repository(namespace)}:{FA_ROW}",
+                        f"{tags.repository(namespace)}:vllm0.8.5"], capture_output=True)

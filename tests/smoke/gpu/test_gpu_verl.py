@@ -10,12 +10,22 @@ import pytest
 pytestmark = pytest.mark.gpu
 
 
+# Where verl keeps the class that drives vLLM for a rollout, oldest layout first: the package's vLLMRollout
+# (0.3-0.4), the same class in its spmd module (0.5-0.8), and the async server's ServerAdapter (0.9: vLLM runs as a
+# server and the adapter feeds it). Each has generate_sequences(DataProto) -> DataProto.
+ROLLOUT_CLASSES = (("", "vLLMRollout"), (".vllm_rollout_spmd", "vLLMRollout"), (".vllm_rollout", "ServerAdapter"))
+
+
 def _rollout_class(module):
-    """vLLMRollout as the installed verl exports it (the package, or its spmd module in older releases)."""
-    cls = getattr(module, "vLLMRollout", None)
-    if cls is None:
-        cls = getattr(importlib.import_module(module.__name__ + ".vllm_rollout_spmd"), "vLLMRollout", None)
-    return cls
+    """The rollout class the installed verl has (see ROLLOUT_CLASSES), or None."""
+    for suffix, name in ROLLOUT_CLASSES:
+        try:
+            found = getattr(importlib.import_module(module.__name__ + suffix), name, None)
+        except ModuleNotFoundError:
+            continue
+        if found is not None:
+            return found
+    return None
 
 
 def test_verl_vllm_rollout_path(torch, need, tiny_model, report):
@@ -25,7 +35,7 @@ def test_verl_vllm_rollout_path(torch, need, tiny_model, report):
     rollout = importlib.import_module("verl.workers.rollout.vllm_rollout")  # imports vLLM and verl's glue for it
     cls = _rollout_class(rollout)
     assert inspect.isclass(cls) and callable(getattr(cls, "generate_sequences", None)), (
-        f"verl {verl.__version__}: no vLLMRollout with generate_sequences in {rollout.__name__}")
+        f"verl {verl.__version__}: none of {ROLLOUT_CLASSES} with generate_sequences in {rollout.__name__}")
 
     # The smallest object of that path: the batch of prompts vLLMRollout.generate_sequences consumes, made
     # from the tiny tokenizer as verl's trainer makes it (left-padded ids, mask, positions; tensordict inside).

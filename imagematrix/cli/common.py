@@ -1,0 +1,66 @@
+"""What every command shares: the consoles, the option groups, loading the matrix."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+# Wide enough for row ids when the output is not a terminal (CI logs, pipes).
+from rich.console import Console  # noqa: E402  (kept beside the consoles it makes)
+
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model import paths, tags
+from imagematrix.model.errors import InputError
+from imagematrix.stages import builder
+
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+
+def matrix_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--matrix", type=Path, default=paths.MATRIX, help="matrix file (default: matrix.yaml)")
+
+
+def row_options(parser: argparse.ArgumentParser) -> None:
+    matrix_option(parser)
+    parser.add_argument("--row", action="append", dest="rows", metavar="ID",
+                        help="only this row (repeatable; default: every row)")
+
+
+def registry_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", default=tags.DEFAULT_REGISTRY,
+                        help=f"host[:port]/namespace to publish to (default: the embedded {tags.DEFAULT_REGISTRY}); "
+                             "credentials come from the docker config")
+    parser.add_argument("--log-dir", type=Path, default=paths.ROOT / "build-logs", help="per-row logs and manifests")
+
+
+def build_input_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("build inputs (BuildKit secrets: never stored in an image)")
+    g.add_argument("--ca-cert", type=Path, default=None,
+                   help="CA bundle for HTTPS inside the build (default: $SSL_CERT_FILE when set)")
+    g.add_argument("--pip-index-url")
+    g.add_argument("--extra-index-url")
+    g.add_argument("--apt-mirror", help="Debian/Ubuntu mirror for apt and debootstrap")
+    g.add_argument("--http-proxy")
+    g.add_argument("--https-proxy")
+    g.add_argument("--no-proxy")
+    g.add_argument("--flash-attn-mirror", help="base URL laid out like the flash-attention GitHub releases")
+
+
+def build_inputs(args) -> builder.BuildInputs:
+    ca = args.ca_cert
+    if ca is None and os.environ.get("SSL_CERT_FILE") and Path(os.environ["SSL_CERT_FILE"]).is_file():
+        ca = Path(os.environ["SSL_CERT_FILE"])
+        err.print(f"CA bundle for the build: {ca} (from SSL_CERT_FILE; --ca-cert to change)")
+    if ca is not None and not ca.is_file():
+        raise InputError(f"--ca-cert {ca}: no such file", fix="pass a PEM bundle")
+    return builder.BuildInputs(ca_cert=ca, pip_index_url=args.pip_index_url, extra_index_url=args.extra_index_url,
+                               apt_mirror=args.apt_mirror, http_proxy=args.http_proxy, https_proxy=args.https_proxy,
+                               no_proxy=args.no_proxy, flash_attn_mirror=args.flash_attn_mirror)
+
+
+def load(args) -> tuple[matrix_mod.Matrix, list[matrix_mod.Row]]:
+    m = matrix_mod.load(args.matrix)
+    return m, m.select(getattr(args, "rows", None))

@@ -1,0 +1,46 @@
+"""`build.py pick`: the best image for a GPU, driver and version wishes, and why the others are out."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.table import Table
+
+from imagematrix.assist import pick
+from imagematrix.cli.common import err, matrix_option, out
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model import tags
+
+HELP = "the best image for a GPU, driver and version wishes, and why others are out"
+
+
+def add_arguments(p) -> None:
+    matrix_option(p)
+    p.add_argument("--gpu", help="GPU model or capability: A100, H100, T4, sm_75, 8.6, ...")
+    p.add_argument("--driver", help="NVIDIA driver version as nvidia-smi prints it, e.g. 535.104.05")
+    p.add_argument("--vllm", help="vLLM version or specifier, e.g. 0.10.0 or '>=0.8'")
+    p.add_argument("--verl", help="verl version or specifier, e.g. 0.5 (any 0.5.x) or '>=0.4'")
+    p.add_argument("--registry", default=tags.DEFAULT_REGISTRY, help="host[:port]/namespace for the pull line")
+
+
+def run(args) -> int:
+    m = matrix_mod.load(args.matrix)
+    result = pick.pick(m, args.gpu, args.driver, args.vllm, args.verl)
+    if result.excluded:
+        table = Table("row", "left out because", title="other rows")
+        for row_id, reasons in result.excluded.items():
+            table.add_row(row_id, escape("; ".join(reasons)))
+        out.print(table)
+    if result.best is None:
+        err.print("[red]no row fits[/]: see the reasons above (an older driver needs a row with an older CUDA; "
+                  "an older GPU needs a torch built for its architecture)")
+        return 1
+    best = result.best
+    out.print(f"best: [bold]{best.row.id}[/] (vLLM {best.row.vllm}, verl {best.row.verl}, torch {best.row.torch}, "
+              f"CUDA {best.row.cuda})")
+    for note in best.notes:
+        out.print(f"  note: {escape(note)}")
+    others = [c.row.id for c in result.candidates[1:]]
+    if others:
+        out.print(f"  also fits: {', '.join(others)}")
+    out.print(pick.pull_line(tags.repository(args.registry), best.row), highlight=False)
+    return 0

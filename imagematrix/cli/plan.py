@@ -1,0 +1,50 @@
+"""`build.py plan`: rows whose input digest differs from the registry's, as text, bake file or CI matrix."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from imagematrix.cli.common import err, out, registry_options, row_options
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.stages import builder, render
+from imagematrix.stages import plan as plan_stage
+
+HELP = "rows whose input digest differs from the registry's, as text, bake file or CI matrix"
+
+
+def add_arguments(p) -> None:
+    row_options(p)
+    p.add_argument("--match", action="append", metavar="PATTERN", help="rows whose id matches this shell pattern (repeatable)")
+    p.add_argument("--all", action="store_true", help="every selected row, even when the registry has its input digest")
+    out_format = p.add_mutually_exclusive_group()
+    out_format.add_argument("--bake", action="store_true", help="print the buildx bake file (JSON), like `bake --print`")
+    out_format.add_argument("--github", action="store_true",
+                            help="print a GitHub Actions strategy.matrix (JSON); with $GITHUB_OUTPUT set, also write "
+                                 "`matrix` and `count` there")
+    registry_options(p)
+
+
+def run(args) -> int:
+    m = matrix_mod.load(args.matrix)
+    rows = plan_stage.select(m, args.rows, args.match)
+    planned = plan_stage.plan(m, rows, args.registry, ask_registry=not (args.bake or args.all))
+    if args.bake:
+        secrets = {"build-env": Path("<secrets>/build-env"), "ca-cert": Path("<secrets>/ca-cert")}
+        items = [(p.item, p.candidate) for p in planned]
+        out.print_json(json.dumps(builder.bake_definition(items, render.generated_dir(m), secrets)))
+        return 0
+    todo = [p for p in planned if args.all or p.changed]
+    if args.github:
+        print(json.dumps(plan_stage.github_matrix(todo), separators=(",", ":")))
+        if os.environ.get("GITHUB_OUTPUT"):
+            with open(os.environ["GITHUB_OUTPUT"], "a") as f:
+                f.write(plan_stage.github_outputs(todo))
+        err.print(f"{len(todo)} of {len(planned)} row(s) to build")
+        return 0
+    for p in planned:
+        state = "build" if p in todo else "up to date"
+        out.print(f"{p.row.id}: {state} (input {p.digest[:19]}, registry {(p.published or 'none')[:19]}) "
+                  f"-> {p.candidate}")
+    return 0

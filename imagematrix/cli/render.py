@@ -1,0 +1,39 @@
+"""`build.py render`: dockerfiles/generated/<row-id>/ from the templates (or --check for drift)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from imagematrix.cli.common import err, load, out, row_options
+from imagematrix.model import paths
+from imagematrix.stages import render
+
+HELP = "write dockerfiles/generated/<row-id>/ from the templates"
+
+
+def add_arguments(p) -> None:
+    row_options(p)
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 when committed output differs")
+    p.add_argument("--patches", type=Path, default=paths.PATCHES, help=argparse.SUPPRESS)
+
+
+def run(args) -> int:
+    m, rows = load(args)
+    rendered = render.render(m, rows, args.patches)
+    if args.check:
+        problems = render.drift(m, rendered, full=not args.rows)
+        if problems:
+            err.print("generated Dockerfiles differ from what matrix.yaml renders:\n  " + "\n  ".join(problems)
+                      + "\n  fix: run `python build.py render` and commit the result")
+            return 1
+        out.print(f"dockerfiles/generated is up to date ({len(rendered)} row(s))")
+        return 0
+    changed = render.write(m, rendered, prune=not args.rows)
+    for item in rendered:
+        mark = "wrote" if item.row.id in changed else "unchanged"
+        out.print(f"{mark} dockerfiles/generated/{item.row.id}/ (input {item.context_digest()[:19]})")
+    for name in changed:
+        if name not in {item.row.id for item in rendered}:
+            out.print(f"removed dockerfiles/generated/{name}/ (no longer in the matrix)")
+    return 0

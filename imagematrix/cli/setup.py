@@ -1,0 +1,20 @@
+"""`build.py setup`: install and start what builds need on this machine."""
+
+from __future__ import annotations
+
+from imagematrix.cli.common import out
+from imagematrix.tools import docker, host
+
+HELP = "install/start what builds need: dockerd, buildx, the embedded registry, debootstrap"
+
+
+def add_arguments(p) -> None:
+    pass
+
+
+def run(args) -> int:
+    host.setup(lambda msg: out.print(msg))
+    cli = docker.cli()
+    out.print(f"docker: {cli} (buildx: {'yes' if docker.has_buildx(cli) else 'no'}); "
+              f"registry: {host.REGISTRY}; debootstrap: yes")
+    return 0

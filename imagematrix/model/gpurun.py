@@ -1,0 +1,96 @@
+"""A GPU run's record: what ran where, with which wheels, and each test's outcome (docs/gpu-runs/*.json).
+
+Records are data: `build.py gpu-record` writes one from a run's raw results, `build.py docs` renders
+docs/gpu-runs.md and the image table's GPU column from them. A record never says more than the run showed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from imagematrix.model import paths
+
+RUNS = paths.ROOT / "docs" / "gpu-runs"
+
+
+class TestResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    outcome: Literal["passed", "failed", "skipped", "error"]
+    duration_s: float
+    detail: str = ""  # skip reason or the first line of the failure
+
+
+class Wheels(BaseModel):
+    """How the row's locked packages reached the GPU host."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str  # e.g. "the row's lock, hash-checked, installed with --target over the host's packages"
+    from_lock: int  # locked packages installed from the row's own wheels
+    from_host_same_version: list[str] = []  # locked packages the host already had at the locked version
+    absent: list[str] = []  # locked packages present neither way (with why, in `source` or the run's note)
+
+
+class GpuRun(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    date: str  # YYYY-MM-DD
+    row: str
+    lock_sha256: str
+    mode: Literal["host", "image"]
+    gpu: str
+    gpus: int
+    capability: str
+    driver: str
+    python: str
+    torch: str
+    torch_cuda: str
+    versions: dict[str, str | None]
+    wheels: Wheels | None = None
+    tests: list[TestResult]
+    numbers: dict[str, object] = {}  # key figures: training step times and metrics, generated tokens
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(t.outcome in ("passed", "skipped") for t in self.tests) and any(
+            t.outcome == "passed" for t in self.tests)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tests:
+            out[t.outcome] = out.get(t.outcome, 0) + 1
+        return out
+
+    def file_name(self, seq: int = 1) -> str:
+        return f"{self.date}-{self.row}-{seq}.json"
+
+
+def load_all(folder: Path = RUNS) -> list[GpuRun]:
+    """Every record, oldest first (by date, then file name)."""
+    if not folder.is_dir():
+        return []
+    runs = [(p.name, GpuRun.model_validate(json.loads(p.read_text()))) for p in sorted(folder.glob("*.json"))]
+    return [run for _, run in sorted(runs, key=lambda pair: (pair[1].date, pair[0]))]
+
+
+def newest_by_row(runs: list[GpuRun]) -> dict[str, GpuRun]:
+    newest: dict[str, GpuRun] = {}
+    for run in runs:
+        newest[run.row] = run
+    return newest
+
+
+def summary(run: GpuRun | None) -> str:
+    """The image table's GPU cell: never more than the record says."""
+    if run is None:
+        return "never run on a GPU"
+    verdict = "GPU suite passed" if run.passed else "GPU suite FAILED"
+    wheels = ", same wheels" if run.mode == "host" and run.wheels else ""
+    return f"{verdict} on {run.gpu.removeprefix('NVIDIA ')}, {run.mode} mode{wheels}, {run.date}"

@@ -1,0 +1,149 @@
+"""One row through the stages, in order: check -> base -> build -> smoke -> push -> manifest, with progress.
+
+A row whose final tag already carries the same input digest is skipped. A failing row is reported, never pushed
+under its final tag, and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from imagematrix.model import labels, tags
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.matrix import Matrix, Row
+from imagematrix.stages import builder, render, smoke
+from imagematrix.stages.publish import Outcome, _push, remote_labels, write_manifest
+from imagematrix.tools import docker, host
+from imagematrix.tools import registry as registry_api
+
+
+def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: builder.BuildInputs,
+                log_dir: Path, status, final: list[str], push: str = "final", cache_registry: bool = False) -> Outcome:
+    """One row: skip when its final tag has the same input digest, else base -> build -> smoke -> push.
+
+    push: "final" pushes the row's final tags; "candidate" pushes only the tested candidate tag (CI: GPU jobs pull
+    it, `promote.promote` retags it); "none" pushes nothing (pull requests without registry credentials).
+    """
+    row = item.row
+    started = time.monotonic()
+    digest = item.context_digest()
+    repo = tags.repository(registry)
+    row_logs = log_dir / row.id
+    row_logs.mkdir(parents=True, exist_ok=True)
+    stage = "check"
+
+    def done(state: str, detail: str = "") -> Outcome:
+        return Outcome(row.id, state, stage, time.monotonic() - started, detail)
+
+    candidate_tag = tags.candidate_tag(row.id, digest)
+    candidate = f"{repo}:{candidate_tag}"
+    try:
+        status(row.id, "checking the registry")
+        if push == "candidate":
+            remote = remote_labels(registry, candidate_tag)
+            if remote and remote.get(labels.INPUT_DIGEST) == digest:
+                return done("skipped", f"{candidate} is already pushed")
+        remote = remote_labels(registry, row.id) if push == "final" else None
+        if remote and remote.get(labels.INPUT_DIGEST) == digest:
+            moved = []
+            for alias in final[1:]:  # an alias whose earlier push failed, or that moved to this row
+                alias_labels = remote_labels(registry, alias) or {}
+                if alias_labels.get(labels.INPUT_DIGEST) != digest:
+                    status(row.id, f"tagging {repo}:{alias}")
+                    registry_api.retag(repo, row.id, alias)
+                    moved.append(alias)
+            return done("skipped", f"{repo}:{row.id} already has input {digest[:19]}"
+                        + (f"; tagged {', '.join(moved)}" if moved else ""))
+        if row.flash_attn:
+            stage = "inputs"
+            status(row.id, "checking the flash-attn wheel")
+            builder.check_flash_attn(row, inputs.flash_attn_mirror)
+        stage = "base"
+        status(row.id, "base image")
+        docker.cli()  # no docker CLI fails this stage, before any work
+        builder.ensure_base(row, inputs, lambda msg: status(row.id, msg))
+        stage = "build"
+        status(row.id, "building (BuildKit)")
+        cache = f"{repo}:buildcache-{row.id}" if cache_registry else None
+        with tempfile.TemporaryDirectory(prefix="imagematrix-secrets-") as secret_dir:
+            secrets = inputs.write_secrets(Path(secret_dir))
+            builder.build(item, candidate, render.generated_dir(matrix), secrets, row_logs / "build.log",
+                          lambda step: status(row.id, f"building {step}"), cache=cache)
+        stage = "smoke"
+        status(row.id, "smoke tests")
+        if not smoke.run_smoke(matrix, row, candidate, row_logs / "smoke.log"):
+            return done("failed", f"smoke tests failed, nothing pushed; log {row_logs / 'smoke.log'}; "
+                                  f"the untested image stays here as {candidate}")
+        stage = "push"
+        pushed = {}
+        if push != "final":
+            if push == "candidate":
+                status(row.id, f"pushing {candidate}")
+                pushed[candidate_tag] = _push(row, candidate)
+            stage = "manifest"
+            write_manifest(candidate, pushed, row_logs / "manifest.json")
+            return done("pushed" if pushed else "tested", candidate if pushed else f"{candidate} (local, not pushed)")
+        for tag in final:  # the row's own tag first: a rerun repairs an alias whose push failed
+            status(row.id, f"pushing {repo}:{tag}")
+            ref = f"{repo}:{tag}"
+            proc = docker.run("tag", candidate, ref)
+            if proc.returncode != 0:
+                raise RuntimeFailure(f"row {row.id}, stage push: docker tag {ref} failed: {proc.stderr.strip()}")
+            pushed[tag] = _push(row, ref)
+        stage = "manifest"
+        status(row.id, "writing the manifest")
+        write_manifest(f"{repo}:{row.id}", pushed, row_logs / "manifest.json")
+        docker.run("rmi", candidate)  # the candidate tag only; layers stay with the final tag
+        return done("pushed", f"{', '.join(f'{repo}:{t}' for t in final)} {pushed.get(row.id, '')}")
+    except (RuntimeFailure, InputError) as exc:
+        (row_logs / "error.txt").write_text(str(exc) + "\n")
+        return done("failed", str(exc))
+
+
+
+def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.BuildInputs, log_dir: Path,
+            console: Console, push: str = "final", cache_registry: bool = False) -> list[Outcome]:
+    docker.require_daemon()
+    if registry == tags.DEFAULT_REGISTRY:
+        host.ensure_registry(lambda msg: console.print(msg))
+    rendered = render.render(matrix, rows)
+    drift = render.drift(matrix, rendered, full=False)
+    if drift:
+        raise InputError("the generated build contexts differ from the matrix:\n  " + "\n  ".join(drift),
+                         fix="run `python build.py render` (and commit the result)")
+    final = tags.published_tags([(r.id, r.vllm) for r in matrix.rows])
+    outcomes = []
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        for index, item in enumerate(rendered, 1):
+            label = f"[{index}/{len(rendered)}] {item.row.id}"
+            task = progress.add_task(label)
+
+            def status(row_id: str, stage: str, task=task, label=label) -> None:
+                progress.update(task, description=f"{label}: {stage}")
+                if not console.is_terminal and not stage.startswith("building ["):
+                    console.print(f"{label}: {stage}")  # a log (CI) gets stage changes as lines
+
+            outcome = publish_row(matrix, item, registry, inputs, log_dir, status, final[item.row.id], push,
+                                  cache_registry)
+            progress.remove_task(task)
+            progress.console.print(f"{outcome.row}: {outcome.status} at {outcome.stage} in {outcome.seconds:.0f} s")
+            outcomes.append(outcome)
+    table = Table("row", "result", "stage", "time", "detail", title="build summary")
+    for o in outcomes:
+        colour = {"pushed": "green", "tested": "green", "skipped": "cyan", "failed": "red"}[o.status]
+        first = o.detail.splitlines()[0] if o.detail else ""
+        table.add_row(o.row, f"[{colour}]{o.status}[/]", o.stage, f"{o.seconds:.0f} s",
+                      first if len(first) <= 100 else first[:97] + "...")
+    console.print(table)
+    for o in outcomes:
+        if o.status == "failed":
+            console.print(f"[red]{o.row}[/] failed at stage {o.stage}:\n  " + o.detail.replace("\n", "\n  "))
+    return outcomes
+

@@ -1,0 +1,72 @@
+"""Validate stage: every row's schema (already checked by loading), resolution with uv, compatibility rules,
+source patches, CUDA of the torch wheel and lock freshness, as one report per row. Nothing is written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imagematrix.knowledge import patches
+from imagematrix.model import lockfile
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.matrix import Matrix, Row
+from imagematrix.rules import engine as rules
+from imagematrix.stages import locks, resolve
+
+
+@dataclass
+class RowReport:
+    row: Row
+    resolution: str  # "ok", "unsatisfiable" or "failed"
+    checks: list = field(default_factory=list)  # the compatibility rules' verdicts
+    patches: str = ""  # how many apply (and are skipped), or "invalid"
+    packages: int = 0
+    torch_cuda: str | None = None
+    cuda_ok: bool = True
+    lock: str = ""  # "ok", "missing" or "stale"; "" when the row did not resolve
+
+
+@dataclass
+class Report:
+    rows: list[RowReport] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)  # bad input: exit 2
+    failures: list[str] = field(default_factory=list)  # runtime failures: exit 1
+    warnings: list[str] = field(default_factory=list)
+
+
+def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -> Report:
+    patch_list = patches.load(patch_path)
+    results = resolve.parallel(lambda r: lockfile.parse(resolve.resolve(r)), rows, jobs)
+    report = Report()
+    for row, result in results:
+        # Compatibility rules, with uv's resolution when there is one (for ray & co). A row whose resolution
+        # stopped on Requires-Python has already reported what python-requires would.
+        checks = rules.evaluate(row, result if isinstance(result, dict) else None,
+                                skip=("python-requires",) if isinstance(result, InputError) else ())
+        report.errors.extend(rules.to_errors(row, checks, matrix.path))
+        report.warnings.extend(rules.warnings(row, checks))
+        entry = RowReport(row=row, resolution="ok", checks=checks)
+        report.rows.append(entry)
+        try:
+            selection = patches.select(row, patch_list)
+            entry.patches = str(len(selection.applied)) + (f" ({len(selection.skipped)} skipped)" if selection.skipped else "")
+        except InputError as exc:
+            report.errors.append(exc)
+            entry.patches = "invalid"
+        if isinstance(result, InputError):
+            report.errors.append(result)
+            entry.resolution = "unsatisfiable"
+            continue
+        if isinstance(result, RuntimeFailure):
+            report.failures.append(str(result))
+            entry.resolution = "failed"
+            continue
+        cuda_problem = resolve.check_cuda(row, result)
+        if cuda_problem:
+            report.errors.append(cuda_problem)
+        entry.packages, entry.torch_cuda, entry.cuda_ok = len(result), lockfile.torch_cuda(result), cuda_problem is None
+        entry.lock = locks.lock_status(matrix, row)
+        if entry.lock != "ok":
+            report.errors.append(InputError(f"lock is {entry.lock} ({locks.lock_path(matrix, row).relative_to(matrix.root)})",
+                                            where=f"row {row.id}", fix=f"run `python build.py lock --row {row.id}`"))
+    return report
