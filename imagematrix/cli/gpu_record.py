@@ -32,5 +32,6 @@ def run(args) -> int:
     record = gpu_record.record(m, row, args.results, date, args.mode, args.note)
     path = gpu_record.write(record)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(record.counts().items()))
-    out.print(f"wrote {path.relative_to(m.root)}: {gpurun.summary(record)} ({counts})")
+    row_runs = gpurun.by_row(gpurun.load_all(path.parent)).get(row.id, [])
+    out.print(f"wrote {path.relative_to(m.root)} ({counts}); row {row.id}: {gpurun.summary(row_runs)}")
     return 0

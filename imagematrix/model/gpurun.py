@@ -34,7 +34,8 @@ class Wheels(BaseModel):
     source: str  # e.g. "the row's lock, hash-checked, installed with --target over the host's packages"
     from_lock: int  # locked packages installed from the row's own wheels
     from_host_same_version: list[str] = []  # locked packages the host already had at the locked version
-    absent: list[str] = []  # locked packages present neither way (with why, in `source` or the run's note)
+    absent: list[str] = []  # locked packages the host lacked and that were not carried
+    omitted: list[str] = []  # locked packages deliberately left out of the carried wheels
 
 
 class GpuRun(BaseModel):
@@ -80,17 +81,32 @@ def load_all(folder: Path = RUNS) -> list[GpuRun]:
     return [run for _, run in sorted(runs, key=lambda pair: (pair[1].date, pair[0]))]
 
 
-def newest_by_row(runs: list[GpuRun]) -> dict[str, GpuRun]:
-    newest: dict[str, GpuRun] = {}
+def by_row(runs: list[GpuRun]) -> dict[str, list[GpuRun]]:
+    out: dict[str, list[GpuRun]] = {}
     for run in runs:
-        newest[run.row] = run
-    return newest
+        out.setdefault(run.row, []).append(run)
+    return out
 
 
-def summary(run: GpuRun | None) -> str:
-    """The image table's GPU cell: never more than the record says."""
-    if run is None:
+def latest_results(runs: list[GpuRun]) -> dict[str, tuple[TestResult, GpuRun]]:
+    """Each test's newest result over a row's runs (oldest first): a rerun of one test replaces only that test."""
+    latest: dict[str, tuple[TestResult, GpuRun]] = {}
+    for run in runs:
+        for test in run.tests:
+            latest[test.name] = (test, run)
+    return latest
+
+
+def summary(runs: list[GpuRun]) -> str:
+    """The image table's GPU cell for one row: never more than the records say."""
+    if not runs:
         return "never run on a GPU"
-    verdict = "GPU suite passed" if run.passed else "GPU suite FAILED"
-    wheels = ", same wheels" if run.mode == "host" and run.wheels else ""
-    return f"{verdict} on {run.gpu.removeprefix('NVIDIA ')}, {run.mode} mode{wheels}, {run.date}"
+    latest = latest_results(runs)
+    outcomes = [test.outcome for test, _ in latest.values()]
+    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "error", "skipped") if o in outcomes)
+    ok = "passed" in outcomes and all(o in ("passed", "skipped") for o in outcomes)
+    newest = runs[-1]
+    gpu = newest.gpu.removeprefix("NVIDIA ")
+    wheels = ", same wheels" if newest.mode == "host" and newest.wheels else ""
+    return (f"GPU suite {'passed' if ok else 'FAILED'} on {gpu}, {newest.mode} mode{wheels}, {newest.date} "
+            f"({counts})")

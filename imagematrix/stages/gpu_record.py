@@ -18,6 +18,7 @@ from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks
 
+WEIGHT_SYNC_KEYS = ("training/rollout_actor_probs_pearson_corr", "training/rollout_probs_diff_max")
 GENERATED_RE = re.compile(r"vLLM (\S+) \(([^,]+), dtype (\w+)\): generated (\[\[.*\]\])")
 
 
@@ -43,16 +44,19 @@ def _gpu(path: Path) -> tuple[str, str, str, int]:
     return name, driver, capability, len(lines)
 
 
-def _wheels(path: Path, lock_entries: int) -> gpurun.Wheels | None:
+def _wheels(raw: Path, lock_entries: int) -> gpurun.Wheels | None:
+    """host-versions.json: the locked packages left to the host and what it had; omitted.txt: those left out."""
+    path = raw / "host-versions.json"
     if not path.is_file():
         return None
     host = json.loads(path.read_text())
+    omitted = sorted((raw / "omitted.txt").read_text().split()) if (raw / "omitted.txt").is_file() else []
     same = sorted(p["name"] for p in host["packages"] if p.get("match_ignoring_local"))
-    absent = sorted(host.get("missing", []))
     return gpurun.Wheels(
         source="the row's lock: its wheels hash-checked and installed with pip --target over the host's Python; "
                "the largest CUDA packages taken from the host where it has the locked version",
-        from_lock=lock_entries - len(host["packages"]), from_host_same_version=same, absent=absent)
+        from_lock=lock_entries - len(host["packages"]) - len(omitted), from_host_same_version=same,
+        absent=sorted(host.get("missing", [])), omitted=omitted)
 
 
 def numbers(raw: Path) -> dict[str, object]:
@@ -61,6 +65,9 @@ def numbers(raw: Path) -> dict[str, object]:
     if train.is_file():
         data = json.loads(train.read_text())
         out["verl_train"] = {key: data.get(key) for key in ("passed", "wall_s", "attn_implementation", "metrics")}
+        # the weight sync FSDP -> vLLM: the actor's and the rollout's token probabilities agree when it worked
+        out["verl_weight_sync"] = {step: {k: metrics.get(k) for k in WEIGHT_SYNC_KEYS}
+                                   for step, metrics in (data.get("steps") or {}).items()}
     log = raw / "pytest.log"
     if log.is_file():
         for match in GENERATED_RE.finditer(log.read_text(errors="replace")):
@@ -84,7 +91,7 @@ def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str 
     return gpurun.GpuRun(
         date=date, row=row.id, lock_sha256=hashlib.sha256(lock_text.encode()).hexdigest(), mode=mode, gpu=name,
         gpus=count, capability=capability, driver=driver, python=env["python"], torch=versions.get("torch") or "",
-        torch_cuda=env.get("torch_cuda") or "", versions=versions, wheels=_wheels(raw / "host-versions.json", entries),
+        torch_cuda=env.get("torch_cuda") or "", versions=versions, wheels=_wheels(raw, entries),
         tests=tests_from_junit(raw / "junit.xml"), numbers=numbers(raw), note=note)
 
 

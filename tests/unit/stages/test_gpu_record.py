@@ -1,0 +1,80 @@
+"""gpu-record: a run's raw results -> a record; docs/gpu-runs.md from records. The raw results here are the
+committed H200 run's own files where they exist (tests/smoke/gpu/run_host.sh's outputs), else made up in the test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from imagematrix.model import gpurun
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model.errors import InputError
+from imagematrix.stages import gpu_docs, gpu_record
+from tests.conftest import ROOT
+
+ROW = "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312"
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
+<testcase classname="test_gpu_cuda" name="test_torch_sees_a_gpu" time="4.5"/>
+<testcase classname="test_gpu_multi" name="test_nccl" time="0.001"><skipped message="needs 2 or more GPUs; 1 visible"/></testcase>
+<testcase classname="test_gpu_verl" name="test_path" time="23.2"><failure message="ModuleNotFoundError: no x&#10;more">tb</failure></testcase>
+</testsuite></testsuites>"""
+
+
+@pytest.fixture
+def raw(tmp_path):
+    (tmp_path / "junit.xml").write_text(JUNIT)
+    (tmp_path / "gpu.csv").write_text("NVIDIA H200, 580.159.04, 143771 MiB, 9.0\n")
+    (tmp_path / "env.json").write_text(json.dumps({"row": ROW, "python": "3.12.3", "torch_cuda": "13.0",
+                                                   "versions": {"torch": "2.11.0+cu130", "vllm": "0.24.0"}}))
+    (tmp_path / "pytest.log").write_text("vLLM 0.24.0 (eager, dtype bfloat16): generated [[1, 2], [3, 4]]\n")
+    (tmp_path / "verl_train.json").write_text(json.dumps({
+        "passed": True, "wall_s": 314.2, "attn_implementation": "sdpa",
+        "metrics": {"pg_loss": {"1": 0.0}}, "steps": {"1": {"training/rollout_actor_probs_pearson_corr": 0.99998}}}))
+    return tmp_path
+
+
+def test_a_record_carries_outcomes_gpu_versions_and_numbers(raw):
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    run = gpu_record.record(m, m.select([ROW])[0], raw, "2026-12-02", "host", "note")
+    assert [(t.name, t.outcome) for t in run.tests] == [
+        ("test_gpu_cuda::test_torch_sees_a_gpu", "passed"), ("test_gpu_multi::test_nccl", "skipped"),
+        ("test_gpu_verl::test_path", "failed")]
+    assert run.tests[2].detail == "ModuleNotFoundError: no x" and run.tests[1].detail.startswith("needs 2")
+    assert (run.gpu, run.driver, run.capability, run.gpus) == ("NVIDIA H200", "580.159.04", "9.0", 1)
+    assert run.numbers["vllm_eager_token_ids"] == [[1, 2], [3, 4]]
+    assert run.numbers["verl_weight_sync"]["1"]["training/rollout_actor_probs_pearson_corr"] == 0.99998
+    assert run.wheels is None  # no host-versions.json: the record says nothing about wheels
+    assert len(run.lock_sha256) == 64 and not run.passed
+
+
+def test_a_record_of_another_row_is_refused(raw):
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    with pytest.raises(InputError, match="holds a run of row"):
+        gpu_record.record(m, m.rows[0], raw, "2026-12-02", "host")
+
+
+def test_missing_raw_files_are_bad_input(tmp_path):
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    with pytest.raises(InputError, match="junit.xml is missing"):
+        gpu_record.record(m, m.select([ROW])[0], tmp_path, "2026-12-02", "host")
+
+
+def test_records_are_numbered_not_overwritten(raw, tmp_path):
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    run = gpu_record.record(m, m.select([ROW])[0], raw, "2026-12-02", "host")
+    out = tmp_path / "records"
+    out.mkdir()
+    first, second = gpu_record.write(run, out), gpu_record.write(run, out)
+    assert (first.name, second.name) == (f"2026-12-02-{ROW}-1.json", f"2026-12-02-{ROW}-2.json")
+
+
+def test_the_page_lists_every_row_and_says_which_never_ran(raw):
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    run = gpu_record.record(m, m.select([ROW])[0], raw, "2026-12-02", "host")
+    page = gpu_docs.page(m, [run])
+    for row in m.rows:
+        assert f"`{row.id}`" in page
+    assert page.count("| never run on a GPU |") == len(m.rows) - 1
+    assert "| `test_gpu_verl::test_path` | failed | 23.2 | ModuleNotFoundError: no x |" in page
+    assert gpurun.summary([run]) in page
