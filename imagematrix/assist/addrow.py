@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from email.parser import Parser
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
 from packaging.version import Version
 from ruamel.yaml import YAML
 
+from imagematrix import rules
+from imagematrix.knowledge import verl as verl_meta
 from imagematrix.model import lockfile, paths, tags, yamlio
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.rules import engine as rules
 from imagematrix.stages import locks, render, resolve
 from imagematrix.tools import pypi, uv
 
@@ -43,19 +42,6 @@ class Proposal:
     extras: dict[str, str] = field(default_factory=dict)  # packages pinned beside the row's own pins
 
 
-def verl_vllm_range(verl: str) -> SpecifierSet | None:
-    """The vLLM range verl's `[vllm]` extra declares (None when it has no such extra)."""
-    meta = pypi.wheel_file("verl", verl, f"verl-{verl}.dist-info/METADATA").decode()
-    for line in Parser().parsestr(meta).get_all("Requires-Dist") or []:
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            continue
-        if canonicalize_name(req.name) == "vllm" and req.marker and "vllm" in str(req.marker):
-            return req.specifier
-    return None
-
-
 def _refuse(message: str, fix: str) -> InputError:
     return InputError(message, where="add-row", fix=fix)
 
@@ -69,7 +55,7 @@ def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
         raise _refuse(f"vLLM {vllm} requires Python {required}, not {python}", "pass --python with a version it supports")
     if verl is None:
         for candidate in pypi.versions("verl"):
-            spec = verl_vllm_range(str(candidate))
+            spec = verl_meta.vllm_range(str(candidate))
             if spec is not None and spec.contains(vllm, prereleases=True):
                 verl = str(candidate)
                 why["verl"] = f"newest verl whose [vllm] extra admits vLLM {vllm} ({spec})"

@@ -12,11 +12,11 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from imagematrix import rules
 from imagematrix.knowledge import gpus
 from imagematrix.model import paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import PIN_FIELDS, PIN_PACKAGES, Matrix, Row
-from imagematrix.rules import engine as rules
 from imagematrix.tools import docker
 
 PROBE = paths.IN_IMAGE / "probe.py"

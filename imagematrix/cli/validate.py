@@ -9,10 +9,10 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from imagematrix import rules
 from imagematrix.cli.common import err, load, out, row_options
 from imagematrix.model import paths
 from imagematrix.model.errors import InputErrors, RuntimeFailure
-from imagematrix.rules import engine as rules
 from imagematrix.stages import validate
 
 HELP = "check rows: schema, resolution with uv, CUDA of torch, locks, patches"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -42,3 +43,32 @@ def for_row(row: Row, defaults: list[EnvDefault]) -> dict[str, str]:
     env = {d.name: d.value for d in defaults if SpecifierSet(d.vllm).contains(row.vllm, prereleases=True)}
     env.update(row.env)
     return dict(sorted(env.items()))
+
+
+@functools.cache
+def _env_defaults() -> tuple[EnvDefault, ...]:
+    return tuple(load())
+
+
+
+@functools.cache
+def _env_default_lines() -> dict[tuple[str, str], int | None]:
+    doc = yamlio.load(paths.ENV_DEFAULTS)
+    items = doc.get("env") or []
+    return {(str(item.get("name")), str(item.get("vllm"))): yamlio.line_of(items, i) for i, item in enumerate(items)}
+
+
+
+def row_environment(row: Row) -> dict[str, tuple[str, str]]:
+    """NAME -> (value, origin) of the environment an image of the row gets; origin 'env' (the row) or
+    'env-defaults.yaml:<line>'."""
+    out: dict[str, tuple[str, str]] = {}
+    lines = _env_default_lines()
+    for d in _env_defaults():
+        if SpecifierSet(d.vllm).contains(row.vllm, prereleases=True):
+            line = lines.get((d.name, d.vllm))
+            out[d.name] = (d.value, f"{paths.ENV_DEFAULTS.relative_to(paths.ROOT)}:{line}" if line else "env defaults")
+    for name, value in row.env.items():
+        out[name] = (value, "env")
+    return out
+

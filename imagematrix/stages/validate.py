@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imagematrix import rules
 from imagematrix.knowledge import patches
 from imagematrix.model import lockfile
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.rules import engine as rules
 from imagematrix.stages import locks, resolve
 
 

@@ -6,6 +6,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from imagematrix.assist import addrow
+from imagematrix.knowledge import verl
 from imagematrix.model import matrix as matrix_mod
 
 pytestmark = pytest.mark.network
@@ -15,7 +16,7 @@ def test_proposal_follows_vllm_torch_and_the_era_constraint():
     proposal = addrow.propose("0.9.2", "3.11")
     pins = proposal.pins
     assert pins["torch"] == "2.7.0" and pins["cuda"] == "12.6"  # vLLM 0.9.2 pins torch 2.7.0 (cu126 on PyPI)
-    assert addrow.verl_vllm_range(pins["verl"]).contains("0.9.2")
+    assert verl.vllm_range(pins["verl"]).contains("0.9.2")
     assert int(pins["transformers"].split(".")[0]) == 4  # vLLM <= 0.11 breaks on transformers 5
     assert "transformers<5" in proposal.why["transformers"]
 

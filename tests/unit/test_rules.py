@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from imagematrix.knowledge import envdefaults
-from imagematrix.model import lockfile, matrix
+from imagematrix import rules
+from imagematrix.knowledge import envdefaults, verl
+from imagematrix.model import lockfile, matrix, paths
 from imagematrix.model.errors import InputError
 from imagematrix.model.lockfile import LockEntry
-from imagematrix.rules import engine as rules
 from imagematrix.stages import resolve
 from imagematrix.tools import pypi
 
@@ -44,7 +44,7 @@ REQUIRES_PYTHON = {("verl", "0.9.1"): "<3.13,>=3.10", ("vllm", "0.10.0"): "<3.13
 
 @pytest.fixture(autouse=True)
 def offline_index(monkeypatch):
-    monkeypatch.setattr(rules, "verl_requires_dist", lambda version: tuple(VERL_REQUIRES[version]))
+    monkeypatch.setattr(verl, "requires_dist", lambda version: tuple(VERL_REQUIRES[version]))
     monkeypatch.setattr(pypi, "requires_python", lambda package, version: REQUIRES_PYTHON.get((package, version), ">=3.9"))
 
 
@@ -109,7 +109,7 @@ def test_every_rule_has_a_bad_and_a_good_case_below():
 
 
 def test_invalid_rules_data_is_an_input_error_with_its_line(tmp_path):
-    text = rules.RULES.read_text().replace("severity: fail", "severity: fatal", 1)
+    text = paths.RULES.read_text().replace("severity: fail", "severity: fatal", 1)
     path = tmp_path / "rules.yaml"
     path.write_text(text)
     with pytest.raises(InputError) as info:
@@ -248,7 +248,7 @@ def test_env_defaults_are_checked_too(make_row, monkeypatch):
     """A default that leaks to a vLLM without the variable fails the rows it applies to, naming the data file."""
     leaky = [envdefaults.EnvDefault(name="VLLM_USE_V1", value="1", vllm=">=0.8.0",
                                     reason="deliberately wrong range for the test")]
-    monkeypatch.setattr(rules, "_env_defaults", lambda: tuple(leaky))
+    monkeypatch.setattr(envdefaults, "_env_defaults", lambda: tuple(leaky))
     result = failure(make_row(vllm="0.12.0"), "vllm-env-knobs")
     assert result.field == "vllm" and "default from" in result.message
 
@@ -374,11 +374,11 @@ def test_real_matrix_passes_every_fail_rule_offline():
 @pytest.mark.network
 def test_real_verl_metadata_declares_what_the_stub_says(monkeypatch):
     monkeypatch.undo()
-    declared = {(r.name, str(r.specifier), e) for r, e in rules.verl_declared("0.5.0", "3.11")}
+    declared = {(r.name, str(r.specifier), e) for r, e in verl.declared("0.5.0", "3.11")}
     assert ("vllm", "<=0.8.5,>=0.7.3", "vllm") in declared
     assert ("tensordict", "!=0.9.0,<=0.9.1,>=0.8.0", "") in declared
     assert "torch" not in {n for n, _, _ in declared}  # torch==2.6.0 belongs to the sglang extra, not the row's
-    declared = {(r.name, str(r.specifier), e) for r, e in rules.verl_declared("0.4.1", "3.11")}
+    declared = {(r.name, str(r.specifier), e) for r, e in verl.declared("0.4.1", "3.11")}
     assert ("vllm", "<=0.8.5", "vllm") in declared and ("ray", ">=2.41.0", "") in declared
 
 

@@ -1,0 +1,54 @@
+"""Rule kind `verl-ranges`: the row's pins against verl's declared Requires-Dist, unless overridden."""
+
+from __future__ import annotations
+
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from imagematrix.knowledge import verl
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.matrix import Row
+from imagematrix.rules import common, schema
+
+
+def check(spec: schema.RuleSpec, row: Row, resolution: dict | None, ruleset: schema.Ruleset) -> list[schema.RuleResult]:
+    try:
+        declared = verl.declared(row.verl, row.python)
+    except RuntimeFailure as exc:
+        return [common.result(spec, row, passed=False, severity="warn",
+                        message=f"cannot read verl {row.verl}'s declared requirements: {exc}",
+                        fix="check the network or the package index, then validate again")]
+    overrides = {canonicalize_name(n): o for n, o in row.overrides.items()}
+    results, fine, unknown = [], [], []
+    for package in spec.packages:
+        canon = canonicalize_name(package)
+        reqs = [(r, e) for r, e in declared if canonicalize_name(r.name) == canon and str(r.specifier)]
+        if not reqs:
+            continue
+        version, field = common.version_of(row, package, resolution)
+        if version is None:
+            unknown.append(package)
+            continue
+        bad = [(r, e) for r, e in reqs if not r.specifier.contains(version, prereleases=True)]
+        shown: dict[str, str] = {}
+        for r, e in bad or reqs:
+            shown.setdefault(f"{r.name}{r.specifier}", e)
+        declared_text = " and ".join(text + (f" (its {e} extra)" if e else "") for text, e in shown.items())
+        if not bad:
+            fine.append(f"{package} {version} in {declared_text}")
+        elif canon in overrides:
+            fine.append(f"{package} {version} leaves {declared_text} on purpose (override: {overrides[canon].reason})")
+        else:
+            where_from = "" if field else " (resolved)"
+            post = " (a post-release sorts after the release it follows)" if Version(version).is_postrelease else ""
+            results.append(common.result(
+                spec, row, passed=False, field=field or "verl",
+                message=f"verl {row.verl} declares {declared_text}, the row has {package} {version}{where_from}{post}: "
+                        f"{spec.symptom}",
+                fix=f"pick {package} within {', '.join(str(r.specifier) for r, _ in bad)}, another verl, or add "
+                    f"overrides: {{{package}: {{version: \"{version}\", reason: ...}}}} when the pairing is deliberate"))
+    if fine or not results:
+        extra = f"; no version for {', '.join(unknown)} without a resolution" if unknown else ""
+        message = ("; ".join(fine) or "none of " + ", ".join(spec.packages) + " is constrained") + extra
+        results.insert(0, common.result(spec, row, passed=True, message=f"verl {row.verl}: {message}"))
+    return results
