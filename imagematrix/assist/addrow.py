@@ -19,7 +19,7 @@ from ruamel.yaml import YAML
 
 from imagematrix import rules
 from imagematrix.knowledge import verl as verl_meta
-from imagematrix.model import lockfile, paths, tags, yamlio
+from imagematrix.model import fields, lockfile, paths, tags, yamlio
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
@@ -104,7 +104,8 @@ def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
     return Proposal(pins=pins, why=why, extras=extras)
 
 
-ROW_ORDER = ("verl", "vllm", "torch", "cuda", "flash_attn", "tensordict", "transformers", "python")
+# The pins and versions a proposal fills in, in the order of the matrix file's keys.
+ROW_ORDER = tuple(k for k in fields.ROW_KEYS if k in fields.PIN_PACKAGES or k in ("cuda", "python"))
 
 
 def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str, extras: dict[str, str] | None = None) -> str:

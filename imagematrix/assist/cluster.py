@@ -10,7 +10,7 @@ in the head sends one task pinned to each node (NodeAffinitySchedulingStrategy);
 own node id and hostname, and with GPUs (`gpus`, detected with nvidia-smi by default) report them and see CUDA.
 
 Containers and network carry the label io.imagematrix.cluster=<name> and are removed in every case: success,
-failure, SIGINT and SIGTERM (both raise `Interrupted` while a run is in progress; teardown itself is not
+failure, SIGINT and SIGTERM (both raise `cluster_teardown.Interrupted` while a run is in progress; cluster_teardown.teardown itself is not
 interruptible). Failures are RuntimeFailure with the fix on a `fix:` line.
 """
 
@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from packaging.utils import canonicalize_name
 
+from imagematrix.assist import cluster_checks, cluster_teardown
 from imagematrix.model import labels, lockfile, paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
@@ -51,56 +49,6 @@ VERSION_FIX = ("run every node from the same image (a row-id tag or a digest, no
                "must be the same version on all nodes")
 
 Log = Callable[[str], None]
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived while a cluster was up (after teardown, the caller exits 128 + signum)."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
-
-
-@dataclass
-class NodeReport:
-    role: str  # head | worker
-    container: str
-    hostname: str
-    node_id: str
-    ip: str
-    cpus: float
-    gpus: float = 0
-    cuda_devices: list[str] = field(default_factory=list)
-
-
-@dataclass
-class ClusterReport:
-    name: str
-    image: str
-    worker_image: str
-    ray_version: str
-    python_version: str
-    nodes: list[NodeReport]
-    gpus: str | None
-    join_seconds: float
-    seconds: float = 0.0
-    ray_status: str = ""
-    logs: dict[str, str] = field(default_factory=dict)  # role -> the container's output (the start script's)
-
-    def summary(self) -> str:
-        lines = [f"cluster {self.name}: {len(self.nodes)} nodes joined in {self.join_seconds:.0f} s, "
-                 f"ray {self.ray_version} (Python {self.python_version}), {self.seconds:.0f} s in all"]
-        for n in self.nodes:
-            gpu = f", GPU {n.gpus:g} ({', '.join(n.cuda_devices)})" if self.gpus else ""
-            lines.append(f"  {n.role}: {n.hostname} node {n.node_id[:12]} at {n.ip}, CPU {n.cpus:g}{gpu}: task ran there")
-        return "\n".join(lines)
-
-
-# --- helpers --------------------------------------------------------------------------------------------------
-
-
-def _fail(what: str, fix: str) -> RuntimeFailure:
-    return RuntimeFailure(f"{what}\n  fix: {fix}")
 
 
 def _docker(cli: str, *args: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
@@ -129,138 +77,9 @@ def locked_version(matrix: Matrix, row: Row, package: str = "ray") -> str | None
     return entry.version if entry else None
 
 
-def count_nodes(status_text: str) -> int:
-    """Active nodes in `ray status` output."""
-    count, active = 0, False
-    for line in status_text.splitlines():
-        if line.startswith("Active:"):
-            active = True
-        elif line[:1].isalpha():
-            active = False
-        elif active and "node_" in line:
-            count += 1
-    return count
-
-
-def script_error(logs: str) -> tuple[str, str] | None:
-    """The `ray-node: error:` / `ray-node: fix:` lines the start script printed, if any."""
-    what = re.findall(r"^ray-node: error: (.*)$", logs, re.M)
-    fix = re.findall(r"^ray-node: fix: (.*)$", logs, re.M)
-    return (what[-1], fix[-1] if fix else "") if what else None
-
-
-def leftovers(cli: str, name: str) -> list[str]:
-    """Containers and networks of the run `name` that still exist (by label, and by name prefix)."""
-    found = []
-    for args in (["ps", "-a", "--filter", f"label={LABEL}={name}", "--format", "container {{.Names}}"],
-                 ["ps", "-a", "--filter", f"name={name}", "--format", "container {{.Names}}"],
-                 ["network", "ls", "--filter", f"label={LABEL}={name}", "--format", "network {{.Name}}"],
-                 ["network", "ls", "--filter", f"name={name}", "--format", "network {{.Name}}"]):
-        proc = _docker(cli, *args, timeout=60)
-        found += [line for line in proc.stdout.splitlines() if line.strip() and line not in found]
-    return found
-
-
-def teardown(cli: str, name: str, log: Log) -> None:
-    """Remove the run's containers and network; retried, since a create cut short may land after a first removal."""
-    containers = [f"{name}-head", f"{name}-worker"]
-    for attempt in range(4):
-        _docker(cli, "rm", "-f", "-v", *containers, timeout=120)
-        labelled = _docker(cli, "ps", "-aq", "--filter", f"label={LABEL}={name}", timeout=60).stdout.split()
-        if labelled:
-            _docker(cli, "rm", "-f", "-v", *labelled, timeout=120)
-        _docker(cli, "network", "rm", f"{name}-net", timeout=60)
-        left = leftovers(cli, name)
-        if not left:
-            log(f"removed the containers and the network of {name}")
-            return
-        time.sleep(1 + attempt)
-    log(f"warning: could not remove {', '.join(left)}; remove them with `docker rm -f` / `docker network rm`")
-
-
-class _SignalGuard:
-    """While a cluster is up, SIGINT and SIGTERM raise Interrupted; during teardown they are only remembered.
-
-    Handlers can be set in the main thread only; elsewhere signals keep their handlers (teardown still runs in
-    `finally` on any exception).
-    """
-
-    def __init__(self) -> None:
-        self.tearing_down = False
-        self.pending: list[int] = []
-        self.previous: dict[int, object] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.tearing_down:
-            self.pending.append(signum)
-            return
-        raise Interrupted(signum)
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.previous = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore(self) -> None:
-        for sig, old in self.previous.items():
-            signal.signal(sig, old)
-        self.previous = {}
-
-
 # --- the driver run in the head --------------------------------------------------------------------------------
 
 DRIVER = (paths.IN_IMAGE / "ray_driver.py").read_text()  # fed to `python -` in the head container
-
-
-def verify(entries: list[dict], hostnames: dict[str, str], containers: dict[str, str], gpus: bool) -> list[NodeReport]:
-    """Check the driver's answers: every node ran its task itself, and (gpus) reports GPUs its task saw.
-
-    hostnames maps each container's hostname to its role; containers maps role to container name.
-    """
-    problems: list[str] = []
-    reports: list[NodeReport] = []
-    if len(entries) != len(hostnames):
-        problems.append(f"the driver sees {len(entries)} alive node(s), expected {len(hostnames)}")
-    seen: dict[str, str] = {}
-    for entry in entries:
-        node_id, resources = entry["node_id"], entry["resources"]
-        answer = entry["answers"].get("cpu", {})
-        if "error" in answer:
-            problems.append(f"the task pinned to node {node_id[:12]} ({entry['address']}) failed: {answer['error']}")
-            continue
-        host = answer.get("hostname", "")
-        if answer.get("node_id") != node_id:
-            problems.append(f"the task pinned to node {node_id[:12]} ran on node {str(answer.get('node_id'))[:12]}")
-        if host not in hostnames:
-            problems.append(f"node {node_id[:12]} answered from hostname {host!r}, not one of {sorted(hostnames)}")
-            continue
-        if host in seen:
-            problems.append(f"nodes {seen[host][:12]} and {node_id[:12]} both answered from {host}")
-        seen[host] = node_id
-        role = hostnames[host]
-        report = NodeReport(role=role, container=containers[role], hostname=host, node_id=node_id,
-                            ip=answer.get("ip", entry["address"]), cpus=resources.get("CPU", 0),
-                            gpus=resources.get("GPU", 0))
-        if gpus:
-            if report.gpus < 1:
-                problems.append(f"{role} {host} reports no GPU to Ray (resources: {sorted(resources)})")
-            else:
-                cuda = entry["answers"].get("gpu", {})
-                if "error" in cuda:
-                    problems.append(f"the GPU task on {role} {host} failed: {cuda['error']}")
-                elif cuda.get("node_id") != node_id or not cuda.get("cuda_devices"):
-                    problems.append(f"the GPU task on {role} {host} saw no CUDA device (Ray GPU ids {cuda.get('gpu_ids')})")
-                else:
-                    report.cuda_devices = cuda["cuda_devices"]
-        reports.append(report)
-    missing = set(hostnames) - set(seen)
-    if missing and not problems:
-        problems.append(f"no task answered from {', '.join(sorted(missing))}")
-    if problems:
-        fix = ("give the containers their GPUs (the NVIDIA Container Toolkit on the host, `--gpus`; inside, "
-               "NVIDIA_VISIBLE_DEVICES must not be empty or void)" if gpus and any("GPU" in p for p in problems)
-               else "read the messages above; the node's Ray logs are in /tmp/ray/session_latest/logs of its container")
-        raise _fail("the per-node task check failed:\n  " + "\n  ".join(problems), fix)
-    return sorted(reports, key=lambda r: r.role != "head")
 
 
 # --- the run ----------------------------------------------------------------------------------------------------
@@ -270,7 +89,7 @@ def run(cli: str, image: str, row: Row | None = None, log: Log = print, *, matri
         worker_image: str | None = None, gpus: str | None = "auto", name: str | None = None,
         nic: str | None = "eth0", worker_address: str | None = None, head_wait: float = 60,
         join_timeout: float = 180, task_timeout: float = 120, check_versions: bool = True,
-        expected_ray: str | None = None) -> ClusterReport:
+        expected_ray: str | None = None) -> cluster_checks.ClusterReport:
     """Start a head and a worker container, check both joined and each runs a task, tear everything down.
 
     row (with matrix) supplies the expected ray version (the lock's pin) unless expected_ray is given.
@@ -287,19 +106,19 @@ def run(cli: str, image: str, row: Row | None = None, log: Log = print, *, matri
         expected_ray = locked_version(matrix, row)
     docker_gpus = gpu_option(gpus)
     if not SCRIPT.is_file():
-        raise _fail(f"the recipe's start script {SCRIPT} is missing", "run from a checkout of this repository "
+        raise cluster_checks._fail(f"the recipe's start script {SCRIPT} is missing", "run from a checkout of this repository "
                     "(pip install -e .): the containers start through docs/multi-node/ray-node.sh")
     docker.require_daemon()
     for ref in dict.fromkeys((image, worker_image)):
         if _docker(cli, "image", "inspect", ref).returncode != 0:
-            raise _fail(f"no image {ref} on this Docker host", "build it (`python build.py build --row ID`) or "
+            raise cluster_checks._fail(f"no image {ref} on this Docker host", "build it (`python build.py build --row ID`) or "
                         "`docker pull` it first")
     network = f"{name}-net"
     roles = {"head": f"{name}-head", "worker": f"{name}-worker"}
     hostnames = {c: role for role, c in roles.items()}  # hostname = container name
     port = 6379
     address = worker_address or f"head:{port}"
-    guard = _SignalGuard()
+    guard = cluster_teardown.SignalGuard()
     try:
         guard.install()
         log(f"cluster {name}: head and worker from {image}"
@@ -340,11 +159,11 @@ def run(cli: str, image: str, row: Row | None = None, log: Log = print, *, matri
         log(f"2 nodes joined in {join_seconds:.0f} s; running a task pinned to each node")
         entries = _drive(cli, roles["head"], bool(docker_gpus), task_timeout)
         _wait_for_head_command(cli, roles["head"], log)
-        nodes = verify(entries, hostnames, roles, bool(docker_gpus))
+        nodes = cluster_checks.verify(entries, hostnames, roles, bool(docker_gpus))
         for n in nodes:
             gpu = f", GPU {n.gpus:g}: {', '.join(n.cuda_devices)}" if docker_gpus else ""
             log(f"{n.role} {n.hostname} (node {n.node_id[:12]}, {n.ip}, CPU {n.cpus:g}{gpu}) ran its task")
-        return ClusterReport(name=name, image=image, worker_image=worker_image, ray_version=ray_version,
+        return cluster_checks.ClusterReport(name=name, image=image, worker_image=worker_image, ray_version=ray_version,
                              python_version=python_version, nodes=nodes, gpus=docker_gpus,
                              join_seconds=join_seconds, seconds=time.monotonic() - started, ray_status=status,
                              logs={role: _logs(cli, container) for role, container in roles.items()})
@@ -352,17 +171,17 @@ def run(cli: str, image: str, row: Row | None = None, log: Log = print, *, matri
         # Teardown is not interruptible: a signal now is remembered, and raised once everything is removed.
         guard.tearing_down = True
         try:
-            teardown(cli, name, log)
+            cluster_teardown.teardown(cli, name, log)
         finally:
             guard.restore()
         if guard.pending:
-            raise Interrupted(guard.pending[0])
+            raise cluster_teardown.Interrupted(guard.pending[0])
 
 
 def _docker_failure(what: str, stderr: str, docker_gpus: str | None) -> RuntimeFailure:
     text = stderr.strip()
     if docker_gpus and re.search(r"gpu|nvidia|device driver", text, re.I):
-        return _fail(f"{what} failed with --gpus {docker_gpus}: {text}",
+        return cluster_checks._fail(f"{what} failed with --gpus {docker_gpus}: {text}",
                      "install the NVIDIA Container Toolkit on this host (`nvidia-ctk runtime configure --runtime=docker`, "
                      "then restart dockerd), or run without GPUs (--gpus none)")
     return RuntimeFailure(f"{what} failed: {text}")
@@ -380,7 +199,7 @@ def _versions(cli: str, roles: dict[str, str], expected: str | None, check: bool
     for role, proc in answers.items():
         if proc.returncode != 0:
             _raise_if_exited(cli, roles, "")
-            raise _fail(f"`ray --version` fails in the {role} ({roles[role]}): "
+            raise cluster_checks._fail(f"`ray --version` fails in the {role} ({roles[role]}): "
                         f"{(proc.stderr or proc.stdout).strip()[-800:]}",
                         "the image must carry a working ray CLI (every row's lock pins ray); rebuild it")
         ray_line, _, python = proc.stdout.strip().partition("\n")
@@ -388,11 +207,11 @@ def _versions(cli: str, roles: dict[str, str], expected: str | None, check: bool
     (head_ray, head_py), (worker_ray, worker_py) = found["head"], found["worker"]
     log(f"ray {head_ray} (Python {head_py}) in the head, ray {worker_ray} (Python {worker_py}) in the worker")
     if check and (head_ray, head_py) != (worker_ray, worker_py):
-        raise _fail(f"Ray version mismatch between the nodes: the head ({roles['head']}) runs ray {head_ray} with "
+        raise cluster_checks._fail(f"Ray version mismatch between the nodes: the head ({roles['head']}) runs ray {head_ray} with "
                     f"Python {head_py}, the worker ({roles['worker']}) ray {worker_ray} with Python {worker_py}",
                     VERSION_FIX)
     if check and expected and head_ray != expected:
-        raise _fail(f"the image runs ray {head_ray}, but the row's lock pins ray=={expected}",
+        raise cluster_checks._fail(f"the image runs ray {head_ray}, but the row's lock pins ray=={expected}",
                     "rebuild the image from the current lock (`python build.py build --row ID`)")
     return head_ray, head_py
 
@@ -410,12 +229,12 @@ def _raise_if_exited(cli: str, roles: dict[str, str], address: str) -> None:
             continue
         role = "head" if container.endswith("-head") else "worker"
         logs = _logs(cli, container)
-        found = script_error(logs)
+        found = cluster_checks.script_error(logs)
         if found:
             what, fix = found
-            raise _fail(f"the {role} ({container}) stopped (exit code {code}): {what}", fix or REACH_FIX)
+            raise cluster_checks._fail(f"the {role} ({container}) stopped (exit code {code}): {what}", fix or REACH_FIX)
         tail = "\n    ".join(logs.strip().splitlines()[-15:])
-        raise _fail(f"the {role} ({container}) stopped (exit code {code}); its last output:\n    {tail}",
+        raise cluster_checks._fail(f"the {role} ({container}) stopped (exit code {code}); its last output:\n    {tail}",
                     REACH_FIX if role == "worker" and address else "read the output above")
 
 
@@ -427,7 +246,7 @@ def _wait_for_nodes(cli: str, roles: dict[str, str], address: str, timeout: floa
     while True:
         _raise_if_exited(cli, roles, address)
         proc = _docker(cli, "exec", roles["head"], "ray", "status", timeout=60)
-        nodes = count_nodes(proc.stdout) if proc.returncode == 0 else 0
+        nodes = cluster_checks.count_nodes(proc.stdout) if proc.returncode == 0 else 0
         if nodes != last:
             log(f"ray status: {nodes} of 2 nodes")
             last = nodes
@@ -435,7 +254,7 @@ def _wait_for_nodes(cli: str, roles: dict[str, str], address: str, timeout: floa
             return time.monotonic() - started, proc.stdout
         if time.monotonic() > deadline:
             tail = "\n    ".join(_logs(cli, roles["worker"]).strip().splitlines()[-10:])
-            raise _fail(f"the worker did not join the head at {address} within {timeout:.0f} s "
+            raise cluster_checks._fail(f"the worker did not join the head at {address} within {timeout:.0f} s "
                         f"(`ray status` lists {nodes} node(s)); the worker's last output:\n    {tail}", REACH_FIX)
         time.sleep(2)
 
@@ -447,7 +266,7 @@ def _wait_for_head_command(cli: str, head: str, log: Log, timeout: float = 60) -
     while "ray-node: running: " not in (logs := _logs(cli, head)):
         if time.monotonic() > deadline:
             tail = "\n    ".join(logs.strip().splitlines()[-5:])
-            raise _fail(f"the head's start script did not run its command within {timeout:.0f} s of both nodes "
+            raise cluster_checks._fail(f"the head's start script did not run its command within {timeout:.0f} s of both nodes "
                         f"joining; its last output:\n    {tail}",
                         "check RAY_NODES (the number of nodes the head waits for, head included) in its environment")
         time.sleep(1)
@@ -468,5 +287,5 @@ def _drive(cli: str, head: str, gpus: bool, timeout: float) -> list[dict]:
                "the row's numpy in matrix.yaml `extras` (pyarrow 26 needs NumPy 2; 25.x works with NumPy 1.x), "
                "then lock, render and build the row again")
     tail = "\n    ".join(output.splitlines()[-12:])
-    raise _fail(f"the driver in the head ({head}) failed before any task answered (exit {proc.returncode}): {last}\n"
+    raise cluster_checks._fail(f"the driver in the head ({head}) failed before any task answered (exit {proc.returncode}): {last}\n"
                 f"    {tail}", fix)

@@ -16,7 +16,8 @@ from imagematrix import rules
 from imagematrix.knowledge import gpus
 from imagematrix.model import paths
 from imagematrix.model.errors import InputError, RuntimeFailure
-from imagematrix.model.matrix import PIN_FIELDS, PIN_PACKAGES, Matrix, Row
+from imagematrix.model.fields import PIN_FIELDS, PIN_PACKAGES
+from imagematrix.model.matrix import Matrix, Row
 from imagematrix.tools import docker
 
 PROBE = paths.IN_IMAGE / "probe.py"

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imagematrix.model import paths, yamlio
 from imagematrix.model.errors import InputError
-from imagematrix.model.matrix import EnvName, EnvValue, Reason, Row
+from imagematrix.model.fields import EnvName, EnvValue, Reason
+from imagematrix.model.matrix import Row
 
 
 class EnvDefault(BaseModel):

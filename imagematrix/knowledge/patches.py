@@ -16,7 +16,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from imagematrix.model import paths, yamlio
 from imagematrix.model.errors import InputError, InputErrors
-from imagematrix.model.matrix import PACKAGE_RE, PATCH_ID_RE, Row
+from imagematrix.model.fields import PACKAGE_RE, PATCH_ID_RE
+from imagematrix.model.matrix import Row
 
 FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$")
 SCOPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")

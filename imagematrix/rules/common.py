@@ -6,10 +6,12 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion
 
+from imagematrix.model import fields
 from imagematrix.model.matrix import Row
 from imagematrix.rules import schema
 
-ROW_FIELDS = ("verl", "vllm", "torch", "tensordict", "transformers", "flash_attn", "python", "cuda")
+# Row fields a rule can name: the pins, and the row's Python and CUDA.
+ROW_FIELDS = (*fields.PIN_FIELDS, "python", "cuda")
 
 
 def contains(spec: str, version: str) -> bool:
@@ -26,8 +28,7 @@ def version_of(row: Row, name: str, resolution: dict | None) -> tuple[str | None
         return getattr(row, name), name
     canon = canonicalize_name(name)
     for field in ROW_FIELDS:
-        package = {"flash_attn": "flash-attn"}.get(field, field)
-        if canonicalize_name(package) == canon and field not in ("python", "cuda"):
+        if field in fields.PIN_PACKAGES and canonicalize_name(fields.PIN_PACKAGES[field]) == canon:
             return getattr(row, field), field
     for package, version in row.extras.items():
         if canonicalize_name(package) == canon:

@@ -16,7 +16,8 @@ from pathlib import Path
 from imagematrix.knowledge import flashattn
 from imagematrix.model import labels
 from imagematrix.model.errors import RuntimeFailure
-from imagematrix.model.matrix import Row, bootstrap_suites
+from imagematrix.model.fields import bootstrap_suites
+from imagematrix.model.matrix import Row
 from imagematrix.model.paths import cache_dir
 from imagematrix.stages import render
 from imagematrix.tools import debootstrap, docker

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagematrix.assist import cluster
+from imagematrix.assist import cluster, cluster_checks
 from imagematrix.model.errors import RuntimeFailure
 
 # `ray status` in the head of a real two-node cluster (ray 2.60.0).
@@ -33,10 +33,10 @@ CONTAINERS = {"head": "c-head", "worker": "c-worker"}
 
 
 def test_count_nodes_reads_the_active_section_only():
-    assert cluster.count_nodes(RAY_STATUS) == 2
+    assert cluster_checks.count_nodes(RAY_STATUS) == 2
     one = RAY_STATUS.replace(f" 1 node_{WORKER}\n", "").replace(" (no pending nodes)", f" node_{WORKER}: starting")
-    assert cluster.count_nodes(one) == 1
-    assert cluster.count_nodes("") == 0
+    assert cluster_checks.count_nodes(one) == 1
+    assert cluster_checks.count_nodes("") == 0
 
 
 def _entry(node_id, host, *, gpu=0, cuda=None, ran_on=None, ip="172.18.0.2"):
@@ -48,7 +48,7 @@ def _entry(node_id, host, *, gpu=0, cuda=None, ran_on=None, ip="172.18.0.2"):
 
 
 def test_each_node_answering_itself_passes():
-    nodes = cluster.verify([_entry(WORKER, "c-worker", ip="172.18.0.3"), _entry(HEAD, "c-head")], HOSTS,
+    nodes = cluster_checks.verify([_entry(WORKER, "c-worker", ip="172.18.0.3"), _entry(HEAD, "c-head")], HOSTS,
                            CONTAINERS, gpus=False)
     assert [(n.role, n.node_id, n.ip) for n in nodes] == [("head", HEAD, "172.18.0.2"), ("worker", WORKER, "172.18.0.3")]
 
@@ -63,29 +63,29 @@ def test_each_node_answering_itself_passes():
 ])
 def test_a_node_that_did_not_run_its_own_task_fails(entries, problem):
     with pytest.raises(RuntimeFailure, match="the per-node task check failed") as info:
-        cluster.verify(entries, HOSTS, CONTAINERS, gpus=False)
+        cluster_checks.verify(entries, HOSTS, CONTAINERS, gpus=False)
     assert problem in str(info.value)
 
 
 def test_with_gpus_each_node_must_report_and_use_them():
     good = [_entry(HEAD, "c-head", gpu=8, cuda=["NVIDIA H100 80GB HBM3"]),
             _entry(WORKER, "c-worker", gpu=8, cuda=["NVIDIA H100 80GB HBM3"])]
-    nodes = cluster.verify(good, HOSTS, CONTAINERS, gpus=True)
+    nodes = cluster_checks.verify(good, HOSTS, CONTAINERS, gpus=True)
     assert [(n.gpus, n.cuda_devices) for n in nodes] == [(8, ["NVIDIA H100 80GB HBM3"])] * 2
     no_gpu = [good[0], _entry(WORKER, "c-worker")]
     with pytest.raises(RuntimeFailure, match="worker c-worker reports no GPU to Ray") as info:
-        cluster.verify(no_gpu, HOSTS, CONTAINERS, gpus=True)
+        cluster_checks.verify(no_gpu, HOSTS, CONTAINERS, gpus=True)
     assert "NVIDIA Container Toolkit" in str(info.value).split("fix:")[1]
     blind = [good[0], _entry(WORKER, "c-worker", gpu=8, cuda=[])]
     with pytest.raises(RuntimeFailure, match="the GPU task on worker c-worker saw no CUDA device"):
-        cluster.verify(blind, HOSTS, CONTAINERS, gpus=True)
+        cluster_checks.verify(blind, HOSTS, CONTAINERS, gpus=True)
 
 
 def test_the_start_scripts_last_error_and_fix_are_picked_from_the_logs():
     logs = ("ray-node: worker: ray 2.60.0\nsome Ray output\nray-node: error: cannot reach the Ray head at h:1\n"
             "ray-node: fix: check it\n")
-    assert cluster.script_error(logs) == ("cannot reach the Ray head at h:1", "check it")
-    assert cluster.script_error("Traceback ...\n") is None
+    assert cluster_checks.script_error(logs) == ("cannot reach the Ray head at h:1", "check it")
+    assert cluster_checks.script_error("Traceback ...\n") is None
 
 
 @pytest.mark.parametrize("value, expected", [("none", None), (None, None), ("", None), ("all", "all"),

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from imagematrix.assist import cluster
+from imagematrix.assist import cluster, cluster_checks, cluster_teardown
 from imagematrix.model.errors import RuntimeFailure
 from tests.cluster.conftest import derived_image, wheel
 from tests.conftest import ROOT
@@ -31,7 +31,7 @@ def _run_failing(cli, image, name, **kw) -> tuple[str, list[str], float]:
         cluster.run(cli, image, None, logs.append, name=name, gpus="none", **kw)
     seconds = time.monotonic() - started
     print(f"{info.value}\n({seconds:.0f} s)")
-    assert cluster.leftovers(cli, name) == [], logs
+    assert cluster_teardown.leftovers(cli, name) == [], logs
     return str(info.value), logs, seconds
 
 
@@ -58,7 +58,7 @@ def test_head_and_worker_join_and_each_node_runs_its_task(cli, joined, row, matr
     assert len({n.node_id for n in report.nodes}) == 2 and all(len(n.node_id) == 56 for n in report.nodes)
     assert len({n.ip for n in report.nodes}) == 2
     assert all(n.cpus == 1 for n in report.nodes)
-    assert cluster.count_nodes(report.ray_status) == 2
+    assert cluster_checks.count_nodes(report.ray_status) == 2
     assert report.ray_version == cluster.locked_version(matrix, row)  # the lock's Ray, and the ray CLI works
     if cluster.detect_gpus():
         assert report.gpus == "all" and all(n.gpus >= 1 and n.cuda_devices for n in report.nodes)
@@ -70,7 +70,7 @@ def test_head_and_worker_join_and_each_node_runs_its_task(cli, joined, row, matr
     assert "ray-node: 2 of 2 nodes joined" in head_log and "ray-node: running: sleep infinity" in head_log
     worker_ip = next(n.ip for n in report.nodes if n.role == "worker")
     assert f"ray-node: worker up: joined head:6379 as {worker_ip}" in worker_log
-    assert cluster.leftovers(cli, report.name) == []
+    assert cluster_teardown.leftovers(cli, report.name) == []
     assert any("removed the containers and the network" in line for line in logs)
 
 
@@ -80,7 +80,7 @@ from imagematrix.assist import cluster
 
 try:
     cluster.run(sys.argv[1], sys.argv[2], None, lambda msg: print(msg, flush=True), name=sys.argv[3], gpus="none")
-except cluster.Interrupted as exc:
+except cluster_teardown.Interrupted as exc:
     print(f"interrupted: {exc}", flush=True)
     sys.exit(128 + exc.signum)
 print("not interrupted", flush=True)
@@ -102,14 +102,14 @@ def test_an_interrupted_run_leaves_nothing_behind(cli, image, name, sig):
                 seen.append(lines.get(timeout=1))
             except queue.Empty:
                 pass
-        up = cluster.leftovers(cli, name)
+        up = cluster_teardown.leftovers(cli, name)
         assert sorted(up) == sorted([f"container {name}-head", f"container {name}-worker", f"network {name}-net"])
         proc.send_signal(sig)
         code = proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
-            cluster.teardown(cli, name, print)
+            cluster_teardown.teardown(cli, name, print)
     time.sleep(0.5)
     while not lines.empty():
         seen.append(lines.get())
@@ -117,7 +117,7 @@ def test_an_interrupted_run_leaves_nothing_behind(cli, image, name, sig):
     assert code == 128 + sig, output
     assert f"interrupted: interrupted by {sig.name}" in output
     assert f"removed the containers and the network of {name}" in output
-    assert cluster.leftovers(cli, name) == []
+    assert cluster_teardown.leftovers(cli, name) == []
 
 
 @pytest.mark.parametrize("address, problem", [
@@ -191,4 +191,4 @@ def test_gpus_asked_for_on_a_host_without_nvidia_runtime(cli, image, name):
     message = str(info.value)
     print(message)
     assert "failed with --gpus all: " in message and "NVIDIA Container Toolkit" in message.split("fix:", 1)[1]
-    assert cluster.leftovers(cli, name) == []
+    assert cluster_teardown.leftovers(cli, name) == []

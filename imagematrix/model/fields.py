@@ -1,0 +1,169 @@
+"""The matrix file's fields: the pattern every value must match before it can reach a Dockerfile line, the
+row keys, the ONE table of pinned packages (row field -> distribution), and the pydantic models that check them."""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Annotated, Any
+
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+
+from imagematrix.model import paths, tags, yamlio
+
+# --- value patterns -------------------------------------------------------------------------------------
+
+PACKAGE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")  # PEP 508 distribution name
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Environment values: no whitespace, quotes, `$`, backslash or shell metacharacters.
+ENV_VALUE_RE = re.compile(r"^[A-Za-z0-9_./:,=+@%-]*$")
+PYTHON_RE = re.compile(r"^3\.[0-9]{1,2}$")
+CUDA_RE = re.compile(r"^[0-9]{2}\.[0-9]$")
+PATCH_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+# Free text (override and skip reasons): one line, rendered only into Dockerfile comments and labels;
+# no quotes, backslash, `$` or backtick, so it can never escape a comment or a quoted label.
+REASON_RE = re.compile(r"^[^\x00-\x1f\x7f\"'`$\\]{10,300}$")
+
+# Docker image reference (distribution/reference grammar), tag or digest required: no implicit `latest`.
+_DOMAIN = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+_DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
+IMAGE_REF_RE = re.compile(
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG}(?:@{_DIGEST})?|@{_DIGEST})$"
+)
+
+
+DEBOOTSTRAP_PREFIX = "debootstrap:"
+
+
+ROW_KEYS = (
+    "id", "verl", "vllm", "torch", "cuda", "flash_attn", "tensordict", "transformers",
+    "python", "base", "extras", "env", "overrides", "skip_patches",
+)
+
+
+PIN_FIELDS = ("verl", "vllm", "torch", "tensordict", "transformers", "flash_attn")
+
+
+PIN_PACKAGES = {"verl": "verl", "vllm": "vllm", "torch": "torch", "tensordict": "tensordict",
+                "transformers": "transformers", "flash_attn": "flash-attn"}
+
+
+def _string(value: Any) -> Any:
+    # YAML reads `python: 3.10` as the float 3.1 and `cuda: 12.4` as a float: insist on quoted strings.
+    if isinstance(value, bool) or isinstance(value, int | float):
+        raise ValueError(f"{value!r} is a YAML number, not a string: quote it (\"{value}\")")
+    return value
+
+
+def _exact_version(value: str) -> str:
+    try:
+        version = Version(value)
+    except InvalidVersion:
+        raise ValueError(
+            f"{value!r} is not an exact PEP 440 version; write one release, e.g. \"0.8.5\" (no ranges, no 'latest')"
+        ) from None
+    if version.local is not None:
+        raise ValueError(f"{value!r} has a local version label (+...): pin the public release")
+    if str(version) != value:
+        # accept only the canonical spelling, so tags and locks are stable
+        raise ValueError(f"{value!r} is not in canonical form: write \"{version}\"")
+    return value
+
+
+def _matching(pattern: re.Pattern[str], what: str):
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"{value!r} is not a valid {what}")
+        return value
+
+    return check
+
+
+def _base(value: str) -> str:
+    if value.startswith(DEBOOTSTRAP_PREFIX):
+        suite = value[len(DEBOOTSTRAP_PREFIX):]
+        suites = bootstrap_suites()
+        if suite not in suites:
+            raise ValueError(f"unknown debootstrap suite {suite!r}; known: {', '.join(sorted(suites))} "
+                             f"(listed in {paths.BASES.relative_to(paths.ROOT)})")
+        return value
+    if not IMAGE_REF_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid image reference with a tag or digest "
+            "(e.g. nvidia/cuda:12.4.1-runtime-ubuntu22.04), nor debootstrap:<suite>"
+        )
+    return value
+
+
+Str = Annotated[str, BeforeValidator(_string)]
+
+
+ExactVersion = Annotated[Str, AfterValidator(_exact_version)]
+
+
+PackageName = Annotated[Str, AfterValidator(_matching(PACKAGE_RE, "package name"))]
+
+
+EnvName = Annotated[Str, AfterValidator(_matching(ENV_NAME_RE, "environment variable name"))]
+
+
+EnvValue = Annotated[Str, AfterValidator(_matching(ENV_VALUE_RE, "environment value (allowed: letters, digits, _./:,=+@%-)"))]
+
+
+PythonVersion = Annotated[Str, AfterValidator(_matching(PYTHON_RE, "Python version (write e.g. \"3.11\")"))]
+
+
+CudaVersion = Annotated[Str, AfterValidator(_matching(CUDA_RE, "CUDA version (write major.minor, e.g. \"12.4\")"))]
+
+
+Reason = Annotated[Str, AfterValidator(_matching(REASON_RE, "reason (one line, 10-300 characters, no quotes, $, backtick or backslash)"))]
+
+
+PatchId = Annotated[Str, AfterValidator(_matching(PATCH_ID_RE, "patch id"))]
+
+
+RowId = Annotated[Str, AfterValidator(_matching(tags.TAG_RE, "row id (it must be a valid image tag: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127})"))]
+
+
+BaseRef = Annotated[Str, AfterValidator(_base)]
+
+
+class Override(BaseModel):
+    """A pin that deliberately leaves a range another package declares (passed to uv as an override)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: ExactVersion
+    reason: Reason
+
+
+class RowFields(BaseModel):
+    """The keys a row (or `defaults`) may carry; all optional here, completeness is checked on Row."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: RowId | None = None
+    verl: ExactVersion | None = None
+    vllm: ExactVersion | None = None
+    torch: ExactVersion | None = None
+    cuda: CudaVersion | None = None
+    flash_attn: ExactVersion | None = None
+    tensordict: ExactVersion | None = None
+    transformers: ExactVersion | None = None
+    python: PythonVersion | None = None
+    base: BaseRef | None = None
+    extras: dict[PackageName, ExactVersion] = {}
+    env: dict[EnvName, EnvValue] = {}
+    overrides: dict[PackageName, Override] = {}
+    skip_patches: dict[PatchId, Reason] = {}
+
+
+REQUIRED = ("verl", "vllm", "torch", "cuda", "tensordict", "transformers", "python", "base")
+
+
+@functools.cache
+def bootstrap_suites() -> dict[str, Any]:
+    """The bootstrappable bases of knowledge/bases.yaml (read once)."""
+    data = yamlio.load(paths.BASES) or {}
+    return dict(data.get("debootstrap") or {})
