@@ -1,0 +1,33 @@
+"""render: deterministic output, committed output in sync (drift check), content of the generated context."""
+
+from __future__ import annotations
+
+import pytest
+
+ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
+ROW_FA = "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1"
+ROW_05 = "verl0.5.0-vllm0.10.0-torch2.7.1-cu126-py311-fa2.8.1"
+ROW_LAST = "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py311"
+
+
+@pytest.mark.network
+def test_rows_sharing_torch_share_the_torch_stage(run, project_copy):
+    """Two rows that differ above torch render identical os/torch stages, so BuildKit builds them once."""
+    text = project_copy.read_text()
+    extra = ('  - id: verl0.3-vllm0.7.2-transformers4.48.3\n    verl: "0.3.0.post1"\n    vllm: "0.7.2"\n'
+             '    torch: "2.5.1"\n    cuda: "12.4"\n    tensordict: "0.6.2"\n    transformers: "4.48.3"\n')
+    project_copy.write_text(text + extra)
+    assert run("lock", "--matrix", project_copy, "--row", "verl0.3-vllm0.7.2-transformers4.48.3").code == 0
+    assert run("render", "--matrix", project_copy).code == 0
+    generated = project_copy.parent / "dockerfiles" / "generated"
+    a, b = generated / ROW1, generated / "verl0.3-vllm0.7.2-transformers4.48.3"
+    assert (a / "base.txt").read_bytes() == (b / "base.txt").read_bytes()
+    for name in ("tools.txt", "buildenv.sh"):
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+
+    def shared(path):
+        text = (path / "Dockerfile").read_text()
+        return text[text.index("FROM "):text.index("FROM torch AS image")]
+
+    assert shared(a) == shared(b)
+    assert (a / "requirements.txt").read_text() != (b / "requirements.txt").read_text()

@@ -1,0 +1,49 @@
+"""The lock format: parsing uv's output, the torch layer's closure, the CUDA of torch (model/lockfile.py)."""
+
+from __future__ import annotations
+
+from imagematrix.model import lockfile
+
+LOCK = """\
+filelock==3.20.0 \\
+    --hash=sha256:aa
+    # via
+    #   torch
+    #   vllm
+mpmath==1.3.0 \\
+    --hash=sha256:bb
+    # via sympy
+nvidia-cublas-cu12==12.4.5.8 \\
+    --hash=sha256:cc
+    # via
+    #   nvidia-cudnn-cu12
+    #   torch
+nvidia-cudnn-cu12==9.1.0.70 \\
+    --hash=sha256:dd
+    # via torch
+nvidia-cuda-runtime-cu12==12.4.127 \\
+    --hash=sha256:ee
+    # via torch
+sympy==1.13.1 \\
+    --hash=sha256:ff
+    # via torch
+torch==2.5.1 \\
+    --hash=sha256:11
+    # via
+    #   -r requirements.in
+    #   vllm
+vllm==0.7.2 \\
+    --hash=sha256:22
+    # via -r requirements.in
+"""
+
+
+def test_parse_lock_and_torch_closure():
+    entries = lockfile.parse(LOCK)
+    assert entries["nvidia-cublas-cu12"].via == {"nvidia-cudnn-cu12", "torch"}
+    assert entries["torch"].version == "2.5.1"
+    assert entries["torch"].text == "torch==2.5.1 \\\n    --hash=sha256:11\n"
+    closure = [e.name for e in lockfile.torch_closure(entries)]
+    # filelock is also needed by vllm, so it belongs to the row layer, not the shared torch layer
+    assert closure == ["mpmath", "nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "sympy", "torch"]
+    assert lockfile.torch_cuda(entries) == "12.4"
