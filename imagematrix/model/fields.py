@@ -36,6 +36,7 @@ IMAGE_REF_RE = re.compile(
 
 
 DEBOOTSTRAP_PREFIX = "debootstrap:"
+BOOTSTRAP_IMAGE = "imagematrix-base:{suite}"  # the local image a debootstrap:<suite> base becomes
 
 
 ROW_KEYS = (

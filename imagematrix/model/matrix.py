@@ -47,6 +47,12 @@ class Row:
     def bootstrap_suite(self) -> str | None:
         return self.base[len(fields.DEBOOTSTRAP_PREFIX):] if self.base.startswith(fields.DEBOOTSTRAP_PREFIX) else None
 
+    @property
+    def base_image(self) -> str:
+        """The image the build starts FROM: the bootstrapped local image for debootstrap:<suite>, else the base."""
+        suite = self.bootstrap_suite
+        return fields.BOOTSTRAP_IMAGE.format(suite=suite) if suite else self.base
+
 
 @dataclass(frozen=True)
 class Matrix:

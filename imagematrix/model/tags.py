@@ -57,4 +57,3 @@ IMAGE_NAME = "verl"
 
 def repository(registry: str) -> str:
     return f"{registry.rstrip('/')}/{IMAGE_NAME}"
-

@@ -61,7 +61,7 @@ class BuildInputs:
 
 def ensure_base(row: Row, inputs: BuildInputs, log) -> str:
     """Make the row's base image available locally: bootstrap it (debootstrap:<suite>) or pull it."""
-    image = render.base_image(row)
+    image = row.base_image
     if docker.image_exists(image):
         return image
     if row.bootstrap_suite:
