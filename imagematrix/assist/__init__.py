@@ -1,0 +1,1 @@
+"""Assistants around the pipeline: add-row, pick, doctor, and the two-node Ray cluster test."""

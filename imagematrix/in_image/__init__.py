@@ -1,0 +1,1 @@
+"""Standard-library-only code that runs inside images and containers; it imports nothing of imagematrix."""
