@@ -8,11 +8,6 @@ C++ ABI: PyPI torch wheels use the old ABI up to torch 2.6 (FALSE) and the new o
 
 from __future__ import annotations
 
-import base64
-import urllib.error
-import urllib.parse
-import urllib.request
-
 from packaging.version import Version
 
 RELEASES = "https://github.com/Dao-AILab/flash-attention/releases/download"
@@ -39,28 +34,3 @@ def wheel_url(*, flash_attn: str, cuda: str, torch: str, python: str, base: str 
     return f"{base.rstrip('/')}/{wheel_path(flash_attn=flash_attn, cuda=cuda, torch=torch, python=python)}"
 
 
-def redact(url: str) -> str:
-    """The URL without user and password, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
-
-def check_reachable(url: str, timeout: float = 15) -> str | None:
-    """None when the wheel at url answers a HEAD (redirects followed), else why not (credentials redacted)."""
-    parts = urllib.parse.urlsplit(url)
-    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (
-        f":{parts.port}" if parts.port else ""))), method="HEAD")
-    if parts.username is not None:
-        token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:"
-                                 f"{urllib.parse.unquote(parts.password or '')}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout):
-            return None
-    except urllib.error.HTTPError as exc:
-        return f"{redact(url)} answered HTTP {exc.code}"
-    except OSError as exc:
-        return f"{redact(url)} is unreachable ({getattr(exc, 'reason', exc)})"

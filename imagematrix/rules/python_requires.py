@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from imagematrix.knowledge import requires_python
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.matrix import Row
 from imagematrix.rules import common, schema
-from imagematrix.stages import resolve
 
 
 def check(spec: schema.RuleSpec, row: Row, resolution: dict | None, ruleset: schema.Ruleset) -> list[schema.RuleResult]:
     try:
-        problems = resolve.check_python(row)
+        problems = requires_python.check(row)
     except RuntimeFailure as exc:
         return [common.result(spec, row, passed=False, severity="warn",
                         message=f"cannot read Requires-Python from the index: {exc}",

@@ -20,7 +20,7 @@ from imagematrix.model.fields import bootstrap_suites
 from imagematrix.model.matrix import Row
 from imagematrix.model.paths import cache_dir
 from imagematrix.stages import render
-from imagematrix.tools import debootstrap, docker
+from imagematrix.tools import debootstrap, docker, http
 from imagematrix.tools import registry as registry_api
 
 # A BuildKit plain-progress step line: "#12 [torch 1/1] RUN --mount=... uv pip install ..."
@@ -162,11 +162,11 @@ def check_flash_attn(row: Row, mirror: str | None) -> None:
     base = mirror or flashattn.RELEASES
     host = urllib.parse.urlsplit(base).hostname or ""
     if registry_api.is_loopback(host):
-        raise RuntimeFailure(f"row {row.id}, stage inputs: the flash-attn mirror {flashattn.redact(base)} is on "
+        raise RuntimeFailure(f"row {row.id}, stage inputs: the flash-attn mirror {http.redact(base)} is on "
                              "loopback, which build steps cannot reach\n"
                              "  fix: serve it on an address the build can reach (e.g. the docker bridge 172.17.0.1)")
     url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)
-    problem = flashattn.check_reachable(url)
+    problem = http.check_reachable(url)
     if problem:
         raise RuntimeFailure(
             f"row {row.id}, stage inputs: the flash-attn {row.flash_attn} wheel {problem}\n"

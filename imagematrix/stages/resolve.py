@@ -13,13 +13,13 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from imagematrix.knowledge import requires_python
 from imagematrix.model import lockfile
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Row
-from imagematrix.tools import pypi, uv
+from imagematrix.tools import uv
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def compile_(row: Row, *, hashes: bool, offline: bool = False) -> str:
 def resolve(row: Row, *, hashes: bool = False) -> str:
     """Check the row's Python against its pins, then resolve: from uv's cache first (fast when warm),
     then over the network."""
-    errors = check_python(row)
+    errors = requires_python.check(row)
     if errors:
         raise InputErrors(errors)
     try:
@@ -107,22 +107,6 @@ def check_cuda(row: Row, entries: dict[str, lockfile.LockEntry]) -> InputError |
             fix=f"set `cuda: \"{cuda}\"` (the CUDA of the torch wheel that gets installed)",
         )
     return None
-
-
-def check_python(row: Row) -> list[InputError]:
-    """The row's Python against every pin's declared Requires-Python (uv ignores their upper bounds)."""
-    errors = []
-    for package, version in sorted(row.pins().items()):
-        if package == "flash-attn":  # a prebuilt wheel per cpXY: its name carries the Python
-            continue
-        declared = pypi.requires_python(package, version)
-        if declared and not SpecifierSet(declared).contains(row.python + ".0", prereleases=True):
-            errors.append(InputError(
-                f"{package} {version} requires Python {declared}, the row has {row.python}",
-                where=f"row {row.id}, field python",
-                fix=f"pick a Python within {declared} (and a base that packages it), or another {package}",
-            ))
-    return errors
 
 
 def parallel(func, rows: list[Row], jobs: int = 4) -> list[tuple[Row, object]]:

@@ -24,7 +24,7 @@ from imagematrix.knowledge import flashattn
 from imagematrix.model import labels, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import publish, render
-from imagematrix.tools import docker, host
+from imagematrix.tools import docker, host, http
 from tests.conftest import GOOD_ROW, ROOT, push_tiny_image
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
@@ -200,7 +200,7 @@ FA_ROW = "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1"
 def test_unreachable_flash_attn_wheel_fails_before_any_build_step(daemon, namespace, tmp_path):
     row = matrix_mod.load(ROOT / "matrix.yaml").select([FA_ROW])[0]
     url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
-    if flashattn.check_reachable(url) is None:
+    if http.check_reachable(url) is None:
         pytest.skip("the GitHub release wheel is reachable here, so this row would really build")
     started = time.monotonic()
     proc = build("--row", FA_ROW, "--registry", namespace, "--log-dir", str(tmp_path / "a"))

@@ -9,11 +9,10 @@ from __future__ import annotations
 import pytest
 
 from imagematrix import rules
-from imagematrix.knowledge import envdefaults, verl
+from imagematrix.knowledge import envdefaults, requires_python, verl
 from imagematrix.model import matrix, paths
 from imagematrix.model.errors import InputError
 from imagematrix.model.lockfile import LockEntry
-from imagematrix.stages import resolve
 from imagematrix.tools import pypi
 
 HEAD = 'defaults:\n  python: "3.11"\n  base: debootstrap:bookworm\nrows:\n'
@@ -295,12 +294,12 @@ def test_verl_ranges_read_ray_from_the_resolution_or_the_extras(make_row):
     assert failure(pinned, "verl-declared-ranges").field == "extras.ray"
 
 
-def test_python_rule_reuses_check_python(make_row):
+def test_python_rule_reuses_the_requires_python_check(make_row):
     row = make_row(**CASES[5][1])
     result = failure(row, "python-requires")
     assert "vllm 0.10.0 requires Python <3.13,>=3.9, the row has 3.13" in result.message
     assert result.field == "python" and "pick a Python within" in result.fix
-    assert [e.message for e in resolve.check_python(row)] == ["vllm 0.10.0 requires Python <3.13,>=3.9, the row has 3.13"]
+    assert [e.message for e in requires_python.check(row)] == ["vllm 0.10.0 requires Python <3.13,>=3.9, the row has 3.13"]
 
 
 # --- errors, warnings, explain ------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ def test_an_offline_no_solution_is_never_the_verdict(monkeypatch):
         return "verl==0.3.0.post1\n"
 
     monkeypatch.setattr(resolve, "compile_", fake_compile)
-    monkeypatch.setattr(resolve, "check_python", lambda row: [])
+    monkeypatch.setattr(resolve.requires_python, "check", lambda row: [])
     row = matrix.load().rows[0]
     assert resolve.resolve(row) == "verl==0.3.0.post1\n"
     assert calls == [True, False]

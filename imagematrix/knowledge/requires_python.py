@@ -1,0 +1,26 @@
+"""Each pin's declared Requires-Python, from the index, against a row's Python (uv ignores the upper bounds)."""
+
+from __future__ import annotations
+
+from packaging.specifiers import SpecifierSet
+
+from imagematrix.model.errors import InputError
+from imagematrix.model.matrix import Row
+from imagematrix.tools import pypi
+
+
+def check(row: Row) -> list[InputError]:
+    """The row's Python against every pin's declared Requires-Python (uv ignores their upper bounds)."""
+    errors = []
+    for package, version in sorted(row.pins().items()):
+        if package == "flash-attn":  # a prebuilt wheel per cpXY: its name carries the Python
+            continue
+        declared = pypi.requires_python(package, version)
+        if declared and not SpecifierSet(declared).contains(row.python + ".0", prereleases=True):
+            errors.append(InputError(
+                f"{package} {version} requires Python {declared}, the row has {row.python}",
+                where=f"row {row.id}, field python",
+                fix=f"pick a Python within {declared} (and a base that packages it), or another {package}",
+            ))
+    return errors
+
