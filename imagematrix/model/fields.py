@@ -41,7 +41,7 @@ BOOTSTRAP_IMAGE = "imagematrix-base:{suite}"  # the local image a debootstrap:<s
 
 ROW_KEYS = (
     "id", "verl", "vllm", "torch", "cuda", "flash_attn", "tensordict", "transformers",
-    "python", "base", "extras", "env", "overrides", "skip_patches",
+    "python", "base", "extras", "env", "overrides", "skip_patches", "rollout_only",
 )
 
 
@@ -158,6 +158,7 @@ class RowFields(BaseModel):
     env: dict[EnvName, EnvValue] = {}
     overrides: dict[PackageName, Override] = {}
     skip_patches: dict[PatchId, Reason] = {}
+    rollout_only: Reason | None = None  # why the image cannot train with verl (see knowledge/training.yaml)
 
 
 REQUIRED = ("verl", "vllm", "torch", "cuda", "tensordict", "transformers", "python", "base")

@@ -9,6 +9,7 @@ CUDA = f"{PREFIX}.cuda"
 LOCK_SHA256 = f"{PREFIX}.lock.sha256"
 PATCHES = f"{PREFIX}.patches"
 FLASH_ATTN_WHEEL = f"{PREFIX}.flash-attn.wheel"
+TRAINING = f"{PREFIX}.training"  # how verl trains in the image: flash_attention_2, sdpa (and the override), rollout only
 INPUT_DIGEST = f"{PREFIX}.input-digest"  # digest of the build context: a tag carrying it is current
 CLUSTER = f"{PREFIX}.cluster"  # on the containers and network of `test --cluster`
 

@@ -35,6 +35,7 @@ class Row:
     env: dict[str, str]
     overrides: dict[str, fields.Override]
     skip_patches: dict[str, str]
+    rollout_only: str | None = None  # the reason this image is for rollout, not verl training
     line: int | None = None
 
     def pins(self) -> dict[str, str]:

@@ -12,12 +12,14 @@ from imagematrix.rules import (
     flash_attn_wheel,
     python_requires,
     schema,
+    training_attention,
     verl_ranges,
     vllm_env,
 )
 
 KINDS = {"conflict": conflict.check, "flash-attn-wheel": flash_attn_wheel.check, "vllm-env": vllm_env.check,
-         "verl-ranges": verl_ranges.check, "python-requires": python_requires.check}
+         "verl-ranges": verl_ranges.check, "python-requires": python_requires.check,
+         "training-attention": training_attention.check}
 
 
 def evaluate(row: Row, resolution: dict | None = None, *, ruleset: schema.Ruleset | None = None,

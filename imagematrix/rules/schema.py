@@ -52,7 +52,8 @@ class _Strict(BaseModel):
 class RuleSpec(_Strict):
     id: str
     severity: Severity
-    kind: Literal["conflict", "flash-attn-wheel", "vllm-env", "verl-ranges", "python-requires"]
+    kind: Literal["conflict", "flash-attn-wheel", "vllm-env", "verl-ranges", "python-requires",
+                  "training-attention"]
     field: str
     symptom: str
     fix: str

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jinja2
 
-from imagematrix.knowledge import envdefaults, flashattn, patches
+from imagematrix.knowledge import envdefaults, flashattn, patches, training
 from imagematrix.model import labels, lockfile, paths
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
@@ -61,7 +61,14 @@ def image_labels(row: Row, lock_sha: str, selection: patches.Selection, fa_name:
         out[labels.pin(name)] = version
     if fa_name:
         out[labels.FLASH_ATTN_WHEEL] = fa_name
+    out[labels.TRAINING] = training.attention(row).note
     return out
+
+
+def _training(row: Row) -> dict:
+    """How the image trains with verl, for the GPU training smoke test inside it (row.json)."""
+    how = training.attention(row)
+    return {"attn_implementation": how.attn_implementation, "override": how.override, "note": how.note}
 
 
 def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_defaults) -> Rendered:
@@ -95,6 +102,7 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
             "id": row.id, "pins": row.pins(), "python": row.python, "cuda": row.cuda, "base": row.base,
             "lock_sha256": lock_sha, "patches": [p.id for p in selection.applied],
             "skipped_patches": selection.skipped, "env": env, "labels": row_labels,
+            "training": _training(row),
         }, indent=2, sort_keys=True) + "\n").encode(),
     }
     return Rendered(row=row, files=files)

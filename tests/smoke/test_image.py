@@ -60,3 +60,11 @@ def test_environment_defaults_are_as_rendered(inspect, expected):
     for name, value in expected["env"].items():
         assert env.get(name) == value, name
     assert env["PATH"].startswith("/opt/venv/bin:")
+
+
+def test_the_nvidia_runtime_is_asked_for_the_compute_libraries(inspect):
+    """Without these the NVIDIA container toolkit mounts only nvidia-smi's libraries (utility): CUDA finds no
+    driver under the plain nvidia runtime and Kubernetes' device plugin."""
+    env = dict(item.split("=", 1) for item in inspect["Config"]["Env"])
+    assert env.get("NVIDIA_VISIBLE_DEVICES") == "all"
+    assert {"compute", "utility"} <= set(env.get("NVIDIA_DRIVER_CAPABILITIES", "").split(","))

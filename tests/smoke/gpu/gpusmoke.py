@@ -37,11 +37,15 @@ class RowSpec:
     id: str
     pins: dict[str, str] = field(default_factory=dict)
     patches: tuple[str, ...] = ()
+    # how verl trains in the image (knowledge/training.yaml, rendered): attn_implementation (None: rollout only),
+    # override, note
+    training: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> RowSpec:
         data = json.loads(Path(path).read_text())
-        return cls(id=data["id"], pins=dict(data["pins"]), patches=tuple(data.get("patches", ())))
+        return cls(id=data["id"], pins=dict(data["pins"]), patches=tuple(data.get("patches", ())),
+                   training=dict(data.get("training") or {}))
 
     def pin(self, dist: str) -> str | None:
         return self.pins.get(dist)

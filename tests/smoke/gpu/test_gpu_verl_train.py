@@ -30,21 +30,24 @@ RAY_CPUS = 8
 
 
 def _attention(smoke: gpusmoke.Settings, need, capability: tuple[int, int]) -> str:
-    """flash_attention_2 where the row ships flash-attn (it must import then) or, without a row, where it
-    imports; else sdpa. flash-attn 2 needs sm80+."""
+    """What the row's row.json says (rendered from knowledge/training.yaml): flash_attention_2 (flash-attn must then
+    import), sdpa, or rollout only (skip: the row declares it and validate checked it). Without a row:
+    flash_attention_2 where flash-attn imports, else sdpa. flash-attn 2 needs sm80+."""
+    declared = smoke.row.training if smoke.row else {}
+    if declared:
+        attn = declared.get("attn_implementation")
+        if attn is None:
+            pytest.skip(f"row {smoke.row.id}: {declared.get('note')}")
+        if attn == "flash_attention_2":
+            need("flash-attn")
+        return attn
     if capability < (8, 0):
         return "sdpa"
-    ships = smoke.ships("flash-attn")
-    if ships:
-        need("flash-attn")
-        return "flash_attention_2"
-    if ships is None:
-        try:
-            import flash_attn  # noqa: F401
-        except Exception:
-            return "sdpa"
-        return "flash_attention_2"
-    return "sdpa"
+    try:
+        import flash_attn  # noqa: F401
+    except Exception:
+        return "sdpa"
+    return "flash_attention_2"
 
 
 def _results_file(payload: dict, log: Path) -> Path | None:

@@ -106,3 +106,24 @@ def test_base_and_row_requirements_partition_the_lock(rendered):
         rest = lockfile.parse(item.files["requirements.txt"].decode())
         assert set(base) | set(rest) == set(lock) and not set(base) & set(rest)
         assert "torch" in base and "vllm" in rest and "verl" in rest
+
+
+def test_every_image_asks_the_nvidia_runtime_for_compute_and_utility(rendered):
+    for item in rendered.values():
+        dockerfile = item.files["Dockerfile"].decode()
+        assert "ENV NVIDIA_VISIBLE_DEVICES=all\n" in dockerfile, item.row.id
+        assert "ENV NVIDIA_DRIVER_CAPABILITIES=compute,utility\n" in dockerfile, item.row.id
+
+
+def test_every_image_says_how_verl_trains_in_it(rendered):
+    """Label io.imagematrix.training and row.json's `training` (which the GPU training smoke test reads)."""
+    notes = {}
+    for item in rendered.values():
+        row_json = json.loads(item.files["row.json"])
+        notes[item.row.id] = row_json["labels"]["io.imagematrix.training"]
+        assert row_json["training"]["note"] == notes[item.row.id]
+    assert notes[ROW1].startswith("rollout only: verl 0.3.0.post1 hard-codes flash_attention_2")
+    assert notes["verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1"] == (
+        "trains with flash_attention_2 (flash-attn 2.7.4.post1)")
+    assert notes["verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312"] == (
+        "trains with sdpa: pass +actor_rollout_ref.model.override_config.attn_implementation=sdpa")
