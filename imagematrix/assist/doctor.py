@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass, field
 
 from imagematrix import rules
-from imagematrix.knowledge import gpus
+from imagematrix.knowledge import gpus, training
 from imagematrix.model import paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.fields import PIN_FIELDS, PIN_PACKAGES
@@ -35,9 +35,10 @@ class Report:
     facts: dict
     nearest: str | None
     findings: list[Finding] = field(default_factory=list)
+    training: str = ""  # how verl trains with what is installed (knowledge/training.yaml)
 
     def as_json(self) -> str:
-        return json.dumps({"facts": self.facts, "nearest_row": self.nearest,
+        return json.dumps({"facts": self.facts, "nearest_row": self.nearest, "training": self.training,
                            "findings": [dataclasses.asdict(f) for f in self.findings]}, indent=2, sort_keys=True)
 
 
@@ -87,6 +88,7 @@ def analyse(matrix: Matrix, facts: dict) -> Report:
             row, **{f: installed.get(PIN_PACKAGES[f]) or getattr(row, f) for f in PIN_FIELDS if getattr(row, f)},
             python=".".join(facts["python"].split(".")[:2]),
             env={k: v for k, v in facts["env"].items() if k.startswith("VLLM_")})
+        report.training = training.attention(dataclasses.replace(actual, flash_attn=installed.get("flash-attn"))).note
         for result in rules.evaluate(actual):
             if result.failed or result.warned:
                 add(Finding("rule", f"{result.rule}: {result.message}", result.fix))
@@ -123,6 +125,8 @@ def lines(report: Report) -> list[str]:
     out.append(f"GPUs         {gpus_seen or 'none visible'}; driver {facts.get('driver') or '-'}")
     out += [f"env          {k}={v}" for k, v in facts["env"].items()]
     out.append(f"nearest row  {report.nearest or '-'}")
+    if report.training:
+        out.append(f"verl training {report.training}")
     if not report.findings:
         out.append("no problems found")
     for finding in report.findings:

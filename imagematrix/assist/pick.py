@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from imagematrix.knowledge import gpus
+from imagematrix.knowledge import gpus, training
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
 
@@ -73,6 +73,9 @@ def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str |
             elif status == "compat":
                 notes.append(f"driver {driver} runs CUDA {row.cuda} only under minor-version compatibility "
                              f"(>= {gpus.min_driver(row.cuda)} for full support, PTX JIT included)")
+        how = training.attention(row)
+        if how.attn_implementation != "flash_attention_2":
+            notes.append(f"verl training: {how.note}")
         if reasons:
             excluded[row.id] = reasons
         else:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagematrix.knowledge import gpus
+from imagematrix.knowledge import gpus, training
 from imagematrix.model import gpurun, labels, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
@@ -59,15 +59,15 @@ def generate(matrix: Matrix, registry: str, offline: bool = False) -> tuple[str,
         info = Published(None, "not checked (--offline)") if offline else published(registry, row, item.context_digest())
         rows.append((row, info))
     head = ("| tag | verl | vLLM | torch | CUDA | flash-attn | tensordict | transformers | Python | base "
-            "| GPU archs (sm) | size | status |")
-    lines = [head, "|" + "---|" * 13]
+            "| GPU archs (sm) | verl training | size | status |")
+    lines = [head, "|" + "---|" * 14]
     short = ["| tag | vLLM | torch | CUDA | GPU archs (sm) | status | GPU |", "|---|---|---|---|---|---|---|"]
     runs = gpurun.by_row(gpurun.load_all(matrix.root / "docs" / "gpu-runs"))
     for row, info in rows:
         tag_cell = " ".join(f"`{t}`" for t in final[row.id])
         lines.append(f"| {tag_cell} | {row.verl} | {row.vllm} | {row.torch} | {row.cuda} | {row.flash_attn or '-'} "
                      f"| {row.tensordict} | {row.transformers} | {row.python} | `{row.base}` | {arch_coverage(row)} "
-                     f"| {_size(info.size)} | {info.status} |")
+                     f"| {training.attention(row).note} | {_size(info.size)} | {info.status} |")
         short.append(f"| `{row.id}` | {row.vllm} | {row.torch} | {row.cuda} | {arch_coverage(row)} | {info.status} "
                      f"| {gpurun.summary(runs.get(row.id, []))} |")
     doc = "\n".join([

@@ -59,3 +59,12 @@ def test_probe_of_this_python_as_json(run):
     data = json.loads(result.out)
     assert data["facts"]["python"] == platform.python_version()
     assert set(data["facts"]["packages"]) >= {"verl", "vllm", "torch", "tensordict", "transformers"}
+
+
+def test_doctor_says_how_verl_trains_with_what_is_installed():
+    report = doctor.analyse(M, facts({**ROW1.pins()}))  # verl 0.3 without flash-attn: the row is rollout-only
+    assert report.training.startswith("rollout only: verl 0.3.0.post1 hard-codes flash_attention_2")
+    assert any(line.startswith("verl training rollout only") for line in doctor.lines(report))
+    with_fa = doctor.analyse(M, facts({**ROW1.pins(), "flash-attn": "2.7.4.post1"}))
+    assert with_fa.training == "trains with flash_attention_2 (flash-attn 2.7.4.post1)"
+    assert json.loads(with_fa.as_json())["training"] == with_fa.training

@@ -47,3 +47,11 @@ def test_cli_prints_the_pull_line_and_fails_when_nothing_fits(run):
     assert none.code == 1 and "no row fits" in none.err
     assert run("pick", "--gpu", "Z9000").code == 2
     assert run("pick", "--gpu", "A100", "--vllm", "not a version").code == 2
+
+
+def test_pick_says_when_an_image_trains_without_flash_attention_2():
+    result = pick.pick(matrix_mod.load(ROOT / "matrix.yaml"), "H100", None, "0.24.0", None)
+    assert "verl training: trains with sdpa: pass +actor_rollout_ref.model.override_config.attn_implementation=sdpa" \
+        in result.best.notes
+    fa = pick.pick(matrix_mod.load(ROOT / "matrix.yaml"), "H100", None, "0.8.5", None)
+    assert not [n for n in fa.best.notes if n.startswith("verl training")]  # flash-attn ships: nothing to say

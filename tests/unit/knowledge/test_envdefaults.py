@@ -6,7 +6,6 @@ from imagematrix.knowledge import envdefaults
 from imagematrix.model import matrix
 from tests.conftest import GOOD_MATRIX
 
-
 # Every image, whatever its vLLM: the NVIDIA container toolkit mounts CUDA's driver libraries only when asked.
 GPU = {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
 
