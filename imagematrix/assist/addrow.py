@@ -166,11 +166,12 @@ def prepare(matrix: Matrix, proposal: Proposal, vllm: str) -> tuple[Row, str, st
 def apply(matrix: Matrix, row: Row, text: str) -> Path:
     """Lock the row, check it against the rules, then write matrix, lock and build context; returns the lock path.
     A proposal the rules reject is refused with nothing written."""
-    compiled = resolve.resolve(row, hashes=True)
+    cutoff = locks.now()
+    compiled = resolve.resolve(row, hashes=True, exclude_newer=cutoff, cache_first=False)
     problems = rules.to_errors(row, rules.evaluate(row, lockfile.parse(compiled)), matrix.path)
     if problems:
         raise InputErrors(problems)
-    lock = locks.lock_text(row, compiled)
+    lock = locks.lock_text(row, compiled, cutoff)
     paths.write_atomic(matrix.path, text)
     paths.write_atomic(locks.lock_path(matrix, row), lock)
     new_matrix = matrix_mod.load(matrix.path)

@@ -9,7 +9,7 @@ from imagematrix.cli.common import matrix_option, out
 from imagematrix.model import gpurun
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError
-from imagematrix.stages import gpu_record
+from imagematrix.stages import gpu_record, locks
 
 HELP = "write docs/gpu-runs/<date>-<row>-N.json from a GPU run's raw results (then `build.py docs`)"
 
@@ -33,5 +33,5 @@ def run(args) -> int:
     path = gpu_record.write(record)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(record.counts().items()))
     row_runs = gpurun.by_row(gpurun.load_all(path.parent)).get(row.id, [])
-    out.print(f"wrote {path.relative_to(m.root)} ({counts}); row {row.id}: {gpurun.summary(row_runs)}")
+    out.print(f"wrote {path.relative_to(m.root)} ({counts}); row {row.id}: {gpurun.summary(row_runs, locks.current_pins(m, row))}")
     return 0

@@ -43,7 +43,8 @@ class GpuRun(BaseModel):
 
     date: str  # YYYY-MM-DD
     row: str
-    lock_sha256: str
+    lock_sha256: str  # the lock file as it was when the run installed its wheels
+    lock_pins_sha256: str = ""  # lockfile.pins_digest of that lock: what it installs, whatever its header says
     mode: Literal["host", "image"]
     gpu: str
     gpus: int
@@ -97,8 +98,9 @@ def latest_results(runs: list[GpuRun]) -> dict[str, tuple[TestResult, GpuRun]]:
     return latest
 
 
-def summary(runs: list[GpuRun]) -> str:
-    """The image table's GPU cell for one row: never more than the records say."""
+def summary(runs: list[GpuRun], current_pins: str | None = None) -> str:
+    """The image table's GPU cell for one row: never more than the records say. current_pins: the pins digest of
+    the row's lock today; "same wheels" only while the newest run installed exactly those."""
     if not runs:
         return "never run on a GPU"
     latest = latest_results(runs)
@@ -107,6 +109,7 @@ def summary(runs: list[GpuRun]) -> str:
     ok = "passed" in outcomes and all(o in ("passed", "skipped") for o in outcomes)
     newest = runs[-1]
     gpu = newest.gpu.removeprefix("NVIDIA ")
-    wheels = ", same wheels" if newest.mode == "host" and newest.wheels else ""
+    same = current_pins is not None and newest.lock_pins_sha256 == current_pins
+    wheels = (", same wheels" if same else ", wheels of an earlier lock") if newest.mode == "host" and newest.wheels else ""
     return (f"GPU suite {'passed' if ok else 'FAILED'} on {gpu}, {newest.mode} mode{wheels}, {newest.date} "
             f"({counts})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ LOCK_HEADER = "# DO NOT EDIT: written by `python build.py lock` from matrix.yaml
 
 
 DIGEST_RE = re.compile(r"^# input-digest: (sha256:[0-9a-f]{64})$", re.M)
+EXCLUDE_NEWER_RE = re.compile(r"^# exclude-newer: (\S+)$", re.M)
 
 
 
@@ -87,3 +89,9 @@ def torch_cuda(entries: dict[str, LockEntry]) -> str | None:
             return ".".join(entries[name].version.split(".")[:2])
     return None
 
+
+def pins_digest(text: str) -> str:
+    """sha256 of what a lock installs: every entry's pin and hashes, sorted; header and annotations left out, so a
+    new header line does not make the same wheels look different."""
+    entries = sorted(entry.text for entry in parse(text).values())
+    return hashlib.sha256("".join(entries).encode()).hexdigest()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from imagematrix.model import gpurun
 from imagematrix.model.matrix import Matrix
+from imagematrix.stages import locks
 
 
 def _numbers(run: gpurun.GpuRun) -> list[str]:
@@ -60,7 +61,7 @@ def page(matrix: Matrix, runs: list[gpurun.GpuRun]) -> str:
              "do not edit. A row not listed with a run has never run on a GPU: its images are built and smoke-tested "
              "on CPUs only.", "",
              "| row | GPU result |", "|---|---|"]
-    lines += [f"| `{row.id}` | {gpurun.summary(per_row.get(row.id, []))} |" for row in matrix.rows]
+    lines += [f"| `{row.id}` | {gpurun.summary(per_row.get(row.id, []), locks.current_pins(matrix, row))} |" for row in matrix.rows]
     lines += ["", "## Records, newest first", ""]
     for run in reversed(runs):
         lines += _record(run)

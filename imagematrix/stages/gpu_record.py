@@ -13,7 +13,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from imagematrix.model import gpurun, paths
+from imagematrix.model import gpurun, lockfile, paths
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks
@@ -89,7 +89,8 @@ def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str 
     name, driver, capability, count = _gpu(raw / "gpu.csv")
     versions = env["versions"]
     return gpurun.GpuRun(
-        date=date, row=row.id, lock_sha256=hashlib.sha256(lock_text.encode()).hexdigest(), mode=mode, gpu=name,
+        date=date, row=row.id, lock_sha256=hashlib.sha256(lock_text.encode()).hexdigest(),
+        lock_pins_sha256=lockfile.pins_digest(lock_text), mode=mode, gpu=name,
         gpus=count, capability=capability, driver=driver, python=env["python"], torch=versions.get("torch") or "",
         torch_cuda=env.get("torch_cuda") or "", versions=versions, wheels=_wheels(raw, entries),
         tests=tests_from_junit(raw / "junit.xml"), numbers=numbers(raw), note=note)

@@ -1,7 +1,12 @@
-"""Stage lock: locks/<row-id>.txt (hash-pinned, header with the input digest) and locks/tools.txt; staleness."""
+"""Stage lock: locks/<row-id>.txt (hash-pinned, header with the input digest and the time the index was read at)
+and locks/tools.txt; staleness.
+
+A lock records `# exclude-newer: <time>`: re-locking an unchanged row resolves as the index stood then (uv
+--exclude-newer), so it rewrites nothing; a changed row, or `lock --refresh`, takes the present time."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 from imagematrix.model import lockfile, paths
@@ -11,42 +16,58 @@ from imagematrix.stages import resolve
 from imagematrix.stages.resolve import _indent, inputs
 from imagematrix.tools import uv
 
-# --- lock files ---------------------------------------------------------------------------------------------
-
 
 def lock_path(matrix: Matrix, row: Row) -> Path:
     return matrix.root / "locks" / f"{row.id}.txt"
-
 
 
 def tools_lock_path(matrix: Matrix) -> Path:
     return matrix.root / "locks" / "tools.txt"
 
 
+def now() -> str:
+    """The present time as uv's --exclude-newer takes it (RFC 3339, UTC, seconds)."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-def lock_tools(matrix: Matrix) -> str:
+
+def recorded_time(path: Path) -> str | None:
+    """The `# exclude-newer:` time a lock file was resolved at (None: no lock, or one written before it was kept)."""
+    if not path.is_file():
+        return None
+    match = lockfile.EXCLUDE_NEWER_RE.search(path.read_text())
+    return match.group(1) if match else None
+
+
+def resolution_time(matrix: Matrix, row: Row, refresh: bool = False) -> str:
+    """The time to resolve the row at: its lock's when the lock is current (and no refresh is asked), else now."""
+    kept = None if refresh or lock_status(matrix, row) != "ok" else recorded_time(lock_path(matrix, row))
+    return kept or now()
+
+
+def lock_tools(matrix: Matrix, refresh: bool = False) -> str:
     """Hash-pinned lock of the build tools installed in every image (uv), from dockerfiles/tools.in."""
     spec = paths.DOCKERFILES / "tools.in"
-    proc = uv.compile_file(spec)
+    cutoff = (None if refresh else recorded_time(tools_lock_path(matrix))) or now()
+    proc = uv.compile_file(spec, exclude_newer=cutoff)
     if proc.returncode != 0:
         raise RuntimeFailure(f"uv pip compile {spec.name} failed:\n{_indent(proc.stderr)}")
-    return f"{lockfile.LOCK_HEADER}\n# build tools, from dockerfiles/tools.in\n" + proc.stdout
+    return (f"{lockfile.LOCK_HEADER}\n# build tools, from dockerfiles/tools.in\n# exclude-newer: {cutoff}\n"
+            + proc.stdout)
 
 
-
-def lock_text(row: Row, compiled: str) -> str:
+def lock_text(row: Row, compiled: str, exclude_newer: str) -> str:
     spec = inputs(row)
     header = [
         lockfile.LOCK_HEADER,
         f"# row: {row.id}",
         f"# input-digest: {spec.digest()}",
         f"# python: {row.python}  platform: {uv.PLATFORM}",
+        f"# exclude-newer: {exclude_newer}",
         "# resolution input:",
         *[f"#   {line}" for line in spec.requirements.splitlines()],
         *[f"#   override {line}" for line in spec.overrides.splitlines()],
     ]
     return "\n".join(header) + "\n" + compiled
-
 
 
 def lock_status(matrix: Matrix, row: Row) -> str:
@@ -56,7 +77,6 @@ def lock_status(matrix: Matrix, row: Row) -> str:
         return "missing"
     match = lockfile.DIGEST_RE.search(path.read_text())
     return "ok" if match and match.group(1) == inputs(row).digest() else "stale"
-
 
 
 def read_lock(matrix: Matrix, row: Row) -> str:
@@ -70,12 +90,12 @@ def read_lock(matrix: Matrix, row: Row) -> str:
     return lock_path(matrix, row).read_text()
 
 
-
-def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4) -> list[tuple[Path, bool, int]]:
+def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = False) -> list[tuple[Path, bool, int]]:
     """Resolve every row with hashes and write its lock (and locks/tools.txt); all or nothing: a row that does
     not resolve stops the stage before any file is written. Returns (path, changed, packages) per row."""
-    results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True), rows, jobs)
-    tools = lock_tools(matrix)
+    times = {row.id: resolution_time(matrix, row, refresh) for row in rows}
+    results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True, exclude_newer=times[r.id], cache_first=False), rows, jobs)
+    tools = lock_tools(matrix, refresh)
     errors = [r for _, r in results if isinstance(r, InputError)]
     failures = [str(r) for _, r in results if isinstance(r, RuntimeFailure)]
     parsed = {row.id: lockfile.parse(r) for row, r in results if isinstance(r, str)}
@@ -88,8 +108,13 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4) -> list[tuple[Path
     written = []
     for row, compiled in results:
         path = lock_path(matrix, row)
-        text = lock_text(row, compiled)
+        text = lock_text(row, compiled, times[row.id])
         changed = not path.exists() or path.read_text() != text
         paths.write_atomic(path, text)
         written.append((path, changed, len(parsed[row.id])))
     return written
+
+
+def current_pins(matrix: Matrix, row: Row) -> str | None:
+    """The pins digest of the row's lock (what an image of the row installs), None when the lock is not current."""
+    return lockfile.pins_digest(lock_path(matrix, row).read_text()) if lock_status(matrix, row) == "ok" else None

@@ -57,13 +57,14 @@ def inputs(row: Row) -> Inputs:
                   python=row.python)
 
 
-def compile_(row: Row, *, hashes: bool, offline: bool = False) -> str:
+def compile_(row: Row, *, hashes: bool, offline: bool = False, exclude_newer: str | None = None) -> str:
     """Run `uv pip compile` for the row; returns uv's requirements output.
 
     Unsatisfiable pins raise InputError with the resolver's explanation; anything else RuntimeFailure.
     """
     spec = inputs(row)
-    proc = uv.compile_requirements(spec.requirements, row.python, overrides=spec.overrides, hashes=hashes, offline=offline)
+    proc = uv.compile_requirements(spec.requirements, row.python, overrides=spec.overrides, hashes=hashes, offline=offline,
+                                   exclude_newer=exclude_newer)
     if proc.returncode == 0:
         return proc.stdout
     message = proc.stderr.strip()
@@ -74,18 +75,21 @@ def compile_(row: Row, *, hashes: bool, offline: bool = False) -> str:
     raise RuntimeFailure(f"row {row.id}: uv pip compile failed:\n{_indent(message)}")
 
 
-def resolve(row: Row, *, hashes: bool = False) -> str:
-    """Check the row's Python against its pins, then resolve: from uv's cache first (fast when warm),
-    then over the network."""
+def resolve(row: Row, *, hashes: bool = False, exclude_newer: str | None = None, cache_first: bool = True) -> str:
+    """Check the row's Python against its pins, then resolve: from uv's cache first (fast when warm; validate),
+    then over the network. exclude_newer: resolve as the index stood then (a lock's recorded time). A lock
+    resolves over the network only (cache_first=False): a cache older than exclude_newer would pick older files."""
     errors = requires_python.check(row)
     if errors:
         raise InputErrors(errors)
+    if not cache_first:
+        return compile_(row, hashes=hashes, offline=False, exclude_newer=exclude_newer)
     try:
-        return compile_(row, hashes=hashes, offline=True)
+        return compile_(row, hashes=hashes, offline=True, exclude_newer=exclude_newer)
     except RuntimeFailure:
         # Never a verdict: offline, uv answers "there is no version of X" for a cache miss (verl[vllm]==V), for an
         # index page cached before a release, and for a dead index alike. Only the network resolution decides.
-        return compile_(row, hashes=hashes, offline=False)
+        return compile_(row, hashes=hashes, offline=False, exclude_newer=exclude_newer)
 
 
 def _conflict(row: Row, message: str) -> InputError:

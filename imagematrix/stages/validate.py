@@ -36,7 +36,9 @@ class Report:
 
 def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -> Report:
     patch_list = patches.load(patch_path)
-    results = resolve.parallel(lambda r: lockfile.parse(resolve.resolve(r)), rows, jobs)
+    # each row as its lock was resolved (the lock's recorded time), so validate and lock agree
+    times = {row.id: locks.resolution_time(matrix, row) for row in rows}
+    results = resolve.parallel(lambda r: lockfile.parse(resolve.resolve(r, exclude_newer=times[r.id])), rows, jobs)
     report = Report()
     for row, result in results:
         # Compatibility rules, with uv's resolution when there is one (for ray & co). A row whose resolution

@@ -29,16 +29,19 @@ def binary() -> str:
 
 
 
-def compile_file(spec: Path) -> subprocess.CompletedProcess:
+def compile_file(spec: Path, exclude_newer: str | None = None) -> subprocess.CompletedProcess:
     """`uv pip compile SPEC` with hashes for PLATFORM (the build tools' lock)."""
     cmd = [binary(), "pip", "compile", str(spec), "--python-platform", PLATFORM, "--generate-hashes",
-           "--no-header", "--quiet", "--color", "never"]
+           "--no-header", "--quiet", "--color", "never", *(["--exclude-newer", exclude_newer] if exclude_newer else [])]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def compile_requirements(requirements: str, python: str, *, overrides: str = "", constraints: str = "", hashes: bool = False,
-               offline: bool = False) -> subprocess.CompletedProcess:
-    """`uv pip compile` of requirements text for python on PLATFORM; uv's process (stdout: the resolution)."""
+def compile_requirements(requirements: str, python: str, *, overrides: str = "", constraints: str = "",
+                         hashes: bool = False, offline: bool = False,
+                         exclude_newer: str | None = None) -> subprocess.CompletedProcess:
+    """`uv pip compile` of requirements text for python on PLATFORM; uv's process (stdout: the resolution).
+
+    exclude_newer (RFC 3339): only files uploaded before then, so a resolution can be repeated."""
     with tempfile.TemporaryDirectory(prefix="imagematrix-") as tmp:
         Path(tmp, "requirements.in").write_text(requirements)
         # Paths relative to the temp dir (uv runs there): uv writes `# via -r <path>` into the lock, and a random
@@ -54,5 +57,7 @@ def compile_requirements(requirements: str, python: str, *, overrides: str = "",
             cmd.append("--generate-hashes")
         if offline:
             cmd.append("--offline")
+        if exclude_newer:
+            cmd += ["--exclude-newer", exclude_newer]
         return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}, cwd=tmp)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from imagematrix.model import gpurun
 
 
+PINS = "1" * 64  # the pins digest of the lock the runs installed
+
+
 def _run(tests: dict[str, str], date: str = "2026-12-02", row: str = "r1") -> gpurun.GpuRun:
     return gpurun.GpuRun(
         date=date, row=row, lock_sha256="0" * 64, mode="host", gpu="NVIDIA H200", gpus=1, capability="9.0",
-        driver="580.159.04", python="3.12.3", torch="2.11.0", torch_cuda="13.0", versions={},
+        driver="580.159.04", python="3.12.3", torch="2.11.0", torch_cuda="13.0", versions={}, lock_pins_sha256=PINS,
         wheels=gpurun.Wheels(source="lock", from_lock=1),
         tests=[gpurun.TestResult(name=n, outcome=o, duration_s=1.0) for n, o in tests.items()])
 
@@ -18,7 +21,7 @@ def test_a_row_without_records_never_ran_on_a_gpu():
 
 
 def test_a_failure_is_reported_as_such():
-    cell = gpurun.summary([_run({"a": "passed", "b": "failed", "c": "skipped"})])
+    cell = gpurun.summary([_run({"a": "passed", "b": "failed", "c": "skipped"})], PINS)
     assert cell.startswith("GPU suite FAILED on H200, host mode, same wheels, 2026-12-02")
     assert "1 passed, 1 failed, 1 skipped" in cell
 
@@ -26,7 +29,7 @@ def test_a_failure_is_reported_as_such():
 def test_a_rerun_of_one_test_replaces_only_that_test():
     first = _run({"a": "passed", "b": "failed", "c": "skipped"})
     rerun = _run({"b": "passed"})
-    assert gpurun.summary([first, rerun]) == ("GPU suite passed on H200, host mode, same wheels, 2026-12-02 "
+    assert gpurun.summary([first, rerun], PINS) == ("GPU suite passed on H200, host mode, same wheels, 2026-12-02 "
                                               "(2 passed, 1 skipped)")
     # and a later failure of a test that had passed turns the row back
     assert "FAILED" in gpurun.summary([first, rerun, _run({"a": "failed"})])
@@ -48,3 +51,10 @@ def test_the_committed_records_are_valid():
     runs = gpurun.load_all()
     assert runs, "docs/gpu-runs/ holds the H200 run of the verl 0.9.1 row"
     assert {r.row for r in runs} == {"verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312"}
+
+
+def test_same_wheels_is_claimed_only_while_the_lock_installs_what_ran():
+    run = _run({"a": "passed"})
+    assert "same wheels" in gpurun.summary([run], PINS)
+    assert "wheels of an earlier lock" in gpurun.summary([run], "2" * 64)
+    assert "wheels of an earlier lock" in gpurun.summary([run], None)  # the row's lock is stale or missing

@@ -47,3 +47,9 @@ def test_parse_lock_and_torch_closure():
     # filelock is also needed by vllm, so it belongs to the row layer, not the shared torch layer
     assert closure == ["mpmath", "nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu12", "sympy", "torch"]
     assert lockfile.torch_cuda(entries) == "12.4"
+
+
+def test_the_pins_digest_ignores_the_header_and_annotations():
+    digest = lockfile.pins_digest(LOCK)
+    assert lockfile.pins_digest("# exclude-newer: 2026-12-02T00:00:00Z\n" + LOCK) == digest
+    assert lockfile.pins_digest(LOCK.replace("torch==2.5.1", "torch==2.5.0")) != digest
