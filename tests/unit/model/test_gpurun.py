@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from imagematrix.model import gpurun
 
-
 PINS = "1" * 64  # the pins digest of the lock the runs installed
 
 
