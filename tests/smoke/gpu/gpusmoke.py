@@ -306,19 +306,23 @@ def load_train_spec(path: Path = VERL_TRAIN_SPEC) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def _applies(entry: dict, verl_version: str, attn: str | None, matches) -> bool:
+def _applies(entry: dict, verl_version: str, attn: str | None, matches, gpus: int = 1) -> bool:
     if "attn" in entry and entry["attn"] != attn:
+        return False
+    if entry.get("multi_gpu") and gpus < 2:
         return False
     return matches(verl_version, entry.get("verl", ""))
 
 
-def selected_overlays(spec: dict, verl_version: str, attn: str | None, matches=simple_matcher) -> list[dict]:
-    """The overlays of the spec that apply to this verl version (and attention implementation), in file order."""
-    return [o for o in spec.get("overlays", ()) if _applies(o, verl_version, attn, matches)]
+def selected_overlays(spec: dict, verl_version: str, attn: str | None, matches=simple_matcher,
+                      gpus: int = 1) -> list[dict]:
+    """The overlays of the spec that apply to this verl version, attention implementation and GPU count (an
+    overlay with `multi_gpu: true` only from 2 GPUs on), in file order."""
+    return [o for o in spec.get("overlays", ()) if _applies(o, verl_version, attn, matches, gpus)]
 
 
 def train_overrides(spec: dict, verl_version: str, attn: str | None, values: dict[str, str] | None = None,
-                    matches=simple_matcher) -> list[str]:
+                    matches=simple_matcher, gpus: int = 1) -> list[str]:
     """Hydra overrides for `python -m verl.trainer.main_ppo`: spec['base'], then each applicable overlay in order.
 
     An overlay's `remove` drops overrides by key; its `add` replaces an override of the same key in place or
@@ -326,7 +330,8 @@ def train_overrides(spec: dict, verl_version: str, attn: str | None, values: dic
     raises ValueError, so a path never reaches Hydra as a literal placeholder.
     """
     out = list(spec["base"])
-    for overlay in selected_overlays(spec, verl_version, attn, matches):
+    values = {"gpus": gpus, **(values or {})}
+    for overlay in selected_overlays(spec, verl_version, attn, matches, gpus):
         drop = set(overlay.get("remove", ()))
         out = [o for o in out if override_key(o) not in drop]
         for add in overlay.get("add", ()):

@@ -1,6 +1,9 @@
-"""Multi-GPU: NCCL all-reduce over every visible GPU; verl's external-launcher layout on patched vLLM 0.7.x."""
+"""Multi-GPU: NCCL all-reduce over every visible GPU; vLLM generating with tensor parallelism 2; verl's
+external-launcher layout on patched vLLM 0.7.x. (verl training on 2 GPUs: test_gpu_verl_train.py.)"""
 
 from __future__ import annotations
+
+import json
 
 import gpusmoke
 import pytest
@@ -24,6 +27,19 @@ def test_nccl_all_reduce_across_all_visible_gpus(torch, run_python, report):
     bad = [r for r in ran.results if not (r["ok"] and r["backend"] == "nccl" and r["world"] == count)]
     assert not bad, ran.explain(f"wrong all-reduce results: {bad}")
     report(f"NCCL all-reduce over {count} GPUs: sum {ran.results[0]['got']:.0f} on every rank")
+
+
+def test_vllm_generates_with_tensor_parallelism_2(torch, need, capability, run_python, tiny_model, report):
+    _two_or_more(torch)
+    vllm = need("vllm")
+    ran = run_python([gpusmoke.SCRIPTS / "vllm_generate.py", "--model", tiny_model, "--eager",
+                      "--dtype", gpusmoke.dtype_advice(capability), "--tensor-parallel-size", 2], timeout=900)
+    assert ran.returncode == 0 and ran.results, ran.explain(f"vLLM {vllm.__version__} with tensor parallelism 2 failed")
+    token_ids = ran.results[0]["token_ids"]
+    vocab = json.loads((tiny_model / "config.json").read_text())["vocab_size"]
+    assert [len(ids) for ids in token_ids] == [8, 8], ran.explain("expected 8 tokens per prompt")
+    assert all(0 <= t < vocab for ids in token_ids for t in ids), ran.explain("token ids outside the vocabulary")
+    report(f"vLLM {vllm.__version__} (tensor parallel 2): generated {token_ids}")
 
 
 def test_vllm_external_launcher_two_ranks(torch, smoke, need, capability, tiny_model, report):

@@ -50,21 +50,34 @@ def _attention(smoke: gpusmoke.Settings, need, capability: tuple[int, int]) -> s
     return "flash_attention_2"
 
 
-def _results_file(payload: dict, log: Path) -> Path | None:
-    """verl_train.json and a copy of the trainer's log in $IMAGEMATRIX_GPU_RESULTS_DIR, when it is set."""
+def _results_file(payload: dict, log: Path, name: str) -> Path | None:
+    """<name>.json and a copy of the trainer's log (<name>.main_ppo.log) in $IMAGEMATRIX_GPU_RESULTS_DIR, when set."""
     folder = os.environ.get("IMAGEMATRIX_GPU_RESULTS_DIR")
     if not folder:
         return None
-    path = Path(folder) / "verl_train.json"
+    path = Path(folder) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n")
     if log.is_file():
-        shutil.copyfile(log, path.with_name("main_ppo.log"))
+        shutil.copyfile(log, path.with_name("main_ppo.log" if name == "verl_train" else f"{name}.main_ppo.log"))
     return path
 
 
 def test_verl_grpo_trains_two_steps_with_vllm_rollout(torch, capability, smoke, need, run_python, tiny_model,
                                                        report, tmp_path):
+    _train(1, torch, capability, smoke, need, run_python, tiny_model, report, tmp_path)
+
+
+@pytest.mark.multi_gpu
+def test_verl_grpo_trains_on_two_gpus_with_tensor_parallel_rollout(torch, capability, smoke, need, run_python,
+                                                                  tiny_model, report, tmp_path):
+    """The same two steps with the FSDP actor sharded over 2 ranks and vLLM's rollout at tensor parallelism 2."""
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs 2 or more GPUs; {torch.cuda.device_count()} visible")
+    _train(2, torch, capability, smoke, need, run_python, tiny_model, report, tmp_path)
+
+
+def _train(gpus: int, torch, capability, smoke, need, run_python, tiny_model, report, tmp_path) -> None:
     need("verl")
     vllm = need("vllm")
     need("transformers")
@@ -89,7 +102,7 @@ def test_verl_grpo_trains_two_steps_with_vllm_rollout(torch, capability, smoke, 
 
     overrides = gpusmoke.train_overrides(
         spec, version, attn, {"model": inputs["model"], "train": inputs["train"], "val": inputs["val"],
-                              "ray_cpus": RAY_CPUS}, matches=matches)
+                              "ray_cpus": RAY_CPUS}, matches=matches, gpus=gpus)
     assert not gpusmoke.duplicate_keys(overrides), gpusmoke.duplicate_keys(overrides)
     max_prompt = next(int(o.split("=", 1)[1]) for o in overrides if o.startswith("data.max_prompt_length="))
     assert inputs["max_prompt_tokens"] <= max_prompt, (
@@ -112,12 +125,14 @@ def test_verl_grpo_trains_two_steps_with_vllm_rollout(torch, capability, smoke, 
     record = {name: {str(s): steps.get(s, {}).get(key) for s in want} for key, name in spec["record"].items()}
     payload = {"passed": ran.returncode == 0 and not missing, "returncode": ran.returncode, "wall_s": round(wall, 1),
                "verl": version, "vllm": vllm.__version__, "torch": torch.__version__, "attn_implementation": attn,
+               "gpus": gpus,
                "row": smoke.row.id if smoke.row else None, "gpu": torch.cuda.get_device_name(0),
                "metrics": record, "missing": missing, "overrides": overrides, "log": str(log),
                "steps": {str(s): steps[s] for s in sorted(steps)}}
-    written = _results_file(payload, log)
+    written = _results_file(payload, log, "verl_train" if gpus == 1 else f"verl_train_{gpus}gpu")
 
-    what = f"verl {version} GRPO training (vLLM {vllm.__version__} rollout, {attn})"
+    what = (f"verl {version} GRPO training (vLLM {vllm.__version__} rollout, {attn}"
+            + (f", {gpus} GPUs, tensor parallel {gpus})" if gpus > 1 else ")"))
     assert ran.returncode == 0, ran.explain(f"{what}: main_ppo failed; full log: {log}")
     assert not missing, ran.explain(f"{what}: the console log lacks {', '.join(missing)}; full log: {log}")
 

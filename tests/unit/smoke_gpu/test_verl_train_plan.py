@@ -189,7 +189,7 @@ def test_spec_is_well_formed():
     assert SPEC["steps"] == [1, 2]
     assert {"actor/pg_loss", "critic/score/mean", "response_length/mean", "timing_s/step"} <= set(SPEC["require"])
     for overlay in SPEC["overlays"]:
-        assert set(overlay) <= {"verl", "attn", "add", "remove", "note"} and overlay["note"]
+        assert set(overlay) <= {"verl", "attn", "multi_gpu", "add", "remove", "note"} and overlay["note"]
         gpusmoke.simple_matcher("0.9.1", overlay["verl"])  # readable without packaging
 
 
@@ -200,3 +200,15 @@ def test_run_logged_streams_to_a_file_and_kills_at_the_timeout(tmp_path):
     slow = gpusmoke.run_logged([sys.executable, "-c", "import time; print('x', flush=True); time.sleep(30)"],
                                tmp_path / "b.log", 1)
     assert slow.returncode != 0 and "[killed after 1 s]" in slow.output and "x" in slow.output
+
+
+def test_two_gpus_shard_fsdp_and_split_the_rollout_by_tensor_parallelism():
+    """The multi_gpu training test's overrides (issue: 2 ranks, vLLM tensor parallel 2); composed and validated
+    with verl 0.9.1's own validate_config on CPU when written."""
+    one = gpusmoke.train_overrides(SPEC, "0.9.1", "sdpa", VALUES)
+    two = gpusmoke.train_overrides(SPEC, "0.9.1", "sdpa", VALUES, gpus=2)
+    assert "trainer.n_gpus_per_node=1" in one and "actor_rollout_ref.rollout.tensor_model_parallel_size=1" in one
+    assert "trainer.n_gpus_per_node=2" in two and "actor_rollout_ref.rollout.tensor_model_parallel_size=2" in two
+    assert not gpusmoke.duplicate_keys(two)
+    assert [o for o in one if "gpus_per_node" not in o and "tensor_model_parallel" not in o] == \
+        [o for o in two if "gpus_per_node" not in o and "tensor_model_parallel" not in o]

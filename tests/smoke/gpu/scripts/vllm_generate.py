@@ -21,9 +21,10 @@ def main() -> None:
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.25)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--external-launcher", action="store_true")
+    parser.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM's own workers over this many GPUs")
     args = parser.parse_args()
 
-    kwargs = {}
+    kwargs = {"tensor_parallel_size": args.tensor_parallel_size} if args.tensor_parallel_size > 1 else {}
     if args.external_launcher:
         import torch
         import torch.distributed as dist
