@@ -31,6 +31,7 @@ COMMANDS = {"validate": validate, "lock": lock, "render": render, "setup": setup
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="build.py", description="Version-matrix images for verl / vLLM.")
+    top.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module in COMMANDS.items():
         module.add_arguments(sub.add_parser(name, help=module.HELP))
@@ -50,6 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         err.print("interrupted")
         return 128 + getattr(exc, "signum", 2)
+    except Exception as exc:  # a bug, not bad input or a fault the stages name: one line, the traceback on request
+        if args.debug:
+            raise
+        err.print(f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)",
+                  markup=False, soft_wrap=True)
+        return 1
 
 
 if __name__ == "__main__":

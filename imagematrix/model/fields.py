@@ -36,6 +36,8 @@ IMAGE_REF_RE = re.compile(
 
 
 DEBOOTSTRAP_PREFIX = "debootstrap:"
+# Names the tool itself uses beside row ids (locks/tools.txt is the build tools' lock): no row may take them.
+RESERVED_IDS = frozenset({"tools"})
 BOOTSTRAP_IMAGE = "imagematrix-base:{suite}"  # the local image a debootstrap:<suite> base becomes
 
 

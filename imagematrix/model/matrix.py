@@ -208,5 +208,8 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
         verl=merged["verl"], vllm=merged["vllm"], torch=merged["torch"], cuda=merged["cuda"],
         python=merged["python"], flash_attn=merged["flash_attn"],
     )
+    if row_id in fields.RESERVED_IDS:
+        return None, [InputError(f"row id {row_id!r} is reserved (locks/{row_id}.txt belongs to the tool)",
+                                 where=f"{where}, field id", fix="give the row another id, or leave `id` out")]
     values = {k: v for k, v in merged.items() if k != "id"}
     return Row(id=row_id, line=line, **values), []

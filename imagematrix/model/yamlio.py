@@ -10,10 +10,17 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from imagematrix.model.errors import InputError
 
+# The data files are a few kB; round-trip YAML slows down badly on huge inputs (minutes for tens of MB).
+MAX_BYTES = 1_000_000
+
 
 def load(path: Path) -> Any:
     """Load a YAML file (round-trip, keeping positions). Duplicate keys and syntax errors are InputErrors."""
     try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise InputError(f"the file is {size:,} bytes, over the limit of {MAX_BYTES:,}", where=str(path),
+                             fix="a matrix or data file is a few kB: pass the right file")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError("file not found", where=str(path), fix="pass an existing file") from None

@@ -9,6 +9,8 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from imagematrix.model import lockfile, paths
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
@@ -71,19 +73,58 @@ def lock_text(row: Row, compiled: str, exclude_newer: str) -> str:
 
 
 def lock_status(matrix: Matrix, row: Row) -> str:
-    """'ok', 'missing' or 'stale' (the lock was written for other pins)."""
+    """'ok', 'missing', 'stale' (written for other pins) or 'broken' (the body does not install the row)."""
     path = lock_path(matrix, row)
-    if not path.exists():
+    if not path.is_file():
         return "missing"
-    match = lockfile.DIGEST_RE.search(path.read_text())
-    return "ok" if match and match.group(1) == inputs(row).digest() else "stale"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return "broken"
+    match = lockfile.DIGEST_RE.search(text)
+    if not match or match.group(1) != inputs(row).digest():
+        return "stale"
+    return "broken" if body_problems(row, text) else "ok"
+
+
+def body_problems(row: Row, text: str) -> list[str]:
+    """What is wrong with a lock body for the row: it must parse, lock every pin at its version, and carry hashes."""
+    try:
+        entries = lockfile.parse(text)
+    except (IndexError, ValueError) as exc:
+        return [f"it does not parse ({exc})"]
+    problems = []
+    for package, version in row.pins().items():
+        if package == "flash-attn":  # a prebuilt wheel installed apart, never in the lock
+            continue
+        entry = entries.get(canonicalize_name(package))
+        if entry is None or entry.version != version:
+            problems.append(f"{package} is {'not locked' if entry is None else 'locked at ' + entry.version}, "
+                            f"the row pins {version}")
+    unhashed = sorted(e.name for e in entries.values() if "--hash=sha256:" not in e.text)
+    if unhashed:
+        problems.append(f"entries without hashes: {', '.join(unhashed[:5])}")
+    return problems
+
+
+def status_message(matrix: Matrix, row: Row, status: str) -> str:
+    """`lock is <status>: <path>`, with what is wrong with a broken one."""
+    path = lock_path(matrix, row)
+    text = f"lock is {status}: {path.relative_to(matrix.root)}"
+    if status == "broken":
+        try:
+            problems = body_problems(row, path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as exc:
+            problems = [f"it cannot be read ({exc.__class__.__name__})"]
+        text += " (" + "; ".join(problems) + ")"
+    return text
 
 
 def read_lock(matrix: Matrix, row: Row) -> str:
     status = lock_status(matrix, row)
     if status != "ok":
         raise InputError(
-            f"lock is {status}: {lock_path(matrix, row).relative_to(matrix.root)}",
+            status_message(matrix, row, status),
             where=f"row {row.id}",
             fix=f"run `python build.py lock --row {row.id}`",
         )

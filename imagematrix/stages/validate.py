@@ -69,6 +69,6 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
         entry.packages, entry.torch_cuda, entry.cuda_ok = len(result), lockfile.torch_cuda(result), cuda_problem is None
         entry.lock = locks.lock_status(matrix, row)
         if entry.lock != "ok":
-            report.errors.append(InputError(f"lock is {entry.lock} ({locks.lock_path(matrix, row).relative_to(matrix.root)})",
-                                            where=f"row {row.id}", fix=f"run `python build.py lock --row {row.id}`"))
+            report.errors.append(InputError(locks.status_message(matrix, row, entry.lock), where=f"row {row.id}",
+                                            fix=f"run `python build.py lock --row {row.id}`"))
     return report

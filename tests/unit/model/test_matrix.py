@@ -91,3 +91,16 @@ def test_unknown_row_selected(run):
 def test_missing_matrix_file(run, tmp_path):
     result = run("validate", "--matrix", tmp_path / "nope.yaml")
     assert result.code == 2 and "file not found" in result.err
+
+
+def test_row_id_tools_is_reserved_for_the_build_tools_lock(write_matrix, run):
+    path = write_matrix(GOOD_MATRIX.replace("  - verl:", "  - id: tools\n    verl:", 1))
+    result = run("validate", "--matrix", path)
+    assert result.code == 2 and "row id 'tools' is reserved" in result.err
+
+
+def test_a_huge_matrix_is_refused_before_parsing(tmp_path, run):
+    path = tmp_path / "matrix.yaml"
+    path.write_text("# " + "x" * 1_100_000 + "\nrows: []\n")
+    result = run("validate", "--matrix", path)
+    assert result.code == 2 and "over the limit" in result.err

@@ -33,3 +33,43 @@ def test_a_current_lock_keeps_its_time_a_refresh_or_a_changed_row_takes_now(tmp_
 def test_every_committed_lock_records_its_time():
     for path in sorted((ROOT / "locks").glob("*.txt")):
         assert locks.recorded_time(path), path.name
+
+
+def _copy(tmp_path):
+    shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
+    shutil.copytree(ROOT / "locks", tmp_path / "locks")
+    m = matrix_mod.load(tmp_path / "matrix.yaml")
+    return m, m.select([ROW])[0]
+
+
+def test_a_lock_whose_body_was_edited_is_broken_not_ok(tmp_path):
+    """Only the header digest used to be compared: a hand-edited body passed validate and rendered wrong files."""
+    m, row = _copy(tmp_path)
+    path = locks.lock_path(m, row)
+    good = path.read_text()
+    assert locks.lock_status(m, row) == "ok"
+    path.write_text(good.replace("vllm==0.24.0", "vllm==0.23.0"))  # a pin moved
+    assert locks.lock_status(m, row) == "broken"
+    assert "vllm is locked at 0.23.0, the row pins 0.24.0" in locks.status_message(m, row, "broken")
+    path.write_text(good[: good.index("--hash=sha256:")])  # truncated
+    assert locks.lock_status(m, row) == "broken"
+    path.write_bytes(b"\xff\xfe" + good.encode())  # not UTF-8
+    assert locks.lock_status(m, row) == "broken"
+
+
+def test_a_hashless_entry_breaks_the_lock(tmp_path):
+    m, row = _copy(tmp_path)
+    path = locks.lock_path(m, row)
+    text = path.read_text()
+    start = text.index("\nverl==0.9.1 \\\n") + 1
+    end = text.index("    # via", start)  # the entry's pin and every --hash line, up to its annotation
+    path.write_text(text[:start] + "verl==0.9.1\n" + text[end:])
+    assert "entries without hashes: verl" in locks.status_message(m, row, locks.lock_status(m, row))
+
+
+def test_validate_reports_a_broken_lock_with_exit_2_and_the_fix(tmp_path, run):
+    m, row = _copy(tmp_path)
+    path = locks.lock_path(m, row)
+    path.write_text(path.read_text().replace("torch==2.11.0", "torch==2.10.0"))
+    result = run("render", "--matrix", tmp_path / "matrix.yaml", "--row", ROW)
+    assert result.code == 2 and "lock is broken" in result.err and f"lock --row {ROW}" in result.err
