@@ -76,7 +76,7 @@ def test_head_and_worker_join_and_each_node_runs_its_task(cli, joined, row, matr
 
 CHILD = """
 import sys
-from imagematrix.assist import cluster
+from imagematrix.assist import cluster, cluster_teardown
 
 try:
     cluster.run(sys.argv[1], sys.argv[2], None, lambda msg: print(msg, flush=True), name=sys.argv[3], gpus="none")
