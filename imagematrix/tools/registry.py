@@ -83,9 +83,12 @@ class Client:
                 content_type: str | None = None) -> tuple[bytes, dict] | None:
         """One request to base+path; None on 404. Answers one auth challenge with the docker config's credentials."""
         for attempt in (1, 2):
-            headers = {k: v for k, v in (("Accept", accept), ("Content-Type", content_type),
-                                          ("Authorization", self._auth)) if v}
+            headers = {k: v for k, v in (("Accept", accept), ("Content-Type", content_type)) if v}
             req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+            if self._auth:
+                # never re-sent on a redirect: registries (ghcr.io, ECR, GCR) redirect blob reads to a storage host,
+                # which must not receive the registry's token (and rejects the extra header)
+                req.add_unredirected_header("Authorization", self._auth)
             try:
                 with urllib.request.urlopen(req, timeout=60) as resp:
                     return resp.read(), dict(resp.headers)
@@ -125,8 +128,8 @@ class Client:
         query = urllib.parse.urlencode({k: v for k, v in fields.items() if k in ("service", "scope")})
         request = urllib.request.Request(f"{fields.get('realm', '')}?{query}")
         if creds:
-            request.add_header("Authorization",
-                               "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode())
+            request.add_unredirected_header("Authorization",
+                                            "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode())
         try:
             with urllib.request.urlopen(request, timeout=20) as resp:
                 answer = json.load(resp)
