@@ -22,7 +22,6 @@ from imagematrix.tools import docker
 from tests.conftest import ROOT, push_tiny_image
 from tests.support import actions_expand
 
-WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 
 

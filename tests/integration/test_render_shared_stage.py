@@ -5,9 +5,6 @@ from __future__ import annotations
 import pytest
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
-ROW_FA = "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1"
-ROW_05 = "verl0.5.0-vllm0.10.0-torch2.7.1-cu126-py311-fa2.8.1"
-ROW_LAST = "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py311"
 
 
 @pytest.mark.network

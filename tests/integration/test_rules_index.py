@@ -1,8 +1,5 @@
-"""Compatibility rules (knowledge/rules.yaml): each rule fails a bad row and passes a good one.
-
-Rows are built through the real matrix loader. The index is not used here: Requires-Python and verl's
-Requires-Dist are stubbed with values read from PyPI (tests marked `network` check those against the index).
-"""
+"""Compatibility rules against the real index: verl's declared requirements as its wheel METADATA says them (the
+stub in tests/unit/rules/test_rules.py must agree), and every row of the matrix passes every fail rule."""
 
 from __future__ import annotations
 
@@ -12,34 +9,6 @@ from imagematrix import rules
 from imagematrix.knowledge import verl
 from imagematrix.model import lockfile, matrix
 from imagematrix.stages import resolve
-
-HEAD = 'defaults:\n  python: "3.11"\n  base: debootstrap:bookworm\nrows:\n'
-HEAD_313 = 'defaults:\n  python: "3.13"\n  base: debootstrap:trixie\nrows:\n'
-OVERRIDE_05 = {"vllm": ("0.10.0", "verl publishes 0.5.0 with vLLM 0.10.0")}
-GOOD = dict(verl="0.3.0.post1", vllm="0.7.2", torch="2.5.1", cuda="12.4", flash_attn=None, tensordict="0.6.2",
-            transformers="4.49.0")
-
-# Requires-Dist of the verl wheels on PyPI (the lines that matter here), read 2026-11.
-VERL_REQUIRES = {
-    "0.3.0.post1": ["ray[default]>=2.10", "tensordict<=0.6.2", "transformers", 'flash-attn; extra == "gpu"',
-                    'tensordict<=0.6.2; extra == "vllm"', 'vllm<=0.8.2; extra == "vllm"'],
-    "0.4.1": ["ray[default]>=2.41.0", "tensordict<=0.6.2", "transformers", 'torch==2.6.0; extra == "sglang"',
-              'tensordict<=0.6.2; extra == "vllm"', 'vllm<=0.8.5; extra == "vllm"'],
-    "0.5.0": ["ray[default]>=2.41.0", "tensordict!=0.9.0,<=0.9.1,>=0.8.0", "transformers",
-              'torch==2.6.0; extra == "sglang"', 'vllm<=0.8.5,>=0.7.3; extra == "vllm"'],
-    "0.6.1": ["ray[default]>=2.41.0", "tensordict!=0.9.0,<=0.10.0,>=0.8.0", "transformers",
-              'vllm<=0.11.0,>=0.8.5; extra == "vllm"', 'torch==2.8.0; extra == "sglang"'],
-    "0.8.0": ["ray[default]>=2.41.0", "tensordict!=0.9.0,<=0.10.0,>=0.8.0", "transformers",
-              'vllm<=0.12.0,>=0.8.5; extra == "vllm"', 'torch==2.9.1; extra == "sglang"'],
-    "0.9.1": ["ray[default]>=2.41.0", "tensordict!=0.9.0,<=0.10.0,>=0.8.0", "transformers!=5.6.0,<5.11,>=5.5.3",
-              'tensordict!=0.9.0,<=0.10.0,>=0.8.0; extra == "verl-core"', 'verl[verl-core]; extra == "vllm"',
-              'torch==2.11.0; extra == "vllm"', 'vllm==0.24.0; extra == "vllm"', 'transformers==5.9.0; extra == "vllm"',
-              'torch==2.11.0; extra == "sglang"'],
-}
-REQUIRES_PYTHON = {("verl", "0.9.1"): "<3.13,>=3.10", ("vllm", "0.10.0"): "<3.13,>=3.9"}
-
-
-# --- against the real index and matrix (network) -------------------------------------------------------------
 
 
 @pytest.mark.network

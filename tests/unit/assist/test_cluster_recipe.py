@@ -21,7 +21,6 @@ COMPOSE = RECIPE / "docker-compose.yml"
 GUIDE = RECIPE / "README.md"
 SCRIPT = RECIPE / "ray-node.sh"
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
-ENV = {"NIC": "eth0", "HEAD_IP": "10.0.0.1", "MODEL_DIR": "/models/m"}
 
 
 @pytest.fixture(scope="module")

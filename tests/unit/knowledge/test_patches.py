@@ -17,7 +17,6 @@ from imagematrix.model.errors import InputError
 from tests.conftest import GOOD_MATRIX
 from tests.support import fake_site, run_applier
 
-PATCHED = ["0.7.0", "0.7.1", "0.7.2"]
 ALL = patches.load()
 
 
