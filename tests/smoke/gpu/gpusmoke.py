@@ -465,3 +465,14 @@ def run_logged(cmd: list, log_path: Path, timeout: float, env: dict[str, str] | 
             proc.wait()
             log.write(f"\n[killed after {timeout:.0f} s]\n")
     return Ran([str(a) for a in cmd], proc.returncode, log_path.read_text(errors="replace"))
+
+
+def generated_tokens(ran: Ran, model: Path, what: str, per_prompt: int = 8) -> list[list[int]]:
+    """The token ids vllm_generate.py printed; a failure unless it ran, gave per_prompt tokens for each of its two
+    prompts, and every id is inside the model's vocabulary."""
+    assert ran.returncode == 0 and ran.results, ran.explain(f"{what} failed")
+    token_ids = ran.results[0]["token_ids"]
+    vocab = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
+    assert [len(ids) for ids in token_ids] == [per_prompt, per_prompt], ran.explain(f"expected {per_prompt} tokens per prompt")
+    assert all(0 <= t < vocab for ids in token_ids for t in ids), ran.explain("token ids outside the vocabulary")
+    return token_ids

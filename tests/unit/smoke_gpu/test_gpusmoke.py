@@ -265,3 +265,15 @@ def test_row_json_is_the_rendered_one():
     m = matrix_mod.load(ROOT / "matrix.yaml")
     path = smoke_gpu.row_json(m, m.select([ROW_FA])[0])
     assert json.loads(path.read_text())["pins"]["flash-attn"] == "2.7.4.post1"
+
+
+def test_generated_tokens_are_checked_against_count_and_vocabulary():
+    model = GPU_DIR / "assets" / "tiny-llama"
+
+    def ran(ids, rc=0):
+        return gs.Ran(["python", "vllm_generate.py"], rc, "RESULT " + json.dumps({"token_ids": ids}) + "\n")
+
+    assert gs.generated_tokens(ran([[1] * 8, [2] * 8]), model, "vLLM") == [[1] * 8, [2] * 8]
+    for bad in (ran([[1] * 7, [2] * 8]), ran([[1] * 8, [5000] * 8]), ran([[1] * 8, [2] * 8], rc=1)):
+        with pytest.raises(AssertionError):
+            gs.generated_tokens(bad, model, "vLLM")
