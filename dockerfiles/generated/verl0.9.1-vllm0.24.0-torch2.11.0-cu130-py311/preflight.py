@@ -5,7 +5,7 @@ before the command, unless IMAGEMATRIX_PREFLIGHT=0. It never blocks a container:
 ends in a warning on stderr and exit status 0. It asks `nvidia-smi` (mounted by the NVIDIA container toolkit) for
 the GPUs, so it costs no torch import; the architectures compiled into torch were written at build time.
 
-The coverage rules live here (and imagematrix.gpus uses them): machine code sm_XY runs on X.Z for Z >= Y within the
+The coverage rules live here (and imagematrix.knowledge.gpus uses them): machine code sm_XY runs on X.Z for Z >= Y within the
 same major; sm_XYa only on X.Y; sm_XYf on X.Z, Z >= Y; PTX compute_XY is JIT-compiled for any capability >= X.Y.
 """
 
