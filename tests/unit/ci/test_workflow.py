@@ -110,3 +110,20 @@ def test_bake_file_with_a_registry_cache():
     target = bake["target"][ROW1.replace(".", "_")]
     assert target["cache-from"] == ["type=registry,ref=r/verl:buildcache-x"]
     assert target["cache-to"] == ["type=registry,ref=r/verl:buildcache-x,mode=max"]
+
+
+def test_gpu_jobs_are_bounded_and_leave_the_runner_clean():
+    """Self-hosted GPU runners are persistent and scarce: a time limit, no run after a cancel or a failed plan,
+    no pip into the system Python (PEP 668), logs kept on failure, the pulled image and the login removed."""
+    jobs = workflow()["jobs"]
+    for name in ("gpu-single", "gpu-multi", "promote"):
+        condition = jobs[name]["if"]
+        assert "always()" not in condition and "!cancelled()" in condition and "needs.plan.result == 'success'" in condition
+    for name in ("gpu-single", "gpu-multi"):
+        job = jobs[name]
+        assert 0 < job["timeout-minutes"] <= 120
+        scripts = [step.get("run", "") for step in job["steps"]]
+        assert not [s for s in scripts if "python3 -m pip install" in s and "venv" not in s]
+        assert any("docker logout" in s and "docker image rm" in s for s in scripts)
+        assert any(step.get("if") == "${{ !cancelled() }}" and "build-logs" in step.get("with", {}).get("path", "")
+                   for step in job["steps"])
