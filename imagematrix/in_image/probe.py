@@ -1,7 +1,8 @@
 """What an environment has, as JSON on stdout: run by `build.py doctor` with this Python or inside an image.
 
 Standard library only (torch is used when it imports). Secrets in the environment are never printed: variables
-whose name says TOKEN, KEY, SECRET or PASSWORD show only that they are set.
+whose name says PASS, TOKEN, KEY, SECRET, AUTH, CREDENTIAL or COOKIE show only that they are set, and URL
+userinfo in the others is replaced by ***.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 
 PACKAGES = ("verl", "vllm", "torch", "flash-attn", "tensordict", "transformers", "ray")
 ENV_PREFIXES = ("VLLM_", "NCCL_", "GLOO_", "CUDA_", "TORCH_", "HF_", "NVIDIA_", "IMAGEMATRIX_", "PYTORCH_")
-SECRET_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+# The same rules as imagematrix/model/secrets.py (this file runs alone inside images; a test keeps them in step).
+SECRET_WORDS = ("PASS", "TOKEN", "KEY", "SECRET", "AUTH", "CREDENTIAL", "COOKIE")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")
 
 
 def packages() -> dict[str, str | None]:
@@ -59,8 +63,9 @@ def driver() -> str | None:
 
 
 def environment() -> dict[str, str]:
-    return {k: ("<set>" if any(w in k for w in SECRET_WORDS) else v) for k, v in sorted(os.environ.items())
-            if k.startswith(ENV_PREFIXES)}
+    return {k: ("<set>" if any(w in k.upper() for w in SECRET_WORDS)
+                else _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", v))
+            for k, v in sorted(os.environ.items()) if k.startswith(ENV_PREFIXES)}
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from imagematrix.knowledge import flashattn
-from imagematrix.model import labels
+from imagematrix.model import labels, secrets
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.fields import bootstrap_suites
 from imagematrix.model.matrix import Row
@@ -69,14 +69,15 @@ def ensure_base(row: Row, inputs: BuildInputs, log) -> str:
         mirror = inputs.apt_mirror or suite["mirror"]
         if not debootstrap.available():
             raise RuntimeFailure(f"row {row.id}, stage base: debootstrap is not installed (run `python build.py setup`)")
-        log(f"bootstrapping {image} from {mirror} (debootstrap, about a minute)")
+        log(f"bootstrapping {image} from {secrets.redact_url(mirror)} (debootstrap, about a minute)")
         cache_dir().mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="imagematrix-rootfs-", dir=cache_dir()))
         try:
             proc = debootstrap.bootstrap(row.bootstrap_suite, work / "rootfs", mirror, inputs.http_proxy)
             if proc.returncode != 0:
-                raise RuntimeFailure(f"row {row.id}, stage base: debootstrap {row.bootstrap_suite} from {mirror} failed:\n"
-                                     f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+                raise RuntimeFailure(f"row {row.id}, stage base: debootstrap {row.bootstrap_suite} from "
+                                     f"{secrets.redact_url(mirror)} failed:\n"
+                                     + secrets.redact_text(f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}"))
             failed = docker.import_rootfs(work / "rootfs", image)
             if failed:
                 raise RuntimeFailure(f"row {row.id}, stage base: docker import failed: {failed}")
@@ -162,7 +163,7 @@ def check_flash_attn(row: Row, mirror: str | None) -> None:
     base = mirror or flashattn.RELEASES
     host = urllib.parse.urlsplit(base).hostname or ""
     if registry_api.is_loopback(host):
-        raise RuntimeFailure(f"row {row.id}, stage inputs: the flash-attn mirror {http.redact(base)} is on "
+        raise RuntimeFailure(f"row {row.id}, stage inputs: the flash-attn mirror {secrets.redact_url(base)} is on "
                              "loopback, which build steps cannot reach\n"
                              "  fix: serve it on an address the build can reach (e.g. the docker bridge 172.17.0.1)")
     url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)

@@ -7,15 +7,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-
-def redact(url: str) -> str:
-    """The URL without user and password, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
-
+from imagematrix.model import secrets
 
 
 def check_reachable(url: str, timeout: float = 15) -> str | None:
@@ -31,7 +23,7 @@ def check_reachable(url: str, timeout: float = 15) -> str | None:
         with urllib.request.urlopen(request, timeout=timeout):
             return None
     except urllib.error.HTTPError as exc:
-        return f"{redact(url)} answered HTTP {exc.code}"
+        return f"{secrets.redact_url(url)} answered HTTP {exc.code}"
     except OSError as exc:
-        return f"{redact(url)} is unreachable ({getattr(exc, 'reason', exc)})"
+        return f"{secrets.redact_url(url)} is unreachable ({getattr(exc, 'reason', exc)})"
 

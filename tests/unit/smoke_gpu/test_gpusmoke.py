@@ -239,11 +239,14 @@ def test_run_logs_the_command_and_reports_the_outcome(tmp_path, monkeypatch):
     monkeypatch.setattr(smoke_gpu.docker, "cli", lambda: "/usr/bin/docker")
     monkeypatch.setattr(smoke_gpu, "pytest_dir", lambda python: seen.setdefault("python", python) and tmp_path)
 
-    def fake_run(cmd, stdout, stderr, cwd, env):
-        stdout.write("11 passed\n")
-        return subprocess.CompletedProcess(cmd, seen.get("rc", 0))
+    class FakePopen:  # docker run --gpus all, which this machine cannot do
+        def __init__(self, cmd, **kw):
+            self.stdout = iter(["11 passed\n"])
 
-    monkeypatch.setattr(smoke_gpu.process.subprocess, "run", fake_run)
+        def wait(self):
+            return seen.get("rc", 0)
+
+    monkeypatch.setattr(smoke_gpu.process.subprocess, "Popen", FakePopen)
     log = tmp_path / "logs" / "gpu.log"
     assert smoke_gpu.run(m, row, "img:tag", log) is True
     text = log.read_text()

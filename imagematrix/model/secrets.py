@@ -1,0 +1,37 @@
+"""What must never be printed: the one redaction every output path uses (console, logs, build-logs/, manifests,
+error messages). URL userinfo becomes ***; a variable whose name holds a secret word shows only that it is set.
+
+imagematrix/in_image/probe.py runs alone inside images and carries its own copy of these rules (a test keeps the
+two in step)."""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+
+# PASS covers PASSWORD and PASSWD; KEY covers API_KEY, ACCESS_KEY...
+SECRET_WORDS = ("PASS", "TOKEN", "KEY", "SECRET", "AUTH", "CREDENTIAL", "COOKIE")
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")
+
+
+def is_secret_name(name: str) -> bool:
+    return any(word in name.upper() for word in SECRET_WORDS)
+
+
+def redact_url(url: str) -> str:
+    """The URL without user and password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """Free text (a tool's output, an error) with the userinfo of every URL in it replaced by ***."""
+    return _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+
+
+def redact_env(env: dict[str, str]) -> dict[str, str]:
+    """Secret-named variables as <set>; URL userinfo in every other value redacted."""
+    return {k: ("<set>" if is_secret_name(k) else redact_text(v)) for k, v in env.items()}
