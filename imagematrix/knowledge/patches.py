@@ -19,6 +19,11 @@ from imagematrix.model.errors import InputError, InputErrors
 from imagematrix.model.fields import PACKAGE_RE, PATCH_ID_RE
 from imagematrix.model.matrix import Row
 
+try:  # the parser match.expand uses (re._parser from Python 3.11, sre_parse before)
+    from re import _parser as _template_parser
+except ImportError:  # pragma: no cover - Python 3.10
+    import sre_parse as _template_parser
+
 FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$")
 SCOPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -121,11 +126,16 @@ def load(directory: Path = paths.PATCHES) -> list[Patch]:
 
 
 def _replacement_problem(patch: Patch) -> str | None:
-    """The replacement may only refer to groups its anchor defines."""
+    """The replacement must be a valid template for its anchor, as re's match.expand reads it in the build: groups
+    the anchor defines (\\g<name>, \\1) and known escapes only (\\q or \\9 failed only inside the build)."""
     anchor = re.compile(patch.anchor, re.MULTILINE)
     for ref in re.findall(r"\\g<(\w+)>", patch.replacement):
         if ref not in anchor.groupindex and not (ref.isdigit() and int(ref) <= anchor.groups):
             return f"replacement uses \\g<{ref}>, which the anchor does not define"
+    try:
+        _template_parser.parse_template(patch.replacement, anchor)
+    except (re.error, IndexError) as exc:
+        return f"replacement is not a valid template for its anchor: {exc}"
     return None
 
 

@@ -60,7 +60,11 @@ def apply_text(text: str, patch: dict) -> str:
             f"patch {patch['id']}: anchor found {len(matches)} times in {patch['file']}"
             f"{' scope ' + patch['scope'] if patch.get('scope') else ''} (expected exactly once)"
         )
-    new_region = region[: matches[0].start()] + matches[0].expand(patch["replacement"]) + region[matches[0].end():]
+    try:
+        replaced = matches[0].expand(patch["replacement"])
+    except (re.error, IndexError) as exc:
+        raise PatchError(f"patch {patch['id']}: its replacement is not a valid template: {exc}") from None
+    new_region = region[: matches[0].start()] + replaced + region[matches[0].end():]
     patched = text[:start] + new_region + text[end:]
     problem = verify_text(patched, patch)
     if problem:

@@ -67,6 +67,8 @@ patches:
     (("versions: \">=0.7.0,<0.7.3\"", "versions: \"around 0.7\""), "not a PEP 440 specifier"),
     (("anchor: '^(?P<i>[ ]*)a = 1\\n'", "anchor: '(unclosed'"), "not a valid regular expression"),
     (("\\g<i>a = 2", "\\g<indent>a = 2"), "does not define"),
+    (("\\g<i>a = 2", "\\qa = 2"), "not a valid template"),  # bad escape: used to fail only inside the build
+    (("\\g<i>a = 2", "\\9a = 2"), "not a valid template"),  # group 9 of an anchor with one group
     (("check: \"a = 2\"", "check: \"a = 1\\n\""), "matches the anchor"),
     (("file: vllm/x.py", "file: vllm/../../etc/passwd.py"), "leaves the package directory"),
     (("    description: demo\n", ""), "Field required"),
@@ -91,3 +93,10 @@ def test_in_image_applier_refuses_another_version(tmp_path):
     patch_json.write_text(json.dumps([p.for_image("0.7.2") for p in ALL]))
     proc = run_applier(site, patch_json, tmp_path / "r.json")
     assert proc.returncode == 1 and "vllm 0.7.3 installed, the patch was selected for 0.7.2" in proc.stderr
+
+
+def test_the_in_image_applier_reports_a_bad_replacement_as_a_patch_failure():
+    """A replacement that slipped past validation (an older patches.json) is a clean PATCH FAILED, no traceback."""
+    patch = {"id": "demo", "file": "x.py", "anchor": "^a = 1$", "replacement": "\\q", "check": "b", "scope": None}
+    with pytest.raises(patch_apply.PatchError, match="not a valid template"):
+        patch_apply.apply_text("a = 1\n", patch)
