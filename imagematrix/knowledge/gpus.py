@@ -82,7 +82,16 @@ def capability(name: str) -> Capability:
     for pattern in (_ARCH_RE, _DOTTED_RE):
         match = pattern.match(text)
         if match:
-            return int(match.group(1)), int(match.group(2))
+            cap = int(match.group(1)), int(match.group(2))
+            # a model's capability, or one a torch wheel ships machine code for (sm_50 has no model listed)
+            shipped = {a for entry in data().torch_archs for a in entry["archs"]}
+            known = sorted({c for _, c, _ in data().names}
+                           | {(int(m.group(1)), int(m.group(2))) for a in shipped if (m := _ARCH_RE.match(a))})
+            if cap not in known:
+                raise InputError(f"no NVIDIA GPU has compute capability {cap[0]}.{cap[1]} ({name!r})",
+                                 fix="known capabilities: " + ", ".join(f"{c[0]}.{c[1]}" for c in known)
+                                     + f" ({GPUS.relative_to(paths.ROOT)})")
+            return cap
     words = _tokens(text)
     hits = [(len(tokens), cap, spelling) for tokens, cap, spelling in data().names if _contains(words, tokens)]
     if hits:

@@ -55,3 +55,9 @@ def test_pick_says_when_an_image_trains_without_flash_attention_2():
         in result.best.notes
     fa = pick.pick(matrix_mod.load(ROOT / "matrix.yaml"), "H100", None, "0.8.5", None)
     assert not [n for n in fa.best.notes if n.startswith("verl training")]  # flash-attn ships: nothing to say
+
+
+def test_a_capability_no_gpu_has_is_bad_input(run):
+    result = run("pick", "--gpu", "sm_999")
+    assert result.code == 2 and "no NVIDIA GPU has compute capability 99.9" in result.err
+    assert run("pick", "--gpu", "sm_50").code == 0  # no model listed, but torch wheels ship sm_50 code
