@@ -41,8 +41,9 @@ def recorded_time(path: Path) -> str | None:
 
 
 def resolution_time(matrix: Matrix, row: Row, refresh: bool = False) -> str:
-    """The time to resolve the row at: its lock's when the lock is current (and no refresh is asked), else now."""
-    kept = None if refresh or lock_status(matrix, row) != "ok" else recorded_time(lock_path(matrix, row))
+    """The time to resolve the row at: its lock's while the lock was written for these pins (current, or broken by
+    an edit of its body, which re-locking then repairs to the same bytes) and no refresh is asked; else now."""
+    kept = None if refresh or lock_status(matrix, row) not in ("ok", "broken") else recorded_time(lock_path(matrix, row))
     return kept or now()
 
 

@@ -50,6 +50,7 @@ def test_a_lock_whose_body_was_edited_is_broken_not_ok(tmp_path):
     assert locks.lock_status(m, row) == "ok"
     path.write_text(good.replace("vllm==0.24.0", "vllm==0.23.0"))  # a pin moved
     assert locks.lock_status(m, row) == "broken"
+    assert locks.resolution_time(m, row) == locks.recorded_time(path)  # re-locking repairs it to the same bytes
     assert "vllm is locked at 0.23.0, the row pins 0.24.0" in locks.status_message(m, row, "broken")
     path.write_text(good[: good.index("--hash=sha256:")])  # truncated
     assert locks.lock_status(m, row) == "broken"
