@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from packaging.utils import canonicalize_name
 
 from imagematrix.knowledge import requires_python
-from imagematrix.model import lockfile
+from imagematrix.model import lockfile, secrets
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Row
 from imagematrix.tools import uv
@@ -67,7 +67,7 @@ def compile_(row: Row, *, hashes: bool, offline: bool = False, exclude_newer: st
                                    exclude_newer=exclude_newer)
     if proc.returncode == 0:
         return proc.stdout
-    message = proc.stderr.strip()
+    message = secrets.redact_text(proc.stderr.strip())  # an index URL with credentials stays out of messages
     if offline:
         raise RuntimeFailure(message)
     if "No solution found" in message or "requires-python" in message.lower() or "unsatisfiable" in message:

@@ -24,6 +24,13 @@ from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.paths import write_atomic
 
 DEFAULT_INDEX = "https://pypi.org/simple"
+# The variables that name the package index, uv's first: one index for uv's resolution and for this reader.
+INDEX_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
+
+
+def index_url() -> str:
+    """The index everything resolves and reads from: the first of INDEX_VARIABLES that is set, else PyPI."""
+    return next((os.environ[v] for v in INDEX_VARIABLES if os.environ.get(v)), DEFAULT_INDEX).rstrip("/")
 
 
 def _context() -> ssl.SSLContext:
@@ -40,7 +47,7 @@ def _open(request: urllib.request.Request | str):
 
 def _files(package: str, index: str | None = None) -> list[tuple[str, str | None]]:
     """(url, requires-python) of every file on the index's simple (PEP 503) page of the package."""
-    index = (index or os.environ.get("PIP_INDEX_URL") or DEFAULT_INDEX).rstrip("/")
+    index = (index or index_url()).rstrip("/")
     html = _open(f"{index}/{canonicalize_name(package)}/").read().decode()
     files = []
     for anchor in re.findall(r"<a\s[^>]*>", html):

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 from imagematrix.model.errors import RuntimeFailure
+from imagematrix.tools import pypi
 
 # Wheels for this platform run on glibc >= 2.35 (Ubuntu 22.04, Debian 12): every supported base.
 PLATFORM = "x86_64-manylinux_2_35"
@@ -32,7 +33,8 @@ def binary() -> str:
 def compile_file(spec: Path, exclude_newer: str | None = None) -> subprocess.CompletedProcess:
     """`uv pip compile SPEC` with hashes for PLATFORM (the build tools' lock)."""
     cmd = [binary(), "pip", "compile", str(spec), "--python-platform", PLATFORM, "--generate-hashes",
-           "--no-header", "--quiet", "--color", "never", *(["--exclude-newer", exclude_newer] if exclude_newer else [])]
+           "--no-header", "--quiet", "--color", "never", *(["--exclude-newer", exclude_newer] if exclude_newer else []),
+           "--default-index", pypi.index_url()]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -59,5 +61,6 @@ def compile_requirements(requirements: str, python: str, *, overrides: str = "",
             cmd.append("--offline")
         if exclude_newer:
             cmd += ["--exclude-newer", exclude_newer]
+        cmd += ["--default-index", pypi.index_url()]  # the same index the metadata reader uses (PIP_INDEX_URL too)
         return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}, cwd=tmp)
 
