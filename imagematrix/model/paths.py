@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,3 +40,21 @@ def cache_dir() -> Path:
     root = os.environ.get("IMAGEMATRIX_CACHE") or Path.home() / ".cache" / "imagematrix"
     return Path(root)
 
+
+def scratch_dir(max_age_s: float = 86400) -> Path:
+    """Where the tool's temporary directories go: under the cache root (not /tmp), so that one left by a killed run
+    is found and swept by a later one (those older than max_age_s, a day: no run lasts that long)."""
+    root = cache_dir() / "tmp"
+    root.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - max_age_s
+    for old in root.iterdir():
+        try:
+            if old.stat().st_mtime >= cutoff:
+                continue
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink()
+        except OSError:
+            pass
+    return root

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from imagematrix.model import labels, tags
+from imagematrix.model import labels, paths, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import builder, render, smoke
@@ -71,7 +71,7 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         stage = "build"
         status(row.id, "building (BuildKit)")
         cache = f"{repo}:buildcache-{row.id}" if cache_registry else None
-        with tempfile.TemporaryDirectory(prefix="imagematrix-secrets-") as secret_dir:
+        with tempfile.TemporaryDirectory(prefix="secrets-", dir=paths.scratch_dir()) as secret_dir:
             secrets = inputs.write_secrets(Path(secret_dir))
             builder.build(item, candidate, render.generated_dir(matrix), secrets, row_logs / "build.log",
                           lambda step: status(row.id, f"building {step}"), cache=cache)

@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from imagematrix.model import paths
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.tools import pypi
 
@@ -44,7 +45,7 @@ def compile_requirements(requirements: str, python: str, *, overrides: str = "",
     """`uv pip compile` of requirements text for python on PLATFORM; uv's process (stdout: the resolution).
 
     exclude_newer (RFC 3339): only files uploaded before then, so a resolution can be repeated."""
-    with tempfile.TemporaryDirectory(prefix="imagematrix-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="uv-", dir=paths.scratch_dir()) as tmp:
         Path(tmp, "requirements.in").write_text(requirements)
         # Paths relative to the temp dir (uv runs there): uv writes `# via -r <path>` into the lock, and a random
         # temp path would make every re-lock differ, and with it the lock digest and the image's input digest.
