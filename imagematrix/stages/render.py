@@ -6,6 +6,7 @@ memory first, so bad input leaves nothing written; each row directory is then sw
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -134,27 +135,41 @@ def write(matrix: Matrix, rendered: list[Rendered], *, prune: bool) -> list[str]
     out = generated_dir(matrix)
     out.mkdir(parents=True, exist_ok=True)
     changed = []
-    for item in rendered:
-        target = out / item.row.id
-        if _read_tree(target) == item.files:
-            continue
-        staging = Path(tempfile.mkdtemp(prefix=f".{item.row.id}.", dir=out))
-        staging.chmod(0o755)
-        for name, content in item.files.items():
-            (staging / name).write_bytes(content)
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{item.row.id}.old.", dir=out))
-            target.rename(old / "x")
-            staging.rename(target)
-            shutil.rmtree(old)
-        else:
-            staging.rename(target)
-        changed.append(item.row.id)
-    if prune:
-        for stale in _stale_dirs(out, rendered):
-            shutil.rmtree(stale)
-            changed.append(stale.name)
+    # One render at a time (a second waits for the first), and what a killed one left (staging or .old
+    # directories, which start with '.') is swept before anything is written.
+    with open(out / LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for leftover in _leftovers(out):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for item in rendered:
+            target = out / item.row.id
+            if _read_tree(target) == item.files:
+                continue
+            staging = Path(tempfile.mkdtemp(prefix=f".{item.row.id}.", dir=out))
+            staging.chmod(0o755)
+            for name, content in item.files.items():
+                (staging / name).write_bytes(content)
+            if target.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{item.row.id}.old.", dir=out))
+                target.rename(old / "x")
+                staging.rename(target)
+                shutil.rmtree(old)
+            else:
+                staging.rename(target)
+            changed.append(item.row.id)
+        if prune:
+            for stale in _stale_dirs(out, rendered):
+                shutil.rmtree(stale)
+                changed.append(stale.name)
     return changed
+
+
+LOCK_FILE = ".render.lock"
+
+
+def _leftovers(out: Path) -> list[Path]:
+    """Staging and .old directories of a render that did not finish (a kill between its renames)."""
+    return sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith(".")) if out.is_dir() else []
 
 
 def _stale_dirs(out: Path, rendered: list[Rendered]) -> list[Path]:
@@ -189,4 +204,5 @@ def drift(matrix: Matrix, rendered: list[Rendered], *, full: bool) -> list[str]:
                 problems.append(f"{item.row.id}/{name}: differs")
     if full:
         problems += [f"{p.name}: no such row in the matrix" for p in _stale_dirs(out, rendered)]
+    problems += [f"{p.name}: left by a render that did not finish (`render` removes it)" for p in _leftovers(out)]
     return problems
