@@ -6,7 +6,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from imagematrix.assist import addrow
-from imagematrix.cli.common import err, matrix_option, out
+from imagematrix.cli.common import checked, err, matrix_option, out
+from imagematrix.model import fields
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError
 
@@ -15,9 +16,10 @@ HELP = "propose the pins for a vLLM version, append the row, lock and render it"
 
 def add_arguments(p) -> None:
     matrix_option(p)
-    p.add_argument("--vllm", required=True, help="the vLLM version of the new row")
-    p.add_argument("--verl", help="verl version (default: the newest whose [vllm] extra admits this vLLM)")
-    p.add_argument("--python", help="Python version (default: the matrix's default)")
+    p.add_argument("--vllm", required=True, type=checked(fields.check_exact_version), help="the vLLM version of the new row")
+    p.add_argument("--verl", type=checked(fields.check_exact_version),
+                   help="verl version (default: the newest whose [vllm] extra admits this vLLM)")
+    p.add_argument("--python", type=checked(fields.check_python), help="Python version (default: the matrix's default)")
     p.add_argument("--dry-run", action="store_true", help="show the proposed row and write nothing")
 
 

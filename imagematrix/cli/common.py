@@ -10,13 +10,25 @@ from pathlib import Path
 # Wide enough for row ids when the output is not a terminal (CI logs, pipes).
 from rich.console import Console  # noqa: E402  (kept beside the consoles it makes)
 
+from imagematrix.model import fields, paths, tags
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.model import paths, tags
 from imagematrix.model.errors import InputError
 from imagematrix.stages import builder
 
 out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+
+def checked(check):
+    """An argparse `type=` from a model check: a bad value on the command line is bad input (exit 2) too."""
+
+    def convert(text: str) -> str:
+        try:
+            return check(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
 def matrix_option(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +42,7 @@ def row_options(parser: argparse.ArgumentParser) -> None:
 
 
 def registry_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--registry", default=tags.DEFAULT_REGISTRY,
+    parser.add_argument("--registry", default=tags.DEFAULT_REGISTRY, type=checked(fields.check_registry),
                         help=f"host[:port]/namespace to publish to (default: the embedded {tags.DEFAULT_REGISTRY}); "
                              "credentials come from the docker config")
     parser.add_argument("--log-dir", type=Path, default=paths.ROOT / "build-logs", help="per-row logs and manifests")

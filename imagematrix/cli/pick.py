@@ -6,9 +6,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from imagematrix.assist import pick
-from imagematrix.cli.common import err, matrix_option, out
+from imagematrix.cli.common import checked, err, matrix_option, out
+from imagematrix.model import fields, tags
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.model import tags
 
 HELP = "the best image for a GPU, driver and version wishes, and why others are out"
 
@@ -19,7 +19,8 @@ def add_arguments(p) -> None:
     p.add_argument("--driver", help="NVIDIA driver version as nvidia-smi prints it, e.g. 535.104.05")
     p.add_argument("--vllm", help="vLLM version or specifier, e.g. 0.10.0 or '>=0.8'")
     p.add_argument("--verl", help="verl version or specifier, e.g. 0.5 (any 0.5.x) or '>=0.4'")
-    p.add_argument("--registry", default=tags.DEFAULT_REGISTRY, help="host[:port]/namespace for the pull line")
+    p.add_argument("--registry", default=tags.DEFAULT_REGISTRY, type=checked(fields.check_registry),
+                   help="host[:port]/namespace for the pull line")
 
 
 def run(args) -> int:

@@ -171,3 +171,11 @@ def bootstrap_suites() -> dict[str, Any]:
     """The bootstrappable bases of knowledge/bases.yaml (read once)."""
     data = yamlio.load(paths.BASES) or {}
     return dict(data.get("debootstrap") or {})
+
+
+REGISTRY_RE = re.compile(rf"^{_DOMAIN}(?:/{_COMPONENT})*$")  # host[:port][/namespace...], as --registry takes it
+
+# The same checks for values given on the command line (cli/common.py turns them into argparse types).
+check_exact_version = _exact_version
+check_python = _matching(PYTHON_RE, "Python version (write e.g. 3.11)")
+check_registry = _matching(REGISTRY_RE, "registry (host[:port]/namespace, e.g. ghcr.io/me or 127.0.0.1:5000/ns)")

@@ -18,3 +18,18 @@ def test_an_internal_error_is_one_line_and_exit_1(monkeypatch, capsys):
     assert "Traceback" not in err
     with pytest.raises(KeyError):
         app.main(["--debug", "render", "--check"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["add-row", "--vllm", "x; rm -rf /", "--dry-run"],
+    ["add-row", "--vllm", "0.24.0", "--python", "abc", "--dry-run"],
+    ["add-row", "--vllm", "0.24.0", "--verl", ">=0.9", "--dry-run"],
+    ["plan", "--registry", "not a registry"],
+    ["pick", "--gpu", "H100", "--registry", "not a registry"],
+])
+def test_bad_command_line_values_are_bad_input_not_tracebacks(argv, capsys):
+    with pytest.raises(SystemExit) as exited:
+        app.main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: argument" in err and "Traceback" not in err and "internal error" not in err
