@@ -8,9 +8,10 @@ import re
 from typing import Annotated, Any
 
 from packaging.version import InvalidVersion, Version
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from imagematrix.model import paths, tags, yamlio
+from imagematrix.model.errors import InputError
 
 # --- value patterns -------------------------------------------------------------------------------------
 
@@ -166,11 +167,32 @@ class RowFields(BaseModel):
 REQUIRED = ("verl", "vllm", "torch", "cuda", "tensordict", "transformers", "python", "base")
 
 
+class Suite(BaseModel):
+    """A distribution suite that `debootstrap:<suite>` bases bootstrap (knowledge/bases.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+    distro: str
+    mirror: str
+    python: list[PythonVersion]
+
+
 @functools.cache
 def bootstrap_suites() -> dict[str, Any]:
-    """The bootstrappable bases of knowledge/bases.yaml (read once)."""
+    """The bootstrappable bases of knowledge/bases.yaml (read once), checked: a malformed file is bad input."""
     data = yamlio.load(paths.BASES) or {}
-    return dict(data.get("debootstrap") or {})
+    suites = data.get("debootstrap") if isinstance(data, dict) else None
+    if not isinstance(suites, dict):
+        raise InputError("expected a mapping with a `debootstrap:` mapping of suites", where=str(paths.BASES),
+                         fix="see the comment at the top of the file")
+    for name, suite in suites.items():
+        try:
+            Suite.model_validate(dict(suite) if isinstance(suite, dict) else suite)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InputError(f"suite {name!r}: {'.'.join(map(str, first['loc'])) or 'value'}: {first['msg']}",
+                             where=f"{paths.BASES}:{yamlio.line_of(suites, name)}",
+                             fix="each suite has distro, mirror and a list of quoted Python versions") from None
+    return {str(name): dict(suite) for name, suite in suites.items()}
 
 
 REGISTRY_RE = re.compile(rf"^{_DOMAIN}(?:/{_COMPONENT})*$")  # host[:port][/namespace...], as --registry takes it

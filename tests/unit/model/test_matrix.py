@@ -104,3 +104,22 @@ def test_a_huge_matrix_is_refused_before_parsing(tmp_path, run):
     path.write_text("# " + "x" * 1_100_000 + "\nrows: []\n")
     result = run("validate", "--matrix", path)
     assert result.code == 2 and "over the limit" in result.err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("- bookworm\n", "expected a mapping with a `debootstrap:` mapping"),
+    ('debootstrap:\n  bookworm:\n    distro: debian\n    mirror: http://x\n    python: "3.11"\n',
+     "suite 'bookworm': python: Input should be a valid list"),  # was reported against matrix.yaml as "3, ., 1, 1"
+])
+def test_a_malformed_bases_file_is_bad_input_naming_that_file(tmp_path, monkeypatch, run, text, message):
+    from imagematrix.model import fields, paths
+
+    bases = tmp_path / "bases.yaml"
+    bases.write_text(text)
+    monkeypatch.setattr(paths, "BASES", bases)
+    fields.bootstrap_suites.cache_clear()
+    try:
+        result = run("validate", "--matrix", paths.MATRIX)
+    finally:
+        fields.bootstrap_suites.cache_clear()
+    assert result.code == 2 and message in result.err and str(bases) in result.err
