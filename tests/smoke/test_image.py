@@ -68,3 +68,12 @@ def test_the_nvidia_runtime_is_asked_for_the_compute_libraries(inspect):
     env = dict(item.split("=", 1) for item in inspect["Config"]["Env"])
     assert env.get("NVIDIA_VISIBLE_DEVICES") == "all"
     assert {"compute", "utility"} <= set(env.get("NVIDIA_DRIVER_CAPABILITIES", "").split(","))
+
+
+def test_triton_can_build_its_kernel_launchers(host, row):
+    """Triton compiles a small C launcher for each kernel the first time it runs (vLLM's sampler, verl's fused ops),
+    with the system C compiler and the Python headers: without them a GPU run fails with "Failed to find C compiler".
+    The same compile, without a GPU: a C file that includes Python.h."""
+    source = "#include <Python.h>\\nint main(void) { return Py_IsInitialized(); }\\n"
+    ran = host.run(f"printf '{source}' | cc -x c -fsyntax-only -I/usr/include/python{row.python} -")
+    assert ran.rc == 0, ran.stderr
