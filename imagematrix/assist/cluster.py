@@ -51,8 +51,7 @@ VERSION_FIX = ("run every node from the same image (a row-id tag or a digest, no
 Log = Callable[[str], None]
 
 
-def _docker(cli: str, *args: str, timeout: float = 120, input: str | None = None) -> subprocess.CompletedProcess:
-    return docker.run(*args, timeout=timeout, input=input, program=cli)
+_docker = cluster_teardown.docker_on
 
 
 def detect_gpus() -> bool:

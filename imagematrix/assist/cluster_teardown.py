@@ -15,8 +15,9 @@ Log = Callable[[str], None]
 LABEL = labels.CLUSTER
 
 
-def _docker(cli: str, *args: str, timeout: float = 120):
-    return docker.run(*args, timeout=timeout, program=cli)
+def docker_on(cli: str, *args: str, timeout: float = 120, input: str | None = None):
+    """`docker ARGS` with the docker CLI the cluster run was started with (the cluster modules' one way to docker)."""
+    return docker.run(*args, timeout=timeout, input=input, program=cli)
 
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM arrived while a cluster was up (after teardown, the caller exits 128 + signum)."""
@@ -33,7 +34,7 @@ def leftovers(cli: str, name: str) -> list[str]:
                  ["ps", "-a", "--filter", f"name={name}", "--format", "container {{.Names}}"],
                  ["network", "ls", "--filter", f"label={LABEL}={name}", "--format", "network {{.Name}}"],
                  ["network", "ls", "--filter", f"name={name}", "--format", "network {{.Name}}"]):
-        proc = _docker(cli, *args, timeout=60)
+        proc = docker_on(cli, *args, timeout=60)
         found += [line for line in proc.stdout.splitlines() if line.strip() and line not in found]
     return found
 
@@ -42,11 +43,11 @@ def teardown(cli: str, name: str, log: Log) -> None:
     """Remove the run's containers and network; retried, since a create cut short may land after a first removal."""
     containers = [f"{name}-head", f"{name}-worker"]
     for attempt in range(4):
-        _docker(cli, "rm", "-f", "-v", *containers, timeout=120)
-        labelled = _docker(cli, "ps", "-aq", "--filter", f"label={LABEL}={name}", timeout=60).stdout.split()
+        docker_on(cli, "rm", "-f", "-v", *containers, timeout=120)
+        labelled = docker_on(cli, "ps", "-aq", "--filter", f"label={LABEL}={name}", timeout=60).stdout.split()
         if labelled:
-            _docker(cli, "rm", "-f", "-v", *labelled, timeout=120)
-        _docker(cli, "network", "rm", f"{name}-net", timeout=60)
+            docker_on(cli, "rm", "-f", "-v", *labelled, timeout=120)
+        docker_on(cli, "network", "rm", f"{name}-net", timeout=60)
         left = leftovers(cli, name)
         if not left:
             log(f"removed the containers and the network of {name}")

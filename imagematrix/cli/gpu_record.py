@@ -31,7 +31,6 @@ def run(args) -> int:
     date = args.date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     record = gpu_record.record(m, row, args.results, date, args.mode, args.note)
     path = gpu_record.write(record)
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(record.counts().items()))
     row_runs = gpurun.by_row(gpurun.load_all(path.parent)).get(row.id, [])
-    out.print(f"wrote {path.relative_to(m.root)} ({counts}); row {row.id}: {gpurun.summary(row_runs, locks.current_pins(m, row))}")
+    out.print(f"wrote {path.relative_to(m.root)} ({record.counts()}); row {row.id}: {gpurun.summary(row_runs, locks.current_pins(m, row))}")
     return 0

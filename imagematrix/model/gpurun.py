@@ -61,14 +61,11 @@ class GpuRun(BaseModel):
 
     @property
     def passed(self) -> bool:
-        return all(t.outcome in ("passed", "skipped") for t in self.tests) and any(
-            t.outcome == "passed" for t in self.tests)
+        return _passed([t.outcome for t in self.tests])
 
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for t in self.tests:
-            out[t.outcome] = out.get(t.outcome, 0) + 1
-        return out
+    def counts(self) -> str:
+        """e.g. "7 passed, 1 failed, 4 skipped"."""
+        return _counts([t.outcome for t in self.tests])
 
     def file_name(self, seq: int = 1) -> str:
         return f"{self.date}-{self.row}-{seq}.json"
@@ -80,6 +77,15 @@ def load_all(folder: Path = RUNS) -> list[GpuRun]:
         return []
     runs = [(p.name, GpuRun.model_validate(json.loads(p.read_text()))) for p in sorted(folder.glob("*.json"))]
     return [run for _, run in sorted(runs, key=lambda pair: (pair[1].date, pair[0]))]
+
+
+def _passed(outcomes: list[str]) -> bool:
+    """Something passed and nothing failed (skips alone are no pass)."""
+    return "passed" in outcomes and all(o in ("passed", "skipped") for o in outcomes)
+
+
+def _counts(outcomes: list[str]) -> str:
+    return ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "error", "skipped") if o in outcomes)
 
 
 def by_row(runs: list[GpuRun]) -> dict[str, list[GpuRun]]:
@@ -105,11 +111,9 @@ def summary(runs: list[GpuRun], current_pins: str | None = None) -> str:
         return "never run on a GPU"
     latest = latest_results(runs)
     outcomes = [test.outcome for test, _ in latest.values()]
-    counts = ", ".join(f"{outcomes.count(o)} {o}" for o in ("passed", "failed", "error", "skipped") if o in outcomes)
-    ok = "passed" in outcomes and all(o in ("passed", "skipped") for o in outcomes)
     newest = runs[-1]
     gpu = newest.gpu.removeprefix("NVIDIA ")
     same = current_pins is not None and newest.lock_pins_sha256 == current_pins
     wheels = (", same wheels" if same else ", wheels of an earlier lock") if newest.mode == "host" and newest.wheels else ""
-    return (f"GPU suite {'passed' if ok else 'FAILED'} on {gpu}, {newest.mode} mode{wheels}, {newest.date} "
-            f"({counts})")
+    return (f"GPU suite {'passed' if _passed(outcomes) else 'FAILED'} on {gpu}, {newest.mode} mode{wheels}, "
+            f"{newest.date} ({_counts(outcomes)})")

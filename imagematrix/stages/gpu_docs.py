@@ -33,8 +33,7 @@ def _numbers(run: gpurun.GpuRun) -> list[str]:
 
 
 def _record(run: gpurun.GpuRun) -> list[str]:
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(run.counts().items()))
-    lines = [f"### {run.date}: {run.row} on {run.gpus}x {run.gpu} ({counts})", "",
+    lines = [f"### {run.date}: {run.row} on {run.gpus}x {run.gpu} ({run.counts()})", "",
              f"Driver {run.driver}, compute capability {run.capability}, Python {run.python}, torch {run.torch} "
              f"(CUDA {run.torch_cuda}), {run.mode} mode. Lock sha256 `{run.lock_sha256[:16]}…`.", ""]
     if run.note:

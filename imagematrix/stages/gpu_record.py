@@ -85,14 +85,13 @@ def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str 
     if env.get("row") != row.id:
         raise InputError(f"{raw} holds a run of row {env.get('row')}, not {row.id}", fix=f"pass --row {env.get('row')}")
     lock_text = locks.read_lock(matrix, row)
-    entries = sum(1 for line in lock_text.splitlines() if line and not line.startswith((" ", "#")))
     name, driver, capability, count = _gpu(raw / "gpu.csv")
     versions = env["versions"]
     return gpurun.GpuRun(
         date=date, row=row.id, lock_sha256=hashlib.sha256(lock_text.encode()).hexdigest(),
         lock_pins_sha256=lockfile.pins_digest(lock_text), mode=mode, gpu=name,
         gpus=count, capability=capability, driver=driver, python=env["python"], torch=versions.get("torch") or "",
-        torch_cuda=env.get("torch_cuda") or "", versions=versions, wheels=_wheels(raw, entries),
+        torch_cuda=env.get("torch_cuda") or "", versions=versions, wheels=_wheels(raw, len(lockfile.parse(lock_text))),
         tests=tests_from_junit(raw / "junit.xml"), numbers=numbers(raw), note=note)
 
 

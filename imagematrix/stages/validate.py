@@ -23,7 +23,7 @@ class RowReport:
     packages: int = 0
     torch_cuda: str | None = None
     cuda_ok: bool = True
-    lock: str = ""  # "ok", "missing" or "stale"; "" when the row did not resolve
+    lock: str = ""  # locks.lock_status: "ok", "missing", "stale" or "broken"; "" when the row did not resolve
 
 
 @dataclass
