@@ -15,7 +15,6 @@ from imagematrix.model import lockfile, paths
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import resolve
-from imagematrix.stages.resolve import _indent, inputs
 from imagematrix.tools import uv
 
 
@@ -53,13 +52,13 @@ def lock_tools(matrix: Matrix, refresh: bool = False) -> str:
     cutoff = (None if refresh else recorded_time(tools_lock_path(matrix))) or now()
     proc = uv.compile_file(spec, exclude_newer=cutoff)
     if proc.returncode != 0:
-        raise RuntimeFailure(f"uv pip compile {spec.name} failed:\n{_indent(proc.stderr)}")
+        raise RuntimeFailure(f"uv pip compile {spec.name} failed:\n{resolve._indent(proc.stderr)}")
     return (f"{lockfile.LOCK_HEADER}\n# build tools, from dockerfiles/tools.in\n# exclude-newer: {cutoff}\n"
             + proc.stdout)
 
 
 def lock_text(row: Row, compiled: str, exclude_newer: str) -> str:
-    spec = inputs(row)
+    spec = resolve.inputs(row)
     header = [
         lockfile.LOCK_HEADER,
         f"# row: {row.id}",
@@ -83,7 +82,7 @@ def lock_status(matrix: Matrix, row: Row) -> str:
     except (OSError, UnicodeDecodeError):
         return "broken"
     match = lockfile.DIGEST_RE.search(text)
-    if not match or match.group(1) != inputs(row).digest():
+    if not match or match.group(1) != resolve.inputs(row).digest():
         return "stale"
     return "broken" if body_problems(row, text) else "ok"
 
