@@ -78,7 +78,7 @@ def locked_version(matrix: Matrix, row: Row, package: str = "ray") -> str | None
 
 # --- the driver run in the head --------------------------------------------------------------------------------
 
-DRIVER = (paths.IN_IMAGE / "ray_driver.py").read_text()  # fed to `python -` in the head container
+DRIVER = paths.IN_IMAGE / "ray_driver.py"  # fed to `python -` in the head container
 
 
 # --- the run ----------------------------------------------------------------------------------------------------
@@ -274,7 +274,7 @@ def _wait_for_head_command(cli: str, head: str, log: Log, timeout: float = 60) -
 
 def _drive(cli: str, head: str, gpus: bool, timeout: float) -> list[dict]:
     proc = _docker(cli, "exec", "-i", head, "python", "-", "1" if gpus else "0", str(timeout),
-                   input=DRIVER, timeout=timeout + 120)
+                   input=DRIVER.read_text(), timeout=timeout + 120)
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_MARK):
             return json.loads(line[len(RESULT_MARK):])
