@@ -58,7 +58,13 @@ def build_input_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--http-proxy")
     g.add_argument("--https-proxy")
     g.add_argument("--no-proxy")
-    g.add_argument("--flash-attn-mirror", help="base URL laid out like the flash-attention GitHub releases")
+    g.add_argument("--flash-attn-mirror", help="base URL laid out like the flash-attention GitHub releases "
+                   "(v<version>/<wheel>); the first flash-attn source tried")
+    g.add_argument("--flash-attn-index", action="append", default=[], metavar="URL",
+                   help="a PEP 503 index with prebuilt flash-attn wheels (repeatable), tried after the mirror")
+    g.add_argument("--no-flash-attn-compile", action="store_true",
+                   help="fail a flash-attn row when no mirror, index or registry has its wheel, instead of "
+                        "compiling it from the sdist (hours on few cores)")
 
 
 def build_inputs(args) -> builder.BuildInputs:
@@ -70,7 +76,9 @@ def build_inputs(args) -> builder.BuildInputs:
         raise InputError(f"--ca-cert {ca}: no such file", fix="pass a PEM bundle")
     return builder.BuildInputs(ca_cert=ca, pip_index_url=args.pip_index_url, extra_index_url=args.extra_index_url,
                                apt_mirror=args.apt_mirror, http_proxy=args.http_proxy, https_proxy=args.https_proxy,
-                               no_proxy=args.no_proxy, flash_attn_mirror=args.flash_attn_mirror)
+                               no_proxy=args.no_proxy, flash_attn_mirror=args.flash_attn_mirror,
+                               flash_attn_indexes=tuple(args.flash_attn_index),
+                               flash_attn_compile=not args.no_flash_attn_compile)
 
 
 def load(args) -> tuple[matrix_mod.Matrix, list[matrix_mod.Row]]:

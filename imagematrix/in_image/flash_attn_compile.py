@@ -3,7 +3,11 @@
 Standard library only: it runs inside the flash-attn compile stage of a build (dockerfiles/templates/
 Dockerfile.flash-attn.j2) and on a GPU host in host mode (no docker), with the Python that holds the row's torch:
 
-    python3 flash_attn_compile.py SDIST --archs 90 --out DIR [--jobs N] [--record FILE]
+    python3 flash_attn_compile.py SDIST --archs 90 --out DIR [--jobs N] [--record FILE] [--log FILE]
+    python3 flash_attn_compile.py --fetch flash_attn-2.8.3.tar.gz --sha256 HEX --archs 90 --out DIR ...
+
+--fetch downloads the sdist from the build's package index (PIP_INDEX_URL, UV_DEFAULT_INDEX, else PyPI; its simple
+page names the file) and refuses bytes whose sha256 differs from --sha256.
 
 Before compiling, it checks what a compile needs and fails at once, with the fix, when something is missing: torch
 importable, a CUDA compiler (CUDA_HOME, `nvcc` on PATH, or the compiler from PyPI's CUDA wheels inside the
@@ -28,6 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
+import urllib.request
+from html import unescape
 from pathlib import Path
 
 UNIT_RE = re.compile(r"^\[(\d+)/(\d+)\]")
@@ -85,6 +92,30 @@ def find_nvcc(site_dirs: list[str], env: dict[str, str]) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+def cuda_home(nvcc: Path, scratch: Path) -> Path:
+    """A CUDA_HOME for torch's extension build. A toolkit install (lib64/libcudart.so) is used as it is. PyPI's
+    CUDA wheels (nvidia/cu13/{bin,include,lib,nvvm}) lack lib64/ and the unversioned libcudart.so that torch's
+    build links with: then a folder of links in scratch stands in for it."""
+    root = nvcc.parent.parent
+    if (root / "lib64" / "libcudart.so").exists():
+        return root
+    shim = scratch / "cuda-home"
+    shim.mkdir(parents=True, exist_ok=True)
+    for entry in root.iterdir():
+        if entry.name != "lib64" and not (shim / entry.name).exists():
+            (shim / entry.name).symlink_to(entry)
+    lib64 = shim / "lib64"
+    lib64.mkdir(exist_ok=True)
+    for lib_dir in (root / "lib", root / "lib64"):
+        for entry in lib_dir.glob("*") if lib_dir.is_dir() else ():
+            if not (lib64 / entry.name).exists():
+                (lib64 / entry.name).symlink_to(entry)
+    versioned = sorted(lib64.glob("libcudart.so.*"))
+    if versioned and not (lib64 / "libcudart.so").exists():
+        (lib64 / "libcudart.so").symlink_to(versioned[0])
+    return shim
 
 
 def nvcc_release(nvcc: Path) -> str | None:
@@ -153,7 +184,7 @@ def plan(archs: list[str], jobs: int | None, env: dict[str, str]) -> dict:
         if jobs < 1:
             raise Unfit(f"not enough memory for one compile job (needs about "
                         f"{job_memory_gb(threads)} GB available); free memory or compile fewer architectures")
-    return {**facts, "nvcc": str(nvcc), "nvcc_release": release, "cuda_home": str(nvcc.parent.parent),
+    return {**facts, "nvcc": str(nvcc), "nvcc_release": release,
             "archs": archs, "nvcc_threads": threads, "jobs": jobs, "cores": cores(),
             "available_gb": round(available_memory() / GB, 1),
             "local_version": local_version(facts["torch"], facts["torch_cuda"], facts["cxx11_abi"])}
@@ -167,7 +198,6 @@ def compile_env(settings: dict, env: dict[str, str]) -> dict[str, str]:
         "MAX_JOBS": str(settings["jobs"]),
         "NVCC_THREADS": str(settings["nvcc_threads"]),
         "FLASH_ATTN_LOCAL_VERSION": settings["local_version"],
-        "CUDA_HOME": settings["cuda_home"],
         "PATH": f"{Path(settings['nvcc']).parent}{os.pathsep}{env.get('PATH', '')}",
     })
     return out
@@ -175,6 +205,7 @@ def compile_env(settings: dict, env: dict[str, str]) -> dict[str, str]:
 
 def run_compile(sdist: Path, out_dir: Path, settings: dict, log_path: Path, every: float = 30.0) -> tuple[Path, dict]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-build-isolation", "--no-deps", "--no-cache-dir", "-v",
            "-w", str(out_dir), str(sdist)]
     start = time.monotonic()
@@ -182,6 +213,9 @@ def run_compile(sdist: Path, out_dir: Path, settings: dict, log_path: Path, ever
     last_print = 0.0
     with open(log_path, "w", encoding="utf-8") as log, tempfile.TemporaryDirectory(prefix="fa-build-") as tmp:
         env = compile_env(settings, dict(os.environ))
+        home = cuda_home(Path(settings["nvcc"]), Path(tmp))
+        env["CUDA_HOME"] = str(home)
+        env["PATH"] = f"{home / 'bin'}{os.pathsep}{env['PATH']}"
         env["TMPDIR"] = tmp
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 errors="replace")
@@ -208,9 +242,52 @@ def run_compile(sdist: Path, out_dir: Path, settings: dict, log_path: Path, ever
                    "size": wheel.stat().st_size}
 
 
+def index_url(env: dict[str, str]) -> str:
+    for name in ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"):
+        if env.get(name):
+            return env[name].rstrip("/")
+    return "https://pypi.org/simple"
+
+
+def link_to(html: str, filename: str, page_url: str) -> str | None:
+    """The absolute URL of `filename` on a PEP 503 simple page (fragment dropped), or None."""
+    for href in re.findall(r'<a\s[^>]*href="([^"]+)"', html):
+        url = unescape(href).split("#")[0]
+        if url.rsplit("/", 1)[-1] == filename:
+            return urllib.parse.urljoin(page_url, url)
+    return None
+
+
+def fetch(filename: str, sha256: str, dest: Path, env: dict[str, str]) -> Path:
+    """Download the sdist named `filename` from the index into dest, checking its sha256."""
+    page = f"{index_url(env)}/flash-attn/"
+    safe_page = re.sub(r"//[^/@]*@", "//***@", page)
+    try:
+        with urllib.request.urlopen(page, timeout=60) as response:
+            html = response.read().decode("utf-8", errors="replace")
+        url = link_to(html, filename, page)
+        if url is None:
+            raise Unfit(f"{filename} is not on {safe_page}")
+        path = dest / filename
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=300) as response, open(path, "wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+    except OSError as exc:
+        raise Unfit(f"cannot download {filename} from {safe_page}: {exc}") from None
+    if digest.hexdigest() != sha256:
+        path.unlink()
+        raise Unfit(f"{filename} from {safe_page} has sha256 {digest.hexdigest()}, expected {sha256}: refusing it")
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sdist", type=Path, help="the flash-attn sdist (.tar.gz) from PyPI")
+    parser.add_argument("sdist", type=Path, nargs="?", help="the flash-attn sdist (.tar.gz) from PyPI")
+    parser.add_argument("--fetch", metavar="FILE", help="download this sdist file from the package index instead")
+    parser.add_argument("--sha256", help="with --fetch: the sdist's expected sha256")
+    parser.add_argument("--log", type=Path, help="the compile's full log (default: OUT/flash-attn-compile.log)")
     parser.add_argument("--archs", required=True, help="GPU architectures, e.g. 90 or 80;90")
     parser.add_argument("--out", type=Path, required=True, help="folder for the wheel")
     parser.add_argument("--jobs", type=int, help="MAX_JOBS (default: from cores and memory)")
@@ -221,11 +298,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--archs {args.archs!r}: expected numbers joined by ';', e.g. 90 or 80;90")
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    if not args.sdist.is_file():
+    if (args.sdist is None) == (args.fetch is None):
+        parser.error("give the sdist's path or --fetch FILE, not both")
+    if args.fetch and not (args.sha256 and re.fullmatch(r"[0-9a-f]{64}", args.sha256)):
+        parser.error("--fetch needs --sha256 with 64 lowercase hex digits")
+    if args.sdist is not None and not args.sdist.is_file():
         parser.error(f"{args.sdist}: no such file")
     archs = args.archs.split(";")
     try:
         settings = plan(archs, args.jobs, dict(os.environ))
+        if args.fetch:
+            args.out.mkdir(parents=True, exist_ok=True)
+            args.sdist = fetch(args.fetch, args.sha256, Path(tempfile.mkdtemp(prefix="fa-sdist-")), dict(os.environ))
     except Unfit as exc:
         print(f"flash-attn compile: cannot start: {exc}", file=sys.stderr)
         return 3
@@ -236,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
     if args.check:
         return 0
-    log_path = args.out / "flash-attn-compile.log"
+    log_path = args.log or args.out / "flash-attn-compile.log"
     try:
         wheel, result = run_compile(args.sdist, args.out, settings, log_path)
     except RuntimeError as exc:

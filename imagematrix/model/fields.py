@@ -44,7 +44,7 @@ BOOTSTRAP_IMAGE = "imagematrix-base:{suite}"  # the local image a debootstrap:<s
 
 ROW_KEYS = (
     "id", "verl", "vllm", "torch", "cuda", "flash_attn", "tensordict", "transformers",
-    "python", "base", "extras", "env", "overrides", "skip_patches", "rollout_only",
+    "python", "base", "extras", "env", "overrides", "skip_patches", "rollout_only", "flash_attn_archs",
 )
 
 
@@ -135,6 +135,10 @@ RowId = Annotated[Str, AfterValidator(_matching(tags.TAG_RE, "row id (it must be
 BaseRef = Annotated[Str, AfterValidator(_base)]
 
 
+CAPABILITY_RE = re.compile(r"^\d{1,2}\.\d$")
+Capability = Annotated[Str, AfterValidator(_matching(CAPABILITY_RE, "compute capability (write major.minor, e.g. \"9.0\")"))]
+
+
 class Override(BaseModel):
     """A pin that deliberately leaves a range another package declares (passed to uv as an override)."""
 
@@ -162,6 +166,8 @@ class RowFields(BaseModel):
     overrides: dict[PackageName, Override] = {}
     skip_patches: dict[PatchId, Reason] = {}
     rollout_only: Reason | None = None  # why the image cannot train with verl (see knowledge/training.yaml)
+    # the GPU architectures a compiled flash-attn wheel covers (default: all that flash-attn and torch support)
+    flash_attn_archs: list[Capability] | None = None
 
 
 REQUIRED = ("verl", "vllm", "torch", "cuda", "tensordict", "transformers", "python", "base")

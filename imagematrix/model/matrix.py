@@ -36,6 +36,7 @@ class Row:
     overrides: dict[str, fields.Override]
     skip_patches: dict[str, str]
     rollout_only: str | None = None  # the reason this image is for rollout, not verl training
+    flash_attn_archs: tuple[str, ...] | None = None  # compute capabilities of a compiled flash-attn wheel
     line: int | None = None
 
     def pins(self) -> dict[str, str]:
@@ -201,6 +202,15 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
             errors.append(InputError(
                 f"override {name}=={override.version} disagrees with extras {name}=={extra}",
                 where=f"{where}, field overrides.{name}", fix="make both versions equal"))
+    if merged["flash_attn_archs"] is not None:
+        if not merged["flash_attn"]:
+            errors.append(InputError("flash_attn_archs is set but the row pins no flash_attn",
+                                     where=f"{where}, field flash_attn_archs",
+                                     fix="remove flash_attn_archs, or pin flash_attn"))
+        elif not merged["flash_attn_archs"] or len(set(merged["flash_attn_archs"])) != len(merged["flash_attn_archs"]):
+            errors.append(InputError("flash_attn_archs must list each capability once, at least one",
+                                     where=f"{where}, field flash_attn_archs", fix='write e.g. ["8.0", "9.0"]'))
+        merged["flash_attn_archs"] = tuple(sorted(set(merged["flash_attn_archs"]), key=lambda c: tuple(map(int, c.split(".")))))
     if errors:
         return None, errors
 

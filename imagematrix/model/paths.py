@@ -19,6 +19,7 @@ BASES = KNOWLEDGE / "bases.yaml"
 ENV_DEFAULTS = KNOWLEDGE / "env-defaults.yaml"
 RULES = KNOWLEDGE / "rules.yaml"
 GPUS = KNOWLEDGE / "gpus.yaml"
+FLASH_ATTN = KNOWLEDGE / "flash-attn.yaml"
 LOCKS = ROOT / "locks"
 IN_IMAGE = ROOT / "imagematrix" / "in_image"  # standard-library code copied into images
 

@@ -38,12 +38,15 @@ class BuildInputs:
     http_proxy: str | None = None
     https_proxy: str | None = None
     no_proxy: str | None = None
+    # Where the flash-attn wheel may come from (stages/flash_attn.py); read on the host, not by the build steps.
     flash_attn_mirror: str | None = None
+    flash_attn_indexes: tuple[str, ...] = ()
+    flash_attn_compile: bool = True
 
     def env_lines(self) -> str:
         names = {"pip_index_url": "PIP_INDEX_URL", "extra_index_url": "PIP_EXTRA_INDEX_URL",
                  "apt_mirror": "APT_MIRROR", "http_proxy": "HTTP_PROXY", "https_proxy": "HTTPS_PROXY",
-                 "no_proxy": "NO_PROXY", "flash_attn_mirror": "FLASH_ATTN_MIRROR"}
+                 "no_proxy": "NO_PROXY"}
         return "".join(f"{names[f.name]}={shlex.quote(getattr(self, f.name))}\n"
                        for f in fields(self) if f.name in names and getattr(self, f.name))
 
@@ -101,7 +104,8 @@ def _step_text(text: str) -> str:
 
 
 def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path, secrets: dict[str, Path],
-                    caches: dict[str, str] | None = None) -> dict:
+                    caches: dict[str, str] | None = None, build_args: dict[str, str] | None = None,
+                    extra_labels: dict[str, str] | None = None) -> dict:
     """A `docker buildx bake` file (JSON) building each rendered row under its candidate tag.
 
     caches: row id -> registry reference of its BuildKit cache (CI: `type=registry`, mode=max, so the os and
@@ -116,7 +120,8 @@ def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path
             "context": str(context_root / item.row.id),
             "dockerfile": "Dockerfile",
             "tags": [candidate],
-            "labels": {labels.INPUT_DIGEST: item.context_digest()},
+            "labels": {labels.INPUT_DIGEST: item.context_digest(), **(extra_labels or {})},
+            **({"args": build_args} if build_args else {}),
             "secret": [f"id={sid},src={path}" for sid, path in sorted(secrets.items())],
         }
     return {"group": {"default": {"targets": sorted(targets)}}, "target": targets}
@@ -127,7 +132,8 @@ def _target(row_id: str) -> str:
 
 
 def build(item: render.Rendered, candidate: str, context_root: Path, secrets: dict[str, Path], log_path: Path,
-          progress: Callable[[str], None] | None = None, cache: str | None = None) -> None:
+          progress: Callable[[str], None] | None = None, cache: str | None = None,
+          build_args: dict[str, str] | None = None, extra_labels: dict[str, str] | None = None) -> None:
     """Build one row with BuildKit: buildx bake when the CLI has buildx, else DOCKER_BUILDKIT=1 docker build."""
     cli = docker.cli()
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,13 +143,16 @@ def build(item: render.Rendered, candidate: str, context_root: Path, secrets: di
     if docker.has_buildx(cli):
         bake = log_path.parent / "bake.json"
         bake.write_text(json.dumps(bake_definition([(item, candidate)], context_root, secrets,
-                                                   {item.row.id: cache} if cache else None), indent=2))
+                                                   {item.row.id: cache} if cache else None, build_args,
+                                                   extra_labels), indent=2))
         cmd = [cli, "buildx", "bake", "--progress=plain", "-f", str(bake), "--load", _target(item.row.id)]
         env = {**os.environ}
     else:
         cmd = [cli, "build", "--progress=plain", "-t", candidate, "--label",
                f"{labels.INPUT_DIGEST}={item.context_digest()}"]
         cmd += [a for sid, path in sorted(secrets.items()) for a in ("--secret", f"id={sid},src={path}")]
+        cmd += [a for k, v in sorted((build_args or {}).items()) for a in ("--build-arg", f"{k}={v}")]
+        cmd += [a for k, v in sorted((extra_labels or {}).items()) for a in ("--label", f"{k}={v}")]
         cmd.append(str(context_root / item.row.id))
         env = {**os.environ, "DOCKER_BUILDKIT": "1"}
 
@@ -156,21 +165,3 @@ def build(item: render.Rendered, candidate: str, context_root: Path, secrets: di
         tail = log_path.read_text().splitlines()[-25:]
         raise RuntimeFailure(f"row {item.row.id}, stage build: BuildKit build failed (full log: {log_path}):\n"
                              + "\n".join("    " + line for line in tail))
-
-
-def check_flash_attn(row: Row, mirror: str | None) -> None:
-    """Fail before any build step when the row's flash-attn wheel cannot be fetched (pip would compile for hours)."""
-    base = mirror or flashattn.RELEASES
-    host = urllib.parse.urlsplit(base).hostname or ""
-    if registry_api.is_loopback(host):
-        raise RuntimeFailure(f"row {row.id}, stage inputs: the flash-attn mirror {secrets.redact_url(base)} is on "
-                             "loopback, which build steps cannot reach\n"
-                             "  fix: serve it on an address the build can reach (e.g. the docker bridge 172.17.0.1)")
-    url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)
-    problem = http.check_reachable(url)
-    if problem:
-        raise RuntimeFailure(
-            f"row {row.id}, stage inputs: the flash-attn {row.flash_attn} wheel {problem}\n"
-            "  fix: pass --flash-attn-mirror URL, a base URL laid out like the GitHub releases "
-            f"(v<version>/<wheel>: here {flashattn.wheel_path(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)})")
-

@@ -17,7 +17,7 @@ from rich.table import Table
 from imagematrix.model import labels, paths, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import builder, render, smoke
+from imagematrix.stages import builder, flash_attn, render, smoke
 from imagematrix.stages.publish import Outcome, _push, remote_labels, write_manifest
 from imagematrix.tools import docker, host
 from imagematrix.tools import registry as registry_api
@@ -60,21 +60,29 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
                     moved.append(alias)
             return done("skipped", f"{repo}:{row.id} already has input {digest[:19]}"
                         + (f"; tagged {', '.join(moved)}" if moved else ""))
-        if row.flash_attn:
-            stage = "inputs"
-            status(row.id, "checking the flash-attn wheel")
-            builder.check_flash_attn(row, inputs.flash_attn_mirror)
         stage = "base"
         status(row.id, "base image")
         docker.cli()  # no docker CLI fails this stage, before any work
         builder.ensure_base(row, inputs, lambda msg: status(row.id, msg))
-        stage = "build"
-        status(row.id, "building (BuildKit)")
         cache = f"{repo}:buildcache-{row.id}" if cache_registry else None
         with tempfile.TemporaryDirectory(prefix="secrets-", dir=paths.scratch_dir()) as secret_dir:
             secrets = inputs.write_secrets(Path(secret_dir))
+            build_args, extra_labels = {}, {}
+            if row.flash_attn:
+                stage = "flash-attn"
+                status(row.id, "the flash-attn wheel")
+                wheel = flash_attn.ensure(
+                    row, context=render.generated_dir(matrix) / row.id, registry=registry,
+                    mirror=inputs.flash_attn_mirror, indexes=list(inputs.flash_attn_indexes),
+                    secrets_files=secrets, log_dir=row_logs, log=lambda msg: status(row.id, msg),
+                    allow_compile=inputs.flash_attn_compile, push=push != "none")
+                build_args["FLASH_ATTN_WHEELS"] = wheel.ref
+                extra_labels.update(wheel.build_labels())
+            stage = "build"
+            status(row.id, "building (BuildKit)")
             builder.build(item, candidate, render.generated_dir(matrix), secrets, row_logs / "build.log",
-                          lambda step: status(row.id, f"building {step}"), cache=cache)
+                          lambda step: status(row.id, f"building {step}"), cache=cache, build_args=build_args,
+                          extra_labels=extra_labels)
         stage = "smoke"
         status(row.id, "smoke tests")
         if not smoke.run_smoke(matrix, row, candidate, row_logs / "smoke.log"):
@@ -127,8 +135,9 @@ def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.Buil
 
             def status(row_id: str, stage: str, task=task, label=label) -> None:
                 progress.update(task, description=f"{label}: {stage}")
-                if not console.is_terminal and not stage.startswith("building ["):
-                    console.print(f"{label}: {stage}")  # a log (CI) gets stage changes as lines
+                # A log (CI) gets stage changes as lines; a terminal keeps the flash-attn source decisions too.
+                if (not console.is_terminal and not stage.startswith("building [")) or stage.startswith("flash-attn:"):
+                    progress.console.print(f"{label}: {stage}")
 
             outcome = publish_row(matrix, item, registry, inputs, log_dir, status, final[item.row.id], push,
                                   cache_registry)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import ssl
+import urllib.parse
 import urllib.request
 import zipfile
 from html import unescape
@@ -19,7 +20,7 @@ from html import unescape
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from imagematrix.model import paths
+from imagematrix.model import paths, secrets
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.paths import write_atomic
 
@@ -57,6 +58,21 @@ def _files(package: str, index: str | None = None) -> list[tuple[str, str | None
         requires = re.search(r'data-requires-python="([^"]*)"', anchor)
         files.append((unescape(href.group(1)).split("#")[0], unescape(requires.group(1)) if requires else None))
     return files
+
+
+def links(package: str, index: str) -> list[tuple[str, str | None]]:
+    """(absolute url, sha256 from the link's #sha256= fragment or None) of every file on a PEP 503 page."""
+    page = f"{index.rstrip('/')}/{canonicalize_name(package)}/"
+    try:
+        html = _open(page).read().decode("utf-8", errors="replace")
+    except RuntimeFailure:
+        raise RuntimeFailure(f"cannot read the index page {secrets.redact_url(page)}") from None
+    out = []
+    for href in re.findall(r'<a\s[^>]*href="([^"]+)"', html):
+        url, _, fragment = unescape(href).partition("#")
+        sha = fragment[len("sha256="):] if fragment.startswith("sha256=") else None
+        out.append((urllib.parse.urljoin(page, url), sha))
+    return out
 
 
 def _version_of(url: str) -> str | None:

@@ -1,0 +1,211 @@
+"""The flash-attn wheel of a row: found in a source, tried in order, or compiled once and kept in the registry.
+
+Sources, in order, each printed with its reason:
+  (a) a release-layout mirror (--flash-attn-mirror; default GitHub's releases): v<version>/<upstream wheel name>
+  (b) PEP 503 indexes (--flash-attn-index, repeatable): a wheel whose local version names the row's CUDA, torch
+      and C++ ABI (knowledge.flashattn.index_match)
+  (c) the registry: <registry>/flash-attn-wheels:<key>, a wheel compiled earlier for the same key
+  (d) compiling PyPI's sdist: the row Dockerfile's flash-attn-compile stage (target flash-attn-wheel-out)
+
+The wheel travels into the row's build as an image that holds only the wheel (FROM scratch), named by the build
+arg FLASH_ATTN_WHEELS; its sha256 and origin become labels of that image and of the row's image. With a registry,
+a wheel from (a), (b) or (d) is pushed as flash-attn-wheels:<key>, so other machines with the same key reuse it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagematrix.knowledge import flashattn
+from imagematrix.model import labels, paths, secrets
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.matrix import Row
+from imagematrix.tools import docker, http, pypi
+from imagematrix.tools import registry as registry_api
+
+LOCAL_REPOSITORY = "imagematrix-flash-attn"  # where the wheel image lives without a registry
+
+
+@dataclass(frozen=True)
+class Wheel:
+    ref: str  # the image holding only the wheel: the row build's FLASH_ATTN_WHEELS
+    filename: str
+    sha256: str
+    origin: str  # mirror, index, registry or compiled, with where from
+
+    def build_labels(self) -> dict[str, str]:
+        return {labels.FLASH_ATTN_SHA256: self.sha256, labels.FLASH_ATTN_ORIGIN: self.origin}
+
+
+def wheel_repository(registry: str | None) -> str:
+    return f"{registry.rstrip('/')}/{flashattn.WHEEL_REPOSITORY}" if registry else LOCAL_REPOSITORY
+
+
+def _wheels_dir(key: str) -> Path:
+    return paths.cache_dir() / "flash-attn" / key
+
+
+def from_mirror(row: Row, mirror: str | None, dest: Path) -> tuple[Path | None, str]:
+    base = mirror or flashattn.RELEASES
+    name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
+    url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)
+    if registry_api.is_loopback(urlsplit_host(base)):
+        return None, (f"the mirror {secrets.redact_url(base)} is on loopback, which build steps cannot reach; "
+                      "serve it on an address the build can reach (e.g. the docker bridge 172.17.0.1)")
+    sha, problem = http.download(url, dest / name, timeout=30)
+    if problem:
+        return None, problem
+    return dest / name, f"mirror {secrets.redact_url(url)} (sha256 {sha[:12]})"
+
+
+def urlsplit_host(url: str) -> str:
+    return urllib.parse.urlsplit(url).hostname or ""
+
+
+def from_indexes(row: Row, indexes: list[str], dest: Path) -> tuple[Path | None, str]:
+    reasons = []
+    for index in indexes:
+        try:
+            links = pypi.links("flash-attn", index)
+        except RuntimeFailure as exc:
+            reasons.append(str(exc))
+            continue
+        match = next(((url, sha) for url, sha in links if flashattn.index_match(url.rsplit("/", 1)[-1], row)), None)
+        if match is None:
+            reasons.append(f"{secrets.redact_url(index)} has no flash-attn {row.flash_attn} wheel for "
+                           f"{flashattn.local_version(row)} cp{row.python.replace('.', '')}")
+            continue
+        url, expected = match
+        name = url.rsplit("/", 1)[-1]
+        sha, problem = http.download(url, dest / name)
+        if problem:
+            reasons.append(problem)
+            continue
+        if expected and sha != expected:
+            (dest / name).unlink()
+            reasons.append(f"{secrets.redact_url(url)}: sha256 {sha} differs from the index's {expected}")
+            continue
+        return dest / name, f"index {secrets.redact_url(index)} ({name}, sha256 {sha[:12]})"
+    return None, "; ".join(reasons) or "no --flash-attn-index given"
+
+
+def from_registry(row: Row, registry: str | None) -> tuple[Wheel | None, str]:
+    if not registry:
+        return None, "no registry given"
+    repo = wheel_repository(registry)
+    key = flashattn.key(row)
+    try:
+        found = registry_api.labels(repo, key)
+    except RuntimeFailure as exc:
+        return None, f"cannot read {repo}:{key}: {exc}"
+    if not found or labels.FLASH_ATTN_SHA256 not in found:
+        return None, f"{repo}:{key} does not exist"
+    return (Wheel(f"{repo}:{key}", found.get(labels.FLASH_ATTN_FILE, ""), found[labels.FLASH_ATTN_SHA256],
+                  f"registry {repo}:{key} ({found.get(labels.FLASH_ATTN_ORIGIN, 'origin unknown')})"),
+            f"{repo}:{key} exists")
+
+
+def compile_wheel(row: Row, context: Path, secrets_files: dict[str, Path], dest: Path, log_path: Path,
+                  progress: Callable[[str], None]) -> tuple[Path, dict]:
+    """Build the row's flash-attn-wheel-out target (the compile stage) and export the wheel into dest."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = ["build", "--progress=plain", "--target", "flash-attn-wheel-out", "--output", f"type=local,dest={dest}"]
+    cmd += [a for sid, path in sorted(secrets_files.items()) for a in ("--secret", f"id={sid},src={path}")]
+    cmd.append(str(context))
+
+    def on_line(line: str) -> None:
+        if "flash-attn compile:" in line:
+            progress(line.split("flash-attn compile:", 1)[1].strip())
+
+    status = docker.run_logged(cmd, log_path, env={**os.environ, "DOCKER_BUILDKIT": "1"}, on_line=on_line)
+    wheels = sorted(dest.glob("flash_attn-*.whl"))
+    if status != 0 or not wheels:
+        tail = log_path.read_text(errors="replace").splitlines()[-25:]
+        raise RuntimeFailure(f"row {row.id}, stage flash-attn: the compile failed (full log: {log_path}):\n"
+                             + "\n".join("    " + line for line in tail))
+    record_path = dest / "record.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    return wheels[-1], record
+
+
+def package(wheel: Path, sha256: str, origin: str, ref: str, log_path: Path) -> Wheel:
+    """An image holding only the wheel (FROM scratch), labelled with its file name, sha256 and origin."""
+    with tempfile.TemporaryDirectory(prefix="fa-image-", dir=paths.scratch_dir()) as tmp:
+        shutil.copy2(wheel, Path(tmp) / wheel.name)
+        (Path(tmp) / "Dockerfile").write_text(f"FROM scratch\nCOPY {wheel.name} /\n")
+        cmd = ["build", "-t", ref, "--label", f"{labels.FLASH_ATTN_SHA256}={sha256}",
+               "--label", f"{labels.FLASH_ATTN_ORIGIN}={origin}", "--label", f"{labels.FLASH_ATTN_FILE}={wheel.name}",
+               tmp]
+        if docker.run_logged(cmd, log_path, env={**os.environ, "DOCKER_BUILDKIT": "1"}) != 0:
+            raise RuntimeFailure(f"cannot build the wheel image {ref} (log: {log_path})")
+    return Wheel(ref, wheel.name, sha256, origin)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None, indexes: list[str],
+           secrets_files: dict[str, Path], log_dir: Path, log: Callable[[str], None], allow_compile: bool = True,
+           push: bool = True) -> Wheel:
+    """The row's wheel image, from the first source that has the wheel; each choice is logged with its reason."""
+    key = flashattn.key(row)
+    ref = f"{wheel_repository(registry)}:{key}"
+    dest = _wheels_dir(key)
+    dest.mkdir(parents=True, exist_ok=True)
+    reasons = []
+
+    def publish(wheel: Wheel) -> Wheel:
+        if registry and push:
+            proc = docker.run("push", wheel.ref)
+            if proc.returncode != 0:
+                log(f"flash-attn: could not push {wheel.ref} ({proc.stderr.strip()[-200:]}); it stays local")
+            else:
+                log(f"flash-attn: pushed {wheel.ref} for reuse")
+        return wheel
+
+    found, why = from_mirror(row, mirror, dest)
+    if found:
+        log(f"flash-attn: using {why}")
+        return publish(package(found, sha256_of(found), why, ref, log_dir / "flash-attn-image.log"))
+    reasons.append(f"mirror: {why}")
+    log(f"flash-attn: mirror: {why}")
+    found, why = from_indexes(row, indexes, dest)
+    if found:
+        log(f"flash-attn: using {why}")
+        return publish(package(found, sha256_of(found), why, ref, log_dir / "flash-attn-image.log"))
+    reasons.append(f"indexes: {why}")
+    log(f"flash-attn: indexes: {why}")
+    wheel, why = from_registry(row, registry)
+    if wheel:
+        log(f"flash-attn: using {wheel.origin}")
+        return wheel
+    reasons.append(f"registry: {why}")
+    log(f"flash-attn: registry: {why}")
+    if not allow_compile:
+        raise RuntimeFailure(f"row {row.id}, stage flash-attn: no source has the wheel for key {key}:\n  "
+                             + "\n  ".join(reasons)
+                             + "\n  fix: pass --flash-attn-mirror or --flash-attn-index, push a compiled wheel to "
+                               f"{wheel_repository(registry or '<registry>')}:{key}, or allow the compile")
+    estimate = flashattn.compile_estimate(len(flashattn.archs(row)), os.cpu_count() or 1)
+    log(f"flash-attn: compiling {row.flash_attn} from the sdist for sm_{', sm_'.join(a.replace('.', '') for a in flashattn.archs(row))} "
+        f"(no source has key {key}; measured cost suggests about {estimate / 60:.0f} min on {os.cpu_count()} cores)")
+    compiled, record = compile_wheel(row, context, secrets_files, dest / "compiled", log_dir / "flash-attn-compile.log",
+                                     lambda msg: log(f"flash-attn: {msg}"))
+    sha = sha256_of(compiled)
+    origin = (f"compiled from {record.get('sdist', 'the sdist')} in {record.get('seconds', '?')} s, "
+              f"{record.get('units', '?')} units, MAX_JOBS={record.get('jobs', '?')}")
+    log(f"flash-attn: {origin}: {compiled.name} sha256 {sha[:12]}")
+    return publish(package(compiled, sha, origin, ref, log_dir / "flash-attn-image.log"))
