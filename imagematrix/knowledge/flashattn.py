@@ -96,15 +96,30 @@ class Data(BaseModel):
     sdists: dict[str, Sdist]
     archs: list[ArchSupport]
     build_requirements: list[str]
+    toolchains: dict[str, list[str]]
     compile_cost: CompileCost
 
     @field_validator("build_requirements")
     @classmethod
     def _hashed(cls, value: list[str]) -> list[str]:
         for line in value:
-            if not re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+-]+ --hash=sha256:[0-9a-f]{64}", line):
-                raise ValueError(f"{line!r}: write NAME==VERSION --hash=sha256:<64 hex digits>")
+            _check_hashed(line)
         return value
+
+    @field_validator("toolchains")
+    @classmethod
+    def _toolchains(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for cuda, lines in value.items():
+            if not re.fullmatch(r"\d+\.\d+", cuda):
+                raise ValueError(f"{cuda!r}: key toolchains by CUDA major.minor, e.g. \"13.0\"")
+            for line in lines:
+                _check_hashed(line)
+        return value
+
+
+def _check_hashed(line: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+==[A-Za-z0-9_.+-]+ --hash=sha256:[0-9a-f]{64}", line):
+        raise ValueError(f"{line!r}: write NAME==VERSION --hash=sha256:<64 hex digits>")
 
 
 @functools.cache
@@ -126,6 +141,11 @@ def data(path: Path = paths.FLASH_ATTN) -> Data:
 
 def sdist(version: str) -> Sdist | None:
     return data().sdists.get(version)
+
+
+def toolchain(cuda: str) -> list[str] | None:
+    """Hash-pinned requirement lines of the CUDA compiler wheels for a row's CUDA, None when none is known."""
+    return data().toolchains.get(cuda)
 
 
 def _cap_key(cap: str) -> tuple[int, int]:

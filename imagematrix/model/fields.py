@@ -180,6 +180,7 @@ class Suite(BaseModel):
     distro: str
     mirror: str
     python: list[PythonVersion]
+    components: list[Str] | None = None  # archive components (default: main); the base's sources.list lists them
 
 
 @functools.cache

@@ -76,7 +76,8 @@ def ensure_base(row: Row, inputs: BuildInputs, log) -> str:
         cache_dir().mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="imagematrix-rootfs-", dir=cache_dir()))
         try:
-            proc = debootstrap.bootstrap(row.bootstrap_suite, work / "rootfs", mirror, inputs.http_proxy)
+            proc = debootstrap.bootstrap(row.bootstrap_suite, work / "rootfs", mirror, inputs.http_proxy,
+                                         distro=suite["distro"], components=suite.get("components"))
             if proc.returncode != 0:
                 raise RuntimeFailure(f"row {row.id}, stage base: debootstrap {row.bootstrap_suite} from "
                                      f"{secrets.redact_url(mirror)} failed:\n"

@@ -194,6 +194,10 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
         return wheel
     reasons.append(f"registry: {why}")
     log(f"flash-attn: registry: {why}")
+    if allow_compile and flashattn.toolchain(row.cuda) is None:
+        reasons.append(f"compile: no CUDA {row.cuda} compiler wheels in {paths.FLASH_ATTN.relative_to(paths.ROOT)} "
+                       "(toolchains)")
+        allow_compile = False
     if not allow_compile:
         raise RuntimeFailure(f"row {row.id}, stage flash-attn: no source has the wheel for key {key}:\n  "
                              + "\n  ".join(reasons)

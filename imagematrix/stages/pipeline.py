@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -137,7 +138,7 @@ def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.Buil
                 progress.update(task, description=f"{label}: {stage}")
                 # A log (CI) gets stage changes as lines; a terminal keeps the flash-attn source decisions too.
                 if (not console.is_terminal and not stage.startswith("building [")) or stage.startswith("flash-attn:"):
-                    progress.console.print(f"{label}: {stage}")
+                    progress.console.print(escape(f"{label}: {stage}"))
 
             outcome = publish_row(matrix, item, registry, inputs, log_dir, status, final[item.row.id], push,
                                   cache_registry)
@@ -149,10 +150,10 @@ def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.Buil
         colour = {"pushed": "green", "tested": "green", "skipped": "cyan", "failed": "red"}[o.status]
         first = o.detail.splitlines()[0] if o.detail else ""
         table.add_row(o.row, f"[{colour}]{o.status}[/]", o.stage, f"{o.seconds:.0f} s",
-                      first if len(first) <= 100 else first[:97] + "...")
+                      escape(first if len(first) <= 100 else first[:97] + "..."))
     console.print(table)
     for o in outcomes:
         if o.status == "failed":
-            console.print(f"[red]{o.row}[/] failed at stage {o.stage}:\n  " + o.detail.replace("\n", "\n  "))
+            console.print(f"[red]{o.row}[/] failed at stage {o.stage}:\n  " + escape(o.detail.replace("\n", "\n  ")))
     return outcomes
 

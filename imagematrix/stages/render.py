@@ -107,6 +107,7 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
     }
     if fa:
         files["flash-attn-build.txt"] = ("".join(f"{line}\n" for line in flashattn.data().build_requirements)).encode()
+        files["cuda-toolchain.txt"] = ("".join(f"{line}\n" for line in flashattn.toolchain(row.cuda) or [])).encode()
         files["flash_attn_compile.py"] = (paths.IN_IMAGE / "flash_attn_compile.py").read_bytes()
     return Rendered(row=row, files=files)
 
@@ -125,6 +126,7 @@ def _flash_attn(row: Row) -> dict | None:
         raise InputError(f"row {row.id}: no GPU architecture that flash-attn {row.flash_attn} and torch {row.torch} "
                          f"(CUDA {row.cuda}) both support", fix="set flash_attn_archs, or pick other versions")
     return {"key": flashattn.key(row), "file": sdist.file, "sha256": sdist.sha256,
+            "toolchain": flashattn.toolchain(row.cuda) is not None,
             "archs": ";".join(a.replace(".", "") for a in archs),
             "sm": ", sm_".join(a.replace(".", "") for a in archs)}
 
