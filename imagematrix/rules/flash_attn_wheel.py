@@ -52,7 +52,30 @@ def check(spec: schema.RuleSpec, row: Row, resolution: dict | None, ruleset: sch
     torches = sorted({w[1] for w in wheels if (w[0], w[2], w[3]) == (key[0], key[2], key[3])}, key=Version)
     offer = (f"flash-attn {row.flash_attn} has {_describe(key).replace(f'torch {key[1]} ', '')} wheels for torch "
              f"{', '.join(torches)} only") if torches else f"flash-attn {row.flash_attn} has no wheel for {_describe(key)}"
-    message = f"no prebuilt {name} ({offer}{alt}): {spec.symptom}"
+    compiled = _compiled(row)
+    if compiled:
+        return [common.result(spec, row, passed=True, message=f"no prebuilt {name} ({offer}{alt}): {compiled}")]
+    message = f"no prebuilt {name} ({offer}{alt}), and no compile: {_why_no_compile(row)}: {spec.symptom}"
     if release.evidence != "verified":
         return [common.result(spec, row, passed=False, severity="warn", message=message + " (wheel list unverified)")]
     return [common.result(spec, row, passed=False, message=message)]
+
+
+def _why_no_compile(row: Row) -> str:
+    data = paths.FLASH_ATTN.relative_to(paths.ROOT)
+    if flashattn.sdist(row.flash_attn) is None:
+        return f"{data} has no sdist entry for flash-attn {row.flash_attn}"
+    if flashattn.toolchain(row.cuda) is None:
+        return f"{data} has no CUDA {row.cuda} compiler wheels (toolchains)"
+    return f"no GPU architecture that flash-attn {row.flash_attn} and torch {row.torch} both support"
+
+
+def _compiled(row: Row) -> str | None:
+    """How the build gets the wheel without a prebuilt one: compiled once per key from PyPI's sdist."""
+    if flashattn.sdist(row.flash_attn) is None or flashattn.toolchain(row.cuda) is None or not flashattn.archs(row):
+        return None
+    archs = flashattn.archs(row)
+    minutes = flashattn.compile_estimate(len(archs), 16) / 60
+    return (f"the build compiles it from PyPI's sdist for sm_{', sm_'.join(a.replace('.', '') for a in archs)} "
+            f"(about {minutes:.0f} min on 16 cores) once per key, then reuses flash-attn-wheels:{flashattn.key(row)} "
+            "from the registry; a --flash-attn-mirror or --flash-attn-index with that wheel skips the compile")

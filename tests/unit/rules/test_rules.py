@@ -190,6 +190,17 @@ def test_flash_attn_wheel_rule_names_the_missing_wheel_and_the_releases_that_hav
     assert "compiling flash-attn from source" in result.message
 
 
+def test_flash_attn_rule_says_when_the_build_compiles_and_why_it_cannot(make_row):
+    row = make_row(**{**CASES[2][1], "flash_attn": "2.8.3", "torch": "2.11.0", "cuda": "13.0", "python": "3.12",
+                      "base": "debootstrap:noble"})
+    [result] = results_of(row, "flash-attn-prebuilt-wheel")
+    assert result.passed and "the build compiles it from PyPI's sdist for sm_80, sm_90, sm_100, sm_120" in result.message
+    assert "flash-attn-wheels:2.8.3-cu130-torch2.11.0-cp312-cxx11abiTRUE-sm80-sm90-sm100-sm120" in result.message
+    result = failure(make_row(**{**CASES[2][1], "flash_attn": "2.8.1", "torch": "2.8.0", "cuda": "12.8"}),
+                     "flash-attn-prebuilt-wheel")
+    assert "and no compile: knowledge/flash-attn.yaml has no CUDA 12.8 compiler wheels (toolchains)" in result.message
+
+
 @pytest.mark.parametrize(("fa", "torch", "cuda", "python", "expected"), [
     ("2.7.4.post1", "2.6.0", "12.4", "3.11", "passed"),   # the verl 0.4.1 row
     ("2.7.4.post1", "2.5.1", "12.4", "3.10", "passed"),
@@ -197,7 +208,7 @@ def test_flash_attn_wheel_rule_names_the_missing_wheel_and_the_releases_that_hav
     ("2.8.3", "2.8.0", "12.8", "3.11", "passed"),         # 2.8.3 adds torch 2.8
     ("2.8.3", "2.9.0", "12.8", "3.11", "failed"),         # its one torch 2.9 wheel is cp312
     ("2.8.3", "2.9.0", "12.8", "3.12", "passed"),
-    ("2.8.3", "2.11.0", "13.0", "3.11", "failed"),        # no cu13 wheels before 2.8.3.post2
+    ("2.8.3", "2.11.0", "13.0", "3.11", "passed"),        # no cu13 wheels before 2.8.3.post2, but a CUDA 13.0 compile
     ("2.8.3.post2", "2.9.0", "13.0", "3.11", "warned"),   # listed, but the list is unverified
     ("2.6.3", "2.5.1", "12.4", "3.11", "warned"),         # not in the table at all
 ])

@@ -87,9 +87,23 @@ def test_labels_carry_every_pin_lock_digest_and_patches(rendered):
     assert json.loads(rendered[ROW_LAST].files["patches.json"]) == []
 
 
-def test_flash_attn_prebuilt_wheel_no_source_build(rendered):
+def test_flash_attn_comes_from_a_wheel_image_never_from_pip_resolving_the_sdist(rendered):
     text = rendered[ROW_FA].files["Dockerfile"].decode()
-    assert '"$FLASH_ATTN_BASE/v2.7.4.post1/flash_attn-2.7.4.post1+cu12torch2.6cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"' in text
+    # the image stage installs exactly the wheel that the wheel image (FLASH_ATTN_WHEELS) holds, offline
+    assert "ARG FLASH_ATTN_WHEELS=scratch\n" in text and "FROM ${FLASH_ATTN_WHEELS} AS flash-attn-wheel\n" in text
+    assert ("RUN --mount=type=bind,from=flash-attn-wheel,target=/run/imagematrix-fa \\\n    uv pip install --python "
+            "/opt/venv/bin/python --no-deps --no-index /run/imagematrix-fa/flash_attn-2.7.4.post1+*.whl") in text
+    # without CUDA 12.4 compiler wheels in knowledge/flash-attn.yaml, its compile stage refuses at once
+    assert 'no CUDA 12.4 compiler wheels in knowledge/flash-attn.yaml (toolchains)" >&2; exit 3' in text
+    # the CUDA 13.0 row compiles: the sdist by file name and sha256, the toolchain apart from the venv
+    fa13 = next(r for r in rendered.values() if r.row.flash_attn == "2.8.3").files["Dockerfile"].decode()
+    assert ("--fetch flash_attn-2.8.3.tar.gz --sha256 "
+            "1e71dd64a9e0280e0447b8a0c2541bad4bf6ac65bdeaa2f90e51a9e57de0370d") in fa13
+    assert "--target /opt/cuda-toolchain --require-hashes" in fa13 and "CUDA_HOME=/opt/cuda-toolchain/nvidia/cu13 " in fa13
+    assert '--archs "90"' in fa13
+    assert text.index("AS deps") < text.index("AS flash-attn-compile") < text.index("AS image")
+    assert 'io.imagematrix.flash-attn.wheel="2.7.4.post1-cu124-torch2.6.0-cp311-cxx11abiFALSE-sm80-sm90"' in text
+    assert "flash-attn-build.txt" in rendered[ROW_FA].files and "flash_attn_compile.py" in rendered[ROW_FA].files
     assert "cxx11abiTRUE" in rendered[ROW_05].files["Dockerfile"].decode()
     assert "flash_attn" not in rendered[ROW1].files["Dockerfile"].decode()
     assert "einops==" in rendered[ROW_FA].files["requirements.txt"].decode()
