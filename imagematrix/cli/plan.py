@@ -47,4 +47,6 @@ def run(args) -> int:
         state = "build" if p in todo else "up to date"
         out.print(f"{p.row.id}: {state} (input {p.digest[:19]}, registry {(p.published or 'none')[:19]}) "
                   f"-> {p.candidate}")
+        if p.flash_attn:
+            out.print(f"  flash-attn: {p.flash_attn[1]}")
     return 0

@@ -23,10 +23,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagematrix import rules
 from imagematrix.knowledge import flashattn
 from imagematrix.model import labels, paths, secrets
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.matrix import Row
+from imagematrix.rules import flash_attn_wheel
 from imagematrix.tools import docker, http, pypi
 from imagematrix.tools import registry as registry_api
 
@@ -105,6 +107,27 @@ def from_registry(row: Row, registry: str | None) -> tuple[Wheel | None, str]:
     return (Wheel(f"{repo}:{key}", found.get(labels.FLASH_ATTN_FILE, ""), found[labels.FLASH_ATTN_SHA256],
                   f"registry {repo}:{key} ({found.get(labels.FLASH_ATTN_ORIGIN, 'origin unknown')})"),
             f"{repo}:{key} exists")
+
+
+def describe(row: Row, registry: str | None, ask_registry: bool = True) -> tuple[str, str]:
+    """(source, sentence): where a build of the row would get its flash-attn wheel, for `plan` and CI.
+    source is one of registry, prebuilt, compile, none."""
+    key = flashattn.key(row)
+    if registry and ask_registry:
+        wheel, _ = from_registry(row, registry)
+        if wheel:
+            return "registry", f"reuses {wheel.ref} (sha256 {wheel.sha256[:12]})"
+    ruleset = rules.load()
+    release = flash_attn_wheel.flash_attn_wheels(ruleset, row.flash_attn)
+    if release and release.evidence == "verified" and flash_attn_wheel.wheel_key(row) in release.wheels():
+        name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
+        return "prebuilt", f"prebuilt {name} from the mirror (default: GitHub's releases) or an index"
+    if flashattn.sdist(row.flash_attn) and flashattn.toolchain(row.cuda) and flashattn.archs(row):
+        archs = flashattn.archs(row)
+        minutes = flashattn.compile_estimate(len(archs), 16) / 60
+        return "compile", (f"compiles key {key} from the sdist (about {minutes:.0f} min on 16 cores), "
+                           "unless a mirror or an index has it")
+    return "none", f"no prebuilt wheel and no compile for key {key}: give a --flash-attn-mirror or --flash-attn-index"
 
 
 def compile_wheel(row: Row, context: Path, secrets_files: dict[str, Path], dest: Path, log_path: Path,

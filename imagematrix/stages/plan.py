@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from imagematrix.model import labels, tags
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import publish, render
+from imagematrix.stages import flash_attn, publish, render
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class Planned:
     item: render.Rendered
     candidate: str  # full reference of the candidate tag
     published: str | None  # input digest the row's final tag carries in the registry (None: absent, or not asked)
+    flash_attn: tuple[str, str] | None = None  # (source, sentence) of the row's flash-attn wheel (stages/flash_attn)
 
     @property
     def row(self) -> Row:
@@ -52,14 +53,17 @@ def plan(matrix: Matrix, rows: list[Row], registry: str, *, ask_registry: bool =
     out = []
     for item in render.render(matrix, rows):
         remote = publish.remote_labels(registry, item.row.id) if ask_registry else None
+        fa = flash_attn.describe(item.row, registry, ask_registry) if item.row.flash_attn else None
         out.append(Planned(item=item, candidate=f"{repo}:{tags.candidate_tag(item.row.id, item.context_digest())}",
-                           published=(remote or {}).get(labels.INPUT_DIGEST)))
+                           published=(remote or {}).get(labels.INPUT_DIGEST), flash_attn=fa))
     return out
 
 
 def github_matrix(planned: list[Planned]) -> dict:
-    """A `strategy.matrix` value: {"include": [{row, vllm, cuda, flash_attn, candidate}, ...]} (strings only)."""
+    """A `strategy.matrix` value: {"include": [{row, vllm, cuda, flash_attn, flash_attn_source, candidate}, ...]}
+    (strings only; flash_attn_source: registry, prebuilt, compile or none)."""
     return {"include": [{"row": p.row.id, "vllm": p.row.vllm, "cuda": p.row.cuda, "flash_attn": p.row.flash_attn or "",
+                         "flash_attn_source": p.flash_attn[0] if p.flash_attn else "",
                          "candidate": p.candidate} for p in planned]}
 
 
