@@ -11,6 +11,7 @@ from imagematrix.cli import (
     build,
     docs,
     doctor,
+    flash_attn,
     gpu_record,
     lock,
     pick,
@@ -26,7 +27,7 @@ from imagematrix.model.errors import InputError, RuntimeFailure
 
 COMMANDS = {"validate": validate, "lock": lock, "render": render, "setup": setup, "plan": plan, "build": build,
             "promote": promote, "add-row": add_row, "docs": docs, "pick": pick, "doctor": doctor, "test": test,
-            "gpu-record": gpu_record}
+            "gpu-record": gpu_record, "flash-attn": flash_attn}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -16,7 +16,21 @@ def test_every_pin_is_the_installed_version(host, row):
     script = ("import json, importlib.metadata as m; "
               f"print(json.dumps({{p: m.version(p) for p in {sorted(row.pins())!r}}}))")
     installed = json.loads(host.check_output(f"{PY} -c {json.dumps(script)}"))
+    if "flash-attn" in installed:  # its wheels carry a local version naming CUDA, torch and ABI: +cu13torch2.11...
+        installed["flash-attn"] = installed["flash-attn"].split("+")[0]
     assert installed == row.pins()
+
+
+def test_flash_attn_extension_loads_and_its_wheel_is_labelled(host, row, inspect):
+    """`import flash_attn_2_cuda` links the compiled kernels against this torch: an ABI mismatch between the wheel
+    and the row's torch shows here as "undefined symbol", not on the user's GPU."""
+    if not row.flash_attn:
+        pytest.skip("the row ships no flash-attn")
+    result = host.run(f"{PY} -c 'import flash_attn_2_cuda, flash_attn; print(flash_attn.__version__)'")
+    assert result.rc == 0, f"import flash_attn_2_cuda failed:\n{result.stderr[-3000:]}"
+    assert result.stdout.strip().split("+")[0] == row.flash_attn
+    found = inspect["Config"]["Labels"]
+    assert len(found[labels.FLASH_ATTN_SHA256]) == 64 and found[labels.FLASH_ATTN_ORIGIN]
 
 
 def test_pip_check_is_clean(host):

@@ -1,0 +1,104 @@
+"""`build.py flash-attn`: a row's flash-attn wheel on its own: where it would come from, get it (compiling when no
+source has it) and keep it in the registry, or import one compiled elsewhere (e.g. on a GPU host in host mode)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from imagematrix.cli.common import build_input_options, build_inputs, load, out, registry_options, row_options
+from imagematrix.knowledge import flashattn
+from imagematrix.model import paths, tags
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.stages import builder, flash_attn, render
+from imagematrix.tools import docker, host
+
+HELP = "a row's flash-attn wheel: show its source, get or compile it into the registry, or import a wheel"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("action", choices=("show", "get", "import"),
+                   help="show: key and source of each flash-attn row; get: the wheel from the first source that "
+                        "has it (compiling else), pushed as flash-attn-wheels:<key>; import: push WHEEL as the row's")
+    p.add_argument("wheel", nargs="?", type=Path, help="import: the wheel file")
+    p.add_argument("--record", type=Path, help="import: the compile's record.json (flash_attn_compile.py --record)")
+    row_options(p)
+    registry_options(p)
+    build_input_options(p)
+
+
+def run(args) -> int:
+    m, rows = load(args)
+    rows = [r for r in rows if r.flash_attn]
+    if not rows:
+        raise InputError("no selected row pins flash_attn", fix="pick a row with flash_attn (see `build.py plan`)")
+    if args.action == "show":
+        for row in rows:
+            source, sentence = flash_attn.describe(row, args.registry)
+            out.print(f"{row.id}: key {flashattn.key(row)}\n  {source}: {sentence}")
+        return 0
+    if len(rows) != 1:
+        raise InputError(f"`flash-attn {args.action}` takes one row", fix="pass --row ID")
+    row = rows[0]
+    checked = _checked_import(row, args) if args.action == "import" else None
+    inputs = build_inputs(args)
+    docker.require_daemon()
+    if args.registry == tags.DEFAULT_REGISTRY:
+        host.ensure_registry(lambda msg: out.print(msg))
+    log_dir = args.log_dir / row.id
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if checked:
+        return _import(row, args, log_dir, *checked)
+    drift = render.drift(m, render.render(m, [row]), full=False)
+    if drift:
+        raise InputError("the generated build context differs from the matrix:\n  " + "\n  ".join(drift),
+                         fix="run `python build.py render` (and commit the result)")
+    builder.ensure_base(row, inputs, lambda msg: out.print(msg))
+    with tempfile.TemporaryDirectory(prefix="secrets-", dir=paths.scratch_dir()) as secret_dir:
+        wheel = flash_attn.ensure(row, context=render.generated_dir(m) / row.id, registry=args.registry,
+                                  mirror=inputs.flash_attn_mirror, indexes=list(inputs.flash_attn_indexes),
+                                  secrets_files=inputs.write_secrets(Path(secret_dir)), log_dir=log_dir,
+                                  log=lambda msg: out.print(msg), allow_compile=inputs.flash_attn_compile)
+    out.print(f"{row.id}: {wheel.ref} holds {wheel.filename or 'the wheel'} (sha256 {wheel.sha256})")
+    return 0
+
+
+def _checked_import(row, args) -> tuple[str, str]:
+    """(sha256, origin) of the wheel to import, after every check of the input (exit 2 before any work)."""
+    wheel = args.wheel
+    if wheel is None or not wheel.is_file():
+        raise InputError(f"import needs an existing wheel file (got {wheel})", fix="pass the .whl path")
+    if not flashattn.index_match(wheel.name, row):
+        raise InputError(f"{wheel.name} is not a flash-attn {row.flash_attn} wheel for {flashattn.local_version(row)} "
+                         f"cp{row.python.replace('.', '')}",
+                         fix=f"compile it for the row (flash_attn_compile.py names it flash_attn-{row.flash_attn}+"
+                             f"{flashattn.local_version(row)}-cp{row.python.replace('.', '')}-...)")
+    record = {}
+    if args.record:
+        try:
+            record = json.loads(args.record.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--record {args.record}: {exc}", fix="pass the record.json the compile wrote") from None
+        want = ";".join(a.replace(".", "") for a in flashattn.archs(row))
+        if ";".join(record.get("archs", [])) != want:
+            raise InputError(f"{args.record} says archs {record.get('archs')}, the row's key needs {want}",
+                             fix="compile for the row's flash_attn_archs, or change them")
+    sha = flash_attn.sha256_of(wheel)
+    if record.get("sha256") and record["sha256"] != sha:
+        raise InputError(f"{wheel} has sha256 {sha}, its record says {record['sha256']}", fix="pass the matching pair")
+    origin = (f"imported: compiled elsewhere from {record.get('sdist', 'the sdist')} in {record.get('seconds', '?')} s, "
+              f"{record.get('units', '?')} units, MAX_JOBS={record.get('jobs', '?')}, nvcc {record.get('nvcc_release', '?')}"
+              if record else f"imported from {wheel.name}")
+    return sha, origin
+
+
+def _import(row, args, log_dir: Path, sha: str, origin: str) -> int:
+    wheel = args.wheel
+    ref = f"{flash_attn.wheel_repository(args.registry)}:{flashattn.key(row)}"
+    image = flash_attn.package(wheel, sha, origin, ref, log_dir / "flash-attn-image.log")
+    proc = docker.run("push", image.ref)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"cannot push {image.ref}: {proc.stderr.strip()[-400:]}")
+    out.print(f"{row.id}: pushed {image.ref} (sha256 {sha}; {origin})")
+    return 0
