@@ -60,14 +60,25 @@ def credentials(host: str) -> tuple[str, str] | None:
     for key in keys:
         entry = config.get("auths", {}).get(key) or {}
         if entry.get("auth"):
-            user, _, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+            # a hand-edited or truncated entry must not end in a traceback (nor echo the secret)
+            try:
+                user, colon, secret = base64.b64decode(entry["auth"]).decode().partition(":")
+            except (TypeError, ValueError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+                colon = ""
+            if not colon:
+                raise RuntimeFailure(f"docker config {path}: auth for {host} is not base64 user:password; "
+                                     f"fix: docker login {host}")
             return user, secret
     if helper:
         for key in keys:
             proc = subprocess.run([f"docker-credential-{helper}", "get"], input=key, capture_output=True, text=True)
             if proc.returncode == 0:
-                found = json.loads(proc.stdout)
-                return found.get("Username", ""), found.get("Secret", "")
+                try:
+                    found = json.loads(proc.stdout)
+                    return found.get("Username", ""), found.get("Secret", "")
+                except (ValueError, AttributeError):
+                    raise RuntimeFailure(f"docker-credential-{helper} answered something other than a JSON object "
+                                         f"for {host}; fix: docker login {host}") from None
     return None
 
 
@@ -111,8 +122,18 @@ class Client:
         raise AssertionError("unreachable")
 
     def get_json(self, path: str, accept: str | None = None) -> dict | None:
+        """The JSON object at path; None on 404. Anything else (an HTML page from a proxy, a list) is a failure."""
         answer = self.request("GET", path, accept=accept)
-        return None if answer is None else json.loads(answer[0])
+        if answer is None:
+            return None
+        try:
+            found = json.loads(answer[0])
+        except ValueError:  # UnicodeDecodeError included
+            found = None
+        if not isinstance(found, dict):
+            raise RuntimeFailure(f"registry {self.host}: GET {path} answered {answer[0][:60]!r}, not a JSON object; "
+                                 f"check that {self.base} is a registry (not a proxy or a login page)")
+        return found
 
     def _authenticate(self, challenge: str) -> None:
         creds = credentials(self.host)
@@ -138,6 +159,11 @@ class Client:
                                  f"run `docker login {self.host}` again") from None
         except OSError as exc:
             raise RuntimeFailure(f"registry {self.host}: token service unreachable: {exc}") from None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            raise RuntimeFailure(f"registry {self.host}: the token service {fields.get('realm', '')!r} answered "
+                                 "something other than a JSON object")
         self._auth = f"Bearer {answer.get('token') or answer.get('access_token')}"
 
     def image(self, name: str, tag: str) -> tuple[dict, dict] | None:
@@ -145,13 +171,20 @@ class Client:
         manifest = self.get_json(f"/v2/{name}/manifests/{tag}", MANIFEST_MEDIA)
         if manifest is None:
             return None
-        if "manifests" in manifest:  # an index: take linux/amd64
-            chosen = next((m for m in manifest["manifests"]
-                           if m.get("platform", {}).get("architecture") == "amd64"), None)
-            if chosen is None:
-                return {}, {}
-            manifest = self.get_json(f"/v2/{name}/manifests/{chosen['digest']}", MANIFEST_MEDIA) or {}
-        return manifest, self.get_json(f"/v2/{name}/blobs/{manifest['config']['digest']}") or {}
+        path = f"/v2/{name}/manifests/{tag}"
+        try:
+            if "manifests" in manifest:  # an index: take linux/amd64
+                chosen = next((m for m in manifest["manifests"]
+                               if (m.get("platform") or {}).get("architecture") == "amd64"), None)
+                if chosen is None:
+                    return {}, {}
+                path = f"/v2/{name}/manifests/{chosen['digest']}"
+                manifest = self.get_json(path, MANIFEST_MEDIA) or {}
+            config = manifest["config"]["digest"]
+        except (KeyError, TypeError, AttributeError):  # a JSON object, but not a manifest
+            raise RuntimeFailure(f"registry {self.host}: GET {path} answered a JSON object that is not an image "
+                                 "manifest (no config digest)") from None
+        return manifest, self.get_json(f"/v2/{name}/blobs/{config}") or {}
 
     def labels(self, name: str, tag: str) -> dict | None:
         """Labels in the image config of name:tag; None when the tag is absent."""

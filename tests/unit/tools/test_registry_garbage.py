@@ -1,0 +1,85 @@
+"""A registry (or a proxy in front of one) that answers garbage, and a docker config with a broken inline auth:
+each ends in one RuntimeFailure naming where the garbage came from, never a traceback."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import json
+import threading
+
+import pytest
+
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.tools import registry
+
+
+def _serve(body: bytes, content_type: str = "application/json"):
+    """A local HTTP server answering every GET with `body`."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("body", [b"<html>captive portal</html>", b"\xff\xfe\x00garbage", b"[1, 2]", b'"manifests"',
+                                  b"null", b'{"schemaVersion": 2}'])
+def test_a_registry_answering_garbage_is_a_runtime_failure_naming_host_and_path(body):
+    server = _serve(body)
+    host = f"127.0.0.1:{server.server_port}"
+    try:
+        with pytest.raises(RuntimeFailure) as caught:
+            registry.labels(f"{host}/imagematrix/verl", "v1")
+        message = str(caught.value)
+        assert host in message and "/v2/imagematrix/verl/manifests/v1" in message, message
+        assert "\n" not in message
+        if not body.startswith(b"{"):  # not an object at all: refused whatever the path
+            with pytest.raises(RuntimeFailure, match=r"/v2/x/blobs/sha256:1"):
+                registry.Client(host).get_json("/v2/x/blobs/sha256:1")
+    finally:
+        server.shutdown()
+
+
+def test_a_manifest_whose_config_is_garbage_names_the_blob_path():
+    manifest = {"schemaVersion": 2, "config": {"digest": "sha256:abc"}}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(manifest).encode() if "/manifests/" in self.path else b"not json"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(RuntimeFailure, match=r"/v2/x/blobs/sha256:abc"):
+            registry.Client(f"127.0.0.1:{server.server_port}").labels("x", "v1")
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("auth", ["not base64!!", base64.b64encode(b"no-colon-here").decode(),
+                                  base64.b64encode(b"\xff\xfe:x").decode(), 42])
+def test_a_broken_inline_auth_in_the_docker_config_is_a_runtime_failure(tmp_path, monkeypatch, auth):
+    (tmp_path / "config.json").write_text(json.dumps({"auths": {"reg.example:5001": {"auth": auth}}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    with pytest.raises(RuntimeFailure) as caught:
+        registry.credentials("reg.example:5001")
+    assert str(caught.value) == (f"docker config {tmp_path / 'config.json'}: auth for reg.example:5001 is not base64 "
+                                 "user:password; fix: docker login reg.example:5001")
