@@ -49,7 +49,8 @@ def _open(request: urllib.request.Request | str):
 def _files(package: str, index: str | None = None) -> list[tuple[str, str | None]]:
     """(url, requires-python) of every file on the index's simple (PEP 503) page of the package."""
     index = (index or index_url()).rstrip("/")
-    html = _open(f"{index}/{canonicalize_name(package)}/").read().decode()
+    # hrefs and data-requires-python are ASCII; a mirror's page in another encoding must not stop the reading
+    html = _open(f"{index}/{canonicalize_name(package)}/").read().decode("utf-8", errors="replace")
     files = []
     for anchor in re.findall(r"<a\s[^>]*>", html):
         href = re.search(r'href="([^"]+)"', anchor)
