@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
+
+from imagematrix.model.errors import RuntimeFailure
 
 ROOT = Path(__file__).resolve().parents[2]
 MATRIX = ROOT / "matrix.yaml"
@@ -38,8 +41,21 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("IMAGEMATRIX_CACHE") or Path.home() / ".cache" / "imagematrix"
-    return Path(root)
+    """The cache root ($IMAGEMATRIX_CACHE, else ~/.cache/imagematrix), created: one that cannot be is a
+    RuntimeFailure naming it here, not an OSError deep inside whichever stage writes there first."""
+    variable = os.environ.get("IMAGEMATRIX_CACHE")
+    root = Path(variable or Path.home() / ".cache" / "imagematrix")
+    try:
+        if root.exists() and not root.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is not a directory")
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "it is not writable")
+    except OSError as exc:
+        name = f"IMAGEMATRIX_CACHE={root}" if variable else f"the cache directory {root} (set IMAGEMATRIX_CACHE)"
+        raise RuntimeFailure(f"{name} is not a usable directory: {exc.strerror or exc}; "
+                             "fix: point it at a writable folder") from None
+    return root
 
 
 def scratch_dir(max_age_s: float = 86400) -> Path:
