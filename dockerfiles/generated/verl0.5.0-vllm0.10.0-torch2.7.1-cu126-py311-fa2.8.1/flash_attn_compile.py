@@ -178,6 +178,10 @@ def plan(archs: list[str], jobs: int | None, env: dict[str, str]) -> dict:
     if release.split(".")[0] != facts["torch_cuda"].split(".")[0]:
         raise Unfit(f"nvcc {release} ({nvcc}) does not match torch's CUDA {facts['torch_cuda']}: torch refuses to "
                     "build extensions across CUDA major versions; use the matching toolkit")
+    bin_dirs = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    if shutil.which("ninja", path=bin_dirs) is None:
+        raise Unfit("ninja is not installed: torch would compile serially, without progress (hours longer); "
+                    "install it in this environment (pip install ninja)")
     threads = nvcc_threads(archs)
     if jobs is None:
         jobs = choose_jobs(cores(), available_memory(), threads)
@@ -198,7 +202,8 @@ def compile_env(settings: dict, env: dict[str, str]) -> dict[str, str]:
         "MAX_JOBS": str(settings["jobs"]),
         "NVCC_THREADS": str(settings["nvcc_threads"]),
         "FLASH_ATTN_LOCAL_VERSION": settings["local_version"],
-        "PATH": f"{Path(settings['nvcc']).parent}{os.pathsep}{env.get('PATH', '')}",
+        # nvcc's folder, and this Python's (ninja lives there in a venv that is not activated)
+        "PATH": os.pathsep.join([str(Path(settings["nvcc"]).parent), str(Path(sys.executable).parent), env.get("PATH", "")]),
     })
     return out
 
