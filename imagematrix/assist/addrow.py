@@ -9,6 +9,7 @@ torch wheel. A version that cannot work is refused with the resolver's reason.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,9 +159,22 @@ def prepare(matrix: Matrix, proposal: Proposal, vllm: str) -> tuple[Row, str, st
     probe.write_text(text)
     try:
         new_matrix = matrix_mod.load(probe)
+    except InputError as exc:
+        raise _from_probe(exc, probe, matrix.path, new_id) from None
     finally:
         probe.unlink()
     return new_matrix.rows[-1], snippet, text
+
+
+def _from_probe(exc: InputError, probe: Path, path: Path, row_id: str) -> InputError:
+    """The probe matrix's errors told about the proposed row and add-row's options: the probe file (gone once this
+    returns) and its line numbers, which matrix.yaml does not have yet, would only mislead."""
+    location = re.compile(rf"{re.escape(str(probe))}(:\d+)?(, row #\d+)?")
+    errors = [InputError(e.message.replace(str(probe), str(path)),
+                         where=location.sub(f"add-row, proposed row {row_id}", e.where or "") or None,
+                         fix=f"{e.fix}; with add-row: pass another --python, --verl or --vllm" if e.fix else None)
+              for e in (exc.errors if isinstance(exc, InputErrors) else [exc])]
+    return errors[0] if len(errors) == 1 else InputErrors(errors)
 
 
 def apply(matrix: Matrix, row: Row, text: str) -> Path:
