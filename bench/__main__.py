@@ -22,19 +22,20 @@ RESULTS = ROOT / "bench" / "results.json"
 DOC = ROOT / "docs" / "benchmarks.md"
 QUICK = ["fail_fast", "validate_all", "noop_build"]
 HEAVY = ["size_payload", "builds"]  # builds: metrics 4 (incremental), 6 (cold_vs_floor), 7 (peer)
+OTHER = ["flash_attn"]  # only with --only: needs the compiled wheel (bench/flash_attn.py)
 
 
 def _measures() -> dict[str, Callable[[Context], dict[str, Any]]]:
-    from . import heavy, quick
+    from . import flash_attn, heavy, quick
 
     return {"fail_fast": quick.fail_fast, "validate_all": quick.validate_all, "noop_build": quick.noop_build,
-            "size_payload": heavy.size_payload, "builds": heavy.builds}
+            "size_payload": heavy.size_payload, "builds": heavy.builds, "flash_attn": flash_attn.flash_attn}
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="metrics 1-3 only, one docker build for the fail-fast peer (CI)")
-    p.add_argument("--only", action="append", choices=QUICK + HEAVY, help="only this measurement (repeatable)")
+    p.add_argument("--only", action="append", choices=QUICK + HEAVY + OTHER, help="only this measurement (repeatable)")
     p.add_argument("--runs", type=int, default=5, help="timed runs of each short command (default 5)")
     p.add_argument("--docker-runs", type=int, help="docker builds of the fail-fast peer (default 3; --quick: 1)")
     p.add_argument("--out", type=Path, default=RESULTS, help="results JSON, merged with what it holds (default: %(default)s)")
