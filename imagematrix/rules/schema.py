@@ -6,12 +6,13 @@ import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from pydantic import BaseModel, ConfigDict, ValidationError
+from packaging.utils import canonicalize_name
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from imagematrix.model import paths, yamlio
+from imagematrix.model import fields, paths, yamlio
 from imagematrix.model.errors import InputError
 
 Severity = Literal["fail", "warn"]
@@ -49,17 +50,64 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _specifier(value: str) -> str:
+    try:
+        SpecifierSet(value)
+    except InvalidSpecifier:
+        raise ValueError(f"{value!r} is not a PEP 440 version specifier (write e.g. \">=2.6\")") from None
+    return value
+
+
+# Row fields a rule can read a version of (rules/common.py reads them); any other name is a package.
+_VERSIONED_FIELDS = {canonicalize_name(n) for n in (*fields.PIN_FIELDS, *fields.PIN_PACKAGES.values(), "python", "cuda")}
+
+
+def _one_edit(a: str, b: str) -> bool:
+    """a and b differ by one inserted, deleted or replaced character, or by two swapped neighbours."""
+    if abs(len(a) - len(b)) > 1 or a == b:
+        return False
+    if len(a) == len(b):
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        return len(diff) == 1 or (len(diff) == 2 and diff[1] == diff[0] + 1 and a[diff[0]] == b[diff[1]]
+                                  and a[diff[1]] == b[diff[0]])
+    short, long = sorted((a, b), key=len)
+    return any(long[:i] + long[i + 1:] == short for i in range(len(long)))
+
+
+def _versioned_name(name: str) -> str:
+    # Any package may be named, so a typo of a row field would read as an unknown package and the rule would
+    # silently never apply: a name one edit away from a row field is refused (real packages are farther).
+    if not fields.PACKAGE_RE.match(name):
+        raise ValueError(f"{name!r} is neither a row field nor a package name")
+    canon = canonicalize_name(name)
+    near = next((f for f in sorted(_VERSIONED_FIELDS) if _one_edit(canon, f)), None)
+    if canon not in _VERSIONED_FIELDS and near:
+        raise ValueError(f"{name!r} looks like a typo of {near!r}")
+    return name
+
+
+def _row_key(name: str) -> str:
+    if name not in fields.ROW_KEYS:
+        raise ValueError(f"{name!r} is not a row key (one of {', '.join(fields.ROW_KEYS)})")
+    return name
+
+
+Specifier = Annotated[str, AfterValidator(_specifier)]
+VersionedName = Annotated[str, AfterValidator(_versioned_name)]  # a row field or a package
+RowKey = Annotated[str, AfterValidator(_row_key)]
+
+
 class RuleSpec(_Strict):
     id: str
     severity: Severity
     kind: Literal["conflict", "flash-attn-wheel", "vllm-env", "verl-ranges", "python-requires",
                   "training-attention"]
-    field: str
+    field: RowKey
     symptom: str
     fix: str
     source: str
-    when: dict[str, str] = {}
-    packages: list[str] = []
+    when: dict[VersionedName, Specifier] = {}
+    packages: list[VersionedName] = []
 
 
 class WheelAxes(_Strict):
@@ -97,21 +145,21 @@ class WheelRelease(_Strict):
 
 
 class ValueRange(_Strict):
-    vllm: str
+    vllm: Specifier
     accept: list[str]
     invalid: str
     deprecated_suffix: str | None = None
 
 
 class EnvVar(_Strict):
-    exists: str
+    exists: Specifier
     missing: str
     values: list[ValueRange] = []
 
 
 class VllmEnv(_Strict):
-    checked: str
-    variables: dict[str, EnvVar]
+    checked: Specifier
+    variables: dict[fields.EnvName, EnvVar]
 
 
 class Ruleset(_Strict):
@@ -129,32 +177,22 @@ def load(path: Path = paths.RULES) -> Ruleset:
         ruleset = Ruleset.model_validate(dict(doc))
     except ValidationError as exc:
         first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"])
+        loc = ".".join(str(p) for p in first["loc"] if p != "[key]")  # pydantic's marker of a bad mapping key
         node: Any = doc
         line = None
         for part in first["loc"]:
             try:
-                line = yamlio.line_of(node, part)
+                line = yamlio.line_of(node, part) or line  # a scalar (a key's value) has no line of its own
                 node = node[part]
             except (KeyError, IndexError, TypeError):
                 break
         raise InputError(f"invalid rules data at {loc}: {first['msg']}", where=f"{path}:{line}" if line else str(path),
                          fix="see the header of the file for the allowed keys") from None
-    ids = [r.id for r in ruleset.rules]
-    if len(set(ids)) != len(ids):
-        raise InputError("duplicate rule ids", where=str(path))
-    for spec in _all_specifiers(ruleset):
-        try:
-            SpecifierSet(spec)
-        except InvalidSpecifier:
-            raise InputError(f"invalid version specifier {spec!r}", where=str(path)) from None
+    seen: set[str] = set()
+    for index, rule in enumerate(ruleset.rules):
+        if rule.id in seen:
+            line = yamlio.line_of(doc["rules"], index)
+            raise InputError(f"duplicate rule id {rule.id!r}", where=f"{path}:{line}" if line else str(path),
+                             fix="give each rule its own id")
+        seen.add(rule.id)
     return ruleset
-
-
-def _all_specifiers(ruleset: Ruleset) -> list[str]:
-    out = [s for r in ruleset.rules for s in r.when.values()]
-    out.append(ruleset.vllm_env.checked)
-    for var in ruleset.vllm_env.variables.values():
-        out.append(var.exists)
-        out += [v.vllm for v in var.values]
-    return out
