@@ -8,20 +8,17 @@ import re
 import shlex
 import shutil
 import tempfile
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from imagematrix.knowledge import flashattn
 from imagematrix.model import labels, secrets
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.fields import bootstrap_suites
 from imagematrix.model.matrix import Row
 from imagematrix.model.paths import cache_dir
 from imagematrix.stages import render
-from imagematrix.tools import debootstrap, docker, http
-from imagematrix.tools import registry as registry_api
+from imagematrix.tools import debootstrap, docker
 
 # A BuildKit plain-progress step line: "#12 [torch 1/1] RUN --mount=... uv pip install ..."
 STEP_RE = re.compile(r"^#\d+ \[([^\]]+)\] (\S.*)")

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from imagematrix.knowledge import flashattn
-from imagematrix.model import labels, matrix as matrix_mod
-from imagematrix.model.paths import ROOT
+from imagematrix.model import labels
+from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.paths import ROOT
 from imagematrix.stages import flash_attn
 from imagematrix.tools import docker
 from imagematrix.tools import registry as registry_api
