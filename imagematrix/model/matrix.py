@@ -118,11 +118,16 @@ def load(path: Path | str = paths.MATRIX) -> Matrix:
     if "id" in raw_defaults:
         errors.append(InputError("`id` cannot have a default", where=f"{path}:{yamlio.line_of(raw_defaults, 'id')}, defaults",
                                  fix="give ids per row, or leave them out to derive them from the pins"))
+    broken: frozenset[str] = frozenset()  # defaults reported invalid here: not reported again as missing per row
     try:
         defaults = fields.RowFields.model_validate(dict(raw_defaults))
     except ValidationError as exc:
         errors.extend(_field_errors(exc, f"{path}:{yamlio.line_of(doc, 'defaults')}, defaults"))
-        defaults = fields.RowFields()
+        broken = frozenset(str(e["loc"][0]) for e in exc.errors() if e["loc"])
+        try:  # the valid defaults still apply, so rows are checked as they will be once the bad one is fixed
+            defaults = fields.RowFields.model_validate({k: v for k, v in raw_defaults.items() if k not in broken})
+        except ValidationError:
+            broken, defaults = frozenset(map(str, raw_defaults)), fields.RowFields()
 
     raw_rows = doc.get("rows")
     if not isinstance(raw_rows, list) or not raw_rows:
@@ -143,7 +148,7 @@ def load(path: Path | str = paths.MATRIX) -> Matrix:
         except ValidationError as exc:
             errors.extend(_field_errors(exc, where))
             continue
-        row, row_errors = _complete(defaults, given, where, line)
+        row, row_errors = _complete(defaults, given, where, line, broken)
         errors.extend(row_errors)
         if row is None:
             continue
@@ -158,7 +163,10 @@ def load(path: Path | str = paths.MATRIX) -> Matrix:
     return Matrix(path=path, rows=tuple(rows))
 
 
-def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, line: int | None) -> tuple[Row | None, list[InputError]]:
+def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, line: int | None,
+              broken: frozenset[str] = frozenset()) -> tuple[Row | None, list[InputError]]:
+    """The row with the defaults filled in, or None and its errors. A required key missing only because its default
+    is invalid (`broken`, already reported) leaves the row out without another error."""
     merged: dict[str, Any] = {}
     for key in fields.RowFields.model_fields:
         own = getattr(given, key)
@@ -167,12 +175,13 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
             merged[key] = {**default, **own}
         else:
             merged[key] = own if key in given.model_fields_set else default
+    missing = [key for key in fields.REQUIRED if merged[key] is None]
     errors = [
         InputError(f"missing required key `{key}`", where=where, fix=f"set `{key}` in the row or under `defaults:`")
-        for key in fields.REQUIRED
-        if merged[key] is None
+        for key in missing
+        if key not in broken
     ]
-    if errors:
+    if missing:
         return None, errors
 
     suite = merged["base"][len(fields.DEBOOTSTRAP_PREFIX):] if merged["base"].startswith(fields.DEBOOTSTRAP_PREFIX) else None
