@@ -86,3 +86,7 @@ def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str |
 
 def pull_line(repository: str, row: Row) -> str:
     return f"docker pull {repository}:{row.id}"
+
+
+def verify_line(repository: str, row: Row) -> str:
+    return f"python build.py verify {repository}:{row.id} --key cosign.pub"

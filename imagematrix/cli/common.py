@@ -62,6 +62,9 @@ def build_input_options(parser: argparse.ArgumentParser) -> None:
                    "(v<version>/<wheel>); the first flash-attn source tried")
     g.add_argument("--flash-attn-index", action="append", default=[], metavar="URL",
                    help="a PEP 503 index with prebuilt flash-attn wheels (repeatable), tried after the mirror")
+    g.add_argument("--sign-key", type=Path, metavar="FILE",
+                   help="cosign private key: attest each pushed digest's SBOM and provenance and sign it "
+                        "(password in COSIGN_PASSWORD)")
     g.add_argument("--no-flash-attn-compile", action="store_true",
                    help="fail a flash-attn row when no mirror, index or registry has its wheel, instead of "
                         "compiling it from the sdist (hours on few cores)")
@@ -74,7 +77,14 @@ def build_inputs(args) -> builder.BuildInputs:
         err.print(f"CA bundle for the build: {ca} (from SSL_CERT_FILE; --ca-cert to change)")
     if ca is not None and not ca.is_file():
         raise InputError(f"--ca-cert {ca}: no such file", fix="pass a PEM bundle")
-    return builder.BuildInputs(ca_cert=ca, pip_index_url=args.pip_index_url, extra_index_url=args.extra_index_url,
+    key = getattr(args, "sign_key", None)
+    if key is not None:
+        if not key.is_file():
+            raise InputError(f"--sign-key {key}: no such file", fix="pass a cosign private key (cosign generate-key-pair)")
+        if "COSIGN_PASSWORD" not in os.environ:
+            raise InputError("--sign-key needs the key's password in COSIGN_PASSWORD",
+                             fix="export COSIGN_PASSWORD (empty for a key without a password); never pass it as an argument")
+    return builder.BuildInputs(sign_key=key, ca_cert=ca, pip_index_url=args.pip_index_url, extra_index_url=args.extra_index_url,
                                apt_mirror=args.apt_mirror, http_proxy=args.http_proxy, https_proxy=args.https_proxy,
                                no_proxy=args.no_proxy, flash_attn_mirror=args.flash_attn_mirror,
                                flash_attn_indexes=tuple(args.flash_attn_index),

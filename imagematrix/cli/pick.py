@@ -44,4 +44,5 @@ def run(args) -> int:
     if others:
         out.print(f"  also fits: {', '.join(others)}")
     out.print(pick.pull_line(tags.repository(args.registry), best.row), highlight=False)
+    out.print(pick.verify_line(tags.repository(args.registry), best.row), highlight=False)
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from imagematrix.cli.common import out
 from imagematrix.tools import docker, host
 
-HELP = "install/start what builds need: dockerd, buildx, the embedded registry, debootstrap"
+HELP = "install/start what builds need: dockerd, buildx, the embedded registry, debootstrap, cosign"
 
 
 def add_arguments(p) -> None:
@@ -16,5 +16,5 @@ def run(args) -> int:
     host.setup(lambda msg: out.print(msg))
     cli = docker.cli()
     out.print(f"docker: {cli} (buildx: {'yes' if docker.has_buildx(cli) else 'no'}); "
-              f"registry: {host.REGISTRY}; debootstrap: yes")
+              f"registry: {host.REGISTRY}; debootstrap: yes; cosign: yes")
     return 0

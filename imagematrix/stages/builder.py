@@ -39,6 +39,9 @@ class BuildInputs:
     flash_attn_mirror: str | None = None
     flash_attn_indexes: tuple[str, ...] = ()
     flash_attn_compile: bool = True
+    # A cosign private key: pushed digests get their SBOM and provenance attested and are signed (stages/attest.py);
+    # its password comes from COSIGN_PASSWORD. Read on the host only, never by a build step.
+    sign_key: Path | None = None
 
     def env_lines(self) -> str:
         names = {"pip_index_url": "PIP_INDEX_URL", "extra_index_url": "PIP_EXTRA_INDEX_URL",

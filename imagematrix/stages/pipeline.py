@@ -6,6 +6,9 @@ under its final tag, and does not stop the others.
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -17,8 +20,9 @@ from rich.table import Table
 
 from imagematrix.model import labels, paths, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.fields import bootstrap_suites
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import builder, flash_attn, render, smoke
+from imagematrix.stages import attest, builder, flash_attn, locks, render, smoke
 from imagematrix.stages.publish import Outcome, _push, remote_labels, write_manifest
 from imagematrix.tools import docker, host
 from imagematrix.tools import registry as registry_api
@@ -42,6 +46,7 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
     def done(state: str, detail: str = "") -> Outcome:
         return Outcome(row.id, state, stage, time.monotonic() - started, detail)
 
+    started_at = attest.now()
     candidate_tag = tags.candidate_tag(row.id, digest)
     candidate = f"{repo}:{candidate_tag}"
     try:
@@ -69,6 +74,7 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         with tempfile.TemporaryDirectory(prefix="secrets-", dir=paths.scratch_dir()) as secret_dir:
             secrets = inputs.write_secrets(Path(secret_dir))
             build_args, extra_labels = {}, {}
+            wheel = None
             if row.flash_attn:
                 stage = "flash-attn"
                 status(row.id, "the flash-attn wheel")
@@ -97,6 +103,9 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
                 pushed[candidate_tag] = _push(row, candidate)
             stage = "manifest"
             write_manifest(candidate, pushed, row_logs / "manifest.json")
+            if pushed:
+                stage = "attest"
+                _attest(matrix, item, f"{repo}@{pushed[candidate_tag]}", inputs, row_logs, wheel, started_at, status)
             return done("pushed" if pushed else "tested", candidate if pushed else f"{candidate} (local, not pushed)")
         for tag in final:  # the row's own tag first: a rerun repairs an alias whose push failed
             status(row.id, f"pushing {repo}:{tag}")
@@ -108,12 +117,44 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         stage = "manifest"
         status(row.id, "writing the manifest")
         write_manifest(f"{repo}:{row.id}", pushed, row_logs / "manifest.json")
+        stage = "attest"
+        _attest(matrix, item, f"{repo}@{pushed[row.id]}", inputs, row_logs, wheel, started_at, status)
         docker.run("rmi", candidate)  # the candidate tag only; layers stay with the final tag
         return done("pushed", f"{', '.join(f'{repo}:{t}' for t in final)} {pushed.get(row.id, '')}")
     except (RuntimeFailure, InputError) as exc:
         (row_logs / "error.txt").write_text(str(exc) + "\n")
         return done("failed", str(exc))
 
+
+
+def _attest(matrix: Matrix, item: render.Rendered, ref_digest: str, inputs: builder.BuildInputs, row_logs: Path,
+            wheel, started: str, status) -> None:
+    """SBOM and provenance of the pushed digest into build-logs/<row>/; attested and signed with a key."""
+    row = item.row
+    if not ref_digest.split("@", 1)[1]:
+        raise RuntimeFailure(f"row {row.id}, stage attest: the registry reported no digest for the push")
+    status(row.id, "SBOM and provenance")
+    manifest = json.loads((row_logs / "manifest.json").read_text())
+    lock_text = locks.read_lock(matrix, row)
+    distro = bootstrap_suites()[row.bootstrap_suite]["distro"] if row.bootstrap_suite else "debian"
+    base_id = docker.run("image", "inspect", "--format", "{{.Id}}", row.base_image).stdout.strip()
+    tools = {"imagematrix": _version(), "docker": docker.run("version", "--format", "{{.Server.Version}}").stdout.strip()}
+    predicate = attest.provenance(
+        row, image=manifest["image"], digest=ref_digest.split("@", 1)[1], lock_text=lock_text,
+        input_digest=item.context_digest(), base=row.base_image, base_id=base_id,
+        smoke=attest.smoke_summary(row_logs / "smoke.log"), tools=tools, started=started, finished=attest.now(),
+        flash_attn={"file": wheel.filename, "sha256": wheel.sha256, "origin": wheel.origin} if wheel else None)
+    sbom_path, prov_path = attest.write(row_logs, attest.sbom(row, manifest, lock_text, distro), predicate)
+    if inputs.sign_key:
+        status(row.id, f"attesting and signing {ref_digest}")
+        attest.attach(ref_digest, sbom_path, prov_path, inputs.sign_key, os.environ.get("COSIGN_PASSWORD", ""))
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("imagematrix")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.BuildInputs, log_dir: Path,

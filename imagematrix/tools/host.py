@@ -1,4 +1,4 @@
-"""Set up the build machine: Docker daemon, BuildKit (buildx), the embedded registry, debootstrap.
+"""Set up the build machine: Docker daemon, BuildKit (buildx), the embedded registry, debootstrap, cosign.
 
 Each step uses what is already there and installs only what is missing (Debian packages; buildx from Debian
 trixie's docker-buildx package when the CLI has no buildx plugin). Used by `build.py setup` and `.ci/run`.
@@ -18,7 +18,7 @@ from pathlib import Path
 from imagematrix.model import tags
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.paths import cache_dir
-from imagematrix.tools import docker
+from imagematrix.tools import cosign, docker
 
 REGISTRY = tags.EMBEDDED_REGISTRY
 
@@ -65,30 +65,36 @@ def ensure_daemon(log) -> None:
     _wait(docker.daemon_running, "dockerd", 90)
 
 
-def ensure_buildx(log) -> None:
-    cli = docker.cli()
-    if docker.has_buildx(cli):
-        return
-    plugin_dir = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "cli-plugins"
-    log("installing buildx from Debian trixie's docker-buildx package")
-    with tempfile.TemporaryDirectory(prefix="imagematrix-buildx-") as tmp:
+def _from_trixie(package: str, member: str, dest: Path) -> None:
+    """Copy one file (member, a path inside the package) of Debian trixie's package to dest, without installing
+    the package (its dependencies are bookworm's or none: buildx and cosign are static Go programs)."""
+    with tempfile.TemporaryDirectory(prefix=f"imagematrix-{package}-") as tmp:
         t = Path(tmp)
         (t / "lists" / "partial").mkdir(parents=True)
         (t / "cache" / "archives" / "partial").mkdir(parents=True)
         (t / "sources.list").write_text("deb http://deb.debian.org/debian trixie main\n")
         opts = [f"-o=Dir::Etc::SourceList={t / 'sources.list'}", "-o=Dir::Etc::SourceParts=/dev/null",
                 f"-o=Dir::State::Lists={t / 'lists'}", f"-o=Dir::Cache={t / 'cache'}"]
-        for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "download", "docker-buildx"]):
+        for cmd in (["apt-get", *opts, "update"], ["apt-get", *opts, "download", package]):
             proc = _run(cmd, cwd=t)
             if proc.returncode != 0:
                 raise RuntimeFailure(f"{' '.join(cmd[:1] + cmd[-2:])} failed:\n{proc.stderr[-1500:]}")
-        deb = next(t.glob("docker-buildx_*.deb"))
+        deb = next(t.glob(f"{package}_*.deb"))
         proc = _run(["dpkg-deb", "-x", str(deb), str(t / "x")])
         if proc.returncode != 0:
             raise RuntimeFailure(f"dpkg-deb -x {deb.name} failed: {proc.stderr}")
-        plugin_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copy(t / "x" / "usr" / "libexec" / "docker" / "cli-plugins" / "docker-buildx", plugin_dir / "docker-buildx")
-        (plugin_dir / "docker-buildx").chmod(0o755)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(t / "x" / member, dest)
+        dest.chmod(0o755)
+
+
+def ensure_buildx(log) -> None:
+    cli = docker.cli()
+    if docker.has_buildx(cli):
+        return
+    plugin_dir = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "cli-plugins"
+    log("installing buildx from Debian trixie's docker-buildx package")
+    _from_trixie("docker-buildx", "usr/libexec/docker/cli-plugins/docker-buildx", plugin_dir / "docker-buildx")
     docker.forget()  # the answers before the install are stale now
     if not docker.has_buildx(docker.cli()):
         raise RuntimeFailure(f"buildx installed in {plugin_dir}, but `docker buildx version` still fails")
@@ -134,8 +140,18 @@ def ensure_debootstrap(log) -> None:
         _apt_install("debootstrap", log=log)
 
 
+def ensure_cosign(log) -> None:
+    if cosign.find():
+        return
+    log("installing cosign from Debian trixie's cosign package")
+    _from_trixie("cosign", "usr/bin/cosign", cosign.INSTALL_DIR / "cosign")
+    if not cosign.find():
+        raise RuntimeFailure(f"cosign installed in {cosign.INSTALL_DIR}, which is not on PATH")
+
+
 def setup(log) -> None:
     ensure_daemon(log)
     ensure_buildx(log)
     ensure_registry(log)
     ensure_debootstrap(log)
+    ensure_cosign(log)

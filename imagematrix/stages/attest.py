@@ -1,0 +1,134 @@
+"""Attest stage: what a user can verify about a pushed image.
+
+- SBOM (CycloneDX 1.6, built with cyclonedx-python-lib): every Python distribution installed in the image's venv
+  (`uv pip freeze` inside it, from the row's manifest) with the sha256 the lock pins for it, the flash-attn wheel
+  with the digest the build recorded, and every Debian/Ubuntu package (`dpkg-query` inside it).
+- Provenance (in-toto statement, SLSA provenance v1 predicate): the row, the lock's digest, the build context's
+  digest (the image's input digest), the base image, the flash-attn wheel, the builder and tool versions, and the
+  smoke-test result that gated the push.
+
+Both are written to build-logs/<row>/ (sbom.cdx.json, provenance.json). With a signing key, cosign attaches each to
+the pushed digest as a signed attestation and signs the digest itself; `build.py verify` checks all three.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from cyclonedx.model import HashAlgorithm, HashType
+from cyclonedx.model.bom import Bom
+from cyclonedx.model.component import Component, ComponentType
+from cyclonedx.output.json import JsonV1Dot6
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
+from packaging.utils import canonicalize_name
+
+from imagematrix.model import labels, lockfile
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.matrix import Row
+from imagematrix.tools import cosign
+
+BUILD_TYPE = "https://imagematrix.dev/build/v1"  # names this project's build recipe (row -> lock -> Dockerfile)
+PROVENANCE_TYPE = "slsaprovenance1"  # cosign's name for https://slsa.dev/provenance/v1
+SBOM_TYPE = "cyclonedx"
+_FREEZE_RE = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)$")
+
+
+def sbom(row: Row, manifest: dict, lock_text: str, distro: str) -> dict:
+    """The image's SBOM as a CycloneDX 1.6 JSON document (validated against the schema)."""
+    hashes = {}
+    for name, entry in lockfile.parse(lock_text).items():
+        found = re.findall(r"--hash=sha256:([0-9a-f]{64})", entry.text)
+        hashes[canonicalize_name(name)] = found
+    image = manifest.get("image", row.id)
+    bom = Bom()
+    bom.metadata.component = Component(type=ComponentType.CONTAINER, name=image.rsplit(":", 1)[0], version=row.id,
+                                       bom_ref=f"image:{row.id}")
+    found_labels = manifest.get("labels") or {}
+    for line in manifest.get("pip_freeze") or []:
+        match = _FREEZE_RE.match(line.strip())
+        if not match:
+            continue
+        name, version = match.groups()
+        key = canonicalize_name(name)
+        digests = hashes.get(key, [])
+        if key == "flash-attn" and found_labels.get(labels.FLASH_ATTN_SHA256):
+            digests = [found_labels[labels.FLASH_ATTN_SHA256]]
+        bom.components.add(Component(
+            type=ComponentType.LIBRARY, name=name, version=version, bom_ref=f"pypi:{key}@{version}",
+            purl=PackageURL("pypi", name=key, version=version),
+            # the lock pins every file uv may install (one per platform): list them all; one of them is installed
+            hashes=[HashType(alg=HashAlgorithm.SHA_256, content=d) for d in digests]))
+    for line in manifest.get("dpkg") or []:
+        parts = line.split()
+        if len(parts) != 2:
+            continue
+        name, version = parts
+        bom.components.add(Component(
+            type=ComponentType.LIBRARY, name=name, version=version, bom_ref=f"deb:{name}@{version}",
+            purl=PackageURL("deb", namespace=distro, name=name, version=version, qualifiers={"arch": "amd64"})))
+    bom.register_dependency(bom.metadata.component, list(bom.components))  # the image contains each of them
+    text = JsonV1Dot6(bom).output_as_string(indent=2)
+    error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
+    if error:
+        raise RuntimeFailure(f"row {row.id}, stage attest: the SBOM does not validate against CycloneDX 1.6: {error}")
+    return json.loads(text)
+
+
+def provenance(row: Row, *, image: str, digest: str, lock_text: str, input_digest: str, base: str,
+               base_id: str, smoke: dict, tools: dict[str, str], started: str, finished: str,
+               flash_attn: dict | None = None) -> dict:
+    """The SLSA provenance v1 predicate of one pushed image (cosign wraps it in the in-toto statement)."""
+    dependencies = [
+        {"uri": f"locks/{row.id}.txt", "digest": {"sha256": hashlib.sha256(lock_text.encode()).hexdigest()}},
+        {"uri": f"dockerfiles/generated/{row.id}/", "digest": {"sha256": input_digest.removeprefix("sha256:")}},
+        {"uri": base, "digest": {"sha256": base_id.removeprefix("sha256:")}},
+    ]
+    if flash_attn:
+        dependencies.append({"uri": flash_attn["file"] or f"flash-attn {row.flash_attn}",
+                             "digest": {"sha256": flash_attn["sha256"]},
+                             "annotations": {"origin": flash_attn["origin"]}})
+    return {
+        "buildDefinition": {
+            "buildType": BUILD_TYPE,
+            "externalParameters": {"row": row.id, "pins": row.pins(), "python": row.python, "cuda": row.cuda},
+            "internalParameters": {"image": image},
+            "resolvedDependencies": dependencies,
+        },
+        "runDetails": {
+            "builder": {"id": "https://imagematrix.dev/build.py", "version": tools},
+            "metadata": {"invocationId": f"{row.id}@{digest}", "startedOn": started, "finishedOn": finished},
+            "byproducts": [{"name": "smoke tests", "annotations": smoke}],
+        },
+    }
+
+
+def smoke_summary(log: Path) -> dict:
+    """The smoke tests' verdict line (pytest's last summary) and the log's digest."""
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    summary = next((line.strip("= ") for line in reversed(text.splitlines())
+                    if re.search(r"\d+ (passed|failed)", line)), "no summary")
+    return {"summary": summary, "log_sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def write(row_logs: Path, sbom_doc: dict, predicate: dict) -> tuple[Path, Path]:
+    sbom_path, prov_path = row_logs / "sbom.cdx.json", row_logs / "provenance.json"
+    sbom_path.write_text(json.dumps(sbom_doc, indent=2, sort_keys=True) + "\n")
+    prov_path.write_text(json.dumps(predicate, indent=2, sort_keys=True) + "\n")
+    return sbom_path, prov_path
+
+
+def attach(ref_digest: str, sbom_path: Path, prov_path: Path, key: Path, password: str) -> None:
+    """Attest both to the digest and sign it (cosign)."""
+    cosign.attest(ref_digest, sbom_path, SBOM_TYPE, key, password)
+    cosign.attest(ref_digest, prov_path, PROVENANCE_TYPE, key, password)
+    cosign.sign(ref_digest, key, password)
