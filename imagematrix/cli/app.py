@@ -18,16 +18,18 @@ from imagematrix.cli import (
     plan,
     promote,
     render,
+    sbom,
     setup,
     test,
     validate,
+    verify,
 )
 from imagematrix.cli.common import err
 from imagematrix.model.errors import InputError, RuntimeFailure
 
 COMMANDS = {"validate": validate, "lock": lock, "render": render, "setup": setup, "plan": plan, "build": build,
             "promote": promote, "add-row": add_row, "docs": docs, "pick": pick, "doctor": doctor, "test": test,
-            "gpu-record": gpu_record, "flash-attn": flash_attn}
+            "gpu-record": gpu_record, "flash-attn": flash_attn, "verify": verify, "sbom": sbom}
 
 
 def parser() -> argparse.ArgumentParser:
