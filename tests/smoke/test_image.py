@@ -22,11 +22,12 @@ def test_every_pin_is_the_installed_version(host, row):
 
 
 def test_flash_attn_extension_loads_and_its_wheel_is_labelled(host, row, inspect):
-    """`import flash_attn_2_cuda` links the compiled kernels against this torch: an ABI mismatch between the wheel
-    and the row's torch shows here as "undefined symbol", not on the user's GPU."""
+    """`import flash_attn_2_cuda` links the compiled kernels against this torch (imported first: it loads libc10 and
+    the other libraries the extension needs): an ABI mismatch between the wheel and the row's torch shows here as
+    "undefined symbol", not on the user's GPU."""
     if not row.flash_attn:
         pytest.skip("the row ships no flash-attn")
-    result = host.run(f"{PY} -c 'import flash_attn_2_cuda, flash_attn; print(flash_attn.__version__)'")
+    result = host.run(f"{PY} -c 'import torch, flash_attn_2_cuda, flash_attn; print(flash_attn.__version__)'")
     assert result.rc == 0, f"import flash_attn_2_cuda failed:\n{result.stderr[-3000:]}"
     assert result.stdout.strip().split("+")[0] == row.flash_attn
     found = inspect["Config"]["Labels"]
