@@ -1,15 +1,19 @@
 """add-row: propose a complete row for a vLLM version, explain each pin, append it to matrix.yaml keeping its layout.
 
 The proposal is the resolver's answer, not a table: verl is the newest release whose `[vllm]` extra admits the
-vLLM version (read from verl's wheel metadata, then confirmed by uv); torch, tensordict and transformers are what uv
-picks for `verl[vllm]==V vllm==X` under the constraints that the compatibility rules impose; CUDA is the CUDA of that
-torch wheel. A version that cannot work is refused with the resolver's reason.
+vLLM version (read from verl's wheel metadata) and that uv resolves with it, else the newest verl without that extra
+and an `overrides` entry for vllm with the reason (the pairing search: assist/pairing.py); torch, tensordict and
+transformers are what uv picks for `verl[vllm]==V vllm==X` under the constraints that the compatibility rules impose;
+CUDA is the CUDA of that torch wheel. A version that cannot work is refused with the resolver's reason and, when no
+verl resolves, the newest vLLM that resolves with that verl and the newest verl that resolves with that vLLM.
+uv's answers are cached by their exact inputs (assist/resolutions.py); locking the row resolves afresh.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,13 +23,12 @@ from packaging.version import Version
 from ruamel.yaml import YAML
 
 from imagematrix import rules
-from imagematrix.knowledge import verl as verl_meta
+from imagematrix.assist import pairing, resolutions
 from imagematrix.model import fields, lockfile, paths, tags, yamlio
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks, render, resolve
-from imagematrix.tools import pypi, uv
 
 # Constraints the resolver alone would get wrong (no upper bound upstream); each names the symptom it avoids.
 # They apply rule vllm-transformers-5 of knowledge/rules.yaml up front; the rules still check the result.
@@ -41,43 +44,40 @@ class Proposal:
     pins: dict[str, str]  # row keys -> versions (verl, vllm, torch, cuda, tensordict, transformers, python)
     why: dict[str, str] = field(default_factory=dict)
     extras: dict[str, str] = field(default_factory=dict)  # packages pinned beside the row's own pins
+    overrides: dict[str, str] = field(default_factory=dict)  # package -> reason (its version is the pin)
 
 
 def _refuse(message: str, fix: str) -> InputError:
     return InputError(message, where="add-row", fix=fix)
 
 
-def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
-    if Version(vllm) not in pypi.versions("vllm"):
+def era_constraints(vllm: str) -> list[tuple[str, str]]:
+    """(constraint, reason) of ERA_CONSTRAINTS that apply to this vLLM version."""
+    return [(constraint, reason) for spec, constraint, reason in ERA_CONSTRAINTS
+            if SpecifierSet(spec).contains(vllm, prereleases=True)]
+
+
+def propose(vllm: str, python: str, verl: str | None = None, *, index: pairing.Index | None = None,
+            resolver: Callable[[resolutions.Request], resolutions.Resolution] | None = None) -> Proposal:
+    """The row add-row proposes for vLLM `vllm` (verl: the pairing search of assist/pairing.py). index and resolver
+    default to the live index and uv behind the on-disk answer cache; `outdated` passes its own."""
+    index = index or pairing.LiveIndex()
+    resolver = resolver or resolutions.Resolver()
+    if Version(vllm) not in index.versions("vllm"):
         raise _refuse(f"vLLM {vllm} has no wheel on the index", "pick a released vLLM version (pip index versions vllm)")
     why: dict[str, str] = {}
-    required = pypi.requires_python("vllm", vllm) or ""
+    required = index.requires_python("vllm", vllm) or ""
     if required and Version(python) not in SpecifierSet(required):
         raise _refuse(f"vLLM {vllm} requires Python {required}, not {python}", "pass --python with a version it supports")
-    if verl is None:
-        for candidate in pypi.versions("verl"):
-            spec = verl_meta.vllm_range(str(candidate))
-            if spec is not None and spec.contains(vllm, prereleases=True):
-                verl = str(candidate)
-                why["verl"] = f"newest verl whose [vllm] extra admits vLLM {vllm} ({spec})"
-                break
-        else:
-            raise _refuse(f"no verl release declares support for vLLM {vllm} in its [vllm] extra",
-                          "pass --verl V, then add `overrides: {vllm: {version, reason}}` to the row if the pairing "
-                          "is deliberate (verl's own images sometimes pair outside the declared range)")
-    else:
-        why["verl"] = "given"
     constraints = []
-    for spec, constraint, reason in ERA_CONSTRAINTS:
-        if SpecifierSet(spec).contains(vllm, prereleases=True):
-            constraints.append(constraint)
-            why[Requirement(constraint).name] = f"{constraint}: {reason}"
-    proc = uv.compile_requirements(f"verl[vllm]=={verl}\nvllm=={vllm}\n", python, constraints="\n".join(constraints) + "\n")
-    if proc.returncode != 0:
-        raise _refuse(f"verl {verl} with vLLM {vllm} on Python {python} cannot be installed:\n"
-                      + "\n".join("    " + line for line in proc.stderr.strip().splitlines()),
-                      "pick another vLLM or verl version")
-    entries = lockfile.parse(proc.stdout)
+    for constraint, reason in era_constraints(vllm):
+        constraints.append(constraint)
+        why[Requirement(constraint).name] = f"{constraint}: {reason}"
+    chosen, resolved, why["verl"] = pairing.search(
+        index, resolver, vllm, python, lambda v: [c for c, _ in era_constraints(v)], verl=verl)
+    verl = chosen.verl
+    overrides = {"vllm": chosen.override_reason()} if chosen.overridden else {}
+    entries = lockfile.parse(resolved.stdout)
     pins = {"verl": verl, "vllm": vllm, "python": python}
     for key in ("torch", "tensordict", "transformers"):
         if key not in entries:
@@ -87,10 +87,9 @@ def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
     numpy, pyarrow = entries.get("numpy"), entries.get("pyarrow")
     if numpy and pyarrow and Version(numpy.version) < Version("2") and Version(pyarrow.version) >= Version("26"):
         # rule pyarrow-26-numpy-1: pyarrow declares no numpy requirement, so uv cannot see that 26 needs numpy 2
-        proc = uv.compile_requirements(f"verl[vllm]=={verl}\nvllm=={vllm}\n", python,
-                                  constraints="\n".join([*constraints, "pyarrow<26"]) + "\n")
-        if proc.returncode == 0:
-            entries = lockfile.parse(proc.stdout)
+        again = resolver(chosen.request(python, [*constraints, "pyarrow<26"]))
+        if again.ok:
+            entries = lockfile.parse(again.stdout)
             extras["pyarrow"] = entries["pyarrow"].version
             why["extras"] = (f"pyarrow {extras['pyarrow']}: pyarrow 26 needs numpy 2 and this stack has numpy "
                              f"{numpy.version} (rule pyarrow-26-numpy-1)")
@@ -102,14 +101,15 @@ def propose(vllm: str, python: str, verl: str | None = None) -> Proposal:
         raise RuntimeFailure(f"cannot tell the CUDA version of torch {pins['torch']} from its dependencies")
     pins["cuda"] = cuda
     why["cuda"] = f"the CUDA of the torch {pins['torch']} wheel on PyPI"
-    return Proposal(pins=pins, why=why, extras=extras)
+    return Proposal(pins=pins, why=why, extras=extras, overrides=overrides)
 
 
 # The pins and versions a proposal fills in, in the order of the matrix file's keys.
 ROW_ORDER = tuple(k for k in fields.ROW_KEYS if k in fields.PIN_PACKAGES or k in ("cuda", "python"))
 
 
-def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str, extras: dict[str, str] | None = None) -> str:
+def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str, extras: dict[str, str] | None = None,
+             overrides: dict[str, str] | None = None) -> str:
     """The row as matrix.yaml writes rows: a list item of quoted pins; keys equal to the defaults left out."""
     lines = [f"  # {comment}"]
     for key in ROW_ORDER:
@@ -120,6 +120,10 @@ def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str, extras: 
     if extras:
         lines.append("    extras:")
         lines += [f'      {name}: "{version}"' for name, version in sorted(extras.items())]
+    if overrides:  # reasons hold no quotes or backslashes (fields.REASON_RE), so double quotes always work
+        lines.append("    overrides:")
+        for name, reason in sorted(overrides.items()):
+            lines += [f"      {name}:", f'        version: "{pins[name]}"', f'        reason: "{reason}"']
     return "\n".join(lines) + "\n"
 
 
@@ -153,7 +157,8 @@ def prepare(matrix: Matrix, proposal: Proposal, vllm: str) -> tuple[Row, str, st
     if new_id in {r.id for r in matrix.rows}:
         raise InputError(f"the matrix already has row {new_id} (same verl, vLLM, torch, CUDA and Python)",
                          where=str(matrix.path), fix="pass another --verl or --python, or edit that row")
-    snippet = row_yaml(pins, matrix_defaults(matrix), f"vLLM {vllm}: proposed by `build.py add-row`", proposal.extras)
+    snippet = row_yaml(pins, matrix_defaults(matrix), f"vLLM {vllm}: proposed by `build.py add-row`", proposal.extras,
+                       proposal.overrides)
     text = appended(matrix.path, snippet)
     probe = matrix.path.with_name(f".{matrix.path.name}.add-row-{os.getpid()}")
     probe.write_text(text)

@@ -36,10 +36,12 @@ def run(args) -> int:
             table.add_row(key, proposal.pins[key], escape(proposal.why.get(key, "")))
     for name, version in proposal.extras.items():
         table.add_row(f"extras.{name}", version, escape(proposal.why.get("extras", "")))
+    for name, reason in proposal.overrides.items():
+        table.add_row(f"overrides.{name}", proposal.pins[name], escape(reason))
     out.print(table)
     row, snippet, text = addrow.prepare(m, proposal, args.vllm)
     if args.dry_run:
-        out.print(snippet, end="")
+        out.print(snippet, end="", markup=False, soft_wrap=True)  # the YAML as written, brackets and long lines kept
         out.print(f"(dry run: nothing written; the row id would be {row.id})")
         return 0
     with err.status(f"locking {row.id}"):
