@@ -14,6 +14,7 @@ from imagematrix.cli import (
     flash_attn,
     gpu_record,
     lock,
+    outdated,
     pick,
     plan,
     promote,
@@ -29,7 +30,7 @@ from imagematrix.model.errors import InputError, RuntimeFailure
 
 COMMANDS = {"validate": validate, "lock": lock, "render": render, "setup": setup, "plan": plan, "build": build,
             "promote": promote, "add-row": add_row, "docs": docs, "pick": pick, "doctor": doctor, "test": test,
-            "gpu-record": gpu_record, "flash-attn": flash_attn, "verify": verify, "sbom": sbom}
+            "gpu-record": gpu_record, "flash-attn": flash_attn, "verify": verify, "sbom": sbom, "outdated": outdated}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,0 +1,140 @@
+"""Every release of a package on the index, sdist-only ones included (flash-attn has no wheel on PyPI), with
+whether it has a wheel, its Requires-Python and when it was uploaded.
+
+One read of the package's simple page: the JSON form (PEP 691, with upload times per PEP 700) where the index
+speaks it, else the HTML form (PEP 503; no upload times there). Yanked files do not count.
+`imagematrix.tools.pypi.versions` lists only versions with a wheel, which is what a resolution can install;
+this module answers "what has been released".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import ssl
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from html import unescape
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from imagematrix.model import secrets
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.tools import pypi
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+
+
+@dataclass(frozen=True)
+class Release:
+    version: str
+    wheel: bool  # at least one (unyanked) wheel
+    requires_python: str | None  # of its wheels when it has any, else of its sdist; None when undeclared
+    uploaded: str | None  # the earliest upload time of its files (ISO 8601), None when the index does not say
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "wheel": self.wheel, "requires_python": self.requires_python,
+                "uploaded": self.uploaded}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Release:
+        return cls(version=data["version"], wheel=bool(data["wheel"]), requires_python=data.get("requires_python"),
+                   uploaded=data.get("uploaded"))
+
+
+@dataclass(frozen=True)
+class File:
+    filename: str
+    requires_python: str | None = None
+    uploaded: str | None = None
+    yanked: bool = False
+
+
+def version_of(filename: str, package: str) -> tuple[Version, bool] | None:
+    """(version, is a wheel) from a distribution's file name; None for files that are neither (or not the package's)."""
+    try:
+        if filename.endswith(".whl"):
+            name, version, _, _ = parse_wheel_filename(filename)
+            wheel = True
+        elif filename.endswith((".tar.gz", ".zip")):
+            name, version = parse_sdist_filename(filename)
+            wheel = False
+        else:
+            return None
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+    if canonicalize_name(name) != canonicalize_name(package):
+        return None
+    return version, wheel
+
+
+def releases_from_files(package: str, files: list[File]) -> list[Release]:
+    """The releases the files make up, newest first; pre- and dev releases and wholly yanked releases left out."""
+    found: dict[Version, dict] = {}
+    for f in files:
+        parsed = version_of(f.filename, package)
+        if parsed is None or f.yanked:
+            continue
+        version, wheel = parsed
+        if version.is_prerelease or version.is_devrelease:
+            continue
+        entry = found.setdefault(version, {"wheel": False, "wheel_rp": None, "sdist_rp": None, "uploaded": None})
+        if wheel:
+            entry["wheel"] = True
+            entry["wheel_rp"] = entry["wheel_rp"] or f.requires_python
+        else:
+            entry["sdist_rp"] = entry["sdist_rp"] or f.requires_python
+        if f.uploaded and (entry["uploaded"] is None or f.uploaded < entry["uploaded"]):
+            entry["uploaded"] = f.uploaded
+    return [Release(version=str(v), wheel=e["wheel"], requires_python=e["wheel_rp"] if e["wheel"] else e["sdist_rp"],
+                    uploaded=e["uploaded"])
+            for v, e in sorted(found.items(), reverse=True)]
+
+
+def parse_json_page(text: str) -> list[File]:
+    files = []
+    for f in json.loads(text).get("files", []):
+        files.append(File(filename=f["filename"], requires_python=f.get("requires-python") or None,
+                          uploaded=f.get("upload-time"), yanked=bool(f.get("yanked"))))
+    return files
+
+
+def parse_html_page(text: str) -> list[File]:
+    files = []
+    for anchor, body in re.findall(r"(<a\s[^>]*>)(.*?)</a>", text, re.S):
+        href = re.search(r'href="([^"]+)"', anchor)
+        if not href:
+            continue
+        path = urllib.parse.urlsplit(unescape(href.group(1))).path
+        filename = urllib.parse.unquote(path.rsplit("/", 1)[-1]) or unescape(body.strip())
+        requires = re.search(r'data-requires-python="([^"]*)"', anchor)
+        files.append(File(filename=filename, requires_python=(unescape(requires.group(1)) or None) if requires else None,
+                          yanked="data-yanked" in anchor))
+    return files
+
+
+def _read(url: str) -> tuple[str, str]:
+    request = urllib.request.Request(url, headers={"Accept": f"{JSON_TYPE}, text/html;q=0.1"})
+    context = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None)
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=60) as response:
+            return response.headers.get("Content-Type", ""), response.read().decode("utf-8", errors="replace")
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot read the index page {secrets.redact_url(url)}: {exc}") from None
+
+
+def releases(package: str, index: str | None = None) -> list[Release]:
+    """Every release of package on the index (default: the one uv resolves from), newest first."""
+    page = f"{(index or pypi.index_url()).rstrip('/')}/{canonicalize_name(package)}/"
+    content_type, text = _read(page)
+    files = parse_json_page(text) if content_type.startswith(JSON_TYPE) else parse_html_page(text)
+    return releases_from_files(package, files)
