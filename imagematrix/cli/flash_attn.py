@@ -36,7 +36,7 @@ def run(args) -> int:
     if args.action == "show":
         for row in rows:
             source, sentence = flash_attn.describe(row, args.registry)
-            out.print(f"{row.id}: key {flashattn.key(row)}\n  {source}: {sentence}")
+            out.print(f"{row.id}: key {flashattn.key(row)}\n  {source}: {sentence}", soft_wrap=True)
         return 0
     if len(rows) != 1:
         raise InputError(f"`flash-attn {args.action}` takes one row", fix="pass --row ID")
@@ -45,7 +45,7 @@ def run(args) -> int:
     inputs = build_inputs(args)
     docker.require_daemon()
     if args.registry == tags.DEFAULT_REGISTRY:
-        host.ensure_registry(lambda msg: out.print(msg))
+        host.ensure_registry(lambda msg: out.print(msg, soft_wrap=True))
     log_dir = args.log_dir / row.id
     log_dir.mkdir(parents=True, exist_ok=True)
     if checked:
@@ -54,13 +54,13 @@ def run(args) -> int:
     if drift:
         raise InputError("the generated build context differs from the matrix:\n  " + "\n  ".join(drift),
                          fix="run `python build.py render` (and commit the result)")
-    builder.ensure_base(row, inputs, lambda msg: out.print(msg))
+    builder.ensure_base(row, inputs, lambda msg: out.print(msg, soft_wrap=True))
     with tempfile.TemporaryDirectory(prefix="secrets-", dir=paths.scratch_dir()) as secret_dir:
         wheel = flash_attn.ensure(row, context=render.generated_dir(m) / row.id, registry=args.registry,
                                   mirror=inputs.flash_attn_mirror, indexes=list(inputs.flash_attn_indexes),
                                   secrets_files=inputs.write_secrets(Path(secret_dir)), log_dir=log_dir,
-                                  log=lambda msg: out.print(msg), allow_compile=inputs.flash_attn_compile)
-    out.print(f"{row.id}: {wheel.ref} holds {wheel.filename or 'the wheel'} (sha256 {wheel.sha256})")
+                                  log=lambda msg: out.print(msg, soft_wrap=True), allow_compile=inputs.flash_attn_compile)
+    out.print(f"{row.id}: {wheel.ref} holds {wheel.filename or 'the wheel'} (sha256 {wheel.sha256})", soft_wrap=True)
     return 0
 
 
@@ -100,5 +100,5 @@ def _import(row, args, log_dir: Path, sha: str, origin: str) -> int:
     proc = docker.run("push", image.ref)
     if proc.returncode != 0:
         raise RuntimeFailure(f"cannot push {image.ref}: {proc.stderr.strip()[-400:]}")
-    out.print(f"{row.id}: pushed {image.ref} (sha256 {sha}; {origin})")
+    out.print(f"{row.id}: pushed {image.ref} (sha256 {sha}; {origin})", soft_wrap=True)
     return 0
