@@ -136,15 +136,15 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
     not resolve stops the stage before any file is written. Returns (path, changed, packages) per row."""
     times = {row.id: resolution_time(matrix, row, refresh) for row in rows}
     results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True, exclude_newer=times[r.id], cache_first=False), rows, jobs)
-    tools = lock_tools(matrix, refresh)
     errors = [r for _, r in results if isinstance(r, InputError)]
     failures = [str(r) for _, r in results if isinstance(r, RuntimeFailure)]
     parsed = {row.id: lockfile.parse(r) for row, r in results if isinstance(r, str)}
     errors += [e for row, r in results if row.id in parsed and (e := resolve.check_cuda(row, parsed[row.id]))]
     if errors:
         raise InputErrors(errors)
-    if failures:
+    if failures:  # the rows' own causes first: a tools resolution would only hide them behind its own error
         raise RuntimeFailure("\n".join(failures))
+    tools = lock_tools(matrix, refresh)
     paths.write_atomic(tools_lock_path(matrix), tools)
     written = []
     for row, compiled in results:
