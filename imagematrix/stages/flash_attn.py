@@ -193,18 +193,15 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
                 log(f"flash-attn: pushed {wheel.ref} for reuse")
         return wheel
 
-    found, why = from_mirror(row, mirror, dest)
-    if found:
-        log(f"flash-attn: using {why}")
-        return publish(package(found, sha256_of(found), why, ref, log_dir / "flash-attn-image.log"))
-    reasons.append(f"mirror: {why}")
-    log(f"flash-attn: mirror: {why}")
-    found, why = from_indexes(row, indexes, dest)
-    if found:
-        log(f"flash-attn: using {why}")
-        return publish(package(found, sha256_of(found), why, ref, log_dir / "flash-attn-image.log"))
-    reasons.append(f"indexes: {why}")
-    log(f"flash-attn: indexes: {why}")
+    file_sources = (("mirror", lambda: from_mirror(row, mirror, dest)),
+                    ("indexes", lambda: from_indexes(row, indexes, dest)))
+    for source, fetch in file_sources:  # in order: the first that has the wheel wins
+        found, why = fetch()
+        if found:
+            log(f"flash-attn: using {why}")
+            return publish(package(found, sha256_of(found), why, ref, log_dir / "flash-attn-image.log"))
+        reasons.append(f"{source}: {why}")
+        log(f"flash-attn: {source}: {why}")
     wheel, why = from_registry(row, registry)
     if wheel:
         log(f"flash-attn: using {wheel.origin}")
