@@ -1,8 +1,9 @@
 """add-row: propose a complete row for a vLLM version, explain each pin, append it to matrix.yaml keeping its layout.
 
-The proposal is the resolver's answer, not a table: verl is the newest release whose `[vllm]` extra admits the
-vLLM version (read from verl's wheel metadata) and that uv resolves with it, else the newest verl without that extra
-and an `overrides` entry for vllm with the reason (the pairing search: assist/pairing.py); torch, tensordict and
+The proposal is the resolver's answer, not a table: verl is the newest release when uv resolves it with the vLLM
+version (with its `[vllm]` extra when that admits the version, read from verl's wheel metadata, else without that
+extra and with an `overrides` entry for vllm and the reason), else the newest older release whose `[vllm]` extra
+admits the version and that uv resolves with it (the pairing search: assist/pairing.py); torch, tensordict and
 transformers are what uv picks for `verl[vllm]==V vllm==X` under the constraints that the compatibility rules impose;
 CUDA is the CUDA of that torch wheel. A version that cannot work is refused with the resolver's reason and, when no
 verl resolves, the newest vLLM that resolves with that verl and the newest verl that resolves with that vLLM.

@@ -1,10 +1,10 @@
 """Which verl to pair with a vLLM version, decided by resolution (uv), not by tables.
 
 The order add-row tries, first that resolves wins:
-  1. the verl releases whose `[vllm]` extra admits the vLLM version (verl's declared pairings), newest first, with
-     that extra;
-  2. when the newest verl's extra leaves the vLLM version out: the newest verl without the extra, the row then
-     carrying an `overrides: {vllm: ...}` entry with the reason.
+  1. the newest verl: with its `[vllm]` extra when that admits the vLLM version (or when it has no such extra,
+     plain), else without the extra, the row then carrying an `overrides: {vllm: ...}` entry with the reason;
+  2. the older verl releases whose `[vllm]` extra admits the vLLM version (verl's declared pairings), newest first,
+     with that extra.
 With --verl V only V is tried (without its extra, plus the override, when its extra leaves the version out).
 When none resolves, the refusal (Unpairable) says, from further resolutions, which is the newest vLLM that
 resolves with that verl and which is the newest verl that resolves with the requested vLLM.
@@ -114,19 +114,21 @@ def candidates(index: Index, vllm: str, verl: str | None = None) -> list[tuple[P
     if not verls:
         raise InputError("the index has no verl release with a wheel", where="add-row", fix="check the index URL")
     newest = pairing(index, str(verls[0]), vllm)
-    out = []
-    declaring = [q for q in (pairing(index, str(v), vllm) for v in verls) if q.declared is not None and not q.overridden]
-    for rank, q in enumerate(declaring):
-        why = f"newest verl whose [vllm] extra admits vLLM {vllm} ({q.declared})"
-        if rank:
-            why = f"{why}, among those that resolve with it"
-        if q.verl != newest.verl:
-            why += f"; the newest, verl {newest.verl}, declares vllm{newest.declared}"
-        out.append((q, why))
-    if not declaring or declaring[0].verl != newest.verl:
-        out.append((newest, f"the newest verl; its [vllm] extra declares vllm{newest.declared}, which leaves out "
-                            f"vLLM {vllm}, and without that extra it resolves with vLLM {vllm} (override)"
-                    if newest.overridden else "the newest verl (it declares no [vllm] extra)"))
+    # The newest verl first (issue 16): with its [vllm] extra when that admits the vLLM, else without it and an
+    # override; then older verls whose extra declares the vLLM, newest first.
+    if newest.overridden:
+        why = (f"the newest verl; its [vllm] extra declares vllm{newest.declared}, which leaves out vLLM {vllm}, and "
+               f"without that extra it resolves with vLLM {vllm} (override)")
+    elif newest.declared is not None:
+        why = f"the newest verl, whose [vllm] extra admits vLLM {vllm} ({newest.declared})"
+    else:
+        why = "the newest verl (it declares no [vllm] extra)"
+    out = [(newest, why)]
+    declaring = [q for q in (pairing(index, str(v), vllm) for v in verls[1:])
+                 if q.declared is not None and not q.overridden]
+    for q in declaring:
+        out.append((q, f"newest verl whose [vllm] extra admits vLLM {vllm} ({q.declared}) among those that resolve "
+                       f"with it; the newest, verl {newest.verl}, does not resolve with it"))
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ruamel.yaml import YAML
 
-from imagematrix.assist import addrow
+from imagematrix.assist import addrow, pairing
 from imagematrix.knowledge import verl
 from imagematrix.model import matrix as matrix_mod
 
@@ -16,9 +16,23 @@ def test_proposal_follows_vllm_torch_and_the_era_constraint():
     proposal = addrow.propose("0.9.2", "3.11")
     pins = proposal.pins
     assert pins["torch"] == "2.7.0" and pins["cuda"] == "12.6"  # vLLM 0.9.2 pins torch 2.7.0 (cu126 on PyPI)
-    assert verl.vllm_range(pins["verl"]).contains("0.9.2")
+    # the newest verl is tried first but does not resolve with vLLM 0.9.2 even without its [vllm] extra
+    # (transformers<5 below), so the proposal falls back to an older verl whose extra declares 0.9.2
+    assert verl.vllm_range(pins["verl"]).contains("0.9.2") and not proposal.overrides
     assert int(pins["transformers"].split(".")[0]) == 4  # vLLM <= 0.11 breaks on transformers 5
     assert "transformers<5" in proposal.why["transformers"]
+
+
+def test_the_newest_verl_without_its_extra_and_an_override_comes_before_an_older_declared_pairing():
+    """The issue's measured case: verl 0.9.1's [vllm] extra pins vllm==0.24.0, yet without it verl 0.9.1 installs
+    with vLLM 0.31.0. verl 0.9.0's extra (>=0.18.0) admits 0.31.0 and resolves too, and the order before was
+    declared pairings first (verl 0.9.0); now the newest verl is tried first, so 0.9.1 with an override."""
+    newest = str(pairing.LiveIndex().versions("verl")[0])
+    assert newest == "0.9.1"  # a newer verl changes what this test measures: update it
+    proposal = addrow.propose("0.31.0", "3.11")
+    assert proposal.pins["verl"] == "0.9.1" and proposal.pins["vllm"] == "0.31.0"
+    assert not verl.vllm_range("0.9.1").contains("0.31.0") and verl.vllm_range("0.9.0").contains("0.31.0")
+    assert "verl 0.9.1 declares vllm==0.24.0" in proposal.overrides["vllm"]
 
 
 def test_add_row_appends_locks_and_renders_keeping_the_file(run, project_copy):

@@ -187,25 +187,46 @@ def test_both_page_forms_are_read():
 # --- the pairing search ---------------------------------------------------------------------------------------------
 
 
-def test_declared_pairing_first():
-    proposal = addrow.propose("0.25.0", "3.11", index=snapshot(), resolver=FakeResolver())
-    assert proposal.pins["verl"] == "0.9.0" and not proposal.overrides
-    assert proposal.pins["torch"] == "2.11.0" and proposal.pins["cuda"] == "13.0"
-    assert "admits vLLM 0.25.0 (>=0.18.0)" in proposal.why["verl"] and "0.9.1, declares vllm==0.24.0" in proposal.why["verl"]
-
-
-def test_newest_verl_without_its_extra_when_no_declared_pairing_resolves():
-    stacks = {k: v for k, v in STACKS.items() if k != ("0.9.0", "0.31.0", True)}
-    resolver = FakeResolver(stacks)
+def test_newest_verl_first_even_with_an_override():
+    # verl 0.9.0's [vllm] extra admits vLLM 0.31.0 and that pairing resolves too (STACKS), yet the newest verl,
+    # 0.9.1, is tried first: without its extra (which pins vllm==0.24.0) and with an override, and it resolves
+    resolver = FakeResolver()
+    assert ("0.9.0", "0.31.0", True) in resolver.stacks
     proposal = addrow.propose("0.31.0", "3.11", index=snapshot(), resolver=resolver)
     assert proposal.pins["verl"] == "0.9.1" and proposal.pins["torch"] == "2.13.0"
     assert "verl 0.9.1 declares vllm==0.24.0" in proposal.overrides["vllm"]
-    assert "verl 0.9.0 with vLLM 0.31.0 does not resolve" in proposal.why["verl"]
-    # asked as resolve.inputs asks for a row with a vllm override: plain verl, vllm overridden
+    assert proposal.why["verl"].startswith("the newest verl; its [vllm] extra declares vllm==0.24.0")
+    assert "0.9.0" not in proposal.why["verl"]
+    # one question, asked as resolve.inputs asks for a row with a vllm override: plain verl, vllm overridden
+    assert len(resolver.requests) == 1
     last = resolver.requests[-1]
     assert last.requirements == "verl==0.9.1\nvllm==0.31.0\n" and last.overrides == "vllm==0.31.0\n"
     snippet = addrow.row_yaml(proposal.pins, {"python": "3.11"}, "test", proposal.extras, proposal.overrides)
     assert 'overrides:\n      vllm:\n        version: "0.31.0"\n        reason: "verl 0.9.1 declares' in snippet
+
+
+def test_newest_verl_with_its_extra_when_that_admits_the_vllm():
+    resolver = FakeResolver()
+    proposal = addrow.propose("0.24.0", "3.11", index=snapshot(), resolver=resolver)
+    assert proposal.pins["verl"] == "0.9.1" and not proposal.overrides
+    assert proposal.why["verl"] == "the newest verl, whose [vllm] extra admits vLLM 0.24.0 (==0.24.0)"
+    assert [r.requirements for r in resolver.requests] == ["verl[vllm]==0.9.1\nvllm==0.24.0\n"]
+    assert resolver.requests[0].overrides == ""
+
+
+def test_older_declared_pairing_when_the_newest_does_not_resolve():
+    # vLLM 0.25.0: verl 0.9.1 does not resolve with it even without its extra; verl 0.9.0, whose extra declares
+    # >=0.18.0, does, and is proposed with that extra and no override
+    resolver = FakeResolver()
+    assert ("0.9.1", "0.25.0", False) not in resolver.stacks and ("0.9.1", "0.25.0", True) not in resolver.stacks
+    proposal = addrow.propose("0.25.0", "3.11", index=snapshot(), resolver=resolver)
+    assert proposal.pins["verl"] == "0.9.0" and not proposal.overrides
+    assert proposal.pins["torch"] == "2.11.0" and proposal.pins["cuda"] == "13.0"
+    assert [(r.requirements, r.overrides) for r in resolver.requests] == [
+        ("verl==0.9.1\nvllm==0.25.0\n", "vllm==0.25.0\n"), ("verl[vllm]==0.9.0\nvllm==0.25.0\n", "")]
+    assert "admits vLLM 0.25.0 (>=0.18.0)" in proposal.why["verl"]
+    assert ("verl 0.9.1 without its vllm extra (which declares vllm==0.24.0) with vLLM 0.25.0 does not resolve"
+            in proposal.why["verl"])
 
 
 def test_the_override_row_loads_as_a_matrix_row(matrix):
@@ -219,9 +240,11 @@ def test_unpairable_names_the_nearest_pairings_found_by_resolution():
     with pytest.raises(pairing.Unpairable) as caught:
         addrow.propose("0.33.0", "3.11", index=snapshot(), resolver=FakeResolver())
     exc = caught.value
+    # tried in add-row's order: the newest verl (without its extra), then the older verl whose extra declares 0.33.0
     assert [label for label, _ in exc.causes] == [
-        "verl 0.9.0 with vLLM 0.33.0", "verl 0.9.1 without its vllm extra (which declares vllm==0.24.0) with vLLM 0.33.0"]
-    assert exc.causes[0][1].startswith("vllm==0.33.0 depends on transformers>=5.16.1,<5.21.0 and verl==0.9.0")
+        "verl 0.9.1 without its vllm extra (which declares vllm==0.24.0) with vLLM 0.33.0", "verl 0.9.0 with vLLM 0.33.0"]
+    assert exc.causes[0][1].startswith("vllm==0.33.0 depends on transformers>=5.16.1,<5.21.0 and verl==0.9.1")
+    assert exc.causes[1][1].startswith("vllm==0.33.0 depends on transformers>=5.16.1,<5.21.0 and verl==0.9.0")
     assert (exc.by_vllm.verl, exc.by_vllm.vllm, exc.by_vllm.overridden) == ("0.9.1", "0.31.0", True)
     assert (exc.by_verl.verl, exc.by_verl.overridden) == ("0.8.0", True)
     assert "add-row --vllm 0.31.0 --verl 0.9.1" in exc.fix and "add-row --vllm 0.33.0 --verl 0.8.0" in exc.fix
@@ -251,7 +274,10 @@ def test_report_lists_what_is_newer_and_proposes_a_row_per_new_vllm(matrix):
     by = {o.version: o for o in r.outcomes}
     assert by["0.33.0"].proposal is None and by["0.33.0"].nearest["vllm"] == {"verl": "0.9.1", "vllm": "0.31.0",
                                                                                 "override": True}
-    assert by["0.31.0"].row_id == "verl0.9.0-vllm0.31.0-torch2.13.0-cu130-py311"
+    # the newest verl first: 0.9.1 without its extra (override) for 0.31.0; 0.9.0 (declared) for 0.25.0, with which
+    # 0.9.1 does not resolve
+    assert by["0.31.0"].row_id == "verl0.9.1-vllm0.31.0-torch2.13.0-cu130-py311" and "vllm" in by["0.31.0"].proposal.overrides
+    assert by["0.25.0"].row_id == "verl0.9.0-vllm0.25.0-torch2.11.0-cu130-py311" and not by["0.25.0"].proposal.overrides
     assert [o.version for o in r.addable] == ["0.31.0", "0.25.0"] and r.exit_code == 1
 
 
@@ -267,10 +293,17 @@ def test_a_new_verl_gets_the_newest_vllm_that_resolves_with_it(write_matrix):
     r = report(matrix_mod.load(write_matrix(older)).rows)
     by = {(o.package, o.version): o for o in r.outcomes}
     assert by["verl", "0.9.1"].proposal.pins["vllm"] == "0.24.0"  # the one vLLM its extra admits
-    # verl 0.9.0 admits >=0.18.0: vLLM 0.33.0 does not resolve with it, 0.31.0 does
-    assert by["verl", "0.9.0"].row_id == by["vllm", "0.31.0"].row_id == "verl0.9.0-vllm0.31.0-torch2.13.0-cu130-py311"
-    assert [(o.package, o.version) for o in r.addable] == [("vllm", "0.31.0"), ("vllm", "0.25.0"), ("vllm", "0.24.0")]
-    assert "--vllm 0.24.0 --verl 0.9.1" not in cli_outdated.summary(r)  # vLLM 0.24.0's row is verl 0.9.1's
+    # verl 0.9.0 admits >=0.18.0: vLLM 0.33.0 does not resolve with it, 0.31.0 does; its row is verl 0.9.0's, given
+    # explicitly, although add-row --vllm 0.31.0 alone proposes the newest verl, 0.9.1, with an override
+    new_verl = by["verl", "0.9.0"]
+    assert new_verl.row_id == "verl0.9.0-vllm0.31.0-torch2.13.0-cu130-py311"
+    assert new_verl.proposal.why["verl"] == "given" and not new_verl.proposal.overrides
+    assert by["vllm", "0.31.0"].row_id == "verl0.9.1-vllm0.31.0-torch2.13.0-cu130-py311"
+    assert [(o.package, o.version) for o in r.addable] == [
+        ("vllm", "0.31.0"), ("vllm", "0.25.0"), ("vllm", "0.24.0"), ("verl", "0.9.0")]
+    summary = cli_outdated.summary(r)
+    assert "--vllm 0.31.0 --verl 0.9.0" in summary
+    assert "--vllm 0.24.0 --verl 0.9.1" not in summary  # vLLM 0.24.0's row is verl 0.9.1's
 
 
 def test_a_current_matrix_exits_0(write_matrix):
@@ -292,9 +325,13 @@ def test_json_rendering(matrix):
     assert data["packages"]["flash-attn"]["newer"] == [
         {"version": "2.8.3.post1", "wheel": False, "requires_python": ">=3.9", "uploaded": None}]
     rows = {r["version"]: r for r in data["rows"]}
-    assert rows["0.31.0"]["row"]["pins"]["verl"] == "0.9.0" and rows["0.31.0"]["reason"] is None
+    assert rows["0.31.0"]["row"]["pins"]["verl"] == "0.9.1" and rows["0.31.0"]["reason"] is None
+    override = rows["0.31.0"]["row"]["overrides"]["vllm"]
+    assert override["version"] == "0.31.0" and override["reason"].startswith("verl 0.9.1 declares vllm==0.24.0")
+    assert rows["0.25.0"]["row"]["pins"]["verl"] == "0.9.0" and rows["0.25.0"]["row"]["overrides"] == {}
     assert rows["0.33.0"]["row"] is None and rows["0.33.0"]["nearest"]["verl"]["verl"] == "0.8.0"
-    assert rows["0.33.0"]["tried"][0]["pairing"] == "verl 0.9.0 with vLLM 0.33.0"
+    assert [t["pairing"] for t in rows["0.33.0"]["tried"]] == [
+        "verl 0.9.1 without its vllm extra (which declares vllm==0.24.0) with vLLM 0.33.0", "verl 0.9.0 with vLLM 0.33.0"]
     assert data["age_s"] == 3 * 3600 + 12 * 60
 
 
