@@ -288,6 +288,17 @@ def test_verl_ranges_accept_an_override_with_a_reason(make_row):
     assert result.passed and "on purpose (override: verl publishes 0.5.0 with vLLM 0.10.0)" in result.message
 
 
+def test_a_vllm_override_drops_the_vllm_extras_pins_but_not_verls_own(make_row):
+    """Overriding vllm installs verl without its [vllm] extra, so that extra's torch and transformers pins no longer
+    apply (verl 0.9.1's extra pins torch==2.11.0, transformers==5.9.0); verl's base requirements still do."""
+    override = {"vllm": ("0.31.0", "verl 0.9.1 without its vllm extra resolves with it")}
+    pins = dict(verl="0.9.1", vllm="0.31.0", torch="2.13.0", cuda="13.0", tensordict="0.10.0", transformers="5.10.4")
+    assert status(make_row(**pins), "verl-declared-ranges") == "failed"
+    assert status(make_row(**pins, overrides=override), "verl-declared-ranges") == "passed"
+    result = failure(make_row(**{**pins, "tensordict": "0.9.0"}, overrides=override), "verl-declared-ranges")
+    assert "tensordict" in result.message and "(its vllm extra)" not in result.message
+
+
 def test_verl_ranges_check_tensordict_and_follow_self_referencing_extras(make_row):
     pins = dict(verl="0.9.1", vllm="0.24.0", torch="2.11.0", cuda="13.0", tensordict="0.10.0", transformers="5.9.0")
     assert status(make_row(**pins), "verl-declared-ranges") == "passed"
