@@ -18,13 +18,16 @@ def add_arguments(p) -> None:
     p.add_argument("--cache-registry", action="store_true",
                    help="import/export the BuildKit cache as REGISTRY/verl:buildcache-<row> (needs a "
                         "docker-container buildx builder, as in CI)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="build, test and push even when the registry already has the row's input digest (scheduled "
+                        "rebuilds: base images and the docker daemon change without changing the inputs)")
     build_input_options(p)
 
 
 def run(args) -> int:
     m, rows = load(args)
     outcomes = pipeline.publish(m, rows, args.registry, build_inputs(args), args.log_dir, out, args.push,
-                                args.cache_registry)
+                                args.cache_registry, args.rebuild)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         err.print(f"[red]{len(failed)} of {len(outcomes)} row(s) failed[/] (nothing of theirs was pushed; "

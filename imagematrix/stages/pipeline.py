@@ -29,7 +29,8 @@ from imagematrix.tools import registry as registry_api
 
 
 def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: builder.BuildInputs,
-                log_dir: Path, status, final: list[str], push: str = "final", cache_registry: bool = False) -> Outcome:
+                log_dir: Path, status, final: list[str], push: str = "final", cache_registry: bool = False,
+                rebuild: bool = False) -> Outcome:
     """One row: skip when its final tag has the same input digest, else base -> build -> smoke -> push.
 
     push: "final" pushes the row's final tags; "candidate" pushes only the tested candidate tag (CI: GPU jobs pull
@@ -51,11 +52,13 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
     candidate = f"{repo}:{candidate_tag}"
     try:
         status(row.id, "checking the registry")
-        if push == "candidate":
+        if rebuild:  # scheduled rebuilds pick up base image and index changes the input digest cannot see
+            pass
+        elif push == "candidate":
             remote = remote_labels(registry, candidate_tag)
             if remote and remote.get(labels.INPUT_DIGEST) == digest:
                 return done("skipped", f"{candidate} is already pushed")
-        remote = remote_labels(registry, row.id) if push == "final" else None
+        remote = remote_labels(registry, row.id) if push == "final" and not rebuild else None
         if remote and remote.get(labels.INPUT_DIGEST) == digest:
             moved = []
             for alias in final[1:]:  # an alias whose earlier push failed, or that moved to this row
@@ -158,7 +161,8 @@ def _version() -> str:
 
 
 def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.BuildInputs, log_dir: Path,
-            console: Console, push: str = "final", cache_registry: bool = False) -> list[Outcome]:
+            console: Console, push: str = "final", cache_registry: bool = False,
+            rebuild: bool = False) -> list[Outcome]:
     docker.require_daemon()
     if registry == tags.DEFAULT_REGISTRY:
         host.ensure_registry(lambda msg: console.print(msg))
@@ -182,7 +186,7 @@ def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.Buil
                     progress.console.print(escape(f"{label}: {stage}"))
 
             outcome = publish_row(matrix, item, registry, inputs, log_dir, status, final[item.row.id], push,
-                                  cache_registry)
+                                  cache_registry, rebuild)
             progress.remove_task(task)
             progress.console.print(f"{outcome.row}: {outcome.status} at {outcome.stage} in {outcome.seconds:.0f} s")
             outcomes.append(outcome)

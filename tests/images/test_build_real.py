@@ -80,6 +80,15 @@ def test_rerun_with_nothing_changed_skips_in_seconds(built, registry, tmp_path):
     assert time.monotonic() - started < 30
 
 
+def test_rebuild_builds_tests_and_pushes_a_row_the_registry_already_has(built, registry, tmp_path):
+    """--rebuild (the CI schedule): nothing changed, yet the row goes through build, smoke tests and push again."""
+    proc = subprocess.run([sys.executable, "build.py", "build", "--row", ROW1, "--registry", registry, "--rebuild",
+                           "--log-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0 and "pushed" in proc.stdout and "skipped" not in proc.stdout, proc.stdout[-2000:]
+    assert re.search(r"(\d+) passed", (tmp_path / ROW1 / "smoke.log").read_text())
+    assert (tmp_path / ROW1 / "sbom.cdx.json").is_file() and (tmp_path / ROW1 / "provenance.json").is_file()
+
+
 def _proxy_certs(cli: str, image: str) -> list[bytes]:
     """PEM bodies in the host CA bundle that Debian's ca-certificates does not ship: the proxy's CA."""
     ours = subprocess.run([cli, "run", "--rm", "--entrypoint", "cat", image, HOST_CA],

@@ -101,7 +101,7 @@ def test_act_runs_the_plan_job_locally(registry_ns, tmp_path):
     proc = subprocess.run(
         ["act", "workflow_dispatch", "-j", "plan", "-P", "ubuntu-latest=-self-hosted", "-W",
          ".github/workflows/images.yml", "--var", f"IMAGE_REGISTRY={registry_ns}", "--input", "rows=verl0.3* verl0.4*",
-         "--local-repository", f"actions/setup-python@v6={stub}"],
+         "--local-repository", f"actions/setup-python@0b93645e9fea7318ecaed2b359559ac225c90ab2={stub}"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": os.environ.get("HOME", "/root")})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "Job succeeded" in proc.stdout

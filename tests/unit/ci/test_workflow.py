@@ -318,12 +318,14 @@ def test_gpu_jobs_always_pull_the_candidate_they_test():
 
 
 def test_a_rebuild_flag_of_build_py_is_passed_on_schedule_and_all():
-    """Item 5, Python side: `build.py build` skips a row whose candidate tag is already pushed, so a schedule or
-    `all` rebuilds nothing until it has a flag for that (proposed: --rebuild). Once it has, the workflow must pass it."""
+    """Item 5: `build.py build` skips a row whose candidate tag is already pushed, so a schedule or `all` passes
+    --rebuild, which builds, tests and pushes it again."""
     build_parser = cli.parser()._subparsers._group_actions[0].choices["build"]
-    if "--rebuild" not in build_parser._option_string_actions:
-        pytest.skip("build.py build has no --rebuild flag yet (issue 19 item 5: Python side)")
-    assert "--rebuild" in step_calling(workflow()["jobs"]["build"], "build.py build")["run"]
+    assert "--rebuild" in build_parser._option_string_actions
+    step = step_calling(workflow()["jobs"]["build"], "build.py build")
+    assert 'if [ "$EVENT" = schedule ] || [ "$ALL" = true ]; then rebuild=(--rebuild); fi' in step["run"]
+    assert '"${rebuild[@]}"' in step["run"]
+    assert step["env"]["EVENT"] == "${{ github.event_name }}" and step["env"]["ALL"] == "${{ github.event.inputs.all }}"
 
 
 def test_docs_job_logs_in_reads_packages_and_rebases_before_pushing(tmp_path):
