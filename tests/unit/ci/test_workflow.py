@@ -51,9 +51,13 @@ def build_py_calls() -> list[tuple[str, list[str]]]:
                 for line in script.splitlines():
                     if "build.py" not in line or line.lstrip().startswith("#"):
                         continue
-                    line = re.sub(r'"\$\{\w+\[@\]\}"', "", line)  # "${args[@]}": options tested below
-                    line = re.sub(r'"?\$\{?(\w+)\}?"?', lambda m, a=assigned: a.get(m.group(1), "VALUE"), line)
-                    words = shlex.split(line.split("build.py", 1)[1])
+                    before, after = line.split("build.py", 1)
+                    if "echo" in before or before.count('"') % 2:  # a message naming the command, not a call
+                        continue
+                    after = re.split(r"\s(?:[;|&]|\d?>)", after)[0]  # the call ends at a redirection or operator
+                    after = re.sub(r'"\$\{\w+\[@\]\}"', "", after)  # "${args[@]}": options tested below
+                    after = re.sub(r'"?\$\{?(\w+)\}?"?', lambda m, a=assigned: a.get(m.group(1), "VALUE"), after)
+                    words = shlex.split(after)
                     calls.append((f"{path.name}:{job_name}", words))
     return calls
 
