@@ -92,3 +92,21 @@ def test_triton_can_build_its_kernel_launchers(host, row):
     source = "#include <Python.h>\\nint main(void) { return Py_IsInitialized(); }\\n"
     ran = host.run(f"printf '{source}' | cc -x c -fsyntax-only -I/usr/include/python{row.python} -")
     assert ran.rc == 0, ran.stderr
+
+
+@pytest.mark.parametrize("module", ["torchvision", "torchaudio"])
+def test_torch_companions_load_their_native_code_against_this_torch(host, module):
+    """vLLM 0.27-0.33 pin torchaudio==2.11.0 next to torch 2.13/2.14: an extension built for another torch fails
+    when its native library loads (undefined symbol), which a bare import does not reach. Measured on the vLLM
+    0.31.0 + torch 2.13.0 image: torchaudio 2.11.0's libtorchaudio is built on torch's stable ABI (abi3) and loads."""
+    check = {
+        "torchvision": "import torch, torchvision; torchvision.ops.nms(torch.rand(4, 4), torch.rand(4), 0.5)",
+        "torchaudio": ("import os, torch, torchaudio; lib = os.path.join(os.path.dirname(torchaudio.__file__), 'lib'); "
+                       "[torch.ops.load_library(os.path.join(lib, n)) for n in os.listdir(lib) "
+                       "if n.split('.')[0] == 'libtorchaudio' and n.endswith('.so')]"),  # the core, not libsox's backend
+    }[module]
+    installed = host.run(f"{PY} -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec(\"{module}\") is None)'")
+    if installed.rc != 0:
+        pytest.skip(f"{module} is not installed in this image")
+    result = host.run(f"{PY} -c {json.dumps(check)}")
+    assert result.rc == 0, f"{module} does not load against this torch:\n{result.stderr[-3000:]}"
