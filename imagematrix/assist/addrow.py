@@ -110,7 +110,7 @@ ROW_ORDER = tuple(k for k in fields.ROW_KEYS if k in fields.PIN_PACKAGES or k in
 
 
 def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str, extras: dict[str, str] | None = None,
-             overrides: dict[str, str] | None = None) -> str:
+             overrides: dict[str, str] | None = None, base: str | None = None) -> str:
     """The row as matrix.yaml writes rows: a list item of quoted pins; keys equal to the defaults left out."""
     lines = [f"  # {comment}"]
     for key in ROW_ORDER:
@@ -118,6 +118,8 @@ def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str, extras: 
             continue
         value = "null" if pins[key] is None else f'"{pins[key]}"'
         lines.append(f"{'  - ' if len(lines) == 1 else '    '}{key}: {value}")
+    if base and base != defaults.get("base"):
+        lines.append(f"    base: {base}")
     if extras:
         lines.append("    extras:")
         lines += [f'      {name}: "{version}"' for name, version in sorted(extras.items())]
@@ -148,6 +150,21 @@ def matrix_defaults(matrix: Matrix) -> dict[str, str]:
     return {k: str(v) for k, v in (yamlio.load(matrix.path).get("defaults") or {}).items() if isinstance(v, str)}
 
 
+def base_for(defaults: dict[str, str], python: str) -> str | None:
+    """The base a new row needs when the default base is a bootstrapped suite that does not package its Python:
+    a suite that does (the default's distribution first, as knowledge/bases.yaml lists them); None otherwise."""
+    default = defaults.get("base", "")
+    if not default.startswith(fields.DEBOOTSTRAP_PREFIX):
+        return None
+    suites = fields.bootstrap_suites()
+    current = suites.get(default[len(fields.DEBOOTSTRAP_PREFIX):], {})
+    if python in current.get("python", []):
+        return None
+    fitting = [name for name, suite in suites.items() if python in suite.get("python", [])]
+    fitting.sort(key=lambda name: suites[name]["distro"] != current.get("distro"))
+    return f"{fields.DEBOOTSTRAP_PREFIX}{fitting[0]}" if fitting else None
+
+
 def prepare(matrix: Matrix, proposal: Proposal, vllm: str) -> tuple[Row, str, str]:
     """(the new row as loaded, its YAML snippet, the whole new matrix text); nothing is written.
 
@@ -158,8 +175,9 @@ def prepare(matrix: Matrix, proposal: Proposal, vllm: str) -> tuple[Row, str, st
     if new_id in {r.id for r in matrix.rows}:
         raise InputError(f"the matrix already has row {new_id} (same verl, vLLM, torch, CUDA and Python)",
                          where=str(matrix.path), fix="pass another --verl or --python, or edit that row")
-    snippet = row_yaml(pins, matrix_defaults(matrix), f"vLLM {vllm}: proposed by `build.py add-row`", proposal.extras,
-                       proposal.overrides)
+    defaults = matrix_defaults(matrix)
+    snippet = row_yaml(pins, defaults, f"vLLM {vllm}: proposed by `build.py add-row`", proposal.extras,
+                       proposal.overrides, base=base_for(defaults, pins["python"]))
     text = appended(matrix.path, snippet)
     probe = matrix.path.with_name(f".{matrix.path.name}.add-row-{os.getpid()}")
     probe.write_text(text)

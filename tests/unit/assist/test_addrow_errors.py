@@ -23,13 +23,14 @@ def test_a_malformed_python_is_refused_by_name_with_exit_2(run, write_matrix, ca
 
 
 def test_a_proposed_row_the_matrix_refuses_names_add_row_not_the_probe_file(write_matrix):
-    """bookworm packages only Python 3.11: the proposed 3.12 row is refused while the whole matrix is checked."""
+    """No suite of knowledge/bases.yaml packages Python 3.9: the proposed row is refused while the whole matrix is
+    checked, and the error names add-row, not its probe file."""
     path = write_matrix(GOOD_MATRIX)
-    proposal = addrow.Proposal(pins={**PINS, "python": "3.12"})
+    proposal = addrow.Proposal(pins={**PINS, "python": "3.9"})
     with pytest.raises(InputError) as caught:
         addrow.prepare(matrix_mod.load(path), proposal, "0.8.3")
     text = caught.value.render()
     assert ".add-row-" not in text and str(path.parent) not in text, text
-    assert "python 3.12 is not packaged by bookworm" in text and "3.12" in text.splitlines()[0], text
+    assert "python 3.9 is not packaged by bookworm" in text and "3.9" in text.splitlines()[0], text
     assert "--python" in text, text  # the fix says what to pass to add-row, not how to edit a file
     assert not list(path.parent.glob(".*add-row*"))  # the probe is gone

@@ -419,3 +419,18 @@ def test_bad_options_exit_2(run, argv, capsys):
     with pytest.raises(SystemExit) as exited:
         run("outdated", *argv)
     assert exited.value.code == 2
+
+
+def test_a_python_the_default_base_lacks_gets_a_base_that_packages_it():
+    """add-row --python 3.12 on a matrix whose default base is debootstrap:bookworm (3.11 only): the row gets the
+    first suite of knowledge/bases.yaml that packages 3.12, preferring the default's distribution."""
+    from imagematrix.assist import addrow
+
+    defaults = {"base": "debootstrap:bookworm", "python": "3.11"}
+    assert addrow.base_for(defaults, "3.11") is None
+    assert addrow.base_for(defaults, "3.12") == "debootstrap:noble"
+    assert addrow.base_for(defaults, "3.13") == "debootstrap:trixie"  # Debian first
+    assert addrow.base_for(defaults, "3.9") is None  # nothing packages it: validate then says so
+    assert addrow.base_for({"base": "nvidia/cuda:12.4.1-runtime-ubuntu22.04"}, "3.12") is None  # a pulled base
+    snippet = addrow.row_yaml({"verl": "0.9.1", "python": "3.12"}, defaults, "c", base="debootstrap:noble")
+    assert snippet.splitlines()[-1] == "    base: debootstrap:noble"
