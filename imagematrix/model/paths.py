@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import glob
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -30,14 +32,31 @@ IN_IMAGE = ROOT / "imagematrix" / "in_image"  # standard-library code copied int
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write a file whole or not at all (unique temp file beside it, then rename); mode 0644.
 
-    Safe when several threads or processes write the same path: each uses its own temp file.
+    Safe when several threads or processes write the same path: each uses its own temp file. The temp file's name
+    carries the writer's pid: one left by a writer that was killed (SIGKILL, between write and rename) is removed by
+    the next write of the same path on this host, while a live writer's is left alone.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    prefix = f".{path.name}."
+    for leftover in path.parent.glob(glob.escape(prefix) + "*"):
+        match = re.fullmatch(r"(\d+)\.[^.]+", leftover.name[len(prefix):])  # <pid>.<mkstemp's random part>
+        if match and not _running(int(match.group(1))):
+            leftover.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}.", dir=path.parent)
     with os.fdopen(fd, "wb") as f:
         f.write(data.encode() if isinstance(data, str) else data)
     os.chmod(tmp, 0o644)
     os.replace(tmp, path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def cache_dir() -> Path:
