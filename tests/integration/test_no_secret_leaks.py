@@ -269,3 +269,13 @@ def test_build_reaches_flash_attn_stage_embedded_registry(planted):
         pytest.skip("needs the embedded registry on 127.0.0.1:5000: run `python build.py setup`")
     _build_to_flash_attn_stage(planted, f"{host.REGISTRY}/imagematrix-test-{uuid.uuid4().hex[:8]}",
                                planted["work"] / "logs-5000")
+
+
+def test_the_check_finds_a_leak(tmp_path):
+    """_assert_clean itself: a secret in a stream, or its base64 user:secret form in a written file, is reported."""
+    secret = {"x": "S3crdeadbeef"}
+    with pytest.raises(AssertionError, match="x in stderr"):
+        _assert_clean(secret, "planted", "", "oops S3crdeadbeef", [])
+    (tmp_path / "log.txt").write_text("Authorization: Basic " + base64.b64encode(f"{USER}:S3crdeadbeef".encode()).decode())
+    with pytest.raises(AssertionError, match="base64"):
+        _assert_clean(secret, "planted", "", "", [tmp_path])
