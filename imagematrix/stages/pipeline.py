@@ -31,7 +31,8 @@ from imagematrix.tools import registry as registry_api
 def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: builder.BuildInputs,
                 log_dir: Path, status, final: list[str], push: str = "final", cache_registry: bool = False,
                 rebuild: bool = False) -> Outcome:
-    """One row: skip when its final tag has the same input digest, else base -> build -> smoke -> push.
+    """One row: skip when its final tag has the same input digest (unless rebuild), else base -> flash-attn ->
+    build -> smoke -> push -> manifest -> attest.
 
     push: "final" pushes the row's final tags; "candidate" pushes only the tested candidate tag (CI: GPU jobs pull
     it, `promote.promote` retags it); "none" pushes nothing (pull requests without registry credentials).
@@ -52,9 +53,8 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
     candidate = f"{repo}:{candidate_tag}"
     try:
         status(row.id, "checking the registry")
-        if rebuild:  # scheduled rebuilds pick up base image and index changes the input digest cannot see
-            pass
-        elif push == "candidate":
+        # rebuild (CI's schedule): base images and the daemon change without changing the input digest
+        if push == "candidate" and not rebuild:
             remote = remote_labels(registry, candidate_tag)
             if remote and remote.get(labels.INPUT_DIGEST) == digest:
                 return done("skipped", f"{candidate} is already pushed")
