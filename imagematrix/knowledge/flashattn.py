@@ -11,10 +11,11 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
+from typing import Annotated
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
 
 from imagematrix.knowledge import gpus
 from imagematrix.model import fields, paths, yamlio
@@ -54,7 +55,7 @@ WHEEL_REPOSITORY = "flash-attn-wheels"  # <registry>/flash-attn-wheels:<key>: co
 
 class Sdist(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    file: str
+    file: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+-]+\.tar\.gz$")]  # goes into a RUN line
     sha256: str
 
     @field_validator("sha256")

@@ -57,17 +57,32 @@ def data(path: Path = GPUS) -> Data:
     doc = yamlio.load(path)
     if not isinstance(doc, dict) or not {"capabilities", "drivers", "torch_arch_lists"} <= set(doc):
         raise InputError("expected `capabilities`, `drivers` and `torch_arch_lists`", where=str(path))
-    names = []
-    for cap, models in doc["capabilities"].items():
-        for model in models:
-            names.append((_tokens(str(model)), _cap(cap), str(model)))
-    drivers = {str(k): {kk: str(vv) for kk, vv in v.items()} for k, v in doc["drivers"].items()}
-    archs = tuple(
-        {"torch": SpecifierSet(e["torch"]), "cuda": [str(c) for c in e["cuda"]], "archs": list(e["archs"]),
-         "evidence": str(e["evidence"])}
-        for e in doc["torch_arch_lists"]
-    )
+    try:  # a malformed file is bad input (exit 2), not an AttributeError deep inside whichever command reads it
+        names = []
+        for cap, models in _of(doc["capabilities"], dict).items():
+            for model in _of(models, list):
+                names.append((_tokens(str(model)), _cap(cap), str(model)))
+        drivers = {}
+        for k, v in _of(doc["drivers"], dict).items():
+            drivers[_cuda_key(k)] = {kk: str(vv) for kk, vv in _of(v, dict).items()}
+            for kk in ("toolkit", "compat"):
+                driver_version(drivers[_cuda_key(k)][kk])  # a KeyError or InputError when missing or no version
+        archs = tuple(
+            {"torch": SpecifierSet(str(e["torch"])), "cuda": [_cuda_key(c) for c in _of(e["cuda"], list)],
+             "archs": [str(a) for a in _of(e["archs"], list)], "evidence": str(e["evidence"])}
+            for e in (_of(e, dict) for e in _of(doc["torch_arch_lists"], list))
+        )
+    except (InputError, KeyError, TypeError, ValueError) as exc:  # InvalidSpecifier and InvalidVersion are ValueErrors
+        detail = exc.message if isinstance(exc, InputError) else f"{exc.__class__.__name__}: {exc}"
+        raise InputError(f"malformed GPU data: {detail}", where=str(path),
+                         fix="see the comment above each section for its form") from None
     return Data(names=tuple(names), drivers=drivers, torch_archs=archs)
+
+
+def _of(value, kind: type):
+    if not isinstance(value, kind):
+        raise TypeError(f"expected a {'mapping' if kind is dict else 'list'}, got {value!r:.60}")
+    return value
 
 
 def _contains(haystack: tuple[str, ...], needle: tuple[str, ...]) -> bool:

@@ -5,23 +5,24 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 from packaging.specifiers import SpecifierSet
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 
 from imagematrix.model import paths, yamlio
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Row
 
 TRAINING = paths.KNOWLEDGE / "training.yaml"
+HYDRA_OVERRIDE = r"^\+{0,2}[A-Za-z_][A-Za-z0-9_.]*=[A-Za-z0-9_.:/-]+$"  # +a.b.c=value: nothing a Dockerfile line reads
 
 
 class Band(BaseModel):
     model_config = ConfigDict(extra="forbid")
     verl: str
     flash_attention_2: Literal["hard-coded", "default"]
-    override: str | None = None
+    override: Annotated[str, StringConstraints(pattern=HYDRA_OVERRIDE)] | None = None  # goes into a Dockerfile label
     source: str
 
 
@@ -29,8 +30,13 @@ class Band(BaseModel):
 def bands() -> tuple[Band, ...]:
     doc = yamlio.load(TRAINING) or {}
     try:
-        return tuple(Band.model_validate(item) for item in doc.get("attention") or [])
-    except ValidationError as exc:
+        if not isinstance(doc, dict) or not isinstance(doc.get("attention") or [], list):
+            raise ValueError("expected a mapping with an `attention:` list")
+        out = tuple(Band.model_validate(item) for item in doc.get("attention") or [])
+        for item in out:
+            SpecifierSet(item.verl)
+        return out
+    except (ValidationError, ValueError) as exc:  # InvalidSpecifier is a ValueError
         raise InputError(f"{TRAINING.name} is invalid: {exc}", where=str(TRAINING)) from None
 
 

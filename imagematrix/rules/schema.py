@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from imagematrix.model import fields, paths, yamlio
@@ -92,7 +93,16 @@ def _row_key(name: str) -> str:
     return name
 
 
+def _version(value: str) -> str:
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise ValueError(f"{value!r} is not a version (write e.g. \"2.6\")") from None
+    return value
+
+
 Specifier = Annotated[str, AfterValidator(_specifier)]
+TorchVersion = Annotated[str, AfterValidator(_version)]  # sorted as versions by the flash-attn-wheel rule
 VersionedName = Annotated[str, AfterValidator(_versioned_name)]  # a row field or a package
 RowKey = Annotated[str, AfterValidator(_row_key)]
 
@@ -112,14 +122,14 @@ class RuleSpec(_Strict):
 
 class WheelAxes(_Strict):
     cuda: list[str] = []
-    torch: list[str] = []
+    torch: list[TorchVersion] = []
     python: list[str] = []
     abi: list[bool] = []
 
 
 class WheelSingle(_Strict):
     cuda: str
-    torch: str
+    torch: TorchVersion
     python: str
     abi: bool
 

@@ -1,0 +1,355 @@
+"""Property test (issue 13): random mutations of matrix.yaml and of every data file under knowledge/ never crash
+the loaders or the offline commands.
+
+Each example writes one mutated file into a temporary copy of the project (matrix.yaml, locks/, knowledge/,
+dockerfiles/generated/), points the code at that copy, then:
+- calls the file's loader (and the queries the commands make over it): it returns, or raises InputError /
+  InputErrors / RuntimeFailure, never another exception;
+- runs `render` (and `plan --bake` for the matrix) in-process: exit 0, 1 or 2, never "internal error"; on exit 2
+  nothing under the temporary directory changed, and on any exit only dockerfiles/generated/ may have.
+
+paths.py has no environment variable for the knowledge folder, and several modules bound its paths at import
+(default arguments, module constants), so `_redirect` patches each of those places; caches are cleared around
+every example so no mutated data leaks into other tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+
+from imagematrix import rules
+from imagematrix.cli import app
+from imagematrix.knowledge import envdefaults, flashattn, gpus, training
+from imagematrix.model import fields, lockfile, paths
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.rules import schema
+
+ROOT = Path(__file__).resolve().parents[2]
+KNOWLEDGE_FILES = ("rules.yaml", "gpus.yaml", "env-defaults.yaml", "bases.yaml", "training.yaml", "flash-attn.yaml")
+FILES = ("matrix.yaml", *(f"knowledge/{name}" for name in KNOWLEDGE_FILES))
+NETWORK_RULE_KINDS = {"verl-ranges", "python-requires"}  # read verl's metadata / Requires-Python from the index
+EXPECTED = (InputError, RuntimeFailure)  # InputErrors is an InputError
+
+RENDERED_ROWS = ("verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311",
+                 "verl0.6.1-vllm0.11.0-torch2.8.0-cu128-py311",  # trains with sdpa (training.yaml's override)
+                 "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1",
+                 "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312-fa2.8.3")
+
+ODD_STRINGS = [
+    "", " ", "\t", "\n\n", "..", "../", "../../../../etc/passwd", "/etc/shadow", "$(touch pwned)", "`id`",
+    "; rm -rf / #", "a|b && c > d", "${HOME}", "'", '"', "#", "::", "- x", "{a: b}", "[1, 2", "*alias", "&anchor",
+    "!!python/object/apply:os.system ['id']", "%TAG", "~", "null", "yes", "no", "1e999", "-0", "0x1F", "0o17",
+    "NaN", "x" * 5000, "9" * 400, "ü", "🙂" * 3, "\u202e\u200b", "\u2028", "\x85", "\x7f", "C:\\Windows",
+    "2.8.3\n  evil: 1", "12.4; echo owned", "torch==2.6.0 --hash=sha256:" + "0" * 64, "sm_90", "9.0", "3.11",
+]
+
+# Parts of ODD_STRINGS that must never reach a file the build executes or feeds to pip (Dockerfile, *.sh, *.txt):
+# every value on such a line is checked against a strict pattern first (model/fields.py, knowledge loaders).
+INJECTED = ("touch pwned", "`id`", "rm -rf", "a|b && c", "${HOME}", "evil: 1", "echo owned")
+
+SHELLISH = [s for s in ODD_STRINGS if any(m in s for m in INJECTED)]
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70), st.floats(),
+    st.sampled_from(ODD_STRINGS), st.text(max_size=30),
+)
+keys = st.one_of(st.sampled_from(ODD_STRINGS[:40]), st.text(min_size=1, max_size=12))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                        st.dictionaries(keys, inner, max_size=3)), max_leaves=6)
+
+
+# --- the project copy -----------------------------------------------------------------------------------------
+
+def _redirect(mp: pytest.MonkeyPatch, root: Path) -> None:
+    """Point every reader of matrix/knowledge data at the copy under root."""
+    knowledge = root / "knowledge"
+    mp.setattr(paths, "ROOT", root)  # messages print data paths relative to ROOT
+    mp.setattr(paths, "MATRIX", root / "matrix.yaml")
+    mp.setattr(paths, "LOCKS", root / "locks")
+    mp.setattr(paths, "GENERATED", root / "dockerfiles" / "generated")
+    mp.setattr(paths, "KNOWLEDGE", knowledge)
+    mp.setattr(paths, "BASES", knowledge / "bases.yaml")
+    mp.setattr(paths, "ENV_DEFAULTS", knowledge / "env-defaults.yaml")
+    mp.setattr(paths, "RULES", knowledge / "rules.yaml")
+    mp.setattr(paths, "GPUS", knowledge / "gpus.yaml")
+    mp.setattr(paths, "FLASH_ATTN", knowledge / "flash-attn.yaml")
+    mp.setattr(gpus, "GPUS", knowledge / "gpus.yaml")
+    mp.setattr(training, "TRAINING", knowledge / "training.yaml")
+    # default arguments bound at import time
+    mp.setattr(envdefaults.load, "__defaults__", (knowledge / "env-defaults.yaml",))
+    mp.setattr(flashattn.data.__wrapped__, "__defaults__", (knowledge / "flash-attn.yaml",))
+    mp.setattr(gpus.data.__wrapped__, "__defaults__", (knowledge / "gpus.yaml",))
+    mp.setattr(schema.load.__wrapped__, "__defaults__", (knowledge / "rules.yaml",))
+
+
+def _clear_caches() -> None:
+    for cached in (fields.bootstrap_suites, schema.load, envdefaults._env_defaults, envdefaults._env_default_lines,
+                   gpus.data, training.bands, flashattn.data):
+        cached.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> Path:
+    """The project's inputs and committed output, copied once; each example copies this."""
+    root = tmp_path_factory.mktemp("pristine") / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "matrix.yaml", root / "matrix.yaml")
+    shutil.copytree(ROOT / "locks", root / "locks")
+    shutil.copytree(ROOT / "knowledge", root / "knowledge")
+    shutil.copytree(ROOT / "dockerfiles" / "generated", root / "dockerfiles" / "generated")
+    return root
+
+
+def _snapshot(top: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(top)): (p.stat().st_mtime_ns, p.stat().st_size)
+            for p in sorted(top.rglob("*")) if not p.is_symlink()}
+
+
+def _cli(*args: str) -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = app.main([str(a) for a in args])
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+# --- mutations ------------------------------------------------------------------------------------------------
+
+def _node_paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _node_paths(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _node_paths(value, (*prefix, index))
+
+
+def _get(doc, path):
+    for part in path:
+        doc = doc[part]
+    return doc
+
+
+def _retype(value):
+    """str<->int<->list<->dict<->null, one hop."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, bool) or value is None:
+        return "true" if value else ""
+    if isinstance(value, (int, float)):
+        return [str(value)]
+    if isinstance(value, list):
+        return {"item": value[0] if value else None}
+    return None  # dict -> null
+
+
+@st.composite
+def mutated_text(draw, original: str) -> str:
+    mode = draw(st.sampled_from(["structure", "structure", "structure", "truncate", "both"]))
+    text = original
+    if mode in ("structure", "both"):
+        doc = YAML(typ="safe", pure=True).load(original)
+        for _ in range(draw(st.integers(1, 3))):
+            candidates = list(_node_paths(doc))
+            path = draw(st.sampled_from(candidates))
+            op = draw(st.sampled_from(["replace", "retype", "delete", "add", "odd", "odd", "swap"]))
+            if not path:  # the root itself (a swap or delete of the root is no mutation)
+                if op in ("replace", "odd"):
+                    doc = draw(values)
+                elif op == "retype":
+                    doc = _retype(doc)
+                elif op == "add" and isinstance(doc, dict):
+                    doc[draw(keys)] = draw(values)
+                continue
+            parent, last = _get(doc, path[:-1]), path[-1]
+            if op == "swap":  # another node of the same file: plausible values reach further than random ones
+                parent[last] = copy.deepcopy(_get(doc, draw(st.sampled_from(candidates))))
+            elif op == "replace":
+                parent[last] = draw(values)
+            elif op == "odd":  # half of the time one that would inject into a Dockerfile line
+                parent[last] = draw(st.sampled_from(ODD_STRINGS) | st.sampled_from(SHELLISH))
+            elif op == "retype":
+                parent[last] = _retype(parent[last])
+            elif op == "delete":
+                del parent[last]
+            else:
+                target = parent[last]
+                if isinstance(target, dict):
+                    target[draw(keys)] = draw(values)
+                elif isinstance(target, list):
+                    target.insert(draw(st.integers(0, len(target))), draw(values))
+                else:
+                    parent[last] = [target, draw(values)]
+        stream = io.StringIO()
+        yaml = YAML(typ="safe", pure=True)
+        yaml.default_flow_style = False
+        yaml.width = 4096
+        yaml.dump(doc, stream)
+        text = stream.getvalue()
+    if mode in ("truncate", "both"):
+        text = text[:draw(st.integers(0, max(len(text) - 1, 0)))]
+    return text
+
+
+# --- the property ----------------------------------------------------------------------------------------------
+
+_RESOLUTIONS: dict[str, dict] = {}
+
+
+def _resolution(root: Path, row_id: str) -> dict:
+    """A row's resolution as validate would get it from uv, here from its (unmutated) lock; parsed once."""
+    if row_id not in _RESOLUTIONS:
+        _RESOLUTIONS[row_id] = lockfile.parse((root / "locks" / f"{row_id}.txt").read_text())
+    return _RESOLUTIONS[row_id]
+
+
+def _loaders(name: str, root: Path) -> None:
+    """The loader of `name` and the queries commands make over it; only InputError or RuntimeFailure may escape."""
+    path = root / name
+    if name == "matrix.yaml":
+        matrix_mod.load(path)
+        return
+    m = matrix_mod.load(root / "matrix.yaml") if name != "knowledge/bases.yaml" else None
+    if name == "knowledge/rules.yaml":
+        ruleset = rules.load(path)
+        skip = tuple(spec.id for spec in ruleset.rules if spec.kind in NETWORK_RULE_KINDS)
+        for row in m.rows:
+            rules.evaluate(row, _resolution(root, row.id), ruleset=ruleset, skip=skip)
+    elif name == "knowledge/gpus.yaml":
+        gpus.data(path)
+        for cuda in ("12.4", "13.0"):
+            gpus.min_driver(cuda), gpus.min_driver_compat(cuda), gpus.driver_status("580.65.06", cuda)
+        for row in m.rows:
+            gpus.torch_arch_list(row.torch, row.cuda)
+        for gpu in ("H100", "NVIDIA A100-SXM4-80GB", "sm_90", "8.6"):
+            with contextlib.suppress(InputError):  # an unknown or ambiguous name is bad input, checked below
+                gpus.capability(gpu)
+    elif name == "knowledge/env-defaults.yaml":
+        defaults = envdefaults.load(path)
+        for row in m.rows:
+            envdefaults.for_row(row, defaults)
+            envdefaults.row_environment(row)
+    elif name == "knowledge/bases.yaml":
+        fields.bootstrap_suites()
+        matrix_mod.load(root / "matrix.yaml")
+    elif name == "knowledge/training.yaml":
+        training.bands()
+        for row in m.rows:
+            training.attention(row)
+    elif name == "knowledge/flash-attn.yaml":
+        flashattn.data(path)
+        for row in m.rows:
+            if row.flash_attn:
+                flashattn.sdist(row.flash_attn), flashattn.toolchain(row.cuda), flashattn.key(row)
+
+
+def _assert_no_injection(root: Path, pristine: Path) -> None:
+    generated = root / "dockerfiles" / "generated"
+    for path in sorted(generated.glob("*/*")):
+        if not (path.name == "Dockerfile" or path.suffix in (".sh", ".txt")):
+            continue
+        text = path.read_text(errors="replace")
+        before = pristine / path.relative_to(root)
+        known = before.read_text(errors="replace") if before.is_file() else ""
+        found = [m for m in INJECTED if m in text and m not in known]
+        assert not found, f"{path.relative_to(root)} carries {found} from the data into the build"
+
+
+def _check(name: str, text: str, pristine: Path) -> list[int]:
+    codes = []
+    with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
+        top = Path(tmp)
+        root = top / "project"
+        shutil.copytree(pristine, root)
+        (root / name).write_text(text, encoding="utf-8")
+        try:
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("IMAGEMATRIX_CACHE", str(top / "cache"))
+                _redirect(mp, root)
+                _clear_caches()
+                try:
+                    _loaders(name, root)
+                except EXPECTED:
+                    pass
+                _clear_caches()
+                # rules.yaml is read by validate only, which resolves with uv (network): _loaders evaluated it
+                # the knowledge files are rendered for four rows (patches; sdpa; flash-attn on CUDA 12 and 13): faster
+                some = [] if name == "matrix.yaml" else [a for row in RENDERED_ROWS for a in ("--row", row)]
+                commands = [] if name == "knowledge/rules.yaml" else [["render", "--matrix", root / "matrix.yaml", *some]]
+                if name == "matrix.yaml":
+                    commands.append(["plan", "--bake", "--matrix", root / "matrix.yaml"])
+                for command in commands:
+                    before = _snapshot(top)
+                    code, out, err = _cli(*command)
+                    codes.append(code)
+                    assert code in (0, 1, 2), (command[0], code, err)
+                    assert "internal error" not in err, (command[0], err)
+                    after = _snapshot(top)
+                    if code == 2:
+                        assert after == before, f"{command[0]} exited 2 but wrote: {set(after.items()) ^ set(before.items())}"
+                    if code == 0 and command[0] == "render":
+                        _assert_no_injection(root, pristine)
+                    written = {p for p in set(after) | set(before) if after.get(p) != before.get(p)}
+                    outside = {p for p in written if not p.startswith("project/dockerfiles/generated")}
+                    assert not outside, f"{command[0]} wrote outside dockerfiles/generated: {sorted(outside)}"
+        finally:
+            _clear_caches()
+    return codes
+
+
+@pytest.mark.parametrize("name", FILES)
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                                  HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_input_is_handled(name, data, pristine):
+    text = data.draw(mutated_text((ROOT / name).read_text(encoding="utf-8")), label=name)
+    _check(name, text, pristine)
+
+
+def test_unmutated_copy_renders_clean(pristine):
+    """The harness itself: the unmutated copy loads, renders nothing new and plans (so the fuzz reaches render)."""
+    for name in FILES:
+        expected = {"matrix.yaml": [0, 0], "knowledge/rules.yaml": []}.get(name, [0])
+        assert _check(name, (ROOT / name).read_text(encoding="utf-8"), pristine) == expected
+
+
+@pytest.mark.parametrize(("name", "old", "new"), [
+    # each was an internal error, or rendered into the build, before its fix (found by the property above)
+    ("knowledge/gpus.yaml", '"8.0": [A100, A800, A30]', '"8.0": 160'),  # TypeError: 'int' is not iterable
+    ("knowledge/gpus.yaml", '  "12.4": {toolkit: 550.54.14, compat: 525.60.13}', '  "12.4": null'),  # AttributeError
+    ("knowledge/training.yaml", None, "a"),  # AttributeError: 'str' object has no attribute 'get'
+    ("knowledge/rules.yaml", 'torch: ["2.2", "2.3", "2.4", "2.5", "2.6"]', 'torch: ["verl"]'),  # InvalidVersion
+    ("knowledge/training.yaml", None, "attention: 4\n"),  # TypeError: 'int' object is not iterable
+    # rendered without complaint, into a Dockerfile label and a RUN line: instructions injected from the data
+    ("knowledge/training.yaml", 'override: "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"',
+     'override: "x\\"\\nRUN echo owned > /pwned\\n#"'),
+    ("knowledge/flash-attn.yaml", "file: flash_attn-2.7.4.post1.tar.gz", 'file: "x.tar.gz; rm -rf / #"'),
+])
+def test_found_by_fuzzing(name, old, new, pristine):
+    original = (ROOT / name).read_text(encoding="utf-8")
+    if old is not None:
+        assert old in original, f"{name} changed: update this regression's text"
+    text = new if old is None else original.replace(old, new, 1)
+    with pytest.raises(InputError):
+        with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp) / "project"
+            shutil.copytree(pristine, root)
+            (root / name).write_text(text, encoding="utf-8")
+            _redirect(mp, root)
+            _clear_caches()
+            try:
+                _loaders(name, root)
+            finally:
+                _clear_caches()
+    _check(name, text, pristine)
