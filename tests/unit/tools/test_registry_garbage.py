@@ -14,16 +14,17 @@ from imagematrix.model.errors import RuntimeFailure
 from imagematrix.tools import registry
 
 
-def _serve(body: bytes, content_type: str = "application/json"):
-    """A local HTTP server answering every GET with `body`."""
+def _serve(body, content_type: str = "application/json"):
+    """A local HTTP server answering every GET with `body` (bytes, or a function of the request path)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            data = body(self.path) if callable(body) else body
             self.send_response(200)
             self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(data)
 
         def log_message(self, *args):
             pass
@@ -53,20 +54,7 @@ def test_a_registry_answering_garbage_is_a_runtime_failure_naming_host_and_path(
 
 def test_a_manifest_whose_config_is_garbage_names_the_blob_path():
     manifest = {"schemaVersion": 2, "config": {"digest": "sha256:abc"}}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = json.dumps(manifest).encode() if "/manifests/" in self.path else b"not json"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = _serve(lambda path: json.dumps(manifest).encode() if "/manifests/" in path else b"not json")
     try:
         with pytest.raises(RuntimeFailure, match=r"/v2/x/blobs/sha256:abc"):
             registry.Client(f"127.0.0.1:{server.server_port}").labels("x", "v1")
