@@ -15,6 +15,7 @@ import ssl
 import urllib.parse
 import urllib.request
 import zipfile
+from dataclasses import dataclass
 from html import unescape
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -46,19 +47,43 @@ def _open(request: urllib.request.Request | str):
         raise RuntimeFailure(f"cannot fetch {url}: {exc}") from None
 
 
-def _files(package: str, index: str | None = None) -> list[tuple[str, str | None]]:
-    """(url, requires-python) of every file on the index's simple (PEP 503) page of the package."""
-    index = (index or index_url()).rstrip("/")
-    # hrefs and data-requires-python are ASCII; a mirror's page in another encoding must not stop the reading
-    html = _open(f"{index}/{canonicalize_name(package)}/").read().decode("utf-8", errors="replace")
-    files = []
-    for anchor in re.findall(r"<a\s[^>]*>", html):
-        href = re.search(r'href="([^"]+)"', anchor)
+@dataclass(frozen=True)
+class Anchor:
+    """One file link of a PEP 503 simple page."""
+
+    href: str  # as written (unescaped), without its #fragment
+    url: str  # href made absolute against the page
+    sha256: str | None  # from a #sha256= fragment
+    requires_python: str | None  # data-requires-python, unescaped ("" when present but empty)
+    yanked: bool  # data-yanked present
+    text: str  # the link's text (the file name, on PyPI)
+
+
+_ANCHOR_RE = re.compile(r"(<a\s[^>]*>)(?:(.*?)</a>)?", re.S)
+
+
+def anchors(html: str, page: str) -> list[Anchor]:
+    """Every link with an href on a PEP 503 page (the one parser of simple pages: this module, pypi_releases)."""
+    out = []
+    for tag, body in _ANCHOR_RE.findall(html):
+        href = re.search(r'href="([^"]+)"', tag)
         if not href:
             continue
-        requires = re.search(r'data-requires-python="([^"]*)"', anchor)
-        files.append((unescape(href.group(1)).split("#")[0], unescape(requires.group(1)) if requires else None))
-    return files
+        link, _, fragment = unescape(href.group(1)).partition("#")
+        requires = re.search(r'data-requires-python="([^"]*)"', tag)
+        out.append(Anchor(href=link, url=urllib.parse.urljoin(page, link),
+                          sha256=fragment[len("sha256="):] if fragment.startswith("sha256=") else None,
+                          requires_python=unescape(requires.group(1)) if requires else None,
+                          yanked="data-yanked" in tag, text=unescape(body.strip())))
+    return out
+
+
+def _files(package: str, index: str | None = None) -> list[tuple[str, str | None]]:
+    """(url, requires-python) of every file on the index's simple (PEP 503) page of the package."""
+    page = f"{(index or index_url()).rstrip('/')}/{canonicalize_name(package)}/"
+    # hrefs and data-requires-python are ASCII; a mirror's page in another encoding must not stop the reading
+    html = _open(page).read().decode("utf-8", errors="replace")
+    return [(a.href, a.requires_python) for a in anchors(html, page)]
 
 
 def links(package: str, index: str) -> list[tuple[str, str | None]]:
@@ -68,12 +93,7 @@ def links(package: str, index: str) -> list[tuple[str, str | None]]:
         html = _open(page).read().decode("utf-8", errors="replace")
     except RuntimeFailure:
         raise RuntimeFailure(f"cannot read the index page {secrets.redact_url(page)}") from None
-    out = []
-    for href in re.findall(r'<a\s[^>]*href="([^"]+)"', html):
-        url, _, fragment = unescape(href).partition("#")
-        sha = fragment[len("sha256="):] if fragment.startswith("sha256=") else None
-        out.append((urllib.parse.urljoin(page, url), sha))
-    return out
+    return [(a.url, a.sha256) for a in anchors(html, page)]
 
 
 def _version_of(url: str) -> str | None:

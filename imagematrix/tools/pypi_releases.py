@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import ssl
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from html import unescape
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -108,17 +106,11 @@ def parse_json_page(text: str) -> list[File]:
     return files
 
 
-def parse_html_page(text: str) -> list[File]:
+def parse_html_page(text: str, page: str = "") -> list[File]:
     files = []
-    for anchor, body in re.findall(r"(<a\s[^>]*>)(.*?)</a>", text, re.S):
-        href = re.search(r'href="([^"]+)"', anchor)
-        if not href:
-            continue
-        path = urllib.parse.urlsplit(unescape(href.group(1))).path
-        filename = urllib.parse.unquote(path.rsplit("/", 1)[-1]) or unescape(body.strip())
-        requires = re.search(r'data-requires-python="([^"]*)"', anchor)
-        files.append(File(filename=filename, requires_python=(unescape(requires.group(1)) or None) if requires else None,
-                          yanked="data-yanked" in anchor))
+    for a in pypi.anchors(text, page):
+        filename = urllib.parse.unquote(urllib.parse.urlsplit(a.href).path.rsplit("/", 1)[-1]) or a.text
+        files.append(File(filename=filename, requires_python=a.requires_python or None, yanked=a.yanked))
     return files
 
 
@@ -136,5 +128,5 @@ def releases(package: str, index: str | None = None) -> list[Release]:
     """Every release of package on the index (default: the one uv resolves from), newest first."""
     page = f"{(index or pypi.index_url()).rstrip('/')}/{canonicalize_name(package)}/"
     content_type, text = _read(page)
-    files = parse_json_page(text) if content_type.startswith(JSON_TYPE) else parse_html_page(text)
+    files = parse_json_page(text) if content_type.startswith(JSON_TYPE) else parse_html_page(text, page)
     return releases_from_files(package, files)
