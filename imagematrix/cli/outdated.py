@@ -10,7 +10,7 @@ from packaging.version import InvalidVersion, Version
 from rich.markup import escape
 from rich.table import Table
 
-from imagematrix.assist import addrow, outdated, resolutions
+from imagematrix.assist import addrow, index_snapshot, outdated, resolutions
 from imagematrix.cli.common import checked, err, matrix_option, out
 from imagematrix.model import fields
 from imagematrix.model import matrix as matrix_mod
@@ -48,7 +48,7 @@ def add_arguments(p) -> None:
 
 def releases_table(report: outdated.Report) -> Table:
     table = Table("package", "matrix", "newer releases", title="releases newer than the matrix covers")
-    for package in outdated.PACKAGES:
+    for package in index_snapshot.PACKAGES:
         found = report.newer.get(package, [])
         if report.covered.get(package) is None and not found:
             listed = "[dim](no row pins it)[/]"
@@ -130,17 +130,17 @@ def run(args) -> int:
     python = args.python or addrow.matrix_defaults(m).get("python")
     if not python:
         raise InputError("no Python version: the matrix has no default", fix="pass --python, e.g. --python 3.11")
-    now = outdated.utcnow()
+    now = index_snapshot.utcnow()
     if args.offline:
-        snapshot = outdated.load()
+        snapshot = index_snapshot.load()
         if snapshot is None:
-            raise InputError(f"no cached index answers in {outdated.cache_path()}",
+            raise InputError(f"no cached index answers in {index_snapshot.cache_path()}",
                              where="outdated --offline",
                              fix="run `python build.py outdated` once with the network (it caches what it reads)")
     else:
         with err.status("reading the index (verl, vllm, torch, transformers, tensordict, flash-attn)"):
-            snapshot = outdated.fetch(now)
-        outdated.save(snapshot)
+            snapshot = index_snapshot.fetch(now)
+        index_snapshot.save(snapshot)
     resolver = resolutions.Resolver(offline=args.offline, max_age_s=0 if args.refresh else resolutions.DEFAULT_MAX_AGE_S)
     with err.status("proposing rows (uv; answers cached by their inputs)"):
         report = outdated.build_report(m.rows, snapshot, resolver, python=python, now=now, offline=args.offline,
@@ -152,7 +152,7 @@ def run(args) -> int:
         if report.outcomes:
             out.print(rows_table(report))
         out.print(summary(report), markup=False, soft_wrap=True)
-    err.print(outdated.cache_note(snapshot, now, args.offline) +
+    err.print(index_snapshot.cache_note(snapshot, now, args.offline) +
               f"; uv: {report.asked} resolution(s), {report.from_cache} answer(s) from the cache",
               markup=False, soft_wrap=True)
     return report.exit_code

@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from imagematrix.assist import outdated
+from imagematrix.assist import index_snapshot, outdated
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.tools import pypi
 
@@ -28,7 +28,7 @@ def test_outdated_json_limit_1_against_the_index(run, project_copy):
     assert result.code in (0, 1), result
     data = json.loads(result.out)
     assert data["exit"] == result.code and data["offline"] is False
-    assert set(data["packages"]) == set(outdated.PACKAGES)
+    assert set(data["packages"]) == set(index_snapshot.PACKAGES)
     have = outdated.covered(matrix_mod.load(project_copy).rows)
     for package, entry in data["packages"].items():
         assert entry["matrix"] == have[package] and len(entry["newer"]) <= 1

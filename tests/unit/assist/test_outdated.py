@@ -16,7 +16,7 @@ import subprocess
 import pytest
 from rich.console import Console
 
-from imagematrix.assist import addrow, outdated, pairing, resolutions
+from imagematrix.assist import addrow, index_snapshot, outdated, pairing, resolutions
 from imagematrix.cli import outdated as cli_outdated
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import RuntimeFailure
@@ -45,8 +45,8 @@ def rel(version: str, uploaded: str | None = None, *, wheel: bool = True, rp: st
     return Release(version=version, wheel=wheel, requires_python=rp, uploaded=uploaded)
 
 
-def snapshot() -> outdated.Snapshot:
-    return outdated.Snapshot(
+def snapshot() -> index_snapshot.Snapshot:
+    return index_snapshot.Snapshot(
         fetched=FETCHED, index="https://pypi.org/simple",
         releases={
             "verl": [rel("0.9.1", "2026-09-20T08:02:58Z", rp="<3.13,>=3.10"), rel("0.9.0", "2026-08-14T08:07:46Z"),
@@ -349,9 +349,9 @@ def test_table_rendering(matrix):
 
 
 def test_age_text():
-    assert [outdated.age_text(s) for s in (42, 300, 3 * 3600, 3 * 3600 + 12 * 60, 2 * 86400 + 4 * 3600, 86400)] == [
+    assert [index_snapshot.age_text(s) for s in (42, 300, 3 * 3600, 3 * 3600 + 12 * 60, 2 * 86400 + 4 * 3600, 86400)] == [
         "42 s", "5 min", "3 h", "3 h 12 min", "2 days 4 h", "1 day"]
-    assert "3 h 12 min ago" in outdated.cache_note(snapshot(), NOW, offline=True)
+    assert "3 h 12 min ago" in index_snapshot.cache_note(snapshot(), NOW, offline=True)
 
 
 # --- the caches and the command -------------------------------------------------------------------------------------
@@ -392,9 +392,9 @@ def test_offline_without_a_cache_is_bad_input_with_a_fix(run, matrix, tmp_path, 
 
 def test_offline_uses_the_cache_and_says_how_old_it_is(run, matrix, tmp_path, monkeypatch):
     monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(outdated, "utcnow", lambda: NOW)
+    monkeypatch.setattr(index_snapshot, "utcnow", lambda: NOW)
     fake_uv(monkeypatch)
-    outdated.save(snapshot())
+    index_snapshot.save(snapshot())
     online = resolutions.Resolver(index="https://pypi.org/simple")
     monkeypatch.setattr(resolutions.pypi, "index_url", lambda: "https://pypi.org/simple")
     outdated.build_report(matrix.rows, snapshot(), online, python="3.11", now=NOW)  # what an online run leaves
@@ -408,7 +408,7 @@ def test_offline_uses_the_cache_and_says_how_old_it_is(run, matrix, tmp_path, mo
 
 def test_offline_says_which_proposals_were_never_cached(run, matrix, tmp_path, monkeypatch):
     monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
-    outdated.save(snapshot())
+    index_snapshot.save(snapshot())
     result = run("outdated", "--offline", "--matrix", matrix.path)
     assert result.code == 0, result  # nothing known to be addable
     assert "not in the cache" in result.out
