@@ -1,0 +1,223 @@
+"""Carry a row's locked wheels to a GPU host without network, in parts that fit one device call, and install them.
+
+A GPU host in host mode (tests/smoke/gpu/run_host.sh) has its own Python, torch and CUDA packages but no network.
+This script does the two halves of bringing a row's lock there:
+
+    # here (network): download every locked wheel the host does not already have, hash-checked by pip against
+    # the lock, and split them into parts of at most --part-mib (a wheel larger than that is cut into chunks)
+    python tests/smoke/gpu/wheelhouse.py pack LOCK --out .whl [--part-mib 54] [--host NAMES] [--omit NAMES]
+
+    # there (stdlib only; each call carries one part and copies it to the same folder, e.g. /root/wh):
+    python3 tests/smoke/gpu/wheelhouse.py unpack /root/wh --site /root/site --results OUT
+    export PYTHONPATH=/root/site
+
+unpack joins the chunks, checks every wheel's sha256 against the manifest (which pack took from the lock), installs
+them with `pip install --no-index --no-deps --target`, and writes OUT/host-versions.json (the locked packages left to
+the host and the versions it has) and OUT/omitted.txt, which `build.py gpu-record` turns into the record's wheel line.
+
+The default --host list is what the H200 host image ('cuda', Python 3.12, torch 2.11.0+cu130) has at the versions of
+the verl 0.9.1 + vLLM 0.24.0 rows' locks (seen 2026-12-02, docs/gpu-runs): carrying those would only repeat them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HOST_HAS = ("cuda-toolkit nvidia-cublas nvidia-cuda-cupti nvidia-cuda-nvrtc nvidia-cuda-runtime nvidia-cudnn-cu13 "
+            "nvidia-cufft nvidia-cufile nvidia-curand nvidia-cusolver nvidia-cusparse nvidia-cusparselt-cu13 "
+            "nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx torch torchaudio torchvision triton")
+# CUDA compiler wheels (a compile needs them, the suite does not: the host has its own nvcc) and flashinfer's
+# precompiled kernels (flashinfer JIT-compiles or downloads what it lacks; 600+ MB): not carried
+OMIT = "nvidia-cuda-cccl nvidia-cuda-crt nvidia-cuda-nvcc nvidia-cuda-tileiras nvidia-nvvm flashinfer-cubin"
+PLATFORMS = ("manylinux_2_35_x86_64", "manylinux_2_34_x86_64", "manylinux_2_31_x86_64", "manylinux_2_28_x86_64",
+             "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
+             "manylinux1_x86_64", "linux_x86_64")
+MiB = 1024 * 1024
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def lock_entries(text: str) -> dict[str, tuple[str, str]]:
+    """name -> (version, the entry's requirement lines with hashes), from a uv-written lock."""
+    entries: dict[str, tuple[str, str]] = {}
+    current = None
+    for line in text.splitlines():
+        if line and not line.startswith((" ", "#")):
+            name, _, rest = line.partition("==")
+            current = canonical(name.split("[")[0])
+            entries[current] = (rest.split()[0].rstrip("\\").strip(), line.rstrip() + "\n")
+        elif current and line.strip().startswith("--hash"):
+            version, body = entries[current]
+            entries[current] = (version, body + line.rstrip() + "\n")
+    return entries
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(MiB), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pack(args) -> int:
+    entries = lock_entries(args.lock.read_text())
+    host = {canonical(n) for n in args.host.split()}
+    omit = {canonical(n) for n in args.omit.split()}
+    carry = {n: e for n, e in entries.items() if n not in host and n not in omit}
+    python = args.python_version
+    work = args.out / "download"
+    work.mkdir(parents=True, exist_ok=True)
+    # wheels first, hash-checked against the lock; what has no wheel for the host is built here from its locked sdist
+    wheel_reqs, sdist_reqs = work / "wheels.txt", work / "sdists.txt"
+    wheel_reqs.write_text("".join(body for _, body in carry.values()))
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", python,
+           "--implementation", "cp", "--require-hashes", "-d", str(work), "-r", str(wheel_reqs)]
+    for platform in PLATFORMS:
+        cmd += ["--platform", platform]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        missing = sorted(set(re.findall(r"No matching distribution found for ([\w.-]+)==", done.stderr)))
+        if not missing:
+            sys.stderr.write(done.stderr[-3000:])
+            return 1
+        print(f"no wheel for {', '.join(missing)}: building them from the locked sdists", flush=True)
+        for name in missing:
+            carry_name = canonical(name)
+            sdist_reqs.write_text(carry[carry_name][1])
+            rest = {n: e for n, e in carry.items() if n not in {canonical(m) for m in missing}}
+            wheel_reqs.write_text("".join(body for _, body in rest.values()))
+            built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--require-hashes",
+                                    "-w", str(work), "-r", str(sdist_reqs)], capture_output=True, text=True)
+            if built.returncode != 0:
+                sys.stderr.write(built.stderr[-3000:])
+                return 1
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr[-3000:])
+            return 1
+    files = sorted(p for p in work.iterdir() if p.suffix == ".whl")
+    found = {canonical(p.name.split("-")[0]) for p in files}
+    if found != set(carry):
+        print(f"wheels missing for {sorted(set(carry) - found)}", file=sys.stderr)
+        return 1
+    # first-fit into parts; a wheel larger than a part is cut into chunks of a part's size
+    limit = args.part_mib * MiB
+    parts: list[list[tuple[Path, int, int]]] = [[]]  # (file, offset, length)
+    sizes = [0]
+    manifest = {"lock": args.lock.name, "host": sorted(host & set(entries)), "omitted": sorted(omit & set(entries)),
+                "lock_versions": {n: entries[n][0] for n in host & set(entries)}, "wheels": {}}
+    for path in sorted(files, key=lambda p: -p.stat().st_size):
+        size = path.stat().st_size
+        manifest["wheels"][path.name] = {"sha256": _sha256(path), "size": size}
+        offset = 0
+        while offset < size:
+            length = min(limit, size - offset)
+            slot = next((i for i, used in enumerate(sizes) if used + length <= limit), None)
+            if slot is None:
+                parts.append([])
+                sizes.append(0)
+                slot = len(parts) - 1
+            parts[slot].append((path, offset, length))
+            sizes[slot] += length
+            offset += length
+    for index, part in enumerate(parts, 1):
+        folder = args.out / f"p{index:02d}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for path, offset, length in part:
+            name = path.name if length == path.stat().st_size else f"{path.name}.chunk{offset // limit:03d}"
+            with path.open("rb") as src, (folder / name).open("wb") as dst:
+                src.seek(offset)
+                dst.write(src.read(length))
+    (args.out / f"p{len(parts):02d}" / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    total = sum(sizes) / MiB
+    print(f"{len(files)} wheels, {total:.0f} MiB, in {len(parts)} parts of at most {args.part_mib} MiB under "
+          f"{args.out}; {len(manifest['host'])} left to the host, {len(manifest['omitted'])} omitted; "
+          f"the manifest is in p{len(parts):02d}")
+    return 0
+
+
+def unpack(args) -> int:
+    folder: Path = args.folder
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        print(f"{manifest_path}: missing: copy the last part there too", file=sys.stderr)
+        return 2
+    manifest = json.loads(manifest_path.read_text())
+    wheels = folder / "wheels"
+    wheels.mkdir(exist_ok=True)
+    for name, info in manifest["wheels"].items():
+        target = wheels / name
+        chunks = sorted(folder.glob(f"{name}.chunk*"))
+        if (folder / name).is_file():
+            shutil.move(str(folder / name), target)
+        elif chunks:
+            with target.open("wb") as out:
+                for chunk in chunks:
+                    out.write(chunk.read_bytes())
+                    chunk.unlink()
+        if not target.is_file() or _sha256(target) != info["sha256"]:
+            print(f"{name}: missing or its sha256 differs from the manifest", file=sys.stderr)
+            return 1
+    # what the host itself has of the packages left to it (before our site shadows anything)
+    import importlib.metadata as md
+    host_versions, missing = [], []
+    locked = manifest["lock_versions"]
+    for name in manifest["host"]:
+        try:
+            have = md.version(name)
+        except md.PackageNotFoundError:
+            missing.append(name)
+            continue
+        want = locked.get(name)
+        host_versions.append({"name": name, "version": have, "locked": want,
+                              "match_ignoring_local": want is None or have.split("+")[0] == want})
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "host-versions.json").write_text(json.dumps({"packages": host_versions, "missing": missing},
+                                                                indent=1))
+    (args.results / "omitted.txt").write_text("\n".join(manifest["omitted"]) + "\n")
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                           "--no-cache-dir", "--upgrade", "--target", str(args.site),
+                           *sorted(str(p) for p in wheels.glob("*.whl"))])
+    if done.returncode != 0:
+        print(f"pip could not install the wheels into {args.site}", file=sys.stderr)
+        return 1
+    print(f"{len(manifest['wheels'])} wheels installed into {args.site}; host keeps {len(host_versions)} "
+          f"({len(missing)} missing there)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", required=True)
+    p = sub.add_parser("pack", help="download the lock's wheels the host lacks and split them into parts")
+    p.add_argument("lock", type=Path)
+    p.add_argument("--out", type=Path, default=Path(".whl"))
+    p.add_argument("--part-mib", type=int, default=54)
+    p.add_argument("--python-version", default="3.12")
+    p.add_argument("--host", default=HOST_HAS, help="locked packages the host already has (space-separated)")
+    p.add_argument("--omit", default=OMIT, help="locked packages not carried (space-separated)")
+    p.set_defaults(func=pack)
+    u = sub.add_parser("unpack", help="on the host: join, check and install the carried wheels")
+    u.add_argument("folder", type=Path)
+    u.add_argument("--site", type=Path, required=True)
+    u.add_argument("--results", type=Path, required=True)
+    u.set_defaults(func=unpack)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
