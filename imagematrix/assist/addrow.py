@@ -46,6 +46,7 @@ class Proposal:
     why: dict[str, str] = field(default_factory=dict)
     extras: dict[str, str] = field(default_factory=dict)  # packages pinned beside the row's own pins
     overrides: dict[str, str] = field(default_factory=dict)  # package -> reason (its version is the pin)
+    verl_extras: tuple[str, ...] = ()  # verl's extras the row installs besides the pins (under a vllm override)
 
 
 def _refuse(message: str, fix: str) -> InputError:
@@ -102,7 +103,10 @@ def propose(vllm: str, python: str, verl: str | None = None, *, index: pairing.I
         raise RuntimeFailure(f"cannot tell the CUDA version of torch {pins['torch']} from its dependencies")
     pins["cuda"] = cuda
     why["cuda"] = f"the CUDA of the torch {pins['torch']} wheel on PyPI"
-    return Proposal(pins=pins, why=why, extras=extras, overrides=overrides)
+    if chosen.verl_extras:
+        why["verl_extras"] = (f"verl {verl}'s [vllm] extra, left out for the vllm override, installs verl["
+                              f"{','.join(chosen.verl_extras)}] besides its pins: the row keeps those")
+    return Proposal(pins=pins, why=why, extras=extras, overrides=overrides, verl_extras=chosen.verl_extras)
 
 
 # The pins and versions a proposal fills in, in the order of the matrix file's keys.
@@ -110,7 +114,8 @@ ROW_ORDER = tuple(k for k in fields.ROW_KEYS if k in fields.PIN_PACKAGES or k in
 
 
 def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str, extras: dict[str, str] | None = None,
-             overrides: dict[str, str] | None = None, base: str | None = None) -> str:
+             overrides: dict[str, str] | None = None, base: str | None = None,
+             verl_extras: tuple[str, ...] = ()) -> str:
     """The row as matrix.yaml writes rows: a list item of quoted pins; keys equal to the defaults left out."""
     lines = [f"  # {comment}"]
     for key in ROW_ORDER:
@@ -123,6 +128,8 @@ def row_yaml(pins: dict[str, str | None], defaults: dict, comment: str, extras: 
     if extras:
         lines.append("    extras:")
         lines += [f'      {name}: "{version}"' for name, version in sorted(extras.items())]
+    if verl_extras:
+        lines.append(f"    verl_extras: [{', '.join(verl_extras)}]")
     if overrides:  # reasons hold no quotes or backslashes (fields.REASON_RE), so double quotes always work
         lines.append("    overrides:")
         for name, reason in sorted(overrides.items()):
@@ -177,7 +184,7 @@ def prepare(matrix: Matrix, proposal: Proposal, vllm: str) -> tuple[Row, str, st
                          where=str(matrix.path), fix="pass another --verl or --python, or edit that row")
     defaults = matrix_defaults(matrix)
     snippet = row_yaml(pins, defaults, f"vLLM {vllm}: proposed by `build.py add-row`", proposal.extras,
-                       proposal.overrides, base=base_for(defaults, pins["python"]))
+                       proposal.overrides, base=base_for(defaults, pins["python"]), verl_extras=proposal.verl_extras)
     text = appended(matrix.path, snippet)
     probe = matrix.path.with_name(f".{matrix.path.name}.add-row-{os.getpid()}")
     probe.write_text(text)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -43,6 +43,7 @@ class Snapshot:
     index: str  # the index URL, credentials redacted
     releases: dict[str, list[Release]]  # package -> releases, newest first
     vllm_ranges: dict[str, str | None]  # verl version -> the vLLM range of its [vllm] extra (None: no such extra)
+    vllm_includes: dict[str, list[str]] = field(default_factory=dict)  # verl version -> extras [vllm] installs
 
     def versions(self, package: str) -> list[Version]:
         return [Version(r.version) for r in self.releases.get(package, []) if r.wheel]
@@ -59,13 +60,16 @@ class Snapshot:
         spec = self.vllm_ranges[verl]
         return None if spec is None else SpecifierSet(spec)
 
+    def vllm_extra_includes(self, verl: str) -> tuple[str, ...]:
+        return tuple(self.vllm_includes.get(verl, ()))
+
     def age_s(self, now: datetime.datetime) -> float:
         return max(0.0, (now - datetime.datetime.fromisoformat(self.fetched)).total_seconds())
 
     def to_json(self) -> dict:
         return {"format": SNAPSHOT_FORMAT, "fetched": self.fetched, "index": self.index,
                 "releases": {p: [r.to_json() for r in rs] for p, rs in self.releases.items()},
-                "vllm_ranges": self.vllm_ranges}
+                "vllm_ranges": self.vllm_ranges, "vllm_includes": self.vllm_includes}
 
     @classmethod
     def from_json(cls, data: dict) -> Snapshot:
@@ -74,7 +78,7 @@ class Snapshot:
         datetime.datetime.fromisoformat(data["fetched"])
         return cls(fetched=data["fetched"], index=data["index"],
                    releases={p: [Release.from_json(r) for r in rs] for p, rs in data["releases"].items()},
-                   vllm_ranges=dict(data["vllm_ranges"]))
+                   vllm_ranges=dict(data["vllm_ranges"]), vllm_includes=dict(data.get("vllm_includes", {})))
 
 
 def _range_of(verl: str) -> str | None:
@@ -85,14 +89,23 @@ def _range_of(verl: str) -> str | None:
     return None if spec is None else str(spec)
 
 
+def _includes_of(verl: str) -> tuple[str, ...]:
+    try:
+        return verl_meta.vllm_extra_includes(verl)
+    except RuntimeFailure:
+        return ()
+
+
 def fetch(now: datetime.datetime | None = None, jobs: int = 8) -> Snapshot:
     """Read the index: each package's page once, then each verl wheel's METADATA (cached on disk by tools/pypi)."""
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         found = dict(zip(PACKAGES, pool.map(pypi_releases.releases, PACKAGES), strict=True))
         verls = [r.version for r in found["verl"] if r.wheel]
         ranges = dict(zip(verls, pool.map(_range_of, verls), strict=True))
+        includes = dict(zip(verls, pool.map(_includes_of, verls), strict=True))
     return Snapshot(fetched=(now or utcnow()).isoformat(timespec="seconds"),
-                    index=secrets.redact_url(pypi.index_url()), releases=found, vllm_ranges=ranges)
+                    index=secrets.redact_url(pypi.index_url()), releases=found, vllm_ranges=ranges,
+                    vllm_includes={v: list(i) for v, i in includes.items() if i})
 
 
 def save(snapshot: Snapshot, path: Path | None = None) -> Path:

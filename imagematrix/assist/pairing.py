@@ -44,6 +44,8 @@ class Index(Protocol):
 
     def vllm_range(self, verl: str) -> SpecifierSet | None: ...  # verl's `[vllm]` extra (None: no such extra)
 
+    def vllm_extra_includes(self, verl: str) -> tuple[str, ...]: ...  # verl's extras that [vllm] installs
+
 
 class LiveIndex:
     """The index as add-row reads it (tools/pypi, verl's wheel METADATA), each package's page read once."""
@@ -64,6 +66,9 @@ class LiveIndex:
     def vllm_range(self, verl: str) -> SpecifierSet | None:
         return verl_meta.vllm_range(verl)
 
+    def vllm_extra_includes(self, verl: str) -> tuple[str, ...]:
+        return verl_meta.vllm_extra_includes(verl)
+
 
 @dataclass(frozen=True)
 class Pairing:
@@ -73,6 +78,7 @@ class Pairing:
     verl: str
     vllm: str
     declared: str | None  # the vLLM range of verl's [vllm] extra; None when verl has no such extra
+    core: tuple[str, ...] = ()  # verl's extras that its [vllm] extra installs (kept by name when overridden)
 
     @property
     def overridden(self) -> bool:
@@ -81,9 +87,15 @@ class Pairing:
     def request(self, python: str, constraints: Iterable[str] = ()) -> Request:
         """As resolve.inputs writes a row's: plain verl plus a vllm override when the pairing leaves verl's range."""
         constraints = "".join(f"{c}\n" for c in constraints)
+        verl = verl_meta.requirement(self.verl, self.overridden, self.verl_extras)
         if self.overridden:
-            return Request(f"verl=={self.verl}\nvllm=={self.vllm}\n", python, constraints, f"vllm=={self.vllm}\n")
-        return Request(f"verl[vllm]=={self.verl}\nvllm=={self.vllm}\n", python, constraints)
+            return Request(f"{verl}\nvllm=={self.vllm}\n", python, constraints, f"vllm=={self.vllm}\n")
+        return Request(f"{verl}\nvllm=={self.vllm}\n", python, constraints)
+
+    @property
+    def verl_extras(self) -> tuple[str, ...]:
+        """The row's `verl_extras`: what [vllm] would have installed besides its pins, when it is left out."""
+        return self.core if self.overridden else ()
 
     def label(self) -> str:
         """Plain text (no brackets: error messages are printed as console markup)."""
@@ -101,7 +113,8 @@ class Pairing:
 
 def pairing(index: Index, verl: str, vllm: str) -> Pairing:
     spec = index.vllm_range(verl)
-    return Pairing(verl=verl, vllm=vllm, declared=None if spec is None else str(spec))
+    p = Pairing(verl=verl, vllm=vllm, declared=None if spec is None else str(spec))
+    return Pairing(verl, vllm, p.declared, index.vllm_extra_includes(verl)) if p.overridden else p
 
 
 def candidates(index: Index, vllm: str, verl: str | None = None) -> list[tuple[Pairing, str]]:

@@ -60,6 +60,29 @@ def declared(version: str, python: str) -> list[tuple[Requirement, str]]:
     return out
 
 
+def vllm_extra_includes(version: str) -> tuple[str, ...]:
+    """The extras of verl that its `[vllm]` extra installs through a reference to verl itself (verl 0.9:
+    `verl[verl-core]; extra == "vllm"`): the core dependencies a row keeps by naming them when it overrides vllm."""
+    out: set[str] = set()
+    for line in requires_dist(version):
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(req.name) == "verl" and req.marker and "vllm" in str(req.marker):
+            out |= {canonicalize_name(e) for e in req.extras} - {"vllm"}
+    return tuple(sorted(out))
+
+
+def requirement(version: str, vllm_overridden: bool, extras: tuple[str, ...] = ()) -> str:
+    """verl's line in a resolution input. Its [vllm] extra makes uv check verl's declared vLLM range; a row that
+    overrides vllm leaves that range on purpose (its override carries the reason), so it installs verl without
+    [vllm], naming instead the extras that [vllm] brings besides its pins (verl 0.9's verl-core: TransferQueue and
+    the rest that the trainer imports; rule verl-ranges checks that the row names them)."""
+    names = sorted(set(extras) | (set() if vllm_overridden else {"vllm"}))
+    return f"verl[{','.join(names)}]=={version}" if names else f"verl=={version}"
+
+
 def vllm_range(version: str) -> SpecifierSet | None:
     """The vLLM range verl's `[vllm]` extra declares (None when it has no such extra)."""
     for line in requires_dist(version):

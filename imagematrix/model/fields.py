@@ -44,7 +44,7 @@ BOOTSTRAP_IMAGE = "imagematrix-base:{suite}"  # the local image a debootstrap:<s
 
 ROW_KEYS = (
     "id", "verl", "vllm", "torch", "cuda", "flash_attn", "tensordict", "transformers",
-    "python", "base", "extras", "env", "overrides", "skip_patches", "rollout_only", "flash_attn_archs",
+    "python", "base", "extras", "env", "overrides", "skip_patches", "rollout_only", "flash_attn_archs", "verl_extras",
 )
 
 
@@ -168,6 +168,8 @@ class RowFields(BaseModel):
     rollout_only: Reason | None = None  # why the image cannot train with verl (see knowledge/training.yaml)
     # the GPU architectures a compiled flash-attn wheel covers (default: all that flash-attn and torch support)
     flash_attn_archs: list[Capability] | None = None
+    # extras of verl installed besides the pins (e.g. verl-core when the row overrides vllm: see the README)
+    verl_extras: list[PackageName] = []
 
 
 REQUIRED = ("verl", "vllm", "torch", "cuda", "tensordict", "transformers", "python", "base")

@@ -34,6 +34,7 @@ class Wheels(BaseModel):
     source: str  # e.g. "the row's lock, hash-checked, installed with --target over the host's packages"
     from_lock: int  # locked packages installed from the row's own wheels
     from_host_same_version: list[str] = []  # locked packages the host already had at the locked version
+    from_host_other_version: list[str] = []  # "name version (locked X)": left to the host, which had another version
     absent: list[str] = []  # locked packages the host lacked and that were not carried
     omitted: list[str] = []  # locked packages deliberately left out of the carried wheels
 

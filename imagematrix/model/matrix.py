@@ -37,6 +37,7 @@ class Row:
     skip_patches: dict[str, str]
     rollout_only: str | None = None  # the reason this image is for rollout, not verl training
     flash_attn_archs: tuple[str, ...] | None = None  # compute capabilities of a compiled flash-attn wheel
+    verl_extras: tuple[str, ...] = ()  # verl's extras installed with it, besides [vllm] (verl-core under a vllm override)
     line: int | None = None
 
     def pins(self) -> dict[str, str]:
@@ -220,6 +221,11 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
             errors.append(InputError("flash_attn_archs must list each capability once, at least one",
                                      where=f"{where}, field flash_attn_archs", fix='write e.g. ["8.0", "9.0"]'))
         merged["flash_attn_archs"] = tuple(sorted(set(merged["flash_attn_archs"]), key=lambda c: tuple(map(int, c.split(".")))))
+    extras_of_verl = [canonicalize_name(e) for e in merged["verl_extras"]]
+    if "vllm" in extras_of_verl or len(set(extras_of_verl)) != len(extras_of_verl):
+        errors.append(InputError("verl_extras lists an extra twice, or `vllm` (added unless the row overrides vllm)",
+                                 where=f"{where}, field verl_extras", fix="list each other extra once, e.g. [verl-core]"))
+    merged["verl_extras"] = tuple(sorted(set(extras_of_verl)))
     if errors:
         return None, errors
 

@@ -19,11 +19,27 @@ def check(spec: schema.RuleSpec, row: Row, resolution: dict | None, ruleset: sch
                         message=f"cannot read verl {row.verl}'s declared requirements: {exc}",
                         fix="check the network or the package index, then validate again")]
     overrides = {canonicalize_name(n): o for n, o in row.overrides.items()}
+    missing_core: list[str] = []
     if "vllm" in overrides:
+        try:
+            missing_core = sorted(set(verl.vllm_extra_includes(row.verl)) - set(row.verl_extras))
+        except RuntimeFailure:
+            missing_core = []  # the metadata read failed above already or will be reported by `declared`
         # The image installs verl without its [vllm] extra: that extra's pins no longer apply, except to the
         # overridden packages themselves, which the report shows as left on purpose.
-        declared = [(r, e) for r, e in declared if e == "" or canonicalize_name(r.name) in overrides]
+        # The extras the row names in verl_extras (verl-core) are installed, so their requirements still apply.
+        kept = {"", *row.verl_extras}
+        declared = [(r, e) for r, e in declared if e in kept or canonicalize_name(r.name) in overrides]
     results, fine, unknown = [], [], []
+    if missing_core:
+        # measured on an H200: verl 0.9.1 installed without [vllm] and without verl-core has no TransferQueue, and
+        # its trainer stops at start with "No module named 'transfer_queue'" (docs/gpu-runs.md)
+        results.append(common.result(
+            spec, row, passed=False, field="verl_extras",
+            message=f"the row overrides vllm, so verl {row.verl} is installed without its [vllm] extra, which also "
+                    f"installs verl[{','.join(missing_core)}]: the image would lack those dependencies (verl 0.9's "
+                    f"trainer imports TransferQueue from verl-core)",
+            fix=f"add `verl_extras: [{', '.join(missing_core)}]` to the row"))
     for package in spec.packages:
         canon = canonicalize_name(package)
         reqs = [(r, e) for r, e in declared if canonicalize_name(r.name) == canon and str(r.specifier)]

@@ -43,6 +43,8 @@ def _record(run: gpurun.GpuRun) -> list[str]:
         lines += [f"Wheels: {w.source}. {w.from_lock} locked packages from the row's own wheels; "
                   f"{len(w.from_host_same_version)} from the host at the locked version "
                   f"({', '.join(w.from_host_same_version)})"
+                  + (f"; {len(w.from_host_other_version)} from the host at another version than the lock's "
+                     f"({', '.join(w.from_host_other_version)})" if w.from_host_other_version else "")
                   + (f"; not installed (the host lacks them, they were not carried): {', '.join(w.absent)}"
                      if w.absent else "")
                   + (f"; left out on purpose: {', '.join(w.omitted)}" if w.omitted else "") + ".", ""]

@@ -52,10 +52,13 @@ def _wheels(raw: Path, lock_entries: int) -> gpurun.Wheels | None:
     host = json.loads(path.read_text())
     omitted = sorted((raw / "omitted.txt").read_text().split()) if (raw / "omitted.txt").is_file() else []
     same = sorted(p["name"] for p in host["packages"] if p.get("match_ignoring_local"))
+    other = sorted(f"{p['name']} {p['version']} (locked {p['locked']})" for p in host["packages"]
+                   if not p.get("match_ignoring_local"))
     return gpurun.Wheels(
         source="the row's lock: its wheels hash-checked and installed with pip --target over the host's Python; "
                "the largest CUDA packages taken from the host where it has the locked version",
         from_lock=lock_entries - len(host["packages"]) - len(omitted), from_host_same_version=same,
+        from_host_other_version=other,
         absent=sorted(host.get("missing", [])), omitted=omitted)
 
 

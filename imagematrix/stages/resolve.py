@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
 
-from imagematrix.knowledge import requires_python
+from imagematrix.knowledge import requires_python, verl
 from imagematrix.model import lockfile, secrets
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Row
@@ -41,10 +41,7 @@ class Inputs:
 
 def inputs(row: Row) -> Inputs:
     overridden = {canonicalize_name(n) for n in row.overrides}
-    # verl's [vllm] extra makes uv check verl's declared vLLM range; a row that overrides vllm leaves that
-    # range on purpose (its override carries the reason), so it installs plain verl.
-    verl = "verl==" if "vllm" in overridden else "verl[vllm]=="
-    lines = [f"{verl}{row.verl}", f"vllm=={row.vllm}", f"torch=={row.torch}",
+    lines = [verl.requirement(row.verl, "vllm" in overridden, row.verl_extras), f"vllm=={row.vllm}", f"torch=={row.torch}",
              f"tensordict=={row.tensordict}", f"transformers=={row.transformers}"]
     lines += [f"{name}=={version}" for name, version in sorted(row.extras.items())]
     if row.flash_attn:

@@ -47,6 +47,37 @@ def test_imports(host, row, module):
     assert result.rc == 0, f"import {module} failed:\n{result.stderr[-3000:]}"
 
 
+# Inside the image: every requirement of the extras that verl's [vllm] extra installs through verl itself (verl 0.9:
+# verl[verl-core]) is installed, whether the row took [vllm] or, overriding vllm, named those extras in verl_extras.
+VERL_CORE_SCRIPT = """
+import importlib.metadata as m
+from packaging.requirements import Requirement
+reqs = [Requirement(r) for r in m.requires("verl") or []]
+core = set()
+for r in reqs:
+    if r.name == "verl" and r.marker and r.marker.evaluate({"extra": "vllm"}):
+        core |= set(r.extras) - {"vllm"}
+missing = []
+for extra in sorted(core):
+    for r in reqs:
+        if r.name != "verl" and r.marker and r.marker.evaluate({"extra": extra}):
+            try:
+                m.version(r.name)
+            except m.PackageNotFoundError:
+                missing.append(f"{r.name} (verl[{extra}])")
+print(sorted(core), "missing:", ", ".join(missing) or "none")
+"""
+
+
+def test_verl_core_dependencies_are_installed(host, row):
+    """verl 0.9.1's [vllm] extra = verl[verl-core] + pins. A row that overrides vllm installs verl without [vllm];
+    without verl_extras [verl-core] its image lacked TransferQueue and the trainer stopped at start ("No module
+    named 'transfer_queue'", seen on an H200 with the vLLM 0.31.0 row's wheels): this fails such an image on CPU."""
+    result = host.run(f"{PY} -c {json.dumps(VERL_CORE_SCRIPT)}")
+    assert result.rc == 0, result.stderr[-3000:]
+    assert result.stdout.strip().endswith("missing: none"), result.stdout
+
+
 def test_declared_patches_are_in_the_installed_files(host, expected):
     site = host.check_output(f"{PY} -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])'")
     for patch in expected["patch_specs"]:

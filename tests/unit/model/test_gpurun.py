@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from imagematrix.model import gpurun
+from imagematrix.model import matrix as matrix_mod
 
 PINS = "1" * 64  # the pins digest of the lock the runs installed
 
@@ -48,8 +49,10 @@ def test_records_load_oldest_first_and_group_by_row(tmp_path):
 
 def test_the_committed_records_are_valid():
     runs = gpurun.load_all()
-    assert runs, "docs/gpu-runs/ holds the H200 run of the verl 0.9.1 row"
-    assert {r.row for r in runs} == {"verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312"}
+    assert runs, "docs/gpu-runs/ holds the H200 runs of the verl 0.9.1 rows"
+    assert {r.row for r in runs} == {"verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312",
+                                     "verl0.9.1-vllm0.31.0-torch2.13.0-cu130-py312"}
+    assert {r.row for r in runs} <= {row.id for row in matrix_mod.load().rows}
 
 
 def test_same_wheels_is_claimed_only_while_the_lock_installs_what_ran():

@@ -55,6 +55,8 @@ BAD = {
                            "disagrees", "overrides.vllm"),
     "reason-with-dollar": (_with('    skip_patches:\n      vllm-pt-weights-no-empty-cache: "costs $HOME time"\n'), "not a valid reason", "skip_patches"),
     "extras-repins-row-key": (_with('    extras:\n      torch: "2.5.1"\n'), "already pins", "extras.torch"),
+    "verl-extras-vllm": (_with("    verl_extras: [vllm]\n"), "verl_extras lists", "field verl_extras"),
+    "verl-extras-shell": (_with('    verl_extras: ["core;id"]\n'), "not a valid package name", "field verl_extras"),
     "duplicate-ids": (GOOD_MATRIX + GOOD_ROW, "duplicate row id", "row #2"),
     "duplicate-yaml-key": (_with('    vllm: "0.7.1"\n'), "invalid YAML", ""),
     "empty-rows": ('defaults:\n  python: "3.11"\nrows: []\n', "non-empty list", ""),

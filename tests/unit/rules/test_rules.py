@@ -51,11 +51,14 @@ def offline_index(monkeypatch):
     monkeypatch.setattr(pypi, "requires_python", lambda package, version: REQUIRES_PYTHON.get((package, version), ">=3.9"))
 
 
-def row_text(env: dict | None = None, overrides: dict | None = None, extras: dict | None = None, **pins) -> str:
+def row_text(env: dict | None = None, overrides: dict | None = None, extras: dict | None = None,
+             verl_extras: list[str] | None = None, **pins) -> str:
     fields = {**GOOD, **pins}
     lines = []
     for key, value in fields.items():
         lines.append(f"{'  - ' if not lines else '    '}{key}: " + ("null" if value is None else f'"{value}"'))
+    if verl_extras:
+        lines.append(f"    verl_extras: [{', '.join(verl_extras)}]")
     for name, mapping in (("env", env), ("extras", extras)):
         if mapping:
             lines.append(f"    {name}:")
@@ -161,7 +164,7 @@ CASES = [
           rollout_only=None, overrides={"vllm": ("0.20.0", "verl 0.9.1 without its vllm extra resolves with it")}),
      dict(verl="0.9.1", vllm="0.20.0", torch="2.11.0", cuda="13.0", tensordict="0.10.0", transformers="5.9.0",
           rollout_only=None, overrides={"vllm": ("0.20.0", "verl 0.9.1 without its vllm extra resolves with it")},
-          python="3.12", base="debootstrap:noble")),
+          verl_extras=["verl-core"], python="3.12", base="debootstrap:noble")),
 ]
 
 
@@ -306,14 +309,25 @@ def test_vllm_0_20_on_python_below_3_12_warns_that_deepgemm_is_missing(make_row)
     assert status(make_row(**{**pins, "vllm": "0.21.0"}, python="3.11"), "vllm-0.20-deepgemm-cp312") == "passed"
 
 
+def test_a_vllm_override_must_keep_what_the_vllm_extra_installs_besides_its_pins(make_row):
+    """verl 0.9.1's [vllm] extra installs verl[verl-core] (TransferQueue, which its trainer imports) besides the vllm,
+    torch and transformers pins. A row overriding vllm without `verl_extras: [verl-core]` fails, naming the fix."""
+    pins = dict(verl="0.9.1", vllm="0.31.0", torch="2.13.0", cuda="13.0", tensordict="0.10.0", transformers="5.10.4",
+                rollout_only=None, overrides={"vllm": ("0.31.0", "verl 0.9.1 without its vllm extra resolves")})
+    bad = [r for r in results_of(make_row(**pins), "verl-declared-ranges") if not r.passed]
+    assert [r.field for r in bad] == ["verl_extras"] and "verl-core" in bad[0].fix
+    assert status(make_row(**pins, verl_extras=["verl-core"]), "verl-declared-ranges") == "passed"
+
+
 def test_a_vllm_override_drops_the_vllm_extras_pins_but_not_verls_own(make_row):
     """Overriding vllm installs verl without its [vllm] extra, so that extra's torch and transformers pins no longer
     apply (verl 0.9.1's extra pins torch==2.11.0, transformers==5.9.0); verl's base requirements still do."""
     override = {"vllm": ("0.31.0", "verl 0.9.1 without its vllm extra resolves with it")}
     pins = dict(verl="0.9.1", vllm="0.31.0", torch="2.13.0", cuda="13.0", tensordict="0.10.0", transformers="5.10.4")
     assert status(make_row(**pins), "verl-declared-ranges") == "failed"
-    assert status(make_row(**pins, overrides=override), "verl-declared-ranges") == "passed"
-    result = failure(make_row(**{**pins, "tensordict": "0.9.0"}, overrides=override), "verl-declared-ranges")
+    assert status(make_row(**pins, overrides=override, verl_extras=["verl-core"]), "verl-declared-ranges") == "passed"
+    result = failure(make_row(**{**pins, "tensordict": "0.9.0"}, overrides=override, verl_extras=["verl-core"]),
+                     "verl-declared-ranges")
     assert "tensordict" in result.message and "(its vllm extra)" not in result.message
 
 

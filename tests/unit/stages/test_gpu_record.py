@@ -78,3 +78,18 @@ def test_the_page_lists_every_row_and_says_which_never_ran(raw):
     assert page.count("| never run on a GPU |") == len(m.rows) - 1
     assert "| `test_gpu_verl::test_path` | failed | 23.2 | ModuleNotFoundError: no x |" in page
     assert gpurun.summary([run]) in page
+
+
+def test_host_packages_at_another_version_than_the_lock_are_named_in_the_record_and_the_page(raw):
+    """A host-mode run that leaves a locked package to a host with another version says so (the vLLM 0.31.0 row's
+    run on the H200 kept the host's nvidia-cublas 13.1.0.3, locked 13.1.1.3)."""
+    (raw / "host-versions.json").write_text(json.dumps({"packages": [
+        {"name": "torch", "version": "2.11.0+cu130", "locked": "2.11.0", "match_ignoring_local": True},
+        {"name": "nvidia-cublas", "version": "13.1.0.3", "locked": "13.1.1.3", "match_ignoring_local": False}],
+        "missing": []}))
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    run = gpu_record.record(m, m.select([ROW])[0], raw, "2026-12-02", "host")
+    assert run.wheels.from_host_same_version == ["torch"]
+    assert run.wheels.from_host_other_version == ["nvidia-cublas 13.1.0.3 (locked 13.1.1.3)"]
+    assert "another version than the lock's (nvidia-cublas 13.1.0.3 (locked 13.1.1.3))" in "\n".join(
+        gpu_docs._record(run))
