@@ -110,10 +110,19 @@ def test_real_locks_are_hash_pinned_and_match_their_rows():
 
 
 def test_relocking_an_unchanged_row_rewrites_nothing(run, project_copy):
-    """No temp paths in uv's annotations: a lock is a function of the row (and of PyPI), not of the run."""
-    lock = project_copy.parent / "locks" / "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311.txt"
+    """No temp paths in uv's annotations, and the lock's own exclude-newer cutoff is reused: a lock is a function of
+    the row and of the index, not of the run. The first relock may differ from the committed lock: the index behind
+    this machine has added releases dated before a committed lock's cutoff (seen 2026-12-02: httpx 0.29.0, uploaded
+    2026-11-26, absent when the verl 0.3 row was locked with cutoff 2026-12-02T06:42Z), which real PyPI cannot do.
+    The second relock must then write nothing."""
+    row = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
+    lock = project_copy.parent / "locks" / f"{row}.txt"
+    cutoff = locks.recorded_time(lock)
+    first = run("lock", "--matrix", project_copy, "--row", row)
+    assert first.code == 0, first
     before = lock.read_text()
     assert "/tmp/" not in before
-    result = run("lock", "--matrix", project_copy, "--row", "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311")
+    assert cutoff and f"# exclude-newer: {cutoff}" in before  # the unchanged row kept its cutoff
+    result = run("lock", "--matrix", project_copy, "--row", row)
     assert result.code == 0 and "unchanged" in result.out, result
     assert lock.read_text() == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 
 import pytest
 
@@ -73,7 +74,7 @@ def test_verl_core_dependencies_are_installed(host, row):
     """verl 0.9.1's [vllm] extra = verl[verl-core] + pins. A row that overrides vllm installs verl without [vllm];
     without verl_extras [verl-core] its image lacked TransferQueue and the trainer stopped at start ("No module
     named 'transfer_queue'", seen on an H200 with the vLLM 0.31.0 row's wheels): this fails such an image on CPU."""
-    result = host.run(f"{PY} -c {json.dumps(VERL_CORE_SCRIPT)}")
+    result = host.run(f"{PY} -c {shlex.quote(VERL_CORE_SCRIPT)}")
     assert result.rc == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("missing: none"), result.stdout
 
