@@ -23,6 +23,11 @@ def add_arguments(p) -> None:
                         "has it (compiling else), pushed as flash-attn-wheels:<key>; import: push WHEEL as the row's")
     p.add_argument("wheel", nargs="?", type=Path, help="import: the wheel file")
     p.add_argument("--record", type=Path, help="import: the compile's record.json (flash_attn_compile.py --record)")
+    p.add_argument("--no-push", action="store_true",
+                   help="get: keep the wheel image local, push nothing (CI: pull requests without registry credentials)")
+    p.add_argument("--wheel-dir", type=Path, metavar="DIR",
+                   help="get: also copy the wheel file to DIR/v<version>/, a layout `--flash-attn-mirror file://DIR` "
+                        "reads (CI hands it to the row builds this way when it cannot push)")
     row_options(p)
     registry_options(p)
     build_input_options(p)
@@ -33,6 +38,8 @@ def run(args) -> int:
     rows = [r for r in rows if r.flash_attn]
     if not rows:
         raise InputError("no selected row pins flash_attn", fix="pick a row with flash_attn (see `build.py plan`)")
+    if args.action != "get" and (args.no_push or args.wheel_dir):
+        raise InputError("--no-push and --wheel-dir are options of `flash-attn get`", fix="drop them, or use get")
     if args.action == "show":
         for row in rows:
             source, sentence = flash_attn.describe(row, args.registry)
@@ -59,8 +66,18 @@ def run(args) -> int:
         wheel = flash_attn.ensure(row, context=render.generated_dir(m) / row.id, registry=args.registry,
                                   mirror=inputs.flash_attn_mirror, indexes=list(inputs.flash_attn_indexes),
                                   secrets_files=inputs.write_secrets(Path(secret_dir)), log_dir=log_dir,
-                                  log=lambda msg: out.print(msg, soft_wrap=True), allow_compile=inputs.flash_attn_compile)
+                                  log=lambda msg: out.print(msg, soft_wrap=True), allow_compile=inputs.flash_attn_compile,
+                                  push=not args.no_push)
     out.print(f"{row.id}: {wheel.ref} holds {wheel.filename or 'the wheel'} (sha256 {wheel.sha256})", soft_wrap=True)
+    if not args.no_push:
+        pushed, why = flash_attn.from_registry(row, args.registry)
+        if pushed is None:  # ensure() logs a failed push and goes on; `get` exists to leave the wheel there
+            raise RuntimeFailure(f"row {row.id}, stage flash-attn: {wheel.ref} is not in the registry after the push "
+                                 f"({why})")
+    if args.wheel_dir:
+        copied = flash_attn.export(wheel, row, args.wheel_dir)
+        out.print(f"{row.id}: copied the wheel to {copied}" if copied else
+                  f"{row.id}: the wheel came from the registry, no file copied to {args.wheel_dir}", soft_wrap=True)
     return 0
 
 

@@ -22,14 +22,17 @@ def add_arguments(p) -> None:
     out_format.add_argument("--bake", action="store_true", help="print the buildx bake file (JSON), like `bake --print`")
     out_format.add_argument("--github", action="store_true",
                             help="print a GitHub Actions strategy.matrix (JSON); with $GITHUB_OUTPUT set, also write "
-                                 "`matrix` and `count` there")
+                                 "`matrix` and `count` there, and `flash_attn` and `flash_attn_count`: the flash-attn "
+                                 "wheel keys to compile (no known prebuilt wheel, not in the registry), one row each")
     registry_options(p)
 
 
 def run(args) -> int:
     m = matrix_mod.load(args.matrix)
     rows = plan_stage.select(m, args.rows, args.match)
-    planned = plan_stage.plan(m, rows, args.registry, ask_registry=not (args.bake or args.all))
+    # --all skips reading final tags, not the flash-attn wheels: a key already in the registry is never recompiled
+    planned = plan_stage.plan(m, rows, args.registry, ask_registry=not (args.bake or args.all),
+                              ask_wheels=not args.bake)
     if args.bake:
         secrets = {"build-env": Path("<secrets>/build-env"), "ca-cert": Path("<secrets>/ca-cert")}
         items = [(p.item, p.candidate) for p in planned]

@@ -41,6 +41,7 @@ class Wheel:
     filename: str
     sha256: str
     origin: str  # mirror, index, registry or compiled, with where from
+    file: Path | None = None  # the wheel file on this machine (None: taken from the registry, only the image is known)
 
     def build_labels(self) -> dict[str, str]:
         return {labels.FLASH_ATTN_SHA256: self.sha256, labels.FLASH_ATTN_ORIGIN: self.origin}
@@ -163,7 +164,20 @@ def package(wheel: Path, sha256: str, origin: str, ref: str, log_path: Path) -> 
                tmp]
         if docker.run_logged(cmd, log_path, env={**os.environ, "DOCKER_BUILDKIT": "1"}) != 0:
             raise RuntimeFailure(f"cannot build the wheel image {ref} (log: {log_path})")
-    return Wheel(ref, wheel.name, sha256, origin)
+    return Wheel(ref, wheel.name, sha256, origin, file=wheel)
+
+
+def export(wheel: Wheel, row: Row, dest: Path) -> Path | None:
+    """Copy the wheel file into dest laid out like the releases, dest/v<version>/<file name>, so that
+    `--flash-attn-mirror file://DEST` hands it to a build elsewhere (CI: pull requests from forks, which cannot push
+    it to the registry). Compiled and mirror wheels carry the upstream file name the mirror lookup asks for.
+    None for a wheel taken from the registry: there is no file here, and the registry already serves it."""
+    if wheel.file is None:
+        return None
+    target = dest / f"v{row.flash_attn}" / wheel.file.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(wheel.file, target)
+    return target
 
 
 def sha256_of(path: Path) -> str:

@@ -1,7 +1,9 @@
 """Plan stage: which rows need a build, compared by input digest with what the registry already has.
 
 The same plan feeds the human listing (`plan`), the bake file (`plan --bake`) and the GitHub Actions matrix
-(`plan --github`), so CI never keeps a list of rows of its own.
+(`plan --github`), so CI never keeps a list of rows of its own. CI's flash-attn job takes its matrix from here too:
+the distinct wheel keys with neither a known prebuilt wheel nor a copy in the registry, each compiled once before
+the row builds that need it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import fnmatch
 import json
 from dataclasses import dataclass
 
+from imagematrix.knowledge import flashattn
 from imagematrix.model import labels, tags
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
@@ -48,25 +51,45 @@ def select(matrix: Matrix, ids: list[str] | None, patterns: list[str] | None) ->
     return [r for r in matrix.rows if r in rows]  # matrix order
 
 
-def plan(matrix: Matrix, rows: list[Row], registry: str, *, ask_registry: bool = True) -> list[Planned]:
+def plan(matrix: Matrix, rows: list[Row], registry: str, *, ask_registry: bool = True,
+         ask_wheels: bool | None = None) -> list[Planned]:
+    """ask_registry: read each row's final tag (its input digest); ask_wheels (default: ask_registry): look up each
+    flash-attn row's wheel as flash-attn-wheels:<key>, so a key compiled earlier is not planned for a compile."""
     repo = tags.repository(registry)
+    ask_wheels = ask_registry if ask_wheels is None else ask_wheels
     out = []
     for item in render.render(matrix, rows):
         remote = publish.remote_labels(registry, item.row.id) if ask_registry else None
-        fa = flash_attn.describe(item.row, registry, ask_registry) if item.row.flash_attn else None
+        fa = flash_attn.describe(item.row, registry, ask_wheels) if item.row.flash_attn else None
         out.append(Planned(item=item, candidate=f"{repo}:{tags.candidate_tag(item.row.id, item.context_digest())}",
                            published=(remote or {}).get(labels.INPUT_DIGEST), flash_attn=fa))
     return out
 
 
 def github_matrix(planned: list[Planned]) -> dict:
-    """A `strategy.matrix` value: {"include": [{row, vllm, cuda, flash_attn, flash_attn_source, candidate}, ...]}
-    (strings only; flash_attn_source: registry, prebuilt, compile or none)."""
+    """A `strategy.matrix` value: {"include": [{row, vllm, cuda, flash_attn, flash_attn_source, flash_attn_key,
+    candidate}, ...]} (strings only; flash_attn_source: registry, prebuilt, compile or none; flash_attn_key: the
+    tag of the row's wheel in flash-attn-wheels, "" without flash-attn)."""
     return {"include": [{"row": p.row.id, "vllm": p.row.vllm, "cuda": p.row.cuda, "flash_attn": p.row.flash_attn or "",
                          "flash_attn_source": p.flash_attn[0] if p.flash_attn else "",
+                         "flash_attn_key": flashattn.key(p.row) if p.flash_attn else "",
                          "candidate": p.candidate} for p in planned]}
 
 
+def flash_attn_matrix(planned: list[Planned]) -> dict:
+    """The `strategy.matrix` of CI's flash-attn job: {"include": [{key, row}, ...]}, one entry per distinct wheel key
+    whose source is "compile" (no known prebuilt wheel, not in the registry), row being the first planned row with that key
+    (any row of the key compiles the same wheel). Empty when nothing is to be compiled."""
+    keys: dict[str, str] = {}
+    for p in planned:
+        if p.flash_attn and p.flash_attn[0] == "compile":
+            keys.setdefault(flashattn.key(p.row), p.row.id)
+    return {"include": [{"key": key, "row": row} for key, row in keys.items()]}
+
+
 def github_outputs(planned: list[Planned]) -> str:
-    """Lines for $GITHUB_OUTPUT: `matrix` (compact JSON) and `count` (jobs skip on 0: an empty matrix is an error)."""
-    return f"matrix={json.dumps(github_matrix(planned), separators=(',', ':'))}\ncount={len(planned)}\n"
+    """Lines for $GITHUB_OUTPUT: `matrix` (compact JSON) and `count` (jobs skip on 0: an empty matrix is an error),
+    `flash_attn` (flash_attn_matrix, compact JSON) and `flash_attn_count` (the flash-attn job skips on 0)."""
+    compiles = flash_attn_matrix(planned)
+    return (f"matrix={json.dumps(github_matrix(planned), separators=(',', ':'))}\ncount={len(planned)}\n"
+            f"flash_attn={json.dumps(compiles, separators=(',', ':'))}\nflash_attn_count={len(compiles['include'])}\n")

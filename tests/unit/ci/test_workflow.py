@@ -260,7 +260,8 @@ def test_only_jobs_that_push_may_write_packages():
         permissions = job.get("permissions")
         assert isinstance(permissions, dict), f"{name}: no job-level permissions"
         scripts = " ".join(s.get("run", "") for s in steps_of(job))
-        pushes = "--push \"$push\"" in scripts or "build.py promote" in scripts
+        pushes = ("--push \"$push\"" in scripts or "build.py promote" in scripts
+                  or "build.py flash-attn get" in scripts)  # pushes flash-attn-wheels:<key> unless --no-push
         assert (permissions.get("packages") == "write") == pushes, name
         assert permissions.get("contents") == ("write" if name == "docs" else "read"), name
         assert "id-token" not in permissions, name
