@@ -28,7 +28,7 @@ ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 def test_plan_github_output_is_a_strategy_matrix(run, tmp_path, monkeypatch):
     out_file = tmp_path / "github_output"
     monkeypatch.setenv("GITHUB_OUTPUT", str(out_file))
-    result = run("plan", "--github", "--all", "--registry", "127.0.0.1:9/unused")  # --all asks no registry
+    result = run("plan", "--github", "--all", "--registry", "127.0.0.1:9/unused")  # --all asks no registry for the rows' tags
     assert result.code == 0, result
     value = json.loads(result.out)
     assert set(value) == {"include"}
