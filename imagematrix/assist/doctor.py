@@ -1,7 +1,8 @@
 """doctor: diagnose this Python environment or an image against the matrix, the rules and the GPU.
 
 Facts come from imagematrix/in_image/probe.py, run with this Python or inside the image; the findings (nearest row,
-mismatches, rule violations, GPU problems) each carry their fix.
+mismatches, rule violations, GPU problems) each carry their fix. Known vLLM failures of the installed vLLM on the
+visible GPUs (knowledge/vllm-advice.yaml) come as advice: they are no finding, since they hit only some settings.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 
 from imagematrix import rules
-from imagematrix.knowledge import gpus, training
+from imagematrix.knowledge import gpus, training, vllm_advice
 from imagematrix.model import paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.fields import PIN_FIELDS, PIN_PACKAGES
@@ -31,15 +32,29 @@ class Finding:
 
 
 @dataclass
+class Advice:
+    """A known failure of the installed vLLM (knowledge/vllm-advice.yaml), on `gpus` when it depends on the GPU."""
+
+    id: str
+    gpus: list[str]  # "NVIDIA A10 (sm_86)"; empty: whatever the GPU
+    when: str
+    symptom: str
+    fix: str
+    source: str
+
+
+@dataclass
 class Report:
     facts: dict
     nearest: str | None
     findings: list[Finding] = field(default_factory=list)
     training: str = ""  # how verl trains with what is installed (knowledge/training.yaml)
+    vllm_advice: list[Advice] = field(default_factory=list)
 
     def as_json(self) -> str:
         return json.dumps({"facts": self.facts, "nearest_row": self.nearest, "training": self.training,
-                           "findings": [dataclasses.asdict(f) for f in self.findings]}, indent=2, sort_keys=True)
+                           "findings": [dataclasses.asdict(f) for f in self.findings],
+                           "vllm_advice": [dataclasses.asdict(a) for a in self.vllm_advice]}, indent=2, sort_keys=True)
 
 
 def probe_here() -> dict:
@@ -112,7 +127,20 @@ def analyse(matrix: Matrix, facts: dict) -> Report:
                         "update the driver, or use a row with an older CUDA (`python build.py pick --driver ...`)"))
     if "error" in torch:
         add(Finding("mismatch", f"torch does not import: {torch['error']}", "install the row's torch"))
+    report.vllm_advice = advice(installed.get("vllm"), torch.get("gpus", []))
     return report
+
+
+def advice(vllm: str | None, devices: list[dict]) -> list[Advice]:
+    """The known failures of this vLLM: those that hit any GPU, and those that hit one of the visible `devices`."""
+    caps = [tuple(d["capability"]) for d in devices]
+    out = []
+    for match in vllm_advice.matching(vllm, caps):
+        names = [f"{d['name']} ({gpus.format_capability(tuple(d['capability']))})" for d in devices
+                 if tuple(d["capability"]) in match.gpus]
+        entry = match.advice
+        out.append(Advice(entry.id, names, entry.when, entry.symptom, entry.advice, entry.source))
+    return out
 
 
 def lines(report: Report) -> list[str]:
@@ -127,6 +155,12 @@ def lines(report: Report) -> list[str]:
     out.append(f"nearest row  {report.nearest or '-'}")
     if report.training:
         out.append(f"verl training {report.training}")
+    if report.vllm_advice:
+        out.append(f"known vLLM {facts['packages'].get('vllm')} failures and their fixes "
+                   f"(knowledge/{vllm_advice.FILE_NAME}):")
+    for item in report.vllm_advice:
+        out += [f"  [{item.id}]" + (f" on {', '.join(item.gpus)}" if item.gpus else "") + f": {item.when}",
+                f"      symptom: \"{item.symptom}\"", f"      fix: {item.fix}"]
     if not report.findings:
         out.append("no problems found")
     for finding in report.findings:

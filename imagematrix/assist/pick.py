@@ -2,6 +2,7 @@
 
 Best = among the rows that run on the GPU (its capability covered by the torch wheel's architectures) with the
 driver (new enough for the row's CUDA) and that match the version wishes: the newest vLLM, then the newest verl.
+A known vLLM failure on that GPU (knowledge/vllm-advice.yaml, e.g. full CUDA graphs on FlashAttention-2) is a note.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
-from imagematrix.knowledge import gpus, training
+from imagematrix.knowledge import gpus, training, vllm_advice
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
 
@@ -62,6 +63,9 @@ def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str |
             if not gpus.bf16_supported(cap):
                 notes.append(f"{gpus.format_capability(cap)} has no bf16 and no FlashAttention-2: use dtype=float16 "
                              "and a non-FLASH_ATTN attention backend")
+            for match in vllm_advice.matching(row.vllm, [cap], gpu_only=True):
+                notes.append(f"vLLM {row.vllm} on {gpus.format_capability(cap)} [{match.advice.id}]: "
+                             + vllm_advice.one_line(match.advice))
         if driver:
             status = gpus.driver_status(driver, row.cuda)
             if status == "too-old":
