@@ -24,7 +24,7 @@ from imagematrix.tools.pypi_releases import Release
 
 # The packages whose releases are watched, in the order they are shown.
 PACKAGES = ("verl", "vllm", "torch", "transformers", "tensordict", "flash-attn")
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2  # 2: vllm_includes (the extras verl's [vllm] installs), which add-row needs
 
 
 def cache_path() -> Path:
@@ -78,7 +78,7 @@ class Snapshot:
         datetime.datetime.fromisoformat(data["fetched"])
         return cls(fetched=data["fetched"], index=data["index"],
                    releases={p: [Release.from_json(r) for r in rs] for p, rs in data["releases"].items()},
-                   vllm_ranges=dict(data["vllm_ranges"]), vllm_includes=dict(data.get("vllm_includes", {})))
+                   vllm_ranges=dict(data["vllm_ranges"]), vllm_includes=dict(data["vllm_includes"]))
 
 
 def _range_of(verl: str) -> str | None:

@@ -62,6 +62,7 @@ def snapshot() -> index_snapshot.Snapshot:
             "flash-attn": [rel("2.8.3.post1", wheel=False, rp=">=3.9"), rel("2.8.3", wheel=False, rp=">=3.9")],
         },
         vllm_ranges={"0.9.1": "==0.24.0", "0.9.0": ">=0.18.0", "0.8.0": "<=0.12.0,>=0.8.5"},
+        vllm_includes={"0.9.1": ["verl-core"], "0.9.0": ["verl-core"]},  # as verl's METADATA says
     )
 
 
@@ -197,12 +198,15 @@ def test_newest_verl_first_even_with_an_override():
     assert "verl 0.9.1 declares vllm==0.24.0" in proposal.overrides["vllm"]
     assert proposal.why["verl"].startswith("the newest verl; its [vllm] extra declares vllm==0.24.0")
     assert "0.9.0" not in proposal.why["verl"]
-    # one question, asked as resolve.inputs asks for a row with a vllm override: plain verl, vllm overridden
+    # one question, asked as resolve.inputs asks for a row with a vllm override: verl with the extras its [vllm]
+    # extra installs besides its pins (verl-core: TransferQueue, which the trainer imports), vllm overridden
     assert len(resolver.requests) == 1
     last = resolver.requests[-1]
-    assert last.requirements == "verl==0.9.1\nvllm==0.31.0\n" and last.overrides == "vllm==0.31.0\n"
-    snippet = addrow.row_yaml(proposal.pins, {"python": "3.11"}, "test", proposal.extras, proposal.overrides)
-    assert 'overrides:\n      vllm:\n        version: "0.31.0"\n        reason: "verl 0.9.1 declares' in snippet
+    assert last.requirements == "verl[verl-core]==0.9.1\nvllm==0.31.0\n" and last.overrides == "vllm==0.31.0\n"
+    assert proposal.verl_extras == ("verl-core",) and "verl[verl-core]" in proposal.why["verl_extras"]
+    snippet = addrow.row_yaml(proposal.pins, {"python": "3.11"}, "test", proposal.extras, proposal.overrides,
+                              verl_extras=proposal.verl_extras)
+    assert 'verl_extras: [verl-core]\n    overrides:\n      vllm:\n        version: "0.31.0"\n        reason: "verl 0.9.1' in snippet
 
 
 def test_newest_verl_with_its_extra_when_that_admits_the_vllm():
@@ -223,7 +227,7 @@ def test_older_declared_pairing_when_the_newest_does_not_resolve():
     assert proposal.pins["verl"] == "0.9.0" and not proposal.overrides
     assert proposal.pins["torch"] == "2.11.0" and proposal.pins["cuda"] == "13.0"
     assert [(r.requirements, r.overrides) for r in resolver.requests] == [
-        ("verl==0.9.1\nvllm==0.25.0\n", "vllm==0.25.0\n"), ("verl[vllm]==0.9.0\nvllm==0.25.0\n", "")]
+        ("verl[verl-core]==0.9.1\nvllm==0.25.0\n", "vllm==0.25.0\n"), ("verl[vllm]==0.9.0\nvllm==0.25.0\n", "")]
     assert "admits vLLM 0.25.0 (>=0.18.0)" in proposal.why["verl"]
     assert ("verl 0.9.1 without its vllm extra (which declares vllm==0.24.0) with vLLM 0.25.0 does not resolve"
             in proposal.why["verl"])
@@ -233,7 +237,7 @@ def test_the_override_row_loads_as_a_matrix_row(matrix):
     stacks = {k: v for k, v in STACKS.items() if k != ("0.9.0", "0.31.0", True)}
     proposal = addrow.propose("0.31.0", "3.11", index=snapshot(), resolver=FakeResolver(stacks))
     row, _, _ = addrow.prepare(matrix, proposal, "0.31.0")
-    assert row.overrides["vllm"].version == "0.31.0" and row.verl == "0.9.1"
+    assert row.overrides["vllm"].version == "0.31.0" and row.verl == "0.9.1" and row.verl_extras == ("verl-core",)
 
 
 def test_unpairable_names_the_nearest_pairings_found_by_resolution():
