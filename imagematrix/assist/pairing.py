@@ -85,7 +85,8 @@ class Pairing:
         return self.declared is not None and not SpecifierSet(self.declared).contains(self.vllm, prereleases=True)
 
     def request(self, python: str, constraints: Iterable[str] = ()) -> Request:
-        """As resolve.inputs writes a row's: plain verl plus a vllm override when the pairing leaves verl's range."""
+        """As resolve.inputs writes a row's: when the pairing leaves verl's range, verl without [vllm] but with the
+        extras [vllm] installs besides its pins (verl_extras), plus a vllm override; else verl[vllm]."""
         constraints = "".join(f"{c}\n" for c in constraints)
         verl = verl_meta.requirement(self.verl, self.overridden, self.verl_extras)
         if self.overridden:
