@@ -14,12 +14,16 @@ def add_arguments(p) -> None:
     p.add_argument("--refresh", action="store_true",
                    help="resolve against the index as it is now, not at the time each current lock records "
                         "(picks up newer releases of unpinned dependencies)")
+    p.add_argument("--as-of", metavar="DATE", default=None,
+                   help="resolve as the index stood at DATE (YYYY-MM-DD, UTC), e.g. shortly after the newest release "
+                        "among the row's pins: the dependencies its upstream users ran; recorded in the lock")
 
 
 def run(args) -> int:
     m, rows = load(args)
-    with err.status(f"locking {len(rows)} row(s) with uv (hashes)"):
-        written = locks.lock_rows(m, rows, args.jobs, args.refresh)
+    as_of = locks.parse_as_of(args.as_of) if args.as_of else None
+    with err.status(f"locking {len(rows)} row(s) with uv (hashes)" + (f" as of {as_of}" if as_of else "")):
+        written = locks.lock_rows(m, rows, args.jobs, args.refresh, as_of)
     for path, changed, packages in written:
         out.print(f"{'wrote' if changed else 'unchanged'} {path.relative_to(m.root)} ({packages} packages)")
     return 0

@@ -39,11 +39,28 @@ def recorded_time(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
-def resolution_time(matrix: Matrix, row: Row, refresh: bool = False) -> str:
-    """The time to resolve the row at: its lock's while the lock was written for these pins (current, or broken by
-    an edit of its body, which re-locking then repairs to the same bytes) and no refresh is asked; else now."""
+def resolution_time(matrix: Matrix, row: Row, refresh: bool = False, as_of: str | None = None) -> str:
+    """The time to resolve the row at: as_of when given (an explicit cutoff, e.g. the row's era); else its lock's
+    while the lock was written for these pins (current, or broken by an edit of its body, which re-locking then
+    repairs to the same bytes) and no refresh is asked; else now."""
+    if as_of:
+        return as_of
     kept = None if refresh or lock_status(matrix, row) not in ("ok", "broken") else recorded_time(lock_path(matrix, row))
     return kept or now()
+
+
+def parse_as_of(text: str) -> str:
+    """A --as-of value (YYYY-MM-DD, or RFC 3339 in UTC) as uv's --exclude-newer takes it; InputError otherwise."""
+    for fmt in ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            moment = datetime.datetime.strptime(text, fmt).replace(tzinfo=datetime.timezone.utc)
+        except ValueError:
+            continue
+        if moment > datetime.datetime.now(datetime.timezone.utc):
+            break
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    raise InputError(f"--as-of {text!r} is not a past date", where="lock",
+                     fix="give a date such as 2025-04-16 (UTC) or 2025-04-16T00:00:00Z, not in the future")
 
 
 def lock_tools(matrix: Matrix, refresh: bool = False) -> str:
@@ -131,10 +148,12 @@ def read_lock(matrix: Matrix, row: Row) -> str:
     return lock_path(matrix, row).read_text()
 
 
-def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = False) -> list[tuple[Path, bool, int]]:
+def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = False,
+              as_of: str | None = None) -> list[tuple[Path, bool, int]]:
     """Resolve every row with hashes and write its lock (and locks/tools.txt); all or nothing: a row that does
-    not resolve stops the stage before any file is written. Returns (path, changed, packages) per row."""
-    times = {row.id: resolution_time(matrix, row, refresh) for row in rows}
+    not resolve stops the stage before any file is written. Returns (path, changed, packages) per row.
+    as_of: resolve the rows as the index stood then (the tools lock keeps its own time)."""
+    times = {row.id: resolution_time(matrix, row, refresh, as_of) for row in rows}
     results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True, exclude_newer=times[r.id], cache_first=False), rows, jobs)
     errors = [r for _, r in results if isinstance(r, InputError)]
     failures = [str(r) for _, r in results if isinstance(r, RuntimeFailure)]

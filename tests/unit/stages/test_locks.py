@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from imagematrix.model import matrix as matrix_mod
+from imagematrix.model.errors import InputError
 from imagematrix.stages import locks
 from tests.conftest import ROOT
 
@@ -74,3 +77,28 @@ def test_validate_reports_a_broken_lock_with_exit_2_and_the_fix(tmp_path, run):
     path.write_text(path.read_text().replace("torch==2.11.0", "torch==2.10.0"))
     result = run("render", "--matrix", tmp_path / "matrix.yaml", "--row", ROW)
     assert result.code == 2 and "lock is broken" in result.err and f"lock --row {ROW}" in result.err
+
+
+@pytest.mark.parametrize("text, expected", [("2025-04-16", "2025-04-16T00:00:00Z"),
+                                            ("2025-04-16T12:30:00Z", "2025-04-16T12:30:00Z")])
+def test_as_of_takes_a_past_date_in_uvs_form(text, expected, tmp_path):
+    assert locks.parse_as_of(text) == expected
+    shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
+    shutil.copytree(ROOT / "locks", tmp_path / "locks")
+    m = matrix_mod.load(tmp_path / "matrix.yaml")
+    assert locks.resolution_time(m, m.select([ROW])[0], as_of=expected) == expected  # over the lock's own time
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2025-13-01", "2025-04-16 12:00", "2999-01-01"])
+def test_as_of_refuses_what_is_not_a_past_date(text):
+    with pytest.raises(InputError, match="not a past date"):
+        locks.parse_as_of(text)
+
+
+def test_lock_as_of_a_bad_date_is_bad_input_and_writes_nothing(run, project_copy):
+    lock = project_copy.parent / "locks" / "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311.txt"
+    before = lock.read_text()
+    result = run("lock", "--matrix", project_copy, "--row", "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311",
+                 "--as-of", "2999-01-01")
+    assert result.code == 2 and "not a past date" in result.err
+    assert lock.read_text() == before
