@@ -10,6 +10,7 @@ import datetime
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from imagematrix.model import lockfile, paths
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
@@ -39,14 +40,47 @@ def recorded_time(path: Path) -> str | None:
     return match.group(1) if match else None
 
 
+# A new or changed row resolves as of its era: this long after the newest upload among its pins (measured on the
+# verl 0.3 + vLLM 0.7.2 row, 2026-12-02: locked at its era, 2025-04-16, it installs ray 2.44.1, pyarrow 19.0.1,
+# protobuf 5.29.4 and openai 1.74.0, and its image passes the smoke tests without the pyarrow pin that the lock of
+# today needs (pyarrow 26 with numpy 1.26 breaks ray); locked today it takes ray 2.60.0, protobuf 7, openai 3).
+ERA_MARGIN = datetime.timedelta(days=14)
+
+
+def era_time(row: Row) -> str | None:
+    """The row's era: ERA_MARGIN after the newest upload among its pins (flash-attn aside: it installs from its
+    wheel), capped at now; None when the index does not give upload times (PEP 503 HTML pages) or cannot be read."""
+    from imagematrix.tools import pypi_releases  # the index is read only for rows that are not locked yet
+
+    newest = None
+    for name, version in row.pins().items():
+        if name == "flash-attn":
+            continue
+        try:
+            found = [r for r in pypi_releases.releases(name) if Version(r.version) == Version(version)]
+        except RuntimeFailure:
+            return None
+        if not found or not found[0].uploaded:
+            return None
+        uploaded = datetime.datetime.fromisoformat(found[0].uploaded.replace("Z", "+00:00"))
+        newest = uploaded if newest is None or uploaded > newest else newest
+    if newest is None:
+        return None
+    era = min(newest + ERA_MARGIN, datetime.datetime.now(datetime.timezone.utc))
+    return era.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def resolution_time(matrix: Matrix, row: Row, refresh: bool = False, as_of: str | None = None) -> str:
-    """The time to resolve the row at: as_of when given (an explicit cutoff, e.g. the row's era); else its lock's
-    while the lock was written for these pins (current, or broken by an edit of its body, which re-locking then
-    repairs to the same bytes) and no refresh is asked; else now."""
+    """The time to resolve the row at: as_of when given (an explicit cutoff); now with refresh; its lock's while
+    the lock was written for these pins (current, or broken by an edit of its body, which re-locking then repairs
+    to the same bytes); else, for a new or changed row, its era (era_time), or now where the index gives no
+    upload times."""
     if as_of:
         return as_of
-    kept = None if refresh or lock_status(matrix, row) not in ("ok", "broken") else recorded_time(lock_path(matrix, row))
-    return kept or now()
+    if refresh:
+        return now()
+    kept = recorded_time(lock_path(matrix, row)) if lock_status(matrix, row) in ("ok", "broken") else None
+    return kept or era_time(row) or now()
 
 
 def parse_as_of(text: str) -> str:

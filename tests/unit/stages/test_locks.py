@@ -30,7 +30,32 @@ def test_a_current_lock_keeps_its_time_a_refresh_or_a_changed_row_takes_now(tmp_
     changed = matrix_mod.load(tmp_path / "matrix.yaml")
     stale = next(r for r in changed.rows if r.python == "3.12")
     assert locks.lock_status(changed, stale) == "stale"
+    monkeypatch.setattr(locks, "era_time", lambda row: "2026-06-01T00:00:00Z")
+    assert locks.resolution_time(changed, stale) == "2026-06-01T00:00:00Z"  # a changed row: its era
+    assert locks.resolution_time(changed, stale, refresh=True) == "2099-01-01T00:00:00Z"
+    monkeypatch.setattr(locks, "era_time", lambda row: None)  # the index gives no upload times
     assert locks.resolution_time(changed, stale) == "2099-01-01T00:00:00Z"
+
+
+def test_the_era_is_two_weeks_after_the_newest_upload_among_the_pins_and_never_in_the_future(monkeypatch):
+    from imagematrix.tools import pypi_releases
+    from imagematrix.tools.pypi_releases import Release
+
+    uploads = {"verl": "2025-04-02T17:33:04Z", "vllm": "2025-02-06T18:26:16Z", "torch": "2024-10-29T17:32:34Z",
+               "transformers": "2025-02-17T15:18:58Z", "tensordict": "2024-11-14T15:01:26Z", "pyarrow": None}
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    row = m.select(["verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"])[0]
+    pins = row.pins()
+
+    def releases(name, index=None):
+        return [Release(version=pins[name], wheel=True, requires_python=None, uploaded=uploads.get(name))]
+
+    monkeypatch.setattr(pypi_releases, "releases", releases)
+    assert locks.era_time(row) is None  # pyarrow's upload time unknown: no era (the caller takes now)
+    uploads["pyarrow"] = "2025-03-01T00:00:00Z"
+    assert locks.era_time(row) == "2025-04-16T17:33:04Z"
+    uploads["pyarrow"] = "2099-01-01T00:00:00Z"
+    assert locks.era_time(row) <= locks.now()
 
 
 def test_every_committed_lock_records_its_time():
