@@ -3,18 +3,28 @@
 Best = among the rows that run on the GPU (its capability covered by the torch wheel's architectures) with the
 driver (new enough for the row's CUDA) and that match the version wishes: the newest vLLM, then the newest verl.
 A known vLLM failure on that GPU (knowledge/vllm-advice.yaml, e.g. full CUDA graphs on FlashAttention-2) is a note.
+
+Whether the chosen row's final tag is in the registry (`publication`) is asked through stages/publish; with
+only_published the choice is the best row among those whose tag is published.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from imagematrix.knowledge import gpus, training, vllm_advice
-from imagematrix.model.errors import InputError
+from imagematrix.model import tags
+from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
+from imagematrix.stages import publish
+
+# (registry, tag) -> the tag's labels, None when the tag is absent; raises RuntimeFailure when the registry cannot be
+# asked (unreachable, refusing, not a registry). publish.remote_labels by default; tests pass a fake.
+Lookup = Callable[[str, str], dict | None]
 
 
 @dataclass
@@ -28,6 +38,17 @@ class Pick:
     best: Choice | None
     candidates: list[Choice]
     excluded: dict[str, list[str]]  # row id -> reasons
+
+
+@dataclass
+class Publication:
+    """What the registry says about the pick."""
+
+    registry: str
+    choice: Choice | None  # the row to pull: the best, or with only_published the best published (None: none is)
+    published: bool | None  # whether choice's final tag is in the registry; None: unknown (see problem)
+    checked: dict[str, bool] = field(default_factory=dict)  # row id -> published, for each row asked, in rank order
+    problem: str = ""  # why the registry could not be asked, one line
 
 
 def wish(text: str, what: str) -> SpecifierSet:
@@ -94,3 +115,52 @@ def pull_line(repository: str, row: Row) -> str:
 
 def verify_line(repository: str, row: Row) -> str:
     return f"python build.py verify {repository}:{row.id} --key cosign.pub"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def publication(result: Pick, registry: str, *, only_published: bool = False,
+                lookup: Lookup | None = None) -> Publication:
+    """Ask the registry for the best row's final tag; with only_published walk the fitting rows in rank order and
+    choose the first whose tag is there. A registry that cannot be asked leaves the best row chosen, published None."""
+    lookup = lookup or publish.remote_labels
+    if result.best is None:
+        return Publication(registry, None, None)
+    checked: dict[str, bool] = {}
+    for choice in result.candidates if only_published else [result.best]:
+        try:
+            found = lookup(registry, choice.row.id) is not None
+        except RuntimeFailure as exc:
+            return Publication(registry, result.best, None, checked, _one_line(str(exc)))
+        checked[choice.row.id] = found
+        if found:
+            return Publication(registry, choice, True, checked)
+    return Publication(registry, None if only_published else result.best, False, checked)
+
+
+def build_line(registry: str, row: Row) -> str:
+    """The command that builds and publishes row to registry."""
+    where = "" if registry.rstrip("/") == tags.DEFAULT_REGISTRY else f" --registry {registry}"
+    return f"python build.py build --row {row.id}{where}"
+
+
+def publication_line(pub: Publication) -> str:
+    """The sentence beside the pull line: published, not published (with the build command), or unknown."""
+    if pub.choice is None:
+        return ""
+    if pub.published is None:
+        return f"publication unknown: {pub.registry} could not be asked"
+    if pub.published:
+        return f"published in {pub.registry}"
+    return f"not published in {pub.registry}: build it with `{build_line(pub.registry, pub.choice.row)}`"
+
+
+def none_published_line(result: Pick, pub: Publication) -> str:
+    """Why only_published chose nothing, with the fix."""
+    assert result.best is not None
+    count = len(result.candidates)
+    rows = "the one row that fits is not" if count == 1 else f"none of the {count} rows that fit is"
+    return (f"{rows} published in {pub.registry}; fix: build the best with "
+            f"`{build_line(pub.registry, result.best.row)}`, or leave out --only-published")

@@ -1,4 +1,5 @@
-"""`build.py pick`: the best image for a GPU, driver and version wishes, and why the others are out."""
+"""`build.py pick`: the best image for a GPU, driver and version wishes, whether its tag is published, and why the
+others are out."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ def add_arguments(p) -> None:
     p.add_argument("--vllm", help="vLLM version or specifier, e.g. 0.10.0 or '>=0.8'")
     p.add_argument("--verl", help="verl version or specifier, e.g. 0.5 (any 0.5.x) or '>=0.4'")
     p.add_argument("--registry", default=tags.DEFAULT_REGISTRY, type=checked(fields.check_registry),
-                   help="host[:port]/namespace for the pull line")
+                   help=f"host[:port]/namespace for the pull line, asked whether the tag is published "
+                        f"(default: the embedded {tags.DEFAULT_REGISTRY})")
+    p.add_argument("--only-published", action="store_true",
+                   help="choose the best row whose tag is published in the registry; exit 1 when none is, or when "
+                        "the registry cannot be asked")
 
 
 def run(args) -> int:
@@ -35,14 +40,28 @@ def run(args) -> int:
         err.print("[red]no row fits[/]: see the reasons above (an older driver needs a row with an older CUDA; "
                   "an older GPU needs a torch built for its architecture)")
         return 1
-    best = result.best
-    out.print(f"best: [bold]{best.row.id}[/] (vLLM {best.row.vllm}, verl {best.row.verl}, torch {best.row.torch}, "
+    pub = pick.publication(result, args.registry, only_published=args.only_published)
+    if pub.problem:
+        err.print(f"cannot ask the registry whether the tag is published: {escape(pub.problem)}", soft_wrap=True)
+    best = pub.choice or result.best
+    label = "best" if best is result.best else "best published"
+    out.print(f"{label}: [bold]{best.row.id}[/] (vLLM {best.row.vllm}, verl {best.row.verl}, torch {best.row.torch}, "
               f"CUDA {best.row.cuda})")
+    if best is not result.best:  # --only-published passed over better rows
+        skipped = [row_id for row_id, found in pub.checked.items() if not found]
+        out.print(f"  fit better, not published in {args.registry}: {', '.join(skipped)}", highlight=False)
     for note in best.notes:
         out.print(f"  note: {escape(note)}")
-    others = [c.row.id for c in result.candidates[1:]]
+    others = [c.row.id for c in result.candidates if c is not best]
     if others:
         out.print(f"  also fits: {', '.join(others)}")
+    if pub.choice is None:  # --only-published, and no fitting row is published
+        err.print(f"[red]nothing published fits[/]: {escape(pick.none_published_line(result, pub))}", soft_wrap=True)
+        return 1
     out.print(pick.pull_line(tags.repository(args.registry), best.row), highlight=False)
+    out.print(f"  {escape(pick.publication_line(pub))}", highlight=False)
     out.print(pick.verify_line(tags.repository(args.registry), best.row), highlight=False)
+    if args.only_published and pub.published is None:
+        err.print("[red]publication unknown[/]: --only-published needs an answer from the registry", soft_wrap=True)
+        return 1
     return 0

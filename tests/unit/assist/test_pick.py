@@ -6,10 +6,18 @@ import pytest
 
 from imagematrix.assist import pick
 from imagematrix.model import matrix as matrix_mod
+from imagematrix.stages import publish
 from tests.conftest import ROOT
 
 M = matrix_mod.load(ROOT / "matrix.yaml")
 NEWEST = max(M.rows, key=lambda r: tuple(int(p) for p in r.vllm.split(".")))
+
+
+@pytest.fixture(autouse=True)
+def nothing_published(monkeypatch):
+    """pick asks the registry whether its tag is published; here every tag is absent, without a network
+    (test_pick_published.py covers the answers)."""
+    monkeypatch.setattr(publish, "remote_labels", lambda registry, tag: None)
 
 
 def test_newest_vllm_wins_when_everything_fits():
