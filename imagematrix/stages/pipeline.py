@@ -1,4 +1,4 @@
-"""One row through the stages, in order: check -> base -> build -> smoke -> push -> manifest, with progress.
+"""One row through the stages, in order: check -> base -> build -> smoke -> size -> push -> manifest, with progress.
 
 A row whose final tag already carries the same input digest is skipped. A failing row is reported, never pushed
 under its final tag, and does not stop the others.
@@ -22,7 +22,7 @@ from imagematrix.model import labels, paths, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.fields import bootstrap_suites
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import attest, builder, flash_attn, locks, render, smoke
+from imagematrix.stages import attest, builder, flash_attn, locks, render, sizes, smoke
 from imagematrix.stages.publish import Outcome, _push, remote_labels, write_manifest
 from imagematrix.tools import docker, host
 from imagematrix.tools import registry as registry_api
@@ -30,9 +30,14 @@ from imagematrix.tools import registry as registry_api
 
 def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: builder.BuildInputs,
                 log_dir: Path, status, final: list[str], push: str = "final", cache_registry: bool = False,
-                rebuild: bool = False) -> Outcome:
+                rebuild: bool = False, size_margin: float = sizes.DEFAULT_MARGIN, record_size: bool = False) -> Outcome:
     """One row: skip when its final tag has the same input digest (unless rebuild), else base -> flash-attn ->
-    build -> smoke -> push -> manifest -> attest.
+    build -> smoke -> size -> push -> manifest -> attest.
+
+    size: against the row's baseline (sizes/<row-id>.json beside the matrix) when it was measured for the same
+    input digest, the image may grow by size_margin (a fraction) at most, else the row fails before the push. A
+    pushed row without a baseline, or whose inputs changed, records its size (record_size: whatever the check says,
+    also with nothing pushed).
 
     push: "final" pushes the row's final tags; "candidate" pushes only the tested candidate tag (CI: GPU jobs pull
     it, `promote.promote` retags it); "none" pushes nothing (pull requests without registry credentials).
@@ -98,18 +103,24 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         if not smoke.run_smoke(matrix, row, candidate, row_logs / "smoke.log"):
             return done("failed", f"smoke tests failed, nothing pushed; log {row_logs / 'smoke.log'}; "
                                   f"the untested image stays here as {candidate}")
+        stage = "size"
+        status(row.id, "size against the baseline")
+        verdict, measured = _check_size(matrix, row, digest, candidate, row_logs, size_margin, record_size)
+        status(row.id, f"size: {verdict.message}")
         stage = "push"
         pushed = {}
         if push != "final":
             if push == "candidate":
                 status(row.id, f"pushing {candidate}")
                 pushed[candidate_tag] = _push(row, candidate)
+            size_note = _record_size(matrix, verdict, measured, bool(pushed) or record_size)
             stage = "manifest"
             write_manifest(candidate, pushed, row_logs / "manifest.json")
             if pushed:
                 stage = "attest"
                 _attest(matrix, item, f"{repo}@{pushed[candidate_tag]}", inputs, row_logs, wheel, started_at, status)
-            return done("pushed" if pushed else "tested", candidate if pushed else f"{candidate} (local, not pushed)")
+            return done("pushed" if pushed else "tested",
+                        (candidate if pushed else f"{candidate} (local, not pushed)") + "\n" + size_note)
         for tag in final:  # the row's own tag first: a rerun repairs an alias whose push failed
             status(row.id, f"pushing {repo}:{tag}")
             ref = f"{repo}:{tag}"
@@ -117,17 +128,43 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
             if proc.returncode != 0:
                 raise RuntimeFailure(f"row {row.id}, stage push: docker tag {ref} failed: {proc.stderr.strip()}")
             pushed[tag] = _push(row, ref)
+        size_note = _record_size(matrix, verdict, measured, True)
         stage = "manifest"
         status(row.id, "writing the manifest")
         write_manifest(f"{repo}:{row.id}", pushed, row_logs / "manifest.json")
         stage = "attest"
         _attest(matrix, item, f"{repo}@{pushed[row.id]}", inputs, row_logs, wheel, started_at, status)
         docker.run("rmi", candidate)  # the candidate tag only; layers stay with the final tag
-        return done("pushed", f"{', '.join(f'{repo}:{t}' for t in final)} {pushed.get(row.id, '')}")
+        return done("pushed", f"{', '.join(f'{repo}:{t}' for t in final)} {pushed.get(row.id, '')}\n{size_note}")
     except (RuntimeFailure, InputError) as exc:
         (row_logs / "error.txt").write_text(str(exc) + "\n")
         return done("failed", str(exc))
 
+
+def _check_size(matrix: Matrix, row: Row, digest: str, image: str, row_logs: Path, margin: float,
+                rerecord: bool) -> tuple[sizes.Verdict, sizes.Baseline]:
+    """The size stage: the image measured (also into build-logs/<row>/size.json, in the baseline's format) and
+    checked against the row's baseline; a RuntimeFailure, naming the layers that grew, when it grew too much."""
+    measured = sizes.measure(image)
+    now = sizes.Baseline(row.id, digest, measured.size, measured.layers, attest.now())
+    (row_logs / "size.json").write_text(sizes.to_json(now))
+    verdict = sizes.check(row.id, digest, measured, sizes.load(sizes.baseline_path(matrix.root, row.id)), margin,
+                          rerecord)
+    if verdict.action == "fail":
+        raise RuntimeFailure(f"{verdict.message}\nthe image stays here as {image}")
+    return verdict, now
+
+
+def _record_size(matrix: Matrix, verdict: sizes.Verdict, measured: sizes.Baseline, write: bool) -> str:
+    """After the push: the size note of the row's outcome; the new baseline written when the verdict says to record
+    and write (something was pushed, or --record-size)."""
+    if verdict.action != "record":
+        return f"size: {verdict.message}"
+    if not write:
+        return f"size: {verdict.message} - not recorded, nothing was pushed (--record-size records it)"
+    path = sizes.baseline_path(matrix.root, measured.row)
+    sizes.write(path, measured)
+    return f"size: {verdict.message}, in {path}"
 
 
 def _attest(matrix: Matrix, item: render.Rendered, ref_digest: str, inputs: builder.BuildInputs, row_logs: Path,
@@ -162,7 +199,8 @@ def _version() -> str:
 
 def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.BuildInputs, log_dir: Path,
             console: Console, push: str = "final", cache_registry: bool = False,
-            rebuild: bool = False) -> list[Outcome]:
+            rebuild: bool = False, size_margin: float = sizes.DEFAULT_MARGIN,
+            record_size: bool = False) -> list[Outcome]:
     docker.require_daemon()
     if registry == tags.DEFAULT_REGISTRY:
         host.ensure_registry(lambda msg: console.print(msg))
@@ -186,9 +224,12 @@ def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.Buil
                     progress.console.print(escape(f"{label}: {stage}"))
 
             outcome = publish_row(matrix, item, registry, inputs, log_dir, status, final[item.row.id], push,
-                                  cache_registry, rebuild)
+                                  cache_registry, rebuild, size_margin, record_size)
             progress.remove_task(task)
             progress.console.print(f"{outcome.row}: {outcome.status} at {outcome.stage} in {outcome.seconds:.0f} s")
+            if outcome.status != "failed":  # a failure's detail comes whole after the summary
+                for line in outcome.detail.splitlines()[1:]:  # the size check's note
+                    progress.console.print(escape(f"  {line}"))
             outcomes.append(outcome)
     table = Table("row", "result", "stage", "time", "detail", title="build summary")
     for o in outcomes:

@@ -1,8 +1,10 @@
-"""The docker CLI: the one module that runs it (find the CLI, ask the daemon, run, pull, import, log a run)."""
+"""The docker CLI: the one module that runs it (find the CLI, ask the daemon, run, pull, import, log a run, read an
+image's layers and size)."""
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import subprocess
@@ -89,3 +91,26 @@ def import_rootfs(rootfs: Path, image: str) -> str | None:
     if imported.returncode != 0 or tar.returncode != 0:
         return imported.stderr or f"tar exited {tar.returncode}"
     return None
+
+
+def history(image: str) -> list[dict]:
+    """`docker history` of a local image, newest layer first: one dict per entry with `created_by` (the
+    instruction, full text; '' for an imported layer), `comment` and `size` (bytes, uncompressed)."""
+    proc = run("history", "--no-trunc", "--human=false", "--format", "{{json .}}", image)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"docker history {image} failed: {proc.stderr.strip()}")
+    entries = []
+    for line in proc.stdout.splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            entries.append({"created_by": entry.get("CreatedBy", ""), "comment": entry.get("Comment", ""),
+                            "size": int(entry.get("Size") or 0)})
+    return entries
+
+
+def image_size(image: str) -> int:
+    """The local image's total uncompressed size in bytes (`docker image inspect`'s Size)."""
+    proc = run("image", "inspect", "--format", "{{.Size}}", image)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"docker image inspect {image} failed: {proc.stderr.strip()}")
+    return int(proc.stdout.strip())
