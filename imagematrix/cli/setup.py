@@ -16,5 +16,5 @@ def run(args) -> int:
     host.setup(lambda msg: out.print(msg))
     cli = docker.cli()
     out.print(f"docker: {cli} (buildx: {'yes' if docker.has_buildx(cli) else 'no'}); "
-              f"registry: {host.REGISTRY}; debootstrap: yes; cosign: yes")
+              f"registry: {host.REGISTRY}; debootstrap: yes; skopeo: yes; cosign: yes")
     return 0

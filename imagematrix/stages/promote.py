@@ -14,6 +14,7 @@ from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import render
 from imagematrix.stages.publish import Outcome, remote_labels
 from imagematrix.tools import registry as registry_api
+from imagematrix.tools import skopeo
 
 
 def rows_from_plan(matrix: Matrix, plan_json: str) -> list[Row]:
@@ -32,9 +33,32 @@ def missing_results(rows: list[Row], need: list[str], results: Path | None) -> d
     return {row.id: [job for job in need if not (results / f"{job}--{row.id}").is_file()] for row in rows}
 
 
+COMPRESSIONS = ("gzip", "zstd", "both")
+ZSTD_SUFFIX = "-zstd"  # with --compression both: the zstd copy of each final tag
+
+
+def publish_tags(repo: str, candidate: str, final: list[str], compression: str) -> list[str]:
+    """Point the final tags at the candidate: gzip retags it (BuildKit pushed gzip layers; nothing moves); zstd
+    copies it once with every layer recompressed as zstd (skopeo) and points the other tags at that copy; both
+    does the first and, beside each final tag, a zstd copy tagged <tag>-zstd. Returns the tags written."""
+    written: list[str] = []
+    if compression in ("gzip", "both"):
+        for tag in final:
+            registry_api.retag(repo, candidate, tag)
+        written += final
+    if compression in ("zstd", "both"):
+        names = final if compression == "zstd" else [f"{tag}{ZSTD_SUFFIX}" for tag in final]
+        skopeo.copy(f"{repo}:{candidate}", f"{repo}:{names[0]}", compress="zstd")
+        for tag in names[1:]:
+            registry_api.retag(repo, names[0], tag)
+        written += names
+    return written
+
+
 def promote(matrix: Matrix, rows: list[Row], registry: str, console: Console,
-            missing: dict[str, list[str]] | None = None) -> list[Outcome]:
-    """Retag each row's tested candidate to its final tags, in the registry (no pull, no rebuild).
+            missing: dict[str, list[str]] | None = None, compression: str = "gzip") -> list[Outcome]:
+    """Retag each row's tested candidate to its final tags, in the registry (no pull, no rebuild); with
+    compression zstd or both, the final tags (or <tag>-zstd beside them) get a zstd-recompressed copy.
 
     A row is held back when `missing` names test results it lacks, when its candidate is absent, or when the
     candidate was built from another input than the committed build context.
@@ -63,9 +87,9 @@ def promote(matrix: Matrix, rows: list[Row], registry: str, console: Console,
                 outcomes.append(outcome("failed", f"{repo}:{candidate} was built from input "
                                                   f"{remote.get(labels.INPUT_DIGEST)}, not {digest}: rebuild it"))
                 continue
-            for tag in final[row.id]:
-                registry_api.retag(repo, candidate, tag)
-            outcomes.append(outcome("pushed", f"{repo}:{candidate} -> {', '.join(final[row.id])}"))
+            written = publish_tags(repo, candidate, final[row.id], compression)
+            outcomes.append(outcome("pushed", f"{repo}:{candidate} -> {', '.join(written)}"
+                                              + ("" if compression == "gzip" else f" ({compression})")))
         except RuntimeFailure as exc:
             outcomes.append(outcome("failed", str(exc)))
     for o in outcomes:

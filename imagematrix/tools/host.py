@@ -1,4 +1,4 @@
-"""Set up the build machine: Docker daemon, BuildKit (buildx), the embedded registry, debootstrap, cosign.
+"""Set up the build machine: Docker daemon, BuildKit (buildx), the embedded registry, debootstrap, skopeo, cosign.
 
 Each step uses what is already there and installs only what is missing (Debian packages; buildx from Debian
 trixie's docker-buildx package when the CLI has no buildx plugin). Used by `build.py setup` and `.ci/run`.
@@ -140,6 +140,12 @@ def ensure_debootstrap(log) -> None:
         _apt_install("debootstrap", log=log)
 
 
+def ensure_skopeo(log) -> None:
+    """skopeo (bookworm's package) recompresses layers as zstd for `promote --compression zstd|both`."""
+    if not shutil.which("skopeo"):
+        _apt_install("skopeo", log=log)
+
+
 def ensure_cosign(log) -> None:
     if cosign.find():
         return
@@ -154,4 +160,5 @@ def setup(log) -> None:
     ensure_buildx(log)
     ensure_registry(log)
     ensure_debootstrap(log)
+    ensure_skopeo(log)
     ensure_cosign(log)

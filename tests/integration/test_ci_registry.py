@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.request
 
 import pytest
 
@@ -19,6 +20,7 @@ from imagematrix.model import labels, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import plan, publish, render
 from imagematrix.tools import docker
+from imagematrix.tools import registry as registry_api
 from tests.conftest import ROOT, push_tiny_image
 from tests.support import actions_expand
 
@@ -76,6 +78,32 @@ def test_promote_retags_a_tested_candidate_only_with_every_result(run, registry_
     assert done.code == 0, done
     for tag in (ROW1, "vllm0.7.2"):
         assert publish.remote_labels(registry_ns, tag)[labels.INPUT_DIGEST] == digest
+
+
+def _layer_media(repository: str, tag: str) -> tuple[str, set[str]]:
+    host, name = registry_api.split(repository)
+    request = urllib.request.Request(f"http://{host}/v2/{name}/manifests/{tag}", headers={"Accept": ", ".join([
+        "application/vnd.oci.image.manifest.v1+json", "application/vnd.docker.distribution.manifest.v2+json"])})
+    manifest = json.load(urllib.request.urlopen(request, timeout=30))
+    return manifest["mediaType"], {layer["mediaType"] for layer in manifest["layers"]}
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="skopeo is not installed (build.py setup installs it)")
+def test_promote_both_publishes_gzip_tags_and_zstd_copies_beside_them(run, registry_ns):
+    """--compression both: the final tags keep the candidate's gzip layers (docker 20.10 pulls them), and each gets
+    a <tag>-zstd copy whose layers skopeo recompressed (an OCI manifest with tar+zstd layers)."""
+    digest = digest_of(ROW1)
+    repo = tags.repository(registry_ns)
+    push_tiny_image(docker.cli(), f"{repo}:{tags.candidate_tag(ROW1, digest)}", {labels.INPUT_DIGEST: digest})
+    result = run("promote", "--row", ROW1, "--registry", registry_ns, "--compression", "both")
+    assert result.code == 0, result
+    for tag in (ROW1, "vllm0.7.2"):
+        media, layers = _layer_media(repo, tag)
+        assert media == "application/vnd.docker.distribution.manifest.v2+json" and all("gzip" in m for m in layers)
+        media, layers = _layer_media(repo, f"{tag}-zstd")
+        assert media == "application/vnd.oci.image.manifest.v1+json"
+        assert layers == {"application/vnd.oci.image.layer.v1.tar+zstd"}, layers
+        assert publish.remote_labels(registry_ns, f"{tag}-zstd")[labels.INPUT_DIGEST] == digest
 
 
 def test_promote_refuses_a_candidate_built_from_other_inputs(run, registry_ns):

@@ -1,0 +1,76 @@
+"""skopeo: the one place that runs it (registry-to-registry copies that recompress layers).
+
+Why skopeo: the daemon's built-in BuildKit (v0.8, docker.io 20.10) cannot export zstd layers, and a newer BuildKit
+would be one more daemon to run; Debian bookworm packages skopeo 1.9, which copies an image between registries and
+recompresses every layer (`--dest-compress-format zstd`) without a daemon or a local image store.
+Credentials come from the docker config (~/.docker/config.json, what `docker login` wrote) via `--authfile`; a
+registry on loopback speaks plain HTTP, so TLS verification is off for it only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+
+from imagematrix.model import secrets
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.paths import cache_dir
+from imagematrix.tools import registry
+
+FORMATS = ("gzip", "zstd")
+
+
+def find() -> str | None:
+    return shutil.which("skopeo")
+
+
+def require() -> str:
+    found = find()
+    if not found:
+        raise RuntimeFailure("skopeo is not installed: run `python build.py setup` (it installs Debian's skopeo "
+                             "package), or `apt-get install skopeo`")
+    return found
+
+
+def _tls_flags(ref: str, side: str) -> list[str]:
+    host = ref.split("/", 1)[0]
+    return [f"--{side}-tls-verify=false"] if registry.is_loopback(host.split(":")[0]) else []
+
+
+def _run(args: list[str], what: str, timeout: float) -> None:
+    try:
+        proc = subprocess.run([require(), *args], capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise RuntimeFailure(f"{what} did not finish within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+        raise RuntimeFailure(f"{what} failed: {secrets.redact_text(lines[-1]) if lines else f'exit {proc.returncode}'}")
+
+
+def _auth() -> list[str]:
+    config = registry.docker_config_dir() / "config.json"
+    return ["--authfile", str(config)] if config.is_file() else []
+
+
+def copy(source: str, target: str, *, compress: str = "zstd", level: int | None = 3,
+         timeout: float = 3600) -> None:
+    """Copy image source to target (both `host[:port]/name:tag`), every layer recompressed as `compress`.
+
+    Through a local OCI layout (under the cache dir, removed afterwards): copied straight between two tags of one
+    repository, skopeo 1.9 finds the source's gzip blobs already at the destination and keeps them, whatever
+    --dest-compress-format says (seen here; skopeo 1.14 added --dest-force-compress-format for that)."""
+    if compress not in FORMATS:
+        raise RuntimeFailure(f"unknown layer compression {compress!r}: one of {', '.join(FORMATS)}")
+    what = f"skopeo copy {source} -> {target} ({compress})"
+    recompress = ["--dest-compress", "--dest-compress-format", compress]
+    if level is not None:
+        recompress += ["--dest-compress-level", str(level)]
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="skopeo-", dir=cache_dir()) as work:
+        layout = f"oci:{work}/layout:image"
+        _run(["copy", "--retry-times", "2", *_tls_flags(source, "src"), *_auth(), *recompress,
+              f"docker://{source}", layout], what, timeout)
+        # zstd layers need an OCI manifest: the layout holds one, and skopeo keeps it
+        _run(["copy", "--retry-times", "2", *_tls_flags(target, "dest"), *_auth(), layout, f"docker://{target}"],
+             what, timeout)
