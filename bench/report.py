@@ -7,7 +7,7 @@ from typing import Any
 Line = dict[str, Any]
 OPS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "==": lambda a, b: a == b}
 SYMBOL = {"<": "<", "<=": "≤", ">=": "≥", "==": "="}
-ORDER = ["fail_fast", "validate_all", "noop_build", "incremental", "size_payload", "cold_vs_floor", "peer", "flash_attn"]
+ORDER = ["fail_fast", "validate_all", "noop_build", "incremental", "size_payload", "cold_vs_floor", "peer", "flash_attn", "outdated", "compression"]
 
 
 def line(what: str, ours: float | None, unit: str, *, ours_note: str = "", ref: float | None = None,
