@@ -62,11 +62,14 @@ def _project(ctx: Context) -> tuple[Path, Path, list[str]]:
     matrix.write_text('defaults:\n  python: "3.11"\n  base: debootstrap:bookworm\nrows:\n'
                       f'  - id: {INC_ID}\n{pins}    cuda: "12.4"\n    flash_attn: null\n')
     notes = []
-    for cmd in (["lock"], ["render"]):
+    # the torch stage is shared only between locks of one cutoff: lock the new row as of row 1's (a new row would
+    # otherwise resolve as of its own era)
+    cutoff = (ROOT / "locks" / f"{ROW1}.txt").read_text().split("# exclude-newer: ", 1)[1].split()[0]
+    for cmd in (["lock", "--as-of", cutoff], ["render"]):
         result = timed([*BUILD_PY, *cmd, "--row", INC_ID, "--matrix", str(matrix)])
         if result.rc != 0:
             raise RuntimeError(f"build.py {cmd[0]} of {INC_ID} failed: {result.out[-600:]}")
-        if cmd == ["lock"] and (root / "locks" / "tools.txt").read_bytes() != tools:
+        if cmd[0] == "lock" and (root / "locks" / "tools.txt").read_bytes() != tools:
             # `lock` re-resolves the build tools too; a newer uv would change every row's os stage.
             (root / "locks" / "tools.txt").write_bytes(tools)
             notes.append("`lock` re-resolved locks/tools.txt to something new; the committed one was kept")
