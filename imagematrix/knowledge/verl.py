@@ -22,16 +22,22 @@ def requires_dist(version: str) -> tuple[str, ...]:
 
 
 
-def declared(version: str, python: str) -> list[tuple[Requirement, str]]:
-    """verl's requirements that apply to a row: its base requirements and those of its `vllm` extra (following
-    verl's references to its own extras), for the row's Python on linux x86_64. (requirement, extra) pairs,
-    extra "" for base requirements."""
+def requirements(version: str) -> list[Requirement]:
+    """verl==version's Requires-Dist lines as requirements (lines that do not parse are left out)."""
     reqs = []
     for line in requires_dist(version):
         try:
             reqs.append(Requirement(line))
         except InvalidRequirement:
             continue
+    return reqs
+
+
+def declared(version: str, python: str) -> list[tuple[Requirement, str]]:
+    """verl's requirements that apply to a row: its base requirements and those of its `vllm` extra (following
+    verl's references to its own extras), for the row's Python on linux x86_64. (requirement, extra) pairs,
+    extra "" for base requirements."""
+    reqs = requirements(version)
     env = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
            "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
            "implementation_name": "cpython", "platform_python_implementation": "CPython"}
@@ -64,11 +70,7 @@ def vllm_extra_includes(version: str) -> tuple[str, ...]:
     """The extras of verl that its `[vllm]` extra installs through a reference to verl itself (verl 0.9:
     `verl[verl-core]; extra == "vllm"`): the core dependencies a row keeps by naming them when it overrides vllm."""
     out: set[str] = set()
-    for line in requires_dist(version):
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            continue
+    for req in requirements(version):
         if canonicalize_name(req.name) == "verl" and req.marker and "vllm" in str(req.marker):
             out |= {canonicalize_name(e) for e in req.extras} - {"vllm"}
     return tuple(sorted(out))
@@ -85,11 +87,7 @@ def requirement(version: str, vllm_overridden: bool, extras: tuple[str, ...] = (
 
 def vllm_range(version: str) -> SpecifierSet | None:
     """The vLLM range verl's `[vllm]` extra declares (None when it has no such extra)."""
-    for line in requires_dist(version):
-        try:
-            req = Requirement(line)
-        except InvalidRequirement:
-            continue
+    for req in requirements(version):
         if canonicalize_name(req.name) == "vllm" and req.marker and "vllm" in str(req.marker):
             return req.specifier
     return None
