@@ -43,25 +43,6 @@ PLATFORMS = ("manylinux_2_35_x86_64", "manylinux_2_34_x86_64", "manylinux_2_31_x
 MiB = 1024 * 1024
 
 
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def lock_entries(text: str) -> dict[str, tuple[str, str]]:
-    """name -> (version, the entry's requirement lines with hashes), from a uv-written lock."""
-    entries: dict[str, tuple[str, str]] = {}
-    current = None
-    for line in text.splitlines():
-        if line and not line.startswith((" ", "#")):
-            name, _, rest = line.partition("==")
-            current = canonical(name.split("[")[0])
-            entries[current] = (rest.split()[0].rstrip("\\").strip(), line.rstrip() + "\n")
-        elif current and line.strip().startswith("--hash"):
-            version, body = entries[current]
-            entries[current] = (version, body + line.rstrip() + "\n")
-    return entries
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -71,16 +52,21 @@ def _sha256(path: Path) -> str:
 
 
 def pack(args) -> int:
-    entries = lock_entries(args.lock.read_text())
-    host = {canonical(n) for n in args.host.split()}
-    omit = {canonical(n) for n in args.omit.split()}
+    # here, where the project is installed: its lock parser (unpack, on the host, stays stdlib-only)
+    from packaging.utils import canonicalize_name
+
+    from imagematrix.model import lockfile
+
+    entries = lockfile.parse(args.lock.read_text())
+    host = {canonicalize_name(n) for n in args.host.split()}
+    omit = {canonicalize_name(n) for n in args.omit.split()}
     carry = {n: e for n, e in entries.items() if n not in host and n not in omit}
     python = args.python_version
     work = args.out / "download"
     work.mkdir(parents=True, exist_ok=True)
     # wheels first, hash-checked against the lock; what has no wheel for the host is built here from its locked sdist
     wheel_reqs, sdist_reqs = work / "wheels.txt", work / "sdists.txt"
-    wheel_reqs.write_text("".join(body for _, body in carry.values()))
+    wheel_reqs.write_text("".join(e.text for e in carry.values()))
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", python,
            "--implementation", "cp", "--require-hashes", "-d", str(work), "-r", str(wheel_reqs)]
     for platform in PLATFORMS:
@@ -92,11 +78,10 @@ def pack(args) -> int:
             sys.stderr.write(done.stderr[-3000:])
             return 1
         print(f"no wheel for {', '.join(missing)}: building them from the locked sdists", flush=True)
-        for name in missing:
-            carry_name = canonical(name)
-            sdist_reqs.write_text(carry[carry_name][1])
-            rest = {n: e for n, e in carry.items() if n not in {canonical(m) for m in missing}}
-            wheel_reqs.write_text("".join(body for _, body in rest.values()))
+        sdist_only = {canonicalize_name(m) for m in missing}
+        wheel_reqs.write_text("".join(e.text for n, e in carry.items() if n not in sdist_only))
+        for name in sorted(sdist_only):
+            sdist_reqs.write_text(carry[name].text)
             built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--require-hashes",
                                     "-w", str(work), "-r", str(sdist_reqs)], capture_output=True, text=True)
             if built.returncode != 0:
@@ -107,7 +92,7 @@ def pack(args) -> int:
             sys.stderr.write(done.stderr[-3000:])
             return 1
     files = sorted(p for p in work.iterdir() if p.suffix == ".whl")
-    found = {canonical(p.name.split("-")[0]) for p in files}
+    found = {canonicalize_name(p.name.split("-")[0]) for p in files}
     if found != set(carry):
         print(f"wheels missing for {sorted(set(carry) - found)}", file=sys.stderr)
         return 1
@@ -116,7 +101,7 @@ def pack(args) -> int:
     parts: list[list[tuple[Path, int, int]]] = [[]]  # (file, offset, length)
     sizes = [0]
     manifest = {"lock": args.lock.name, "host": sorted(host & set(entries)), "omitted": sorted(omit & set(entries)),
-                "lock_versions": {n: entries[n][0] for n in host & set(entries)}, "wheels": {}}
+                "lock_versions": {n: entries[n].version for n in host & set(entries)}, "wheels": {}}
     for path in sorted(files, key=lambda p: -p.stat().st_size):
         size = path.stat().st_size
         manifest["wheels"][path.name] = {"sha256": _sha256(path), "size": size}
