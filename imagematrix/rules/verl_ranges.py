@@ -21,10 +21,8 @@ def check(spec: schema.RuleSpec, row: Row, resolution: dict | None, ruleset: sch
     overrides = {canonicalize_name(n): o for n, o in row.overrides.items()}
     missing_core: list[str] = []
     if "vllm" in overrides:
-        try:
-            missing_core = sorted(set(verl.vllm_extra_includes(row.verl)) - set(row.verl_extras))
-        except RuntimeFailure:
-            missing_core = []  # the metadata read failed above already or will be reported by `declared`
+        # the same metadata `declared` read above (cached): it cannot fail here once that succeeded
+        missing_core = sorted(set(verl.vllm_extra_includes(row.verl)) - set(row.verl_extras))
         # The image installs verl without its [vllm] extra: that extra's pins no longer apply, except to the
         # overridden packages themselves, which the report shows as left on purpose.
         # The extras the row names in verl_extras (verl-core) are installed, so their requirements still apply.
