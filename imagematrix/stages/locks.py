@@ -27,9 +27,14 @@ def tools_lock_path(matrix: Matrix) -> Path:
     return matrix.root / "locks" / "tools.txt"
 
 
+def _uv_time(moment: datetime.datetime) -> str:
+    """A UTC moment as uv's --exclude-newer takes it and locks record it (RFC 3339, seconds)."""
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now() -> str:
-    """The present time as uv's --exclude-newer takes it (RFC 3339, UTC, seconds)."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The present time as uv's --exclude-newer takes it."""
+    return _uv_time(datetime.datetime.now(datetime.timezone.utc))
 
 
 def recorded_time(path: Path) -> str | None:
@@ -66,8 +71,7 @@ def era_time(row: Row) -> str | None:
         newest = uploaded if newest is None or uploaded > newest else newest
     if newest is None:
         return None
-    era = min(newest + ERA_MARGIN, datetime.datetime.now(datetime.timezone.utc))
-    return era.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _uv_time(min(newest + ERA_MARGIN, datetime.datetime.now(datetime.timezone.utc)))
 
 
 def resolution_time(matrix: Matrix, row: Row, refresh: bool = False, as_of: str | None = None) -> str:
@@ -92,7 +96,7 @@ def parse_as_of(text: str) -> str:
             continue
         if moment > datetime.datetime.now(datetime.timezone.utc):
             break
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return _uv_time(moment)
     raise InputError(f"--as-of {text!r} is not a past date", where="lock",
                      fix="give a date such as 2025-04-16 (UTC) or 2025-04-16T00:00:00Z, not in the future")
 
