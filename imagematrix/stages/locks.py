@@ -192,11 +192,12 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
     not resolve stops the stage before any file is written. Returns (path, changed, packages) per row.
     as_of: resolve the rows as the index stood then (the tools lock keeps its own time)."""
     times = {row.id: resolution_time(matrix, row, refresh, as_of) for row in rows}
-    results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True, exclude_newer=times[r.id], cache_first=False), rows, jobs)
+    results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True, exclude_newer=times[r.id], cache_first=False,
+                                                       matrix_path=matrix.path), rows, jobs)
     errors = [r for _, r in results if isinstance(r, InputError)]
     failures = [str(r) for _, r in results if isinstance(r, RuntimeFailure)]
     parsed = {row.id: lockfile.parse(r) for row, r in results if isinstance(r, str)}
-    errors += [e for row, r in results if row.id in parsed and (e := resolve.check_cuda(row, parsed[row.id]))]
+    errors += [e for row, r in results if row.id in parsed and (e := resolve.check_cuda(row, parsed[row.id], matrix.path))]
     if errors:
         raise InputErrors(errors)
     if failures:  # the rows' own causes first: a tools resolution would only hide them behind its own error

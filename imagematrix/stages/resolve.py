@@ -12,9 +12,11 @@ import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from imagematrix import rules
 from imagematrix.knowledge import requires_python, verl
 from imagematrix.model import lockfile, secrets
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
@@ -54,10 +56,12 @@ def inputs(row: Row) -> Inputs:
                   python=row.python)
 
 
-def compile_(row: Row, *, hashes: bool, offline: bool = False, exclude_newer: str | None = None) -> str:
+def compile_(row: Row, *, hashes: bool, offline: bool = False, exclude_newer: str | None = None,
+             matrix_path: Path | None = None) -> str:
     """Run `uv pip compile` for the row; returns uv's requirements output.
 
-    Unsatisfiable pins raise InputError with the resolver's explanation; anything else RuntimeFailure.
+    Unsatisfiable pins raise InputError with the resolver's explanation (at the row's line in matrix_path, when
+    given); anything else RuntimeFailure.
     """
     spec = inputs(row)
     proc = uv.compile_requirements(spec.requirements, row.python, overrides=spec.overrides, hashes=hashes, offline=offline,
@@ -68,29 +72,41 @@ def compile_(row: Row, *, hashes: bool, offline: bool = False, exclude_newer: st
     if offline:
         raise RuntimeFailure(message)
     if "No solution found" in message or "requires-python" in message.lower() or "unsatisfiable" in message:
-        raise _conflict(row, message)
+        raise _conflict(row, message, matrix_path)
     raise RuntimeFailure(f"row {row.id}: uv pip compile failed:\n{_indent(message)}")
 
 
-def resolve(row: Row, *, hashes: bool = False, exclude_newer: str | None = None, cache_first: bool = True) -> str:
+def resolve(row: Row, *, hashes: bool = False, exclude_newer: str | None = None, cache_first: bool = True,
+            matrix_path: Path | None = None) -> str:
     """Check the row's Python against its pins, then resolve: from uv's cache first (fast when warm; validate),
     then over the network. exclude_newer: resolve as the index stood then (a lock's recorded time). A lock
-    resolves over the network only (cache_first=False): a cache older than exclude_newer would pick older files."""
+    resolves over the network only (cache_first=False): a cache older than exclude_newer would pick older files.
+    matrix_path: the row's matrix file, so a conflict names its file and line."""
     errors = requires_python.check(row)
     if errors:
         raise InputErrors(errors)
     if not cache_first:
-        return compile_(row, hashes=hashes, offline=False, exclude_newer=exclude_newer)
+        return compile_(row, hashes=hashes, offline=False, exclude_newer=exclude_newer, matrix_path=matrix_path)
     try:
         return compile_(row, hashes=hashes, offline=True, exclude_newer=exclude_newer)
     except RuntimeFailure:
         # Never a verdict: offline, uv answers "there is no version of X" for a cache miss (verl[vllm]==V), for an
         # index page cached before a release, and for a dead index alike. Only the network resolution decides.
-        return compile_(row, hashes=hashes, offline=False, exclude_newer=exclude_newer)
+        return compile_(row, hashes=hashes, offline=False, exclude_newer=exclude_newer, matrix_path=matrix_path)
 
 
-def _conflict(row: Row, message: str) -> InputError:
-    return InputError(f"pins cannot be resolved together:\n{_indent(message)}", where=f"row {row.id}",
+def _where(row: Row, matrix_path: Path | None, field: str | None = None) -> str:
+    """`<matrix>:<line>, row <id>[, field <f>]`: the line of the field in the row (or of the default it inherits),
+    of the row without a field; `row <id>[, field <f>]` alone without a matrix path."""
+    place = f"row {row.id}" + (f", field {field}" if field else "")
+    if matrix_path is None:
+        return place
+    line = rules.field_line(matrix_path, row, field)
+    return f"{matrix_path}:{line}, {place}" if line else f"{matrix_path}, {place}"
+
+
+def _conflict(row: Row, message: str, matrix_path: Path | None = None) -> InputError:
+    return InputError(f"pins cannot be resolved together:\n{_indent(message)}", where=_where(row, matrix_path),
                       fix="change the conflicting pin (or add an `overrides:` entry with a reason if the conflict is "
                           "deliberate)")
 
@@ -99,12 +115,12 @@ def _indent(text: str) -> str:
     return "\n".join("    " + line for line in text.splitlines())
 
 
-def check_cuda(row: Row, entries: dict[str, lockfile.LockEntry]) -> InputError | None:
+def check_cuda(row: Row, entries: dict[str, lockfile.LockEntry], matrix_path: Path | None = None) -> InputError | None:
     cuda = lockfile.torch_cuda(entries)
     if cuda is not None and cuda != row.cuda:
         return InputError(
             f"cuda is {row.cuda} but torch {row.torch} from PyPI is built for CUDA {cuda}",
-            where=f"row {row.id}, field cuda",
+            where=_where(row, matrix_path, "cuda"),
             fix=f"set `cuda: \"{cuda}\"` (the CUDA of the torch wheel that gets installed)",
         )
     return None

@@ -38,7 +38,8 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
     patch_list = patches.load(patch_path)
     # each row as its lock was resolved (the lock's recorded time), so validate and lock agree
     times = {row.id: locks.resolution_time(matrix, row) for row in rows}
-    results = resolve.parallel(lambda r: lockfile.parse(resolve.resolve(r, exclude_newer=times[r.id])), rows, jobs)
+    results = resolve.parallel(
+        lambda r: lockfile.parse(resolve.resolve(r, exclude_newer=times[r.id], matrix_path=matrix.path)), rows, jobs)
     report = Report()
     for row, result in results:
         # Compatibility rules, with uv's resolution when there is one (for ray & co). A row whose resolution
@@ -63,7 +64,7 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
             report.failures.append(str(result))
             entry.resolution = "failed"
             continue
-        cuda_problem = resolve.check_cuda(row, result)
+        cuda_problem = resolve.check_cuda(row, result, matrix.path)
         if cuda_problem:
             report.errors.append(cuda_problem)
         entry.packages, entry.torch_cuda, entry.cuda_ok = len(result), lockfile.torch_cuda(result), cuda_problem is None
