@@ -3,6 +3,9 @@
 - load(path): the entries, checked; a malformed file is an InputError naming file:line (exit 2).
 - matching(vllm, capabilities): the entries for that vLLM version, each with the GPUs (capabilities) it applies to;
   an entry with a `capability` condition only when a given GPU meets it.
+- for_failure / failure_fix(text, vllm, capability): the entries whose symptom an error text contains, and the line
+  naming each one's fix; export(): the entries as JSON for the GPU smoke suite (gpusmoke.known_fixes matches them
+  inside images, which have no imagematrix).
 
 doctor prints the entries for the installed vLLM and the visible GPUs; pick those with a GPU condition for --gpu.
 """
@@ -129,3 +132,32 @@ def one_line(entry: Advice) -> str:
     """`when`: "symptom" -> fix: advice."""
     return f"{entry.when}: \"{entry.symptom}\" -> fix: {entry.advice}"
 
+
+
+def for_failure(text: str, vllm: str | None, capability: Capability | None = None, *,
+                advice: tuple[Advice, ...] | None = None) -> list[Advice]:
+    """The entries whose symptom `text` (an exception or a log) contains, for vLLM `vllm` and, for an entry with a GPU
+    condition, the GPU of compute capability `capability` (None: unknown, the condition is not checked)."""
+    if not vllm or not text:
+        return []
+    return [entry for entry in (entries() if advice is None else advice)
+            if entry.symptom in text and entry.for_vllm(vllm) and (capability is None or entry.for_gpu(capability))]
+
+
+def failure_fix(text: str, vllm: str | None, capability: Capability | None = None, *,
+                advice: tuple[Advice, ...] | None = None) -> str | None:
+    """One line per known failure in `text` naming its fix (None: no known failure): what a failing test prints."""
+    lines = [fix_line(entry) for entry in for_failure(text, vllm, capability, advice=advice)]
+    return "\n".join(lines) or None
+
+
+def fix_line(entry: Advice) -> str:
+    """The line a failing GPU smoke test prints (tests/smoke/gpu/gpusmoke.py known_fixes writes the same)."""
+    return f"known vLLM failure {entry.id} ({FILE_NAME}): {entry.when} -> fix: {entry.advice}"
+
+
+def export(advice: tuple[Advice, ...] | None = None) -> list[dict]:
+    """The entries as plain data (JSON) for the GPU smoke suite, which matches them without imagematrix inside an
+    image (tests/smoke/gpu/gpusmoke.py: known_fixes, the same matching as for_failure)."""
+    return [entry.model_dump(include={"id", "vllm", "capability", "when", "symptom", "advice"})
+            for entry in (entries() if advice is None else advice)]

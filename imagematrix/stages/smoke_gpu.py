@@ -10,12 +10,14 @@ the image.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from imagematrix.knowledge import vllm_advice
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.paths import ROOT, cache_dir
@@ -27,6 +29,7 @@ GPU_TESTS = ROOT / "tests" / "smoke" / "gpu"
 MOUNT = "/imagematrix"
 IMAGE_PYTHON = "/opt/venv/bin/python"
 COMPLETE = ".imagematrix-complete"
+ADVICE_JSON = "vllm-advice.json"  # gpusmoke.ADVICE_JSON
 
 
 def pytest_version() -> str:
@@ -61,8 +64,9 @@ def pytest_dir(python: str, *, cache: Path | None = None) -> Path:
 
 
 def docker_command(cli: str, image: str, row_json: Path, pytest_path: Path, *, tests: Path = GPU_TESTS,
-                   shm_size: str = "16g", extra: list[str] | None = None) -> list[str]:
-    """`docker run` line that runs tests/smoke/gpu inside `image` on every local GPU, in image mode."""
+                   shm_size: str = "16g", extra: list[str] | None = None, advice: Path | None = None) -> list[str]:
+    """`docker run` line that runs tests/smoke/gpu inside `image` on every local GPU, in image mode; `advice` (the
+    known vLLM failures as JSON, write_advice) is mounted beside row.json so that a failing test names the fix."""
     bootstrap = (f"import sys; sys.path.append({MOUNT + '/pytest'!r}); import pytest; "
                  "sys.exit(pytest.main(sys.argv[1:]))")
     return [
@@ -70,12 +74,21 @@ def docker_command(cli: str, image: str, row_json: Path, pytest_path: Path, *, t
         "-v", f"{tests.resolve()}:{MOUNT}/gpu:ro",
         "-v", f"{pytest_path.resolve()}:{MOUNT}/pytest:ro",
         "-v", f"{row_json.resolve()}:{MOUNT}/row.json:ro",
+        *(["-v", f"{advice.resolve()}:{MOUNT}/{ADVICE_JSON}:ro"] if advice else []),
         "-e", "PYTHONDONTWRITEBYTECODE=1", "-e", "HF_HUB_OFFLINE=1", "-e", "TRANSFORMERS_OFFLINE=1",
         "-w", "/tmp", "--entrypoint", IMAGE_PYTHON, image,
         "-c", bootstrap, f"{MOUNT}/gpu", "-p", "no:cacheprovider", "--rootdir", f"{MOUNT}/gpu",
         "--confcutdir", f"{MOUNT}/gpu", "-v", "-rs", "--in-image", "--row-json", f"{MOUNT}/row.json",
+        *(["--vllm-advice", f"{MOUNT}/{ADVICE_JSON}"] if advice else []),
         *(extra or []),
     ]
+
+
+def write_advice(path: Path) -> Path:
+    """knowledge/vllm-advice.yaml as JSON at `path`, for the GPU suite inside the image (which has no imagematrix)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(vllm_advice.export(), indent=1, sort_keys=True) + "\n")
+    return path
 
 
 def row_json(matrix: Matrix, row: Row) -> Path:
@@ -89,5 +102,6 @@ def row_json(matrix: Matrix, row: Row) -> Path:
 def run(matrix: Matrix, row: Row, image: str, log_path: Path, extra: list[str] | None = None) -> bool:
     """Run the GPU smoke suite inside `image`; the output goes to `log_path`. True when every test passed."""
     expectations = row_json(matrix, row)  # bad input first, before looking for docker or installing pytest
-    cmd = docker_command(docker.cli(), image, expectations, pytest_dir(row.python), extra=extra)
+    advice = write_advice(log_path.with_name(ADVICE_JSON))
+    cmd = docker_command(docker.cli(), image, expectations, pytest_dir(row.python), extra=extra, advice=advice)
     return process.run_logged(cmd, log_path) == 0

@@ -33,6 +33,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run the GPU smoke tests inside an image (a package the row pins must be there)")
     group.addoption("--row-json", default=None, metavar="PATH",
                     help="the row's rendered dockerfiles/generated/<row-id>/row.json (pins, patches)")
+    group.addoption("--vllm-advice", default=None, metavar="PATH",
+                    help="known vLLM failures as JSON (vllm_advice.export(); default in host mode: the project's "
+                         "knowledge/vllm-advice.yaml): a failing vLLM start names the fix")
 
 
 def _option(config: pytest.Config, name: str) -> str | None:
@@ -51,6 +54,8 @@ def pytest_configure(config: pytest.Config) -> None:
             row_json=_option(config, "--row-json"), row_id=_option(config, "--row"), matrix=_option(config, "--matrix"))
     except ValueError as exc:
         raise pytest.UsageError(str(exc)) from None
+    if config.stash[_SETTINGS].mode is not None:
+        gpusmoke.use_advice(gpusmoke.load_vllm_advice(_option(config, "--vllm-advice")))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -119,8 +124,10 @@ def torch(need, smoke: gpusmoke.Settings, report) -> ModuleType:
 
 @pytest.fixture(scope="session")
 def capability(torch) -> tuple[int, int]:
-    """Compute capability of device 0."""
-    return tuple(torch.cuda.get_device_capability(0))
+    """Compute capability of device 0 (also what a failure's known-fix advice is matched against)."""
+    capability = tuple(torch.cuda.get_device_capability(0))
+    gpusmoke.use_advice(capability=capability)
+    return capability
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """Helpers of the GPU smoke suite, standard library only: no torch, no imagematrix (this folder is mounted alone
-into images, which have neither imagematrix nor testinfra).
+into images, which have neither imagematrix nor testinfra). One exception, optional: in host mode inside the
+checkout, load_vllm_advice reads the known vLLM failures through imagematrix (in an image they come as JSON).
 
 Everything here runs on a CPU and is unit-tested in tests/unit/test_gpu_plumbing.py.
 """
@@ -187,6 +188,72 @@ def versions() -> str:
     return ", ".join(out)
 
 
+# --- known vLLM failures and their fixes (knowledge/vllm-advice.yaml) -------------------------------------------
+
+# Inside an image the entries come as JSON, written from the knowledge by imagematrix/stages/smoke_gpu.py and
+# mounted next to row.json (--vllm-advice); in host mode from the project when this folder sits in its checkout.
+ADVICE_JSON = "vllm-advice.json"
+_ADVICE: dict = {"entries": (), "capability": None}
+
+
+def load_vllm_advice(path: str | None) -> list[dict]:
+    """The known vLLM failures as plain data (imagematrix.knowledge.vllm_advice.export()): from `path` when given,
+    else from the project this folder belongs to (host mode, the project importable), else none."""
+    if path:
+        return list(json.loads(Path(path).read_text()))
+    root = HERE.parents[2]  # the checkout's root, when this is <root>/tests/smoke/gpu
+    if not (root / "imagematrix" / "knowledge" / "vllm_advice.py").is_file():
+        return []
+    try:
+        if str(root) not in sys.path:
+            sys.path.append(str(root))  # last: the environment's own packages win
+        from imagematrix.knowledge import vllm_advice
+
+        return vllm_advice.export()
+    except Exception:  # the project's dependencies are not in this Python: failures go without advice
+        return []
+
+
+def use_advice(entries: list[dict] | None = None, capability: tuple[int, int] | None = None) -> None:
+    """Set the entries (and, once known, device 0's compute capability) that Ran.explain names fixes from."""
+    if entries is not None:
+        _ADVICE["entries"] = tuple(entries)
+    if capability is not None:
+        _ADVICE["capability"] = tuple(capability)
+
+
+def known_fixes(output: str, vllm_version: str | None, capability: tuple[int, int] | None, entries,
+                matches=None) -> list[str]:
+    """One line naming the fix for each known failure whose symptom `output` contains, for this vLLM and, for an
+    entry with a GPU condition, this compute capability (None: not checked). The same matching as
+    imagematrix.knowledge.vllm_advice.for_failure / fix_line, standard library (+ packaging where present) only."""
+    if not vllm_version or not output:
+        return []
+    matches = matches or packaging_matcher()
+    out = []
+    for entry in entries:
+        if entry["symptom"] not in output:
+            continue
+        try:
+            if not matches(vllm_version, entry["vllm"]):
+                continue
+            if capability is not None and entry.get("capability") and not matches(
+                    f"{capability[0]}.{capability[1]}", entry["capability"]):
+                continue
+        except ValueError:  # a version the matcher cannot read: no advice rather than a crash of the message
+            continue
+        out.append(f"known vLLM failure {entry['id']} (vllm-advice.yaml): {entry['when']} -> fix: "
+                   f"{entry['advice']}")
+    return out
+
+
+def _installed(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 class Ran:
     """A finished helper process: its command, exit code, output and the `RESULT {json}` lines it printed."""
 
@@ -194,8 +261,13 @@ class Ran:
         self.cmd, self.returncode, self.output = cmd, returncode, output
         self.results = result_line(output)
 
+    def fixes(self) -> list[str]:
+        """The fixes for the known vLLM failures in the output (use_advice: the entries and the GPU)."""
+        return known_fixes(self.output, _installed("vllm"), _ADVICE["capability"], _ADVICE["entries"])
+
     def explain(self, what: str) -> str:
-        return (f"{what} (exit {self.returncode})\n$ {' '.join(self.cmd)}\nversions: {versions()}\n"
+        fixes = "".join(f"{line}\n" for line in self.fixes())
+        return (f"{what} (exit {self.returncode})\n{fixes}$ {' '.join(self.cmd)}\nversions: {versions()}\n"
                 f"--- output (tail) ---\n{self.output[-6000:]}")
 
 
