@@ -47,6 +47,47 @@ def _environment() -> jinja2.Environment:
     )
 
 
+def _template_where(exc: Exception, name: str) -> str:
+    """`<template>:<line>` of a Jinja error: its own line for a syntax error, else the innermost template frame of
+    the traceback (Jinja rewrites template frames to the template's file and line)."""
+    path, line = str(paths.TEMPLATES / name), getattr(exc, "lineno", None)
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        path = exc.filename or str(paths.TEMPLATES / (exc.name or name))
+    else:
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code.co_filename.startswith(str(paths.TEMPLATES)):
+                path, line = tb.tb_frame.f_code.co_filename, tb.tb_lineno
+            tb = tb.tb_next
+    return f"{path}:{line}" if line else path
+
+
+def render_template(name: str, **context) -> str:
+    """dockerfiles/templates/<name> rendered; a missing template, a syntax error or an undefined variable is bad
+    input (exit 2) naming the template's file and line, not an internal error."""
+    try:
+        return _environment().get_template(name).render(**context)
+    except jinja2.TemplateNotFound as exc:
+        raise InputError(f"template {exc.name} not found", where=str(paths.TEMPLATES / str(exc.name)),
+                         fix="restore it (`git checkout -- dockerfiles/templates/`)") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise InputError(f"template syntax error: {exc.message}", where=_template_where(exc, name),
+                         fix="fix the Jinja syntax at that line") from None
+    except jinja2.UndefinedError as exc:
+        raise InputError(f"template uses an undefined variable: {exc.message}", where=_template_where(exc, name),
+                         fix="use a variable render passes (render.render_row) or define it in the template") from None
+
+
+def _template_file(name: str) -> bytes:
+    """A file copied from dockerfiles/templates/ into each row's context as it is."""
+    path = paths.TEMPLATES / name
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read the template file: {exc.strerror or exc}", where=str(path),
+                         fix="restore it (`git checkout -- dockerfiles/templates/`)") from None
+
+
 def image_labels(row: Row, lock_sha: str, selection: patches.Selection, fa_name: str | None) -> dict[str, str]:
     out = {
         "org.opencontainers.image.title": f"verl {row.verl} + vLLM {row.vllm}",
@@ -82,7 +123,8 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
     fa = _flash_attn(row)
     lock_sha = hashlib.sha256(lock.encode()).hexdigest()
     row_labels = image_labels(row, lock_sha, selection, fa["key"] if fa else None)
-    dockerfile = _environment().get_template("Dockerfile.j2").render(
+    dockerfile = render_template(
+        "Dockerfile.j2",
         row=row, base_image=row.base_image, selection=selection, env=env, labels=row_labels, fa=fa,
     )
     # No row id in the header: rows with the same torch must get byte-identical base.txt to share layers.
@@ -92,10 +134,10 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
         "base.txt": (header + "".join(e.text for e in base_entries)).encode(),
         "requirements.txt": (header + "".join(e.text for n, e in sorted(entries.items()) if n not in base_names)).encode(),
         "tools.txt": _tools_lock(matrix).encode(),
-        "buildenv.sh": (paths.TEMPLATES / "buildenv.sh").read_bytes(),
+        "buildenv.sh": _template_file("buildenv.sh"),
         "patch_apply.py": (paths.IN_IMAGE / "patch_apply.py").read_bytes(),
         "preflight.py": (paths.IN_IMAGE / "preflight.py").read_bytes(),
-        "entrypoint.sh": (paths.TEMPLATES / "entrypoint.sh").read_bytes(),
+        "entrypoint.sh": _template_file("entrypoint.sh"),
         "patches.json": (json.dumps([p.for_image(row.pins()[p.package]) for p in selection.applied],
                                     indent=2, sort_keys=True) + "\n").encode(),
         "row.json": (json.dumps({
