@@ -70,6 +70,17 @@ def build_input_options(parser: argparse.ArgumentParser) -> None:
                         "compiling it from the sdist (hours on few cores)")
 
 
+def sign_key(key: Path | None) -> Path | None:
+    """--sign-key (build, promote): the cosign private key file; its password must be in COSIGN_PASSWORD."""
+    if key is not None:
+        if not key.is_file():
+            raise InputError(f"--sign-key {key}: no such file", fix="pass a cosign private key (cosign generate-key-pair)")
+        if "COSIGN_PASSWORD" not in os.environ:
+            raise InputError("--sign-key needs the key's password in COSIGN_PASSWORD",
+                             fix="export COSIGN_PASSWORD (empty for a key without a password); never pass it as an argument")
+    return key
+
+
 def build_inputs(args) -> builder.BuildInputs:
     ca = args.ca_cert
     if ca is None and os.environ.get("SSL_CERT_FILE") and Path(os.environ["SSL_CERT_FILE"]).is_file():
@@ -77,13 +88,7 @@ def build_inputs(args) -> builder.BuildInputs:
         err.print(f"CA bundle for the build: {ca} (from SSL_CERT_FILE; --ca-cert to change)")
     if ca is not None and not ca.is_file():
         raise InputError(f"--ca-cert {ca}: no such file", fix="pass a PEM bundle")
-    key = getattr(args, "sign_key", None)
-    if key is not None:
-        if not key.is_file():
-            raise InputError(f"--sign-key {key}: no such file", fix="pass a cosign private key (cosign generate-key-pair)")
-        if "COSIGN_PASSWORD" not in os.environ:
-            raise InputError("--sign-key needs the key's password in COSIGN_PASSWORD",
-                             fix="export COSIGN_PASSWORD (empty for a key without a password); never pass it as an argument")
+    key = sign_key(getattr(args, "sign_key", None))
     return builder.BuildInputs(sign_key=key, ca_cert=ca, pip_index_url=args.pip_index_url, extra_index_url=args.extra_index_url,
                                apt_mirror=args.apt_mirror, http_proxy=args.http_proxy, https_proxy=args.https_proxy,
                                no_proxy=args.no_proxy, flash_attn_mirror=args.flash_attn_mirror,

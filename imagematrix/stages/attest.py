@@ -9,10 +9,13 @@
 
 Both are written to build-logs/<row>/ (sbom.cdx.json, provenance.json). With a signing key, cosign attaches each to
 the pushed digest as a signed attestation and signs the digest itself; `build.py verify` checks all three.
+A zstd copy made by `promote` gets the same SBOM and the build's provenance with one addition (`recompressed`): the
+gzip digest it was recompressed from, the tool and the level; its own digest is signed like the built one.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import hashlib
 import json
@@ -36,6 +39,7 @@ from imagematrix.tools import cosign
 BUILD_TYPE = "https://imagematrix.dev/build/v1"  # names this project's build recipe (row -> lock -> Dockerfile)
 PROVENANCE_TYPE = "slsaprovenance1"  # cosign's name for https://slsa.dev/provenance/v1
 SBOM_TYPE = "cyclonedx"
+RECOMPRESSION = "recompression"  # internalParameters key of a recompressed copy's provenance
 _FREEZE_RE = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)$")
 
 
@@ -106,6 +110,30 @@ def provenance(row: Row, *, image: str, digest: str, lock_text: str, input_diges
             "byproducts": [{"name": "smoke tests", "annotations": smoke}],
         },
     }
+
+
+def built_digest(predicate: dict) -> str | None:
+    """The digest the build pushed, as its provenance names it (invocationId `<row>@sha256:...`)."""
+    invocation = ((predicate.get("runDetails") or {}).get("metadata") or {}).get("invocationId") or ""
+    return invocation.rsplit("@", 1)[1] if "@" in invocation else None
+
+
+def recompressed(predicate: dict, *, source: str, compression: str, level: int | None, tool: str,
+                 finished: str) -> dict:
+    """The provenance of a copy of the built image whose layers were recompressed (`promote --compression zstd`).
+
+    Everything the build recorded stays as it was (row, lock digest, inputs, smoke tests: the files in the layers
+    are the build's, only their compression differs); added: internalParameters.recompression, saying which digest
+    (`source`, name@sha256:...) was recompressed, how and by what, and that digest as a resolved dependency."""
+    out = copy.deepcopy(predicate)
+    definition = out.setdefault("buildDefinition", {})
+    definition.setdefault("internalParameters", {})[RECOMPRESSION] = {
+        "from": source, "layers": compression if level is None else f"{compression} level {level}",
+        "tool": tool, "finishedOn": finished}
+    definition.setdefault("resolvedDependencies", []).append({
+        "uri": source, "digest": {"sha256": source.rsplit("@sha256:", 1)[1]},
+        "annotations": {"relation": f"recompressed from: same layer contents, layers recompressed as {compression}"}})
+    return out
 
 
 def smoke_summary(log: Path) -> dict:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 
-from imagematrix.model import labels, tags
+from imagematrix.model import labels, paths, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import render
+from imagematrix.stages import attest, render
 from imagematrix.stages.publish import Outcome, remote_labels
+from imagematrix.tools import cosign, skopeo
 from imagematrix.tools import registry as registry_api
-from imagematrix.tools import skopeo
 
 
 def rows_from_plan(matrix: Matrix, plan_json: str) -> list[Row]:
@@ -35,34 +38,115 @@ def missing_results(rows: list[Row], need: list[str], results: Path | None) -> d
 
 COMPRESSIONS = ("gzip", "zstd", "both")
 ZSTD_SUFFIX = "-zstd"  # with --compression both: the zstd copy of each final tag
+ZSTD_LEVEL = 3
 
 
-def publish_tags(repo: str, candidate: str, final: list[str], compression: str) -> list[str]:
+@dataclass(frozen=True)
+class Signing:
+    """promote --sign-key: every digest the final tags will point at is signed, with the build's SBOM and provenance
+    attested to it, before any final tag moves. The SBOM and provenance are the built digest's signed attestations in
+    the registry (checked against this key's public key: `build --sign-key` made them), else build's files in
+    log_dir/<row>/ (sbom.cdx.json, provenance.json) when their provenance names the built digest."""
+    key: Path
+    password: str = field(repr=False)  # from COSIGN_PASSWORD, never printed
+    log_dir: Path | None = None
+
+
+def publish_tags(repo: str, candidate: str, final: list[str], compression: str,
+                 sign: Callable[[str, str | None, bool], None] | None = None) -> list[str]:
     """Point the final tags at the candidate: gzip retags it (BuildKit pushed gzip layers; nothing moves); zstd
-    copies it once with every layer recompressed as zstd (skopeo) and points the other tags at that copy; both
-    does the first and, beside each final tag, a zstd copy tagged <tag>-zstd. Returns the tags written."""
+    copies it once with every layer recompressed as zstd (skopeo) to <candidate>-zstd and points the final tags at
+    that copy; both does the first and, beside each final tag, <tag>-zstd at the copy. With `sign`, it is called
+    before any final tag moves with the candidate's tag, the zstd copy's tag (None for gzip) and whether final tags
+    will point at the candidate itself (not with zstd alone). Returns the tags written."""
+    staged = f"{candidate[:128 - len(ZSTD_SUFFIX)]}{ZSTD_SUFFIX}" if compression in ("zstd", "both") else None
+    if staged:
+        skopeo.copy(f"{repo}:{candidate}", f"{repo}:{staged}", compress="zstd", level=ZSTD_LEVEL)
+    if sign:
+        sign(candidate, staged, compression != "zstd")
     written: list[str] = []
     if compression in ("gzip", "both"):
         for tag in final:
             registry_api.retag(repo, candidate, tag)
         written += final
-    if compression in ("zstd", "both"):
+    if staged:
         names = final if compression == "zstd" else [f"{tag}{ZSTD_SUFFIX}" for tag in final]
-        skopeo.copy(f"{repo}:{candidate}", f"{repo}:{names[0]}", compress="zstd")
-        for tag in names[1:]:
-            registry_api.retag(repo, names[0], tag)
+        for tag in names:
+            registry_api.retag(repo, staged, tag)
         written += names
     return written
 
 
+def _built_records(row: Row, ref: str, pub: Path, log_dir: Path | None) -> tuple[dict, dict, bool]:
+    """(SBOM, provenance, already signed) of the built digest ref (name@sha256:...); see Signing."""
+    try:
+        cosign.verify(ref, pub)
+        sbom = cosign.verify_attestation(ref, pub, attest.SBOM_TYPE)[-1]["predicate"]
+        prov = cosign.verify_attestation(ref, pub, attest.PROVENANCE_TYPE)[-1]["predicate"]
+        return sbom, prov, True
+    except RuntimeFailure as exc:
+        why = [f"not signed and attested with this key in the registry ({exc})"]
+    if log_dir is None:
+        why.append("no --attestations DIR (build's --log-dir) was given")
+    else:
+        sbom_path, prov_path = log_dir / row.id / "sbom.cdx.json", log_dir / row.id / "provenance.json"
+        if sbom_path.is_file() and prov_path.is_file():
+            prov = json.loads(prov_path.read_text())
+            built = attest.built_digest(prov)
+            if built == ref.rsplit("@", 1)[1]:
+                return json.loads(sbom_path.read_text()), prov, False
+            why.append(f"{prov_path} is the provenance of {built}, another push")
+        else:
+            why.append(f"no {sbom_path.name} and {prov_path.name} in {log_dir / row.id}")
+    raise RuntimeFailure(f"row {row.id}, stage sign: no SBOM and provenance for {ref}: {'; '.join(why)}; "
+                         "build it with --sign-key, or pass its build logs with --attestations")
+
+
+def _signer(repo: str, row: Row, signing: Signing, pub: Path, work: Path, done: list[str]):
+    """The `sign` callback of publish_tags for one row (see Signing); `done` collects what it signed."""
+    def sign(candidate: str, zstd_tag: str | None, gzip_published: bool) -> None:
+        built = f"{repo}@{registry_api.digest(repo, candidate)}"
+        sbom, prov, signed = _built_records(row, built, pub, signing.log_dir)
+        targets = []
+        if gzip_published:
+            if signed:
+                done.append(f"{built.rsplit('@', 1)[1][:19]} (signed by build)")
+            else:
+                targets.append((built, prov))
+        if zstd_tag:
+            copy = f"{repo}@{registry_api.digest(repo, zstd_tag)}"
+            targets.append((copy, attest.recompressed(prov, source=built, compression="zstd", level=ZSTD_LEVEL,
+                                                      tool=f"skopeo {skopeo.version()}", finished=attest.now())))
+        for ref, predicate in targets:
+            out = work / ref.rsplit(":", 1)[1][:16]
+            out.mkdir(parents=True, exist_ok=True)
+            sbom_path, prov_path = attest.write(out, sbom, predicate)
+            attest.attach(ref, sbom_path, prov_path, signing.key, signing.password)
+            done.append(ref.rsplit("@", 1)[1][:19])
+
+    return sign
+
+
 def promote(matrix: Matrix, rows: list[Row], registry: str, console: Console,
-            missing: dict[str, list[str]] | None = None, compression: str = "gzip") -> list[Outcome]:
+            missing: dict[str, list[str]] | None = None, compression: str = "gzip",
+            signing: Signing | None = None) -> list[Outcome]:
     """Retag each row's tested candidate to its final tags, in the registry (no pull, no rebuild); with
-    compression zstd or both, the final tags (or <tag>-zstd beside them) get a zstd-recompressed copy.
+    compression zstd or both, the final tags (or <tag>-zstd beside them) get a zstd-recompressed copy; with
+    signing, what they point at is signed and attested first (see Signing).
 
     A row is held back when `missing` names test results it lacks, when its candidate is absent, or when the
     candidate was built from another input than the committed build context.
     """
+    with tempfile.TemporaryDirectory(prefix="promote-", dir=paths.scratch_dir()) as work:
+        pub = cosign.public_key(signing.key, signing.password, Path(work) / "cosign.pub") if signing else None
+        outcomes = _promote(matrix, rows, registry, missing or {}, compression, signing, pub, Path(work))
+    for o in outcomes:
+        console.print(f"{o.row}: {'promoted' if o.status == 'pushed' else 'NOT promoted'}: {o.detail}")
+    return outcomes
+
+
+def _promote(matrix: Matrix, rows: list[Row], registry: str, missing: dict[str, list[str]], compression: str,
+             signing: Signing | None, pub: Path | None, work: Path) -> list[Outcome]:
     final = tags.published_tags([(r.id, r.vllm) for r in matrix.rows])
     repo = tags.repository(registry)
     outcomes = []
@@ -73,7 +157,7 @@ def promote(matrix: Matrix, rows: list[Row], registry: str, console: Console,
         def outcome(state: str, detail: str, row=row, started=started) -> Outcome:
             return Outcome(row.id, state, "promote", time.monotonic() - started, detail)
 
-        lacking = (missing or {}).get(row.id)
+        lacking = missing.get(row.id)
         if lacking:
             outcomes.append(outcome("failed", f"held back: no passing result from {', '.join(lacking)}"))
             continue
@@ -87,12 +171,13 @@ def promote(matrix: Matrix, rows: list[Row], registry: str, console: Console,
                 outcomes.append(outcome("failed", f"{repo}:{candidate} was built from input "
                                                   f"{remote.get(labels.INPUT_DIGEST)}, not {digest}: rebuild it"))
                 continue
-            written = publish_tags(repo, candidate, final[row.id], compression)
+            signed: list[str] = []
+            sign = _signer(repo, row, signing, pub, work / row.id, signed) if signing and pub else None
+            written = publish_tags(repo, candidate, final[row.id], compression, sign)
             outcomes.append(outcome("pushed", f"{repo}:{candidate} -> {', '.join(written)}"
-                                              + ("" if compression == "gzip" else f" ({compression})")))
+                                              + ("" if compression == "gzip" else f" ({compression})")
+                                              + (f"; signed and attested: {', '.join(signed)}" if sign else "")))
         except RuntimeFailure as exc:
             outcomes.append(outcome("failed", str(exc)))
-    for o in outcomes:
-        console.print(f"{o.row}: {'promoted' if o.status == 'pushed' else 'NOT promoted'}: {o.detail}")
     return outcomes
 

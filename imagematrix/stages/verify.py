@@ -41,4 +41,8 @@ def verify(matrix: Matrix, ref: str, pub) -> list[str]:
                   if b.get("name") == "smoke tests"), {})
     done.append(f"provenance: row {row.id}, lock sha256 {committed[:16]}... matches the committed lock; "
                 f"smoke tests: {smoke.get('summary', 'not recorded')}")
+    again = (predicate["buildDefinition"].get("internalParameters") or {}).get(attest.RECOMPRESSION)
+    if again:
+        done.append(f"recompression: a copy of {again.get('from')} with {again.get('layers')} layers "
+                    f"({again.get('tool')}); the build's records above are that digest's")
     return done

@@ -65,6 +65,13 @@ def generate_key_pair(directory: Path, password: str) -> tuple[Path, Path]:
     return directory / "cosign.key", directory / "cosign.pub"
 
 
+def public_key(key: Path, password: str, dest: Path) -> Path:
+    """The public key of a private key file, written to dest (promote checks what build signed with the same key)."""
+    _check(_run(["public-key", "--key", str(key), "--outfile", str(dest)], password=password),
+           f"cosign public-key --key {key}")
+    return dest
+
+
 def sign(ref: str, key: Path, password: str) -> None:
     """Sign the image digest ref (name@sha256:...)."""
     _check(_run(["sign", "--key", str(key), "--tlog-upload=false", *_http_flags(ref), ref], password=password),

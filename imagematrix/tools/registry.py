@@ -9,6 +9,7 @@ No credential is ever put into a message or a log.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import re
@@ -186,6 +187,11 @@ class Client:
                                  "manifest (no config digest)") from None
         return manifest, self.get_json(f"/v2/{name}/blobs/{config}") or {}
 
+    def digest(self, name: str, tag: str) -> str | None:
+        """The manifest digest (sha256:...) that name:tag points at, as cosign resolves it; None when absent."""
+        found = self.request("GET", f"/v2/{name}/manifests/{tag}", accept=MANIFEST_MEDIA)
+        return None if found is None else "sha256:" + hashlib.sha256(found[0]).hexdigest()
+
     def labels(self, name: str, tag: str) -> dict | None:
         """Labels in the image config of name:tag; None when the tag is absent."""
         found = self.image(name, tag)
@@ -209,6 +215,11 @@ def labels_of(config: dict) -> dict:
 def labels(repository: str, tag: str) -> dict | None:
     host, name = split(repository)
     return Client(host).labels(name, tag)
+
+
+def digest(repository: str, tag: str) -> str | None:
+    host, name = split(repository)
+    return Client(host).digest(name, tag)
 
 
 def retag(repository: str, source: str, target: str) -> None:

@@ -48,6 +48,12 @@ def _run(args: list[str], what: str, timeout: float) -> None:
         raise RuntimeFailure(f"{what} failed: {secrets.redact_text(lines[-1]) if lines else f'exit {proc.returncode}'}")
 
 
+def version() -> str:
+    """`skopeo --version`'s version ("1.9.3"), for provenance records."""
+    proc = subprocess.run([require(), "--version"], capture_output=True, text=True)
+    return proc.stdout.split()[-1] if proc.returncode == 0 and proc.stdout.split() else "unknown"
+
+
 def _auth() -> list[str]:
     config = registry.docker_config_dir() / "config.json"
     return ["--authfile", str(config)] if config.is_file() else []

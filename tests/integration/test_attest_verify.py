@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import pytest
 
+from imagematrix.model import labels, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.paths import ROOT
-from imagematrix.stages import attest, locks
+from imagematrix.stages import attest, locks, render
 from imagematrix.tools import cosign, docker
+from imagematrix.tools import registry as registry_api
 from tests.conftest import push_tiny_image
 
 ROW = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
@@ -34,6 +37,12 @@ def _pushed(ref: str, label: str) -> str:
 
 
 def _attest(tmp_path, ref_digest: str, keys, lock_text: str | None = None) -> None:
+    sbom_path, prov_path = _records(tmp_path, ref_digest, lock_text)
+    attest.attach(ref_digest, sbom_path, prov_path, keys[0], PASSWORD)
+
+
+def _records(tmp_path, ref_digest: str, lock_text: str | None = None):
+    """sbom.cdx.json and provenance.json in tmp_path, as build writes them into build-logs/<row>/."""
     m = matrix_mod.load(ROOT / "matrix.yaml")
     row = m.select([ROW])[0]
     lock = locks.read_lock(m, row)
@@ -43,8 +52,8 @@ def _attest(tmp_path, ref_digest: str, keys, lock_text: str | None = None) -> No
                                   input_digest="sha256:" + "1" * 64, base=row.base_image, base_id="sha256:" + "2" * 64,
                                   smoke={"summary": "13 passed"}, tools={"docker": "test"}, started=attest.now(),
                                   finished=attest.now())
-    sbom_path, prov_path = attest.write(tmp_path, attest.sbom(row, manifest, lock, "debian"), predicate)
-    attest.attach(ref_digest, sbom_path, prov_path, keys[0], PASSWORD)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    return attest.write(tmp_path, attest.sbom(row, manifest, lock, "debian"), predicate)
 
 
 def test_sbom_is_valid_cyclonedx_with_the_locks_hashes():
@@ -97,3 +106,89 @@ def test_missing_signature_is_refused(run, keys, registry_ns):
     _pushed(ref, "unsigned")
     result = run("verify", ref, "--key", str(keys[1]))
     assert result.code == 1 and "NOT VERIFIED" in result.err
+
+
+# zstd copies made by `promote --compression zstd|both --sign-key`: signed, with the build's SBOM and provenance
+
+
+def _candidate(registry_ns: str, nonce: str) -> str:
+    """A stand-in candidate of ROW (the input digest promote checks); its digest reference."""
+    repo = tags.repository(registry_ns)
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    digest = render.render(m, m.select([ROW]))[0].context_digest()
+    ref = f"{repo}:{tags.candidate_tag(ROW, digest)}"
+    push_tiny_image(docker.cli(), ref, {labels.INPUT_DIGEST: digest, "io.imagematrix.row": ROW, "bench.nonce": nonce})
+    return f"{repo}@{registry_api.digest(repo, tags.candidate_tag(ROW, digest))}"
+
+
+def _layer_media(ref: str) -> set[str]:
+    repo, tag = ref.rsplit(":", 1)
+    host, name = registry_api.split(repo)
+    manifest = registry_api.Client(host).get_json(f"/v2/{name}/manifests/{tag}", registry_api.MANIFEST_MEDIA)
+    return {layer["mediaType"] for layer in manifest["layers"]}
+
+
+@pytest.fixture
+def signing(keys, monkeypatch):
+    if not shutil.which("skopeo"):
+        pytest.skip("needs skopeo: run `python build.py setup`")
+    monkeypatch.setenv("COSIGN_PASSWORD", PASSWORD)
+    return keys
+
+
+def test_promote_signs_the_zstd_copy_with_the_builds_attestations(run, tmp_path, signing, registry_ns):
+    built = _candidate(registry_ns, "zstd-signed")
+    _attest(tmp_path / "built", built, signing)  # what `build --push candidate --sign-key` does
+    result = run("promote", "--row", ROW, "--registry", registry_ns, "--compression", "both",
+                 "--sign-key", signing[0])
+    assert result.code == 0, result
+    assert "(signed by build)" in result.out and PASSWORD not in result.out + result.err
+    repo = tags.repository(registry_ns)
+    assert _layer_media(f"{repo}:{ROW}-zstd") == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    result = run("verify", f"{repo}:{ROW}-zstd", "--key", signing[1])
+    assert result.code == 0, result.err
+    assert "SBOM: signed CycloneDX attestation, 4 components" in result.out
+    assert "matches the committed lock; smoke tests: 13 passed" in result.out
+    assert f"recompression: a copy of {built} with zstd level 3 layers (skopeo 1." in " ".join(result.out.split())
+    assert run("verify", f"{repo}:{ROW}", "--key", signing[1]).code == 0  # the gzip tag: build's signature
+    # the zstd tag moved to an image nobody signed: refused; the signed copy itself still verifies
+    zstd_digest = registry_api.digest(repo, f"{ROW}-zstd")
+    push_tiny_image(docker.cli(), f"{repo}:{ROW}-zstd", {"io.imagematrix.row": ROW, "bench.nonce": "tampered"})
+    result = run("verify", f"{repo}:{ROW}-zstd", "--key", signing[1])
+    assert result.code == 1 and "NOT VERIFIED" in result.err and "signature of" in result.err
+    assert run("verify", f"{repo}@{zstd_digest}", "--key", signing[1]).code == 0
+
+
+def test_a_zstd_copy_promoted_without_a_key_is_refused(run, tmp_path, signing, registry_ns):
+    _attest(tmp_path / "built", _candidate(registry_ns, "zstd-unsigned"), signing)
+    assert run("promote", "--row", ROW, "--registry", registry_ns, "--compression", "zstd").code == 0
+    result = run("verify", f"{tags.repository(registry_ns)}:{ROW}", "--key", signing[1])
+    assert result.code == 1 and "NOT VERIFIED" in result.err and "signature of" in result.err
+
+
+def test_a_zstd_copy_of_an_image_built_from_another_lock_is_refused(run, tmp_path, signing, registry_ns):
+    _attest(tmp_path / "built", _candidate(registry_ns, "zstd-other-lock"), signing, lock_text="a different lock\n")
+    result = run("promote", "--row", ROW, "--registry", registry_ns, "--compression", "zstd", "--sign-key", signing[0])
+    assert result.code == 0, result
+    result = run("verify", f"{tags.repository(registry_ns)}:{ROW}", "--key", signing[1])
+    assert result.code == 1 and "differs from the committed" in result.err and f"locks/{ROW}.txt" in result.err
+
+
+def test_promote_signs_from_build_logs_and_moves_nothing_without_records(run, tmp_path, signing, registry_ns):
+    """CI's build job does not sign: promote takes the SBOM and provenance from its build logs (--attestations),
+    and only when that provenance names the candidate's digest; otherwise no final tag moves."""
+    repo = tags.repository(registry_ns)
+    built = _candidate(registry_ns, "from-logs")
+    _records(tmp_path / "stale" / ROW, f"{repo}@sha256:{'3' * 64}")  # the logs of another push
+    result = run("promote", "--row", ROW, "--registry", registry_ns, "--compression", "both",
+                 "--sign-key", signing[0], "--attestations", tmp_path / "stale")
+    assert result.code == 1 and "another push" in result.out, result
+    assert registry_api.digest(repo, ROW) is None and registry_api.digest(repo, f"{ROW}-zstd") is None
+    _records(tmp_path / "logs" / ROW, built)
+    result = run("promote", "--row", ROW, "--registry", registry_ns, "--compression", "both",
+                 "--sign-key", signing[0], "--attestations", tmp_path / "logs")
+    assert result.code == 0, result
+    for tag in (ROW, f"{ROW}-zstd"):
+        result = run("verify", f"{repo}:{tag}", "--key", signing[1])
+        assert result.code == 0, (tag, result.err)
+    assert "recompression" in result.out
