@@ -403,3 +403,29 @@ def test_the_schedule_runs_only_in_the_upstream_repository():
     for name, job in jobs.items():
         if name not in ("lint", "plan"):
             assert "plan" in ([job["needs"]] if isinstance(job["needs"], str) else job["needs"]), name
+
+
+def test_promote_signs_with_the_key_secret_and_passes_the_compression(tmp_path):
+    """Issue 17: with the COSIGN_PRIVATE_KEY secret, promote gets --sign-key (a file only the job reads, removed at
+    the end; the password stays in COSIGN_PASSWORD) and the build logs' SBOM and provenance (--attestations),
+    which the build-logs-<row> artifacts bring as build-logs/build-logs-<row>/; without it, neither."""
+    step = step_calling(workflow()["jobs"]["promote"], "build.py promote")
+    for sign, compression in (("true", "both"), ("false", "gzip")):
+        run_dir = tmp_path / sign
+        (run_dir / "build-logs" / f"build-logs-{ROW1}").mkdir(parents=True)
+        env = {"SIGN": sign, "COMPRESSION": compression, "REGISTRY": "ghcr.io/o", "MATRIX": "{}", "GPU_TESTS": "off",
+               "COSIGN_PRIVATE_KEY": "-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----", "COSIGN_PASSWORD": "pw",
+               "RUNNER_TEMP": str(run_dir)}
+        keep_key = 'for ((i = 1; i < $#; i++)); do j=$((i + 1)); [ "${!i}" != --sign-key ] || cp "${!j}" key-seen; done'
+        proc = run_script(step["run"], run_dir, env, {"python": keep_key, "skopeo": ""})
+        assert proc.returncode == 0, proc.stderr
+        [call] = calls(run_dir)
+        words = call.split()
+        args = cli.parser().parse_args(words[2:])
+        assert args.compression == compression
+        if sign == "true":
+            assert args.attestations == Path("build-logs") and (run_dir / "build-logs" / ROW1).is_dir()
+            assert (run_dir / "key-seen").read_text().startswith("-----BEGIN") and not args.sign_key.exists()
+            assert "pw" not in words
+        else:
+            assert args.sign_key is None and args.attestations is None
