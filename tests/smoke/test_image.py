@@ -8,6 +8,7 @@ import shlex
 import pytest
 
 from imagematrix.in_image import patch_apply
+from imagematrix.knowledge import extras
 from imagematrix.model import labels
 
 PY = "/opt/venv/bin/python"
@@ -46,6 +47,30 @@ def test_imports(host, row, module):
         pytest.skip("the row ships no flash-attn")
     result = host.run(f"{PY} -c 'import {module}'")
     assert result.rc == 0, f"import {module} failed:\n{result.stderr[-3000:]}"
+
+
+def test_extras_import(host, row):
+    """Each package the row pins in `extras` (e.g. unsloth next to verl) imports, as knowledge/extras.yaml says how:
+    one that refuses to import without a GPU (this test has none) must be found by importlib and its import must stop
+    at exactly its GPU check, nowhere earlier; the GPU suite (test_gpu_extras.py) imports it on a GPU."""
+    plan = extras.smoke_plan(row)
+    if not plan:
+        pytest.skip(f"row {row.id} pins no extras")
+    failed = []
+    for check in plan:
+        if check.how == "find_spec":
+            script = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({json.dumps(check.module)}) is None)"
+            found = host.run(f"{PY} -c {shlex.quote(script)}")
+            if found.rc != 0:
+                failed.append(f"{check.dist}=={check.version}: module {check.module} is not installed{found.stderr[-1500:]}")
+                continue
+        result = host.run(f"{PY} -c {shlex.quote('import ' + check.module)}")
+        if result.rc == 0 or (check.no_gpu_error and check.no_gpu_error in result.stderr):
+            continue
+        failed.append(f"{check.dist}=={check.version}: import {check.module} failed"
+                      + (f" (expected only its no-GPU error {check.no_gpu_error!r})" if check.no_gpu_error else "")
+                      + f":\n{result.stderr[-3000:]}")
+    assert not failed, "\n".join(failed)
 
 
 # Inside the image: every requirement of the extras that verl's [vllm] extra installs through verl itself (verl 0.9:

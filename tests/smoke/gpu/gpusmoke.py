@@ -31,6 +31,14 @@ MODULES = {"torch": "torch", "vllm": "vllm", "flash-attn": "flash_attn", "verl":
            "transformers": "transformers", "tensordict": "tensordict"}
 
 
+def extra_modules(settings: Settings) -> list[tuple[str, str]]:
+    """(distribution, module) for each package the row pins besides the stack (its `extras`), by the module name
+    its distribution name gives ('-' and '.' -> '_'), as knowledge/extras.yaml's default; [] without a row."""
+    if settings.row is None:
+        return []
+    return [(dist, re.sub(r"[-.]+", "_", dist.lower())) for dist in sorted(settings.row.pins) if dist not in MODULES]
+
+
 @dataclass(frozen=True)
 class RowSpec:
     """What the row promises (from its rendered row.json): id, pins, source patches."""
