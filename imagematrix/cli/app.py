@@ -8,6 +8,7 @@ import sys
 
 from imagematrix.cli import (
     add_row,
+    base,
     build,
     docs,
     doctor,
@@ -30,7 +31,8 @@ from imagematrix.model.errors import InputError, RuntimeFailure
 
 COMMANDS = {"validate": validate, "lock": lock, "render": render, "setup": setup, "plan": plan, "build": build,
             "promote": promote, "add-row": add_row, "docs": docs, "pick": pick, "doctor": doctor, "test": test,
-            "gpu-record": gpu_record, "flash-attn": flash_attn, "verify": verify, "sbom": sbom, "outdated": outdated}
+            "gpu-record": gpu_record, "flash-attn": flash_attn, "verify": verify, "sbom": sbom, "outdated": outdated,
+            "base": base}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -61,13 +61,13 @@ def run(args) -> int:
     if drift:
         raise InputError("the generated build context differs from the matrix:\n  " + "\n  ".join(drift),
                          fix="run `python build.py render` (and commit the result)")
-    builder.ensure_base(row, inputs, lambda msg: out.print(msg, soft_wrap=True))
+    builder.ensure_base(row, inputs, lambda msg: out.print(msg, soft_wrap=True), args.registry)
     with tempfile.TemporaryDirectory(prefix="secrets-", dir=paths.scratch_dir()) as secret_dir:
         wheel = flash_attn.ensure(row, context=render.generated_dir(m) / row.id, registry=args.registry,
                                   mirror=inputs.flash_attn_mirror, indexes=list(inputs.flash_attn_indexes),
                                   secrets_files=inputs.write_secrets(Path(secret_dir)), log_dir=log_dir,
                                   log=lambda msg: out.print(msg, soft_wrap=True), allow_compile=inputs.flash_attn_compile,
-                                  push=not args.no_push)
+                                  push=not args.no_push, build_args=builder.base_build_args(row, args.registry))
     out.print(f"{row.id}: {wheel.ref} holds {wheel.filename or 'the wheel'} (sha256 {wheel.sha256})", soft_wrap=True)
     if not args.no_push:
         pushed, why = flash_attn.from_registry(row, args.registry)

@@ -40,6 +40,12 @@ DEBOOTSTRAP_PREFIX = "debootstrap:"
 # Names the tool itself uses beside row ids (locks/tools.txt is the build tools' lock): no row may take them.
 RESERVED_IDS = frozenset({"tools"})
 BOOTSTRAP_IMAGE = "imagematrix-base:{suite}"  # the local image a debootstrap:<suite> base becomes
+# A published debootstrap base: `build.py base --suite S --registry R --record` pushes the bootstrapped image as
+# R/imagematrix-base:<suite> and records its manifest digest in knowledge/bases.yaml; rows on that suite are then
+# built FROM R/imagematrix-base@<digest> (the digest is in the generated Dockerfile, so in the row's input digest;
+# R comes in as the BASE_REGISTRY build argument), from any builder that can pull, on any machine.
+BASE_REPOSITORY = "imagematrix-base"
+MANIFEST_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 ROW_KEYS = (
@@ -183,6 +189,8 @@ class Suite(BaseModel):
     mirror: str
     python: list[PythonVersion]
     components: list[Str] | None = None  # archive components (default: main); the base's sources.list lists them
+    # the manifest digest of the published base (REGISTRY/imagematrix-base:<suite>), once `build.py base --record` ran
+    digest: Annotated[Str, AfterValidator(_matching(MANIFEST_DIGEST_RE, "manifest digest (sha256: and 64 hex digits)"))] | None = None
 
 
 @functools.cache

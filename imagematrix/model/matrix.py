@@ -56,6 +56,19 @@ class Row:
         suite = self.bootstrap_suite
         return fields.BOOTSTRAP_IMAGE.format(suite=suite) if suite else self.base
 
+    @property
+    def base_digest(self) -> str | None:
+        """The published base's manifest digest (knowledge/bases.yaml) for a debootstrap:<suite> row; None when the
+        suite has none (the base is then bootstrapped and imported on the building machine)."""
+        suite = self.bootstrap_suite
+        return fields.bootstrap_suites()[suite].get("digest") if suite else None
+
+    def base_ref(self, registry: str) -> str:
+        """What the build starts FROM when the base comes from registry: REGISTRY/imagematrix-base@<digest> for a
+        published suite, else base_image."""
+        digest = self.base_digest
+        return f"{registry.rstrip('/')}/{fields.BASE_REPOSITORY}@{digest}" if digest else self.base_image
+
 
 @dataclass(frozen=True)
 class Matrix:

@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from imagematrix.model import labels, secrets
-from imagematrix.model.errors import RuntimeFailure
-from imagematrix.model.fields import bootstrap_suites
+from imagematrix.model import labels, paths, secrets, tags
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.fields import BASE_REPOSITORY, BOOTSTRAP_IMAGE, MANIFEST_DIGEST_RE, bootstrap_suites
 from imagematrix.model.matrix import Row
 from imagematrix.model.paths import cache_dir
 from imagematrix.stages import render
 from imagematrix.tools import debootstrap, docker
+from imagematrix.tools import registry as registry_api
 
 # A BuildKit plain-progress step line: "#12 [torch 1/1] RUN --mount=... uv pip install ..."
 STEP_RE = re.compile(r"^#\d+ \[([^\]]+)\] (\S.*)")
@@ -62,31 +63,64 @@ class BuildInputs:
         return {"ca-cert": ca, "build-env": env}
 
 
-def ensure_base(row: Row, inputs: BuildInputs, log) -> str:
-    """Make the row's base image available locally: bootstrap it (debootstrap:<suite>) or pull it."""
+def base_build_args(row: Row, registry: str | None) -> dict[str, str]:
+    """The build argument a published base needs: BASE_REGISTRY, where REGISTRY/imagematrix-base@<digest> is."""
+    return {"BASE_REGISTRY": registry.rstrip("/")} if row.base_digest and registry else {}
+
+
+def can_bootstrap() -> str | None:
+    """None when this machine can run debootstrap, else why not (a hosted CI runner: no debootstrap, not root)."""
+    if not debootstrap.available():
+        return "debootstrap is not installed"
+    if os.geteuid() != 0:
+        return f"debootstrap needs root and this process runs as uid {os.geteuid()}"
+    return None
+
+
+def _publish_fix(row: Row, registry: str) -> str:
+    return (f"on a machine with root and debootstrap (`python build.py setup`), publish the base once: "
+            f"`python build.py base --suite {row.bootstrap_suite} --registry {registry} --record`, then "
+            "`python build.py render` and commit knowledge/bases.yaml and dockerfiles/generated (every row on that "
+            "suite is then built FROM the registry by digest, which hosted CI runners can do)")
+
+
+def ensure_base(row: Row, inputs: BuildInputs, log, registry: str | None = None) -> str:
+    """Make the row's base available to the build; returns the reference the build starts FROM.
+
+    A published debootstrap base (digest in knowledge/bases.yaml) must be in registry as imagematrix-base@<digest>:
+    nothing is bootstrapped or pulled here (BuildKit pulls it, with the docker and the docker-container driver).
+    An unpublished one is bootstrapped (root and debootstrap needed) and imported locally (docker driver only);
+    any other base is pulled."""
+    if row.base_digest:
+        if registry is None:
+            raise RuntimeFailure(f"row {row.id}, stage base: {row.base} is published by digest {row.base_digest}; "
+                                 "the build needs the registry that holds it (--registry)")
+        ref = row.base_ref(registry)
+        repository = f"{registry.rstrip('/')}/{BASE_REPOSITORY}"
+        if registry_api.digest(repository, row.base_digest) is None:
+            raise RuntimeFailure(
+                f"row {row.id}, stage base: the registry has no {ref} ({row.base}, published with the digest "
+                f"recorded in knowledge/bases.yaml)\n"
+                f"  fix: copy it there from a registry that has it (`skopeo copy docker://OTHER/{BASE_REPOSITORY}@"
+                f"{row.base_digest} docker://{repository}:{row.bootstrap_suite}`; the digest stays the same), or "
+                + _publish_fix(row, registry) + " - a new bootstrap gets a new digest")
+        log(f"base {ref} (from the registry, by digest)")
+        return ref
     image = row.base_image
     if docker.image_exists(image):
         return image
     if row.bootstrap_suite:
         suite = bootstrap_suites()[row.bootstrap_suite]
         mirror = inputs.apt_mirror or suite["mirror"]
-        if not debootstrap.available():
-            raise RuntimeFailure(f"row {row.id}, stage base: debootstrap is not installed (run `python build.py setup`)")
+        why_not = can_bootstrap()
+        if why_not:
+            raise RuntimeFailure(
+                f"row {row.id}, stage base: {row.base} has no published base image (no digest for suite "
+                f"{row.bootstrap_suite} in knowledge/bases.yaml) and this machine cannot bootstrap it: {why_not}\n"
+                f"  fix: {_publish_fix(row, registry or tags.DEFAULT_REGISTRY)}; or run the build as root on a machine "
+                "with debootstrap (`python build.py setup` installs it)")
         log(f"bootstrapping {image} from {secrets.redact_url(mirror)} (debootstrap, about a minute)")
-        cache_dir().mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix="imagematrix-rootfs-", dir=cache_dir()))
-        try:
-            proc = debootstrap.bootstrap(row.bootstrap_suite, work / "rootfs", mirror, inputs.http_proxy,
-                                         distro=suite["distro"], components=suite.get("components"))
-            if proc.returncode != 0:
-                raise RuntimeFailure(f"row {row.id}, stage base: debootstrap {row.bootstrap_suite} from "
-                                     f"{secrets.redact_url(mirror)} failed:\n"
-                                     + secrets.redact_text(f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}"))
-            failed = docker.import_rootfs(work / "rootfs", image)
-            if failed:
-                raise RuntimeFailure(f"row {row.id}, stage base: docker import failed: {failed}")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        bootstrap_image(row.bootstrap_suite, image, mirror, inputs.http_proxy, f"row {row.id}, stage base")
         return image
     log(f"pulling {image}")
     proc = docker.pull(image)
@@ -96,6 +130,82 @@ def ensure_base(row: Row, inputs: BuildInputs, log) -> str:
             "  fix: make the registry reachable, or bootstrap a base from a distribution mirror with "
             "`base: debootstrap:bookworm` (see knowledge/bases.yaml)")
     return image
+
+
+def bootstrap_image(suite_name: str, image: str, mirror: str, http_proxy: str | None, where: str) -> None:
+    """debootstrap suite_name into a temporary root filesystem and `docker import` it as image."""
+    suite = bootstrap_suites()[suite_name]
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="imagematrix-rootfs-", dir=cache_dir()))
+    try:
+        proc = debootstrap.bootstrap(suite_name, work / "rootfs", mirror, http_proxy,
+                                     distro=suite["distro"], components=suite.get("components"))
+        if proc.returncode != 0:
+            raise RuntimeFailure(f"{where}: debootstrap {suite_name} from {secrets.redact_url(mirror)} failed:\n"
+                                 + secrets.redact_text(f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}"))
+        failed = docker.import_rootfs(work / "rootfs", image)
+        if failed:
+            raise RuntimeFailure(f"{where}: docker import failed: {failed}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def publish_base(suite: str, registry: str, inputs: BuildInputs, log, image: str | None = None) -> str:
+    """Push a debootstrap base as REGISTRY/imagematrix-base:<suite>; returns its manifest digest.
+
+    image: a local image to publish as that suite's base (default: bootstrap the suite now, root and debootstrap
+    needed)."""
+    where = f"base {suite}"
+    if suite not in bootstrap_suites():
+        raise InputError(f"unknown debootstrap suite {suite!r}", where=str(paths.BASES),
+                         fix=f"use one of: {', '.join(sorted(bootstrap_suites()))}")
+    if image is None:
+        why_not = can_bootstrap()
+        if why_not:
+            raise RuntimeFailure(f"{where}: cannot bootstrap here: {why_not}\n  fix: run `python build.py base` as "
+                                 "root on a machine with debootstrap (`python build.py setup` installs it)")
+        image = BOOTSTRAP_IMAGE.format(suite=suite)
+        mirror = inputs.apt_mirror or bootstrap_suites()[suite]["mirror"]
+        log(f"bootstrapping {image} from {secrets.redact_url(mirror)} (debootstrap, about a minute)")
+        bootstrap_image(suite, image, mirror, inputs.http_proxy, where)
+    repository = f"{registry.rstrip('/')}/{BASE_REPOSITORY}"
+    target = f"{repository}:{suite}"
+    log(f"pushing {image} as {target}")
+    for args in (("tag", image, target), ("push", target)):
+        proc = docker.run(*args)
+        if proc.returncode != 0:
+            raise RuntimeFailure(f"{where}: docker {args[0]} {target} failed: {proc.stderr.strip()[-600:]}")
+    digest = registry_api.digest(repository, suite)
+    if not digest:
+        raise RuntimeFailure(f"{where}: {target} is not in the registry after the push")
+    return digest
+
+
+def record_base_digest(suite: str, digest: str, path: Path | None = None) -> bool:
+    """Write `digest: <digest>` under the suite in knowledge/bases.yaml (comments and layout kept); True when the
+    file changed."""
+    if not MANIFEST_DIGEST_RE.match(digest):
+        raise InputError(f"{digest!r} is not a manifest digest", fix="sha256: and 64 hex digits")
+    path = path or paths.BASES
+    lines = path.read_text().splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if re.match(rf"^  {re.escape(suite)}:\s*(#.*)?$", line)), None)
+    if start is None:
+        raise InputError(f"no suite {suite!r} under debootstrap:", where=str(path), fix="add the suite first")
+    end = next((i for i in range(start + 1, len(lines)) if not lines[i].startswith("    ") and lines[i].strip()),
+               len(lines))
+    while end > start + 1 and not lines[end - 1].strip():
+        end -= 1
+    new = f"    digest: {digest}  # REGISTRY/{BASE_REPOSITORY}:{suite}, published by `build.py base --record`\n"
+    existing = next((i for i in range(start + 1, end) if re.match(r"^    digest:", lines[i])), None)
+    if existing is not None:
+        if lines[existing] == new:
+            return False
+        lines[existing] = new
+    else:
+        lines.insert(end, new)
+    paths.write_atomic(path, "".join(lines))
+    bootstrap_suites.cache_clear()
+    return True
 
 
 def _step_text(text: str) -> str:

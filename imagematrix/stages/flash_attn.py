@@ -132,11 +132,14 @@ def describe(row: Row, registry: str | None, ask_registry: bool = True) -> tuple
 
 
 def compile_wheel(row: Row, context: Path, secrets_files: dict[str, Path], dest: Path, log_path: Path,
-                  progress: Callable[[str], None]) -> tuple[Path, dict]:
-    """Build the row's flash-attn-wheel-out target (the compile stage) and export the wheel into dest."""
+                  progress: Callable[[str], None], build_args: dict[str, str] | None = None) -> tuple[Path, dict]:
+    """Build the row's flash-attn-wheel-out target (the compile stage) and export the wheel into dest.
+
+    build_args: the base's (BASE_REGISTRY for a base published by digest)."""
     dest.mkdir(parents=True, exist_ok=True)
     cmd = ["build", "--progress=plain", "--target", "flash-attn-wheel-out", "--output", f"type=local,dest={dest}"]
     cmd += [a for sid, path in sorted(secrets_files.items()) for a in ("--secret", f"id={sid},src={path}")]
+    cmd += [a for k, v in sorted((build_args or {}).items()) for a in ("--build-arg", f"{k}={v}")]
     cmd.append(str(context))
 
     def on_line(line: str) -> None:
@@ -190,8 +193,9 @@ def sha256_of(path: Path) -> str:
 
 def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None, indexes: list[str],
            secrets_files: dict[str, Path], log_dir: Path, log: Callable[[str], None], allow_compile: bool = True,
-           push: bool = True) -> Wheel:
-    """The row's wheel image, from the first source that has the wheel; each choice is logged with its reason."""
+           push: bool = True, build_args: dict[str, str] | None = None) -> Wheel:
+    """The row's wheel image, from the first source that has the wheel; each choice is logged with its reason.
+    build_args go to the compile's build (the base's BASE_REGISTRY)."""
     key = flashattn.key(row)
     ref = f"{wheel_repository(registry)}:{key}"
     dest = _wheels_dir(key)
@@ -235,7 +239,7 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
     log(f"flash-attn: compiling {row.flash_attn} from the sdist for sm_{', sm_'.join(a.replace('.', '') for a in flashattn.archs(row))} "
         f"(no source has key {key}; measured cost suggests about {estimate / 60:.0f} min on {os.cpu_count()} cores)")
     compiled, record = compile_wheel(row, context, secrets_files, dest / "compiled", log_dir / "flash-attn-compile.log",
-                                     lambda msg: log(f"flash-attn: {msg}"))
+                                     lambda msg: log(f"flash-attn: {msg}"), build_args)
     sha = sha256_of(compiled)
     origin = (f"compiled from {record.get('sdist', 'the sdist')} in {record.get('seconds', '?')} s, "
               f"{record.get('units', '?')} units, MAX_JOBS={record.get('jobs', '?')}")

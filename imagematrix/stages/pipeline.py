@@ -77,11 +77,11 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         stage = "base"
         status(row.id, "base image")
         docker.cli()  # no docker CLI fails this stage, before any work
-        builder.ensure_base(row, inputs, lambda msg: status(row.id, msg))
+        base_ref = builder.ensure_base(row, inputs, lambda msg: status(row.id, msg), registry)
         cache = f"{repo}:buildcache-{row.id}" if cache_registry else None
         with tempfile.TemporaryDirectory(prefix="secrets-", dir=paths.scratch_dir()) as secret_dir:
             secrets = inputs.write_secrets(Path(secret_dir))
-            build_args, extra_labels = {}, {}
+            build_args, extra_labels = builder.base_build_args(row, registry), {}
             wheel = None
             if row.flash_attn:
                 stage = "flash-attn"
@@ -90,7 +90,7 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
                     row, context=render.generated_dir(matrix) / row.id, registry=registry,
                     mirror=inputs.flash_attn_mirror, indexes=list(inputs.flash_attn_indexes),
                     secrets_files=secrets, log_dir=row_logs, log=lambda msg: status(row.id, msg),
-                    allow_compile=inputs.flash_attn_compile, push=push != "none")
+                    allow_compile=inputs.flash_attn_compile, push=push != "none", build_args=dict(build_args))
                 build_args["FLASH_ATTN_WHEELS"] = wheel.ref
                 extra_labels.update(wheel.build_labels())
             stage = "build"
@@ -118,7 +118,8 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
             write_manifest(candidate, pushed, row_logs / "manifest.json")
             if pushed:
                 stage = "attest"
-                _attest(matrix, item, f"{repo}@{pushed[candidate_tag]}", inputs, row_logs, wheel, started_at, status)
+                _attest(matrix, item, f"{repo}@{pushed[candidate_tag]}", inputs, row_logs, wheel, started_at, status,
+                        base_ref)
             return done("pushed" if pushed else "tested",
                         (candidate if pushed else f"{candidate} (local, not pushed)") + "\n" + size_note)
         for tag in final:  # the row's own tag first: a rerun repairs an alias whose push failed
@@ -133,7 +134,7 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         status(row.id, "writing the manifest")
         write_manifest(f"{repo}:{row.id}", pushed, row_logs / "manifest.json")
         stage = "attest"
-        _attest(matrix, item, f"{repo}@{pushed[row.id]}", inputs, row_logs, wheel, started_at, status)
+        _attest(matrix, item, f"{repo}@{pushed[row.id]}", inputs, row_logs, wheel, started_at, status, base_ref)
         docker.run("rmi", candidate)  # the candidate tag only; layers stay with the final tag
         return done("pushed", f"{', '.join(f'{repo}:{t}' for t in final)} {pushed.get(row.id, '')}\n{size_note}")
     except (RuntimeFailure, InputError) as exc:
@@ -168,7 +169,7 @@ def _record_size(matrix: Matrix, verdict: sizes.Verdict, measured: sizes.Baselin
 
 
 def _attest(matrix: Matrix, item: render.Rendered, ref_digest: str, inputs: builder.BuildInputs, row_logs: Path,
-            wheel, started: str, status) -> None:
+            wheel, started: str, status, base_ref: str | None = None) -> None:
     """SBOM and provenance of the pushed digest into build-logs/<row>/; attested and signed with a key."""
     row = item.row
     if not ref_digest.split("@", 1)[1]:
@@ -177,11 +178,14 @@ def _attest(matrix: Matrix, item: render.Rendered, ref_digest: str, inputs: buil
     manifest = json.loads((row_logs / "manifest.json").read_text())
     lock_text = locks.read_lock(matrix, row)
     distro = bootstrap_suites()[row.bootstrap_suite]["distro"] if row.bootstrap_suite else "debian"
-    base_id = docker.run("image", "inspect", "--format", "{{.Id}}", row.base_image).stdout.strip()
+    base_ref = base_ref or row.base_image
+    # a published base is pulled by BuildKit, by digest: its digest is its identity (no local image to inspect)
+    base_id = (row.base_digest if row.base_digest else
+               docker.run("image", "inspect", "--format", "{{.Id}}", base_ref).stdout.strip())
     tools = {"imagematrix": _version(), "docker": docker.run("version", "--format", "{{.Server.Version}}").stdout.strip()}
     predicate = attest.provenance(
         row, image=manifest["image"], digest=ref_digest.split("@", 1)[1], lock_text=lock_text,
-        input_digest=item.context_digest(), base=row.base_image, base_id=base_id,
+        input_digest=item.context_digest(), base=base_ref, base_id=base_id,
         smoke=attest.smoke_summary(row_logs / "smoke.log"), tools=tools, started=started, finished=attest.now(),
         flash_attn={"file": wheel.filename, "sha256": wheel.sha256, "origin": wheel.origin} if wheel else None)
     sbom_path, prov_path = attest.write(row_logs, attest.sbom(row, manifest, lock_text, distro), predicate)

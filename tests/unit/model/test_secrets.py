@@ -58,6 +58,7 @@ def test_the_base_stage_never_prints_the_apt_mirror_credentials(tmp_path, monkey
     said = []
     monkeypatch.setattr(builder.docker, "image_exists", lambda ref: False)
     monkeypatch.setattr(builder.debootstrap, "available", lambda: True)
+    monkeypatch.setattr(builder.os, "geteuid", lambda: 0)  # debootstrap needs root (the lint job runs as `runner`)
     monkeypatch.setattr(builder.debootstrap, "bootstrap", lambda suite, target, mirror, proxy, **kw: subprocess.CompletedProcess(
         [], 1, f"I: Retrieving InRelease from {mirror}\n", f"E: Failed getting release file {mirror}/dists/x\n"))
     monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path))
