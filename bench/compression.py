@@ -11,6 +11,15 @@ For a published row image (gzip layers, as BuildKit pushes them):
 3. first command: `ctr run --rm` of `python -c 'import vllm, verl, torch'` in the pulled image: wall time.
 Single runs (each moves gigabytes); the record says so. Everything the run creates (its registry namespace,
 containerd namespaces, images and snapshots) is removed at the end.
+
+Build -> push, per format (`push_formats`), from the row image as the build leaves it in the daemon
+(`imagematrix/verl:<row>`, or --local): BuildKit 0.8 here cannot export zstd, so
+- gzip: `docker push` (dockerd gzips each layer as it uploads; what `build --push` does),
+- zstd: `skopeo copy docker-daemon:<image> docker://...` with `--dest-compress-format zstd` (level 3, OCI manifest):
+  straight from the daemon's store, no gzip step,
+each into a registry of its own (Debian's docker-registry on a spare loopback port, empty storage for every push:
+dockerd and skopeo would otherwise mount or reuse blobs they know are there), timed as a whole command; bytes = the
+registry's blob store after the push (layers, config, manifest). `--push-runs` runs of each, alternating.
 """
 
 from __future__ import annotations
@@ -18,14 +27,18 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 from imagematrix.tools import skopeo
 
+from .common import median
 from .report import line
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +46,8 @@ IMAGE = "127.0.0.1:5000/imagematrix/verl:verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu
 CTR = ["ctr", "--address", "/var/run/docker/containerd/containerd.sock"]
 FIRST = ["/opt/venv/bin/python", "-c", "import vllm, verl, torch"]
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"
+LOCAL = "127.0.0.1:5000/imagematrix/verl:verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"  # as `build` tags it
+PUSH_RUNS = 3
 
 
 def _layers(ref: str) -> tuple[int, str]:
@@ -90,17 +105,84 @@ def measure(image: str = IMAGE, level: int = 3) -> dict:
     return record
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _push_once(kind: str, image: str, level: int, work: Path) -> tuple[float, int]:
+    """One push of the daemon's image into a fresh, empty registry: (wall seconds, bytes stored)."""
+    port = _free_port()
+    storage = work / f"registry-{kind}"
+    storage.mkdir(parents=True)
+    config = work / f"registry-{kind}.yml"
+    config.write_text(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {storage}\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    server = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    target = f"127.0.0.1:{port}/imagematrix-bench/verl:{kind}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        if kind == "gzip":
+            subprocess.run(["docker", "tag", image, target], check=True, capture_output=True)
+            cmd = ["docker", "push", target]
+        else:
+            cmd = [skopeo.require(), "copy", "--format", "oci", "--dest-tls-verify=false", "--dest-compress",
+                   "--dest-compress-format", "zstd", "--dest-compress-level", str(level),
+                   f"docker-daemon:{image}", f"docker://{target}"]
+        seconds = _timed(cmd)
+        stored = sum(f.stat().st_size for f in (storage / "docker" / "registry" / "v2" / "blobs").rglob("*")
+                     if f.is_file())
+        return seconds, stored
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if kind == "gzip":
+            subprocess.run(["docker", "rmi", target], capture_output=True)
+        shutil.rmtree(storage, ignore_errors=True)
+        config.unlink(missing_ok=True)
+
+
+def push_formats(image: str = LOCAL, level: int = 3, runs: int = PUSH_RUNS) -> dict:
+    """Build -> push wall time and bytes per format (module docstring), `runs` of each, gzip and zstd alternating."""
+    samples: dict[str, list[float]] = {"gzip": [], "zstd": []}
+    stored: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-push-", dir=ROOT / "bench") as work:
+        for index in range(runs):
+            for kind in ("gzip", "zstd"):
+                seconds, stored[kind] = _push_once(kind, image, level, Path(work) / str(index))
+                samples[kind].append(seconds)
+                print(f"push {kind} run {index + 1}/{runs}: {seconds} s, {stored[kind] / 1e9:.2f} GB", flush=True)
+    return {"image": image, "level": level, "runs": runs, "samples_s": samples,
+            "median_s": {kind: median(v) for kind, v in samples.items()}, "bytes": stored}
+
+
 def compression(ctx) -> dict:
-    """Metric 9, in the shape of the other measures (bench/__main__.py: --only compression)."""
+    """Metric 10, in the shape of the other measures (bench/__main__.py: --only compression)."""
     r = measure()
     gz, zs = r["gzip"], r["zstd"]
+    p = push_formats(runs=min(ctx.runs, PUSH_RUNS))
+    n = p["runs"]
+    r["push"] = p
     return {
         "title": "zstd against gzip layers: bytes, pull + unpack, first command",
         "method": ("The verl 0.3 row's published image (gzip layers, as BuildKit pushes them) and its zstd copy made "
                    "the way `promote --compression zstd` makes it (skopeo 1.9, level 3, through a local OCI layout), "
                    "each pulled with `ctr images pull` (containerd 1.6.20, which also unpacks) into an empty "
                    "containerd namespace, then `ctr run --rm` of `python -c 'import vllm, verl, torch'`. One run of "
-                   "each (gigabytes per run). dockerd 20.10 cannot pull zstd layers, so containerd is the client."),
+                   "each (gigabytes per run). dockerd 20.10 cannot pull zstd layers, so containerd is the client. "
+                   "Build -> push per format, from the row image in the daemon (BuildKit 0.8 cannot export zstd): "
+                   "gzip = `docker push` (dockerd gzips as it uploads), zstd = `skopeo copy docker-daemon:... "
+                   "docker://...` with zstd level 3 (straight from the daemon, no gzip step), each into an empty "
+                   "registry of its own (Debian's docker-registry on a spare port, fresh storage per push, so "
+                   "nothing is mounted or reused); bytes = the registry's blob store after the push; median of "
+                   f"{n} runs of each, alternating."),
         "notes": [f"raw: {json.dumps(r)}",
                   "docker.io 20.10's dockerd cannot pull the zstd copy (issue 17: 'invalid tar header'); "
                   "promote --compression both keeps gzip tags for such clients"],
@@ -114,6 +196,12 @@ def compression(ctx) -> dict:
                  ref=gz["first_command_s"], ref_what="gzip", ratio=zs["first_command_s"] / gz["first_command_s"],
                  ratio_what="zstd / gzip"),
             line("publishing the zstd copy (skopeo, level 3)", r["zstd_publish_s"], "s", ours_note="1 run"),
+            line("push from the daemon, zstd vs gzip", p["median_s"]["zstd"], "s",
+                 ours_note=f"skopeo zstd, median of {n}", ref=p["median_s"]["gzip"],
+                 ref_what=f"docker push (gzip), median of {n}", ratio=p["median_s"]["zstd"] / p["median_s"]["gzip"],
+                 ratio_what="zstd / gzip"),
+            line("bytes pushed, zstd vs gzip", p["bytes"]["zstd"], "B", ref=p["bytes"]["gzip"], ref_what="gzip",
+                 ratio=p["bytes"]["zstd"] / p["bytes"]["gzip"], ratio_what="zstd / gzip"),
         ],
         "details": r,
     }
@@ -124,8 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", default=IMAGE)
     parser.add_argument("--level", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "records" / "compression.json")
+    parser.add_argument("--local", default=LOCAL, help="the row image in the daemon, for the push times")
+    parser.add_argument("--push-runs", type=int, default=PUSH_RUNS)
+    parser.add_argument("--push-only", action="store_true", help="only the build -> push times per format")
     args = parser.parse_args(argv)
+    if args.push_only:
+        record = push_formats(args.local, args.level, args.push_runs)
+        print(json.dumps(record))
+        return 0
     record = measure(args.image, args.level)
+    record["push"] = push_formats(args.local, args.level, args.push_runs)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print(f"zstd copy (publish) {record['zstd_publish_s']} s; record: {args.out}")
     return 0
