@@ -18,8 +18,9 @@ def add_arguments(p) -> None:
                    help="after the smoke tests pass, push the final tags (default), only the candidate tag "
                         "(CI: GPU jobs test it, `promote` retags it), or nothing")
     p.add_argument("--cache-registry", action="store_true",
-                   help="import/export the BuildKit cache as REGISTRY/verl:buildcache-<row> (needs a "
-                        "docker-container buildx builder, as in CI)")
+                   help="import/export the BuildKit cache as REGISTRY/verl:buildcache-<row>, and the shared os and "
+                        "torch stages' as REGISTRY/verl:buildcache-os-<key> / buildcache-torch-<key> (every row with "
+                        "the same stage imports and exports it; needs a docker-container buildx builder, as in CI)")
     p.add_argument("--rebuild", action="store_true",
                    help="build, test and push even when the registry already has the row's input digest (scheduled "
                         "rebuilds: base images and the docker daemon change without changing the inputs)")

@@ -214,27 +214,53 @@ def _step_text(text: str) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def stage_cache_refs(item: render.Rendered, cache: str) -> dict[str, str]:
+    """The shared caches of the row's os and torch stages, beside its own cache ref (REPO:buildcache-<row>):
+    {"os": REPO:buildcache-os-<key>, "torch": REPO:buildcache-torch-<key>}, keys from render.stage_keys()."""
+    repository = cache.rsplit(":", 1)[0]
+    return {name: f"{repository}:buildcache-{name}-{key}" for name, key in item.stage_keys().items()}
+
+
 def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path, secrets: dict[str, Path],
                     caches: dict[str, str] | None = None, build_args: dict[str, str] | None = None,
-                    extra_labels: dict[str, str] | None = None) -> dict:
+                    extra_labels: dict[str, str] | None = None, shared_stages: bool = False) -> dict:
     """A `docker buildx bake` file (JSON) building each rendered row under its candidate tag.
 
     caches: row id -> registry reference of its BuildKit cache (CI: `type=registry`, mode=max, so the os and
     torch stages come back on a fresh runner; needs a builder with the docker-container driver).
+    shared_stages (with caches): the row also imports the shared caches of its os and torch stages
+    (stage_cache_refs), which sibling rows with the same stages export, and exports them itself from two
+    cache-only targets (<row>__os, <row>__torch: the same solve, so nothing is built twice); the row's own target
+    then outputs to the daemon explicitly (`--load` would load the stage targets too).
     """
     targets = {}
     for item, candidate in items:
         cache = (caches or {}).get(item.row.id)
-        targets[_target(item.row.id)] = {
-            **({"cache-from": [f"type=registry,ref={cache}"],
-                "cache-to": [f"type=registry,ref={cache},mode=max"]} if cache else {}),
+        common = {
             "context": str(context_root / item.row.id),
             "dockerfile": "Dockerfile",
-            "tags": [candidate],
-            "labels": {labels.INPUT_DIGEST: item.context_digest(), **(extra_labels or {})},
             **({"args": build_args} if build_args else {}),
             "secret": [f"id={sid},src={path}" for sid, path in sorted(secrets.items())],
         }
+        stages = stage_cache_refs(item, cache) if cache and shared_stages else {}
+        imports = [cache, *(stages[name] for name in ("torch", "os") if name in stages)] if cache else []
+        targets[_target(item.row.id)] = {
+            **({"cache-from": [f"type=registry,ref={ref}" for ref in imports],
+                "cache-to": [f"type=registry,ref={cache},mode=max"]} if cache else {}),
+            **common,
+            "tags": [candidate],
+            "labels": {labels.INPUT_DIGEST: item.context_digest(), **(extra_labels or {})},
+            **({"output": ["type=docker"]} if stages else {}),
+        }
+        for name in stages:  # os imports its own cache; torch imports torch's and os's
+            own = [stages["torch"], stages["os"]] if name == "torch" else [stages["os"]]
+            targets[f"{_target(item.row.id)}__{name}"] = {
+                **common,
+                "target": name,
+                "cache-from": [f"type=registry,ref={ref}" for ref in own],
+                "cache-to": [f"type=registry,ref={stages[name]},mode=max"],
+                "output": ["type=cacheonly"],
+            }
     return {"group": {"default": {"targets": sorted(targets)}}, "target": targets}
 
 
@@ -253,10 +279,12 @@ def build(item: render.Rendered, candidate: str, context_root: Path, secrets: di
                              "(run `python build.py setup`)")
     if docker.has_buildx(cli):
         bake = log_path.parent / "bake.json"
-        bake.write_text(json.dumps(bake_definition([(item, candidate)], context_root, secrets,
-                                                   {item.row.id: cache} if cache else None, build_args,
-                                                   extra_labels), indent=2))
-        cmd = [cli, "buildx", "bake", "--progress=plain", "-f", str(bake), "--load", _target(item.row.id)]
+        definition = bake_definition([(item, candidate)], context_root, secrets,
+                                     {item.row.id: cache} if cache else None, build_args, extra_labels,
+                                     shared_stages=True)
+        bake.write_text(json.dumps(definition, indent=2))
+        names = sorted(definition["target"])  # the row's target, and its stage-cache targets with a cache
+        cmd = [cli, "buildx", "bake", "--progress=plain", "-f", str(bake), *([] if cache else ["--load"]), *names]
         env = {**os.environ}
     else:
         cmd = [cli, "build", "--progress=plain", "-t", candidate, "--label",

@@ -38,6 +38,33 @@ class Rendered:
         return "sha256:" + h.hexdigest()
 
 
+    def stage_keys(self) -> dict[str, str]:
+        """The shared build stages and a key of everything each reads: {"os": key, "torch": key}.
+
+        Rows with the same os key (base, Python, tools) build the same os stage; with the same torch key (that, and
+        the same base.txt) the same torch stage. CI names a shared BuildKit cache after each key
+        (buildcache-os-<key>, buildcache-torch-<key>), so a row imports the stages a sibling built."""
+        text = self.files["Dockerfile"].decode()
+        lines = text.splitlines(keepends=True)
+        starts = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
+
+        def stage(name: str) -> str:  # its instructions; comments (row ids, versions) are no part of the build
+            first = next(i for i in starts if lines[i].rstrip().endswith(f" AS {name}"))
+            end = next((i for i in starts if i > first), len(lines))
+            return "".join(line for line in lines[first:end] if not line.lstrip().startswith("#"))
+
+        preamble = "".join(line for line in lines[:starts[0]] if line.startswith("ARG BASE_REGISTRY"))
+        keys = {}
+        h = hashlib.sha256((preamble + stage("os")).encode())
+        for name in ("buildenv.sh", "tools.txt"):
+            h.update(name.encode() + b"\0" + hashlib.sha256(self.files.get(name, b"")).digest())
+        keys["os"] = h.hexdigest()[:24]
+        h = hashlib.sha256((keys["os"] + stage("torch")).encode())
+        h.update(b"base.txt\0" + hashlib.sha256(self.files.get("base.txt", b"")).digest())
+        keys["torch"] = h.hexdigest()[:24]
+        return keys
+
+
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(paths.TEMPLATES)),
