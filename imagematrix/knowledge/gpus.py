@@ -55,28 +55,45 @@ def _cap(text: str) -> Capability:
 @functools.cache
 def data(path: Path = GPUS) -> Data:
     doc = yamlio.load(path)
-    if not isinstance(doc, dict) or not {"capabilities", "drivers", "torch_arch_lists"} <= set(doc):
-        raise InputError("expected `capabilities`, `drivers` and `torch_arch_lists`", where=str(path))
+    sections = ("capabilities", "drivers", "torch_arch_lists")
+    if not isinstance(doc, dict) or not set(sections) <= set(doc):
+        missing = [s for s in sections if not isinstance(doc, dict) or s not in doc]
+        raise InputError(f"expected `capabilities`, `drivers` and `torch_arch_lists`; missing: {', '.join(missing)}",
+                         where=f"{path}:{yamlio.line_of(doc) or 1}",
+                         fix="see the comment above each section for its form")
+    line = None  # the line of the entry being read, for the error
     try:  # a malformed file is bad input (exit 2), not an AttributeError deep inside whichever command reads it
         names = []
-        for cap, models in _of(doc["capabilities"], dict).items():
+        line = yamlio.line_of(doc, "capabilities")
+        capabilities = _of(doc["capabilities"], dict)
+        for cap, models in capabilities.items():
+            line = yamlio.line_of(capabilities, cap)
             for model in _of(models, list):
                 names.append((_tokens(str(model)), _cap(cap), str(model)))
         drivers = {}
-        for k, v in _of(doc["drivers"], dict).items():
+        line = yamlio.line_of(doc, "drivers")
+        for k, v in (section := _of(doc["drivers"], dict)).items():
+            line = yamlio.line_of(section, k)
             drivers[_cuda_key(k)] = {kk: str(vv) for kk, vv in _of(v, dict).items()}
             for kk in ("toolkit", "compat"):
                 driver_version(drivers[_cuda_key(k)][kk])  # a KeyError or InputError when missing or no version
-        archs = tuple(
-            {"torch": SpecifierSet(str(e["torch"])), "cuda": [_cuda_key(c) for c in _of(e["cuda"], list)],
-             "archs": [str(a) for a in _of(e["archs"], list)], "evidence": str(e["evidence"])}
-            for e in (_of(e, dict) for e in _of(doc["torch_arch_lists"], list))
-        )
+        archs = []
+        line = yamlio.line_of(doc, "torch_arch_lists")
+        for index, e in enumerate(section := _of(doc["torch_arch_lists"], list)):
+            line = yamlio.line_of(section, index)
+            e = _of(e, dict)
+            archs.append({"torch": SpecifierSet(str(e["torch"])), "cuda": [_cuda_key(c) for c in _of(e["cuda"], list)],
+                          "archs": [str(a) for a in _of(e["archs"], list)], "evidence": str(e["evidence"])})
     except (InputError, KeyError, TypeError, ValueError) as exc:  # InvalidSpecifier and InvalidVersion are ValueErrors
-        detail = exc.message if isinstance(exc, InputError) else f"{exc.__class__.__name__}: {exc}"
-        raise InputError(f"malformed GPU data: {detail}", where=str(path),
+        if isinstance(exc, InputError):
+            detail = exc.message
+        elif isinstance(exc, KeyError):
+            detail = f"missing key {exc}"
+        else:
+            detail = f"{exc.__class__.__name__}: {exc}"
+        raise InputError(f"malformed GPU data: {detail}", where=f"{path}:{line}" if line else str(path),
                          fix="see the comment above each section for its form") from None
-    return Data(names=tuple(names), drivers=drivers, torch_archs=archs)
+    return Data(names=tuple(names), drivers=drivers, torch_archs=tuple(archs))
 
 
 def _of(value, kind: type):

@@ -7,6 +7,7 @@ import pytest
 from imagematrix.knowledge import gpus
 from imagematrix.model import matrix
 from imagematrix.model.errors import InputError
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(("name", "cap"), [
@@ -145,3 +146,60 @@ def test_what_the_real_rows_run_on():
     assert on[("2.5.1", "12.4")] == {"V100", "T4", "A100", "L4", "H100"}             # no Blackwell in cu124
     assert on[("2.8.0", "12.8")] == {"V100", "T4", "A100", "L4", "H100", "B200", "B300", "RTX 5090", "GB10"}
     assert on[("2.11.0", "13.0")] == {"T4", "A100", "L4", "H100", "B200", "B300", "RTX 5090", "GB10"}  # no V100
+
+
+# --- issue 13, item 6: a malformed gpus.yaml is bad input naming its file and line ---------------------------------
+
+REAL_GPUS = (ROOT / "knowledge" / "gpus.yaml").read_text()
+
+
+def _line_of(text: str, marker: str) -> int:
+    return next(i for i, line in enumerate(text.splitlines(), 1) if marker in line)
+
+
+@pytest.mark.parametrize(("old", "new", "marker", "message"), [
+    # missing keys: a section, a driver's compat, an arch list's evidence
+    ("torch_arch_lists:", "torch_arch_listz:", "capabilities:", "missing: torch_arch_lists"),
+    ('"12.4": {toolkit: 550.54.14, compat: 525.60.13}', '"12.4": {toolkit: 550.54.14}', '"12.4": {toolkit',
+     "missing key 'compat'"),
+    ('{torch: ">=2.8,<2.11", cuda: ["12.8"], evidence: verified,', '{torch: ">=2.8,<2.11", cuda: ["12.8"],',
+     '{torch: ">=2.8,<2.11"', "missing key 'evidence'"),
+    # wrong types: a model list that is a string, a driver that is a list, a section that is a list, an arch list
+    # entry that is a string, a torch specifier that is a number, a capability key that is no capability
+    ('"9.0": [H100, H200, GH200, H800, H20]', '"9.0": H100', '"9.0": H100', "expected a list, got 'H100'"),
+    ('"12.6": {toolkit: 560.28.03, compat: 525.60.13}', '"12.6": [560.28.03]', '"12.6": [560', "expected a mapping"),
+    ("drivers:\n", "drivers: [x]\nold_drivers:\n", "drivers: [x]", "expected a mapping, got ['x']"),
+    ('  - {torch: ">=2.13,<2.14"', '  - just a string\n  - {torch: ">=2.13,<2.14"', "just a string",
+     "expected a mapping, got 'just a string'"),
+    ('{torch: ">=2.11,<2.12", cuda: ["12.8"]', '{torch: 2.11, cuda: ["12.8"]', "{torch: 2.11,", "InvalidSpecifier"),
+    ('"5.2": [M60', 'x: [M60', "x: [M60", "ValueError"),
+])
+def test_a_malformed_gpus_file_is_bad_input_at_its_line(tmp_path, old, new, marker, message):
+    assert old in REAL_GPUS
+    text = REAL_GPUS.replace(old, new, 1)
+    path = tmp_path / "gpus.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError) as info:
+        gpus.data(path)
+    assert info.value.where == f"{path}:{_line_of(text, marker)}", info.value.render()
+    assert message in info.value.message, info.value.render()
+    assert info.value.fix
+
+
+def test_a_malformed_gpus_file_exits_2_with_file_and_line(tmp_path, monkeypatch, run, project_copy):
+    """Through the command line: render of a flash-attn row reads the architectures from gpus.yaml."""
+    text = REAL_GPUS.replace('"12.4": {toolkit: 550.54.14, compat: 525.60.13}', '"12.4": {toolkit: 550.54.14}', 1)
+    path = tmp_path / "gpus.yaml"
+    path.write_text(text)
+    monkeypatch.setattr(gpus, "GPUS", path)
+    monkeypatch.setattr(gpus.data.__wrapped__, "__defaults__", (path,))  # the default bound at import
+    gpus.data.cache_clear()
+    try:
+        result = run("render", "--matrix", project_copy, "--row", "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1")
+    finally:
+        gpus.data.cache_clear()
+    assert result.code == 2, result
+    line = _line_of(text, '"12.4": {toolkit')
+    assert f"error: {path}:{line}: malformed GPU data: missing key 'compat'" in result.err, result
+    assert "Traceback" not in result.err and "internal error" not in result.err
+    assert not (project_copy.parent / "dockerfiles").exists()
