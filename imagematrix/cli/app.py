@@ -10,6 +10,7 @@ from imagematrix.cli import (
     add_row,
     base,
     build,
+    disk,
     docs,
     doctor,
     flash_attn,
@@ -32,7 +33,7 @@ from imagematrix.model.errors import InputError, RuntimeFailure
 COMMANDS = {"validate": validate, "lock": lock, "render": render, "setup": setup, "plan": plan, "build": build,
             "promote": promote, "add-row": add_row, "docs": docs, "pick": pick, "doctor": doctor, "test": test,
             "gpu-record": gpu_record, "flash-attn": flash_attn, "verify": verify, "sbom": sbom, "outdated": outdated,
-            "base": base}
+            "base": base, "disk": disk}
 
 
 def parser() -> argparse.ArgumentParser:
