@@ -131,7 +131,7 @@ def lock_status(matrix: Matrix, row: Row) -> str:
     """'ok', 'missing', 'stale' (written for other pins) or 'broken' (the body does not install the row)."""
     path = lock_path(matrix, row)
     if not path.is_file():
-        return "missing"
+        return "broken" if path.exists() else "missing"  # a directory (or a socket...) where the lock belongs
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -168,22 +168,38 @@ def status_message(matrix: Matrix, row: Row, status: str) -> str:
     text = f"lock is {status}: {path.relative_to(matrix.root)}"
     if status == "broken":
         try:
-            problems = body_problems(row, path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
+            problems = (["it is a directory, not a file"] if path.is_dir()
+                        else body_problems(row, path.read_text(encoding="utf-8")))
+        except UnicodeDecodeError as exc:
+            problems = [f"it is not UTF-8 text (byte {exc.start})"]
+        except OSError as exc:
             problems = [f"it cannot be read ({exc.__class__.__name__})"]
         text += " (" + "; ".join(problems) + ")"
     return text
 
 
+def lock_fix(matrix: Matrix, row: Row) -> str:
+    """How to repair a lock that is not current: re-lock the row, after removing what is not a file in its place."""
+    path = lock_path(matrix, row)
+    relock = f"run `python build.py lock --row {row.id}`"
+    if path.exists() and not path.is_file():
+        return f"remove {path.relative_to(matrix.root)} (not a file), then {relock}"
+    return relock
+
+
 def read_lock(matrix: Matrix, row: Row) -> str:
     status = lock_status(matrix, row)
     if status != "ok":
-        raise InputError(
-            status_message(matrix, row, status),
-            where=f"row {row.id}",
-            fix=f"run `python build.py lock --row {row.id}`",
-        )
+        raise InputError(status_message(matrix, row, status), where=f"row {row.id}", fix=lock_fix(matrix, row))
     return lock_path(matrix, row).read_text()
+
+
+def _not_files(matrix: Matrix, rows: list[Row]) -> list[InputError]:
+    """Lock paths taken by a directory (or anything but a file): lock cannot replace them, so it stops first."""
+    return [InputError(f"{path.relative_to(matrix.root)} is not a file", where=str(path),
+                       fix=f"remove it, then run `python build.py lock{' --row ' + row.id if row else ''}`")
+            for row, path in [(None, tools_lock_path(matrix)), *((r, lock_path(matrix, r)) for r in rows)]
+            if path.exists() and not path.is_file()]
 
 
 def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = False,
@@ -191,6 +207,9 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
     """Resolve every row with hashes and write its lock (and locks/tools.txt); all or nothing: a row that does
     not resolve stops the stage before any file is written. Returns (path, changed, packages) per row.
     as_of: resolve the rows as the index stood then (the tools lock keeps its own time)."""
+    blocked = _not_files(matrix, rows)
+    if blocked:
+        raise InputErrors(blocked)
     times = {row.id: resolution_time(matrix, row, refresh, as_of) for row in rows}
     results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True, exclude_newer=times[r.id], cache_first=False,
                                                        matrix_path=matrix.path), rows, jobs)

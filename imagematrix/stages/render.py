@@ -205,7 +205,12 @@ def _tools_lock(matrix: Matrix) -> str:
     path = locks.tools_lock_path(matrix)
     if not path.exists():
         raise InputError(f"{path.relative_to(matrix.root)} is missing", fix="run `python build.py lock`")
-    return path.read_text()
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        problem = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"unreadable ({exc.strerror or exc})"
+        raise InputError(f"the build tools' lock is {problem}", where=str(path),
+                         fix="remove it, then run `python build.py lock`") from None
 
 
 def render(matrix: Matrix, rows: list[Row], patch_dir: Path = paths.PATCHES) -> list[Rendered]:

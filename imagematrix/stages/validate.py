@@ -71,5 +71,5 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
         entry.lock = locks.lock_status(matrix, row)
         if entry.lock != "ok":
             report.errors.append(InputError(locks.status_message(matrix, row, entry.lock), where=f"row {row.id}",
-                                            fix=f"run `python build.py lock --row {row.id}`"))
+                                            fix=locks.lock_fix(matrix, row)))
     return report

@@ -127,3 +127,74 @@ def test_lock_as_of_a_bad_date_is_bad_input_and_writes_nothing(run, project_copy
                  "--as-of", "2999-01-01")
     assert result.code == 2 and "not a past date" in result.err
     assert lock.read_text() == before
+
+
+# --- issue 13, item 6: a lock that is a directory or not UTF-8 is bad input, exit 2, never a traceback --------------
+
+def _no_resolution(monkeypatch):
+    """lock must stop before resolving anything (and so before writing anything)."""
+    from imagematrix.stages import resolve
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("resolved although a lock path is not a file")
+
+    monkeypatch.setattr(resolve, "resolve", refuse)
+
+
+def _clean(result):
+    assert "Traceback" not in result.err and "internal error" not in result.err, result
+
+
+def test_a_lock_that_is_a_directory_is_bad_input_for_render_and_lock(tmp_path, run, monkeypatch):
+    m, row = _copy(tmp_path)
+    path = locks.lock_path(m, row)
+    path.unlink()
+    path.mkdir()
+    assert locks.lock_status(m, row) == "broken"  # it was "missing", and `lock --row` then crashed on it
+    rel = f"locks/{ROW}.txt"
+    result = run("render", "--matrix", tmp_path / "matrix.yaml", "--row", ROW)
+    assert result.code == 2, result
+    assert f"lock is broken: {rel} (it is a directory, not a file)" in result.err
+    assert f"fix: remove {rel} (not a file), then run `python build.py lock --row {ROW}`" in result.err
+    _clean(result)
+    assert not (tmp_path / "dockerfiles").exists()
+
+    _no_resolution(monkeypatch)
+    tools = (tmp_path / "locks" / "tools.txt").read_bytes()
+    result = run("lock", "--matrix", tmp_path / "matrix.yaml", "--row", ROW)
+    assert result.code == 2, result
+    assert f"error: {path}: {rel} is not a file" in result.err and f"remove it, then run `python build.py lock --row {ROW}`" in result.err
+    _clean(result)
+    assert path.is_dir() and (tmp_path / "locks" / "tools.txt").read_bytes() == tools  # nothing written
+
+
+def test_a_tools_lock_that_is_a_directory_or_not_utf8_is_bad_input(tmp_path, run, monkeypatch):
+    m, row = _copy(tmp_path)
+    tools = tmp_path / "locks" / "tools.txt"
+    tools.write_bytes(b"\xff\xfe" + tools.read_bytes())
+    result = run("render", "--matrix", tmp_path / "matrix.yaml", "--row", ROW)
+    assert result.code == 2 and f"error: {tools}: the build tools' lock is not UTF-8 text" in result.err, result
+    _clean(result)
+    tools.unlink()
+    tools.mkdir()
+    result = run("render", "--matrix", tmp_path / "matrix.yaml", "--row", ROW)
+    assert result.code == 2 and f"error: {tools}: the build tools' lock is unreadable" in result.err, result
+    _clean(result)
+    _no_resolution(monkeypatch)
+    result = run("lock", "--matrix", tmp_path / "matrix.yaml", "--row", ROW)
+    assert result.code == 2 and f"error: {tools}: locks/tools.txt is not a file" in result.err, result
+    _clean(result)
+    assert not (tmp_path / "dockerfiles").exists()
+
+
+def test_a_lock_that_is_not_utf8_is_bad_input_naming_it(tmp_path, run):
+    m, row = _copy(tmp_path)
+    path = locks.lock_path(m, row)
+    good = path.read_bytes()
+    path.write_bytes(good[:100] + b"\xff" + good[100:])
+    result = run("render", "--matrix", tmp_path / "matrix.yaml", "--row", ROW)
+    assert result.code == 2, result
+    assert f"row {ROW}: lock is broken: locks/{ROW}.txt (it is not UTF-8 text (byte 100))" in result.err
+    assert f"fix: run `python build.py lock --row {ROW}`" in result.err
+    _clean(result)
+    assert not (tmp_path / "dockerfiles").exists()
