@@ -30,6 +30,9 @@ def load(path: Path = paths.ENV_DEFAULTS) -> list[EnvDefault]:
     out = []
     for index, item in enumerate(items):
         where = f"{path}:{yamlio.line_of(items, index)}"
+        if not isinstance(item, dict):
+            raise InputError(f"invalid env default: expected a mapping with name, value, vllm and reason, got {item!r:.60}",
+                             where=where, fix="write the entry as `- name: ...` with value, vllm and reason below it")
         try:
             entry = EnvDefault.model_validate(dict(item))
             SpecifierSet(entry.vllm)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from imagematrix.knowledge import envdefaults
 from imagematrix.model import matrix
-from tests.conftest import GOOD_MATRIX
+from imagematrix.model.errors import InputError
+from tests.conftest import GOOD_MATRIX, ROOT
 
 # Every image, whatever its vLLM: the NVIDIA container toolkit mounts CUDA's driver libraries only when asked.
 GPU = {"NVIDIA_VISIBLE_DEVICES": "all", "NVIDIA_DRIVER_CAPABILITIES": "compute,utility"}
@@ -26,3 +29,29 @@ def test_row_env_wins_over_defaults(write_matrix):
     assert envdefaults.for_row(row, envdefaults.load()) == {
         "NCCL_DEBUG": "WARN", "VLLM_USE_V1": "1", "NVIDIA_VISIBLE_DEVICES": "all",
         "NVIDIA_DRIVER_CAPABILITIES": "compute,utility,video"}
+
+
+# --- issue 13, item 6: items that are not mappings are bad input at their line ------------------------------------
+
+@pytest.mark.parametrize("item", ["just a string", "[VLLM_USE_V1, '1']", "42", "null", "[[name, X], [value, '1']]"])
+def test_an_env_default_that_is_not_a_mapping_is_bad_input_at_its_line(tmp_path, item):
+    path = tmp_path / "env-defaults.yaml"
+    path.write_text("env:\n  - name: VLLM_USE_V1\n    value: \"0\"\n    vllm: \"<0.8\"\n    reason: a reason long enough\n"
+                    f"  - {item}\n")
+    with pytest.raises(InputError) as info:
+        envdefaults.load(path)
+    assert info.value.where == f"{path}:6", info.value.render()
+    assert info.value.message.startswith("invalid env default: expected a mapping with name, value, vllm and reason")
+    assert info.value.fix
+
+
+def test_an_env_default_that_is_not_a_mapping_exits_2_with_file_and_line(tmp_path, monkeypatch, run, project_copy):
+    path = tmp_path / "env-defaults.yaml"
+    path.write_text((ROOT / "knowledge" / "env-defaults.yaml").read_text().replace("env:\n", "env:\n  - oops\n", 1))
+    line = path.read_text().splitlines().index("  - oops") + 1
+    monkeypatch.setattr(envdefaults.load, "__defaults__", (path,))  # the default bound at import
+    result = run("render", "--matrix", project_copy, "--row", "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311")
+    assert result.code == 2, result
+    assert f"error: {path}:{line}: invalid env default" in result.err
+    assert "Traceback" not in result.err and "internal error" not in result.err
+    assert not (project_copy.parent / "dockerfiles").exists()
