@@ -117,11 +117,16 @@ def load(path: Path | str = paths.MATRIX) -> Matrix:
     doc = yamlio.load(path)
     if not isinstance(doc, dict):
         raise InputError("the top level must be a mapping with `defaults:` and `rows:`", where=str(path))
-    unknown = sorted(set(doc) - {"defaults", "rows"})
+    # in file order: keys need not be strings (`1:`, `? [a]`, `null:`), nor comparable with each other
+    unknown = [key for key in doc if key not in ("defaults", "rows")]
     if unknown:
+        try:
+            line = doc.lc.key(unknown[0])[0] + 1  # also for an int or null key, which line_of takes for other things
+        except (AttributeError, KeyError, TypeError):
+            line = yamlio.line_of(doc)
         raise InputError(
-            f"unknown top-level key(s): {', '.join(map(str, unknown))}",
-            where=f"{path}:{yamlio.line_of(doc, unknown[0])}",
+            f"unknown top-level key(s): {', '.join(repr(k) if not isinstance(k, str) else k for k in unknown)}",
+            where=f"{path}:{line}",
             fix="the top level holds only `defaults:` and `rows:`",
         )
     errors: list[InputError] = []

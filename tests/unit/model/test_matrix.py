@@ -125,3 +125,21 @@ def test_a_malformed_bases_file_is_bad_input_naming_that_file(tmp_path, monkeypa
     finally:
         fields.bootstrap_suites.cache_clear()
     assert result.code == 2 and message in result.err and str(bases) in result.err
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ("1: x\n", "1"),
+    ("? [a]\n: b\n", "('a',)"),
+    ("null: x\n", "None"),
+    ("true: x\n", "True"),
+    ("1: x\nfoo: y\n", "1, foo"),      # keys of types that do not sort together: was an internal error (TypeError)
+    ("? [a]\n: b\n2: c\n", "('a',), 2"),
+])
+def test_non_string_top_level_keys_are_bad_input_at_their_line(write_matrix, run, extra, named):
+    """Issue 13, item 6: the first unknown key's line, keys in file order, exit 2, never a traceback."""
+    path = write_matrix(GOOD_MATRIX + extra)
+    line = GOOD_MATRIX.count("\n") + 1
+    result = run("validate", "--matrix", path)
+    assert result.code == 2, result
+    assert f"error: {path}:{line}: unknown top-level key(s): {named}" in result.err, result
+    assert "internal error" not in result.err and "Traceback" not in result.err
