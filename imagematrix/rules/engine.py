@@ -10,6 +10,7 @@ from imagematrix.model.matrix import Row
 from imagematrix.rules import (
     conflict,
     flash_attn_wheel,
+    pin_requires,
     python_requires,
     schema,
     training_attention,
@@ -19,7 +20,7 @@ from imagematrix.rules import (
 
 KINDS = {"conflict": conflict.check, "flash-attn-wheel": flash_attn_wheel.check, "vllm-env": vllm_env.check,
          "verl-ranges": verl_ranges.check, "python-requires": python_requires.check,
-         "training-attention": training_attention.check}
+         "training-attention": training_attention.check, "pin-requires": pin_requires.check}
 
 
 def evaluate(row: Row, resolution: dict | None = None, *, ruleset: schema.Ruleset | None = None,

@@ -111,13 +111,14 @@ class RuleSpec(_Strict):
     id: str
     severity: Severity
     kind: Literal["conflict", "flash-attn-wheel", "vllm-env", "verl-ranges", "python-requires",
-                  "training-attention"]
+                  "training-attention", "pin-requires"]
     field: RowKey
     symptom: str
     fix: str
     source: str
     when: dict[VersionedName, Specifier] = {}
     packages: list[VersionedName] = []
+    of: list[VersionedName] = []  # pin-requires: the pins whose Requires-Dist is checked
 
 
 class WheelAxes(_Strict):

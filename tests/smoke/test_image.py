@@ -12,6 +12,9 @@ from imagematrix.knowledge import extras
 from imagematrix.model import labels
 
 PY = "/opt/venv/bin/python"
+# Every installed distribution's Requires-Dist against what is installed: catches, e.g., transformers below vLLM's
+# declared floor (tests/integration/test_pip_check_floor.py runs this same command on such an environment).
+PIP_CHECK = "uv pip check --python {python}"
 
 
 def test_every_pin_is_the_installed_version(host, row):
@@ -37,7 +40,7 @@ def test_flash_attn_extension_loads_and_its_wheel_is_labelled(host, row, inspect
 
 
 def test_pip_check_is_clean(host):
-    result = host.run(f"uv pip check --python {PY}")
+    result = host.run(PIP_CHECK.format(python=PY))
     assert result.rc == 0, result.stdout + result.stderr
 
 

@@ -38,7 +38,7 @@ from imagematrix.rules import schema
 ROOT = Path(__file__).resolve().parents[2]
 KNOWLEDGE_FILES = ("rules.yaml", "gpus.yaml", "env-defaults.yaml", "bases.yaml", "training.yaml", "flash-attn.yaml")
 FILES = ("matrix.yaml", *(f"knowledge/{name}" for name in KNOWLEDGE_FILES))
-NETWORK_RULE_KINDS = {"verl-ranges", "python-requires"}  # read verl's metadata / Requires-Python from the index
+NETWORK_RULE_KINDS = {"verl-ranges", "python-requires", "pin-requires"}  # read metadata / Requires-Python from the index
 EXPECTED = (InputError, RuntimeFailure)  # InputErrors is an InputError
 
 RENDERED_ROWS = ("verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311",

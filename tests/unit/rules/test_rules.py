@@ -13,6 +13,7 @@ from imagematrix.knowledge import envdefaults, requires_python, verl
 from imagematrix.model import matrix, paths
 from imagematrix.model.errors import InputError
 from imagematrix.model.lockfile import LockEntry
+from imagematrix.rules import pin_requires
 from imagematrix.tools import pypi
 
 HEAD = 'defaults:\n  python: "3.11"\n  base: debootstrap:bookworm\nrows:\n'
@@ -45,9 +46,20 @@ VERL_REQUIRES = {
 REQUIRES_PYTHON = {("verl", "0.9.1"): "<3.13,>=3.10", ("vllm", "0.10.0"): "<3.13,>=3.9"}
 
 
+# Requires-Dist of the vLLM wheels on PyPI (the lines the vllm-declared-floors rule reads), read 2026-11.
+VLLM_REQUIRES = {
+    "0.7.2": ["transformers>=4.48.2", "tokenizers>=0.19.1", "torch==2.5.1"],
+    "0.8.5": ["transformers>=4.51.1", "tokenizers>=0.21.1", "torch==2.6.0"],
+    "0.8.5.post1": ["transformers>=4.51.1", "tokenizers>=0.21.1", "torch==2.6.0"],
+    "0.10.0": ["transformers>=4.53.2", "tokenizers>=0.21.1", "torch==2.7.1", 'pytest; extra == "bench"'],
+}
+
+
 @pytest.fixture(autouse=True)
 def offline_index(monkeypatch):
     monkeypatch.setattr(verl, "requires_dist", lambda version: tuple(VERL_REQUIRES[version]))
+    monkeypatch.setattr(pin_requires, "requires_dist",
+                        lambda package, version: tuple(VLLM_REQUIRES.get(version, [])) if package == "vllm" else ())
     monkeypatch.setattr(pypi, "requires_python", lambda package, version: REQUIRES_PYTHON.get((package, version), ">=3.9"))
 
 
@@ -105,7 +117,7 @@ def test_rules_data_loads_with_the_issue_list():
     ids = {r.id for r in rules.load().rules}
     assert ids == {"tensordict-forkingpickler", "vllm-transformers-5", "flash-attn-prebuilt-wheel", "vllm-env-knobs",
                    "verl-declared-ranges", "python-requires", "pyarrow-26-numpy-1", "verl-training-flash-attn",
-                   "vllm-0.20-deepgemm-cp312"}
+                   "vllm-0.20-deepgemm-cp312", "vllm-declared-floors"}
     for rule in rules.load().rules:
         assert rule.symptom and rule.fix and rule.source
 
@@ -165,6 +177,11 @@ CASES = [
      dict(verl="0.9.1", vllm="0.20.0", torch="2.11.0", cuda="13.0", tensordict="0.10.0", transformers="5.9.0",
           rollout_only=None, overrides={"vllm": ("0.20.0", "verl 0.9.1 without its vllm extra resolves with it")},
           verl_extras=["verl-core"], python="3.12", base="debootstrap:noble")),
+    ("vllm-declared-floors",  # transformers forced below vLLM 0.10.0's floor, as verl's own published image has it
+     dict(verl="0.5.0", vllm="0.10.0", torch="2.7.1", cuda="12.6", tensordict="0.8.3", transformers="4.51.3",
+          overrides={**OVERRIDE_05, "transformers": ("4.51.3", "as the published verl image has it")}),
+     dict(verl="0.5.0", vllm="0.10.0", torch="2.7.1", cuda="12.6", tensordict="0.8.3", transformers="4.55.4",
+          overrides=OVERRIDE_05)),
 ]
 
 
@@ -302,6 +319,21 @@ def test_verl_ranges_accept_an_override_with_a_reason(make_row):
     assert result.passed and "on purpose (override: verl publishes 0.5.0 with vLLM 0.10.0)" in result.message
 
 
+def test_transformers_forced_below_vllms_floor_fails_even_with_an_override(make_row):
+    """verl's own published images ship transformers below vLLM's declared floor; an override forces uv past it, and
+    the image would fail `uv pip check` in the smoke tests: validate refuses the row first."""
+    pins = dict(verl="0.5.0", vllm="0.10.0", torch="2.7.1", cuda="12.6", tensordict="0.8.3", transformers="4.51.3")
+    row = make_row(**pins, overrides={**OVERRIDE_05, "transformers": ("4.51.3", "as the published verl image has it")})
+    result = failure(row, "vllm-declared-floors")
+    assert result.field == "transformers" and result.severity == "fail"
+    assert "vllm 0.10.0 requires transformers>=4.53.2, the row has transformers 4.51.3 (forced by the row's override)" \
+        in result.message and "uv pip check" in result.message
+    assert "pick transformers within >=4.53.2" in result.fix
+    good = make_row(**{**pins, "transformers": "4.55.4"}, overrides=OVERRIDE_05)
+    (passed,) = results_of(good, "vllm-declared-floors")
+    assert passed.passed and "transformers 4.55.4 in vllm 0.10.0's transformers>=4.53.2" in passed.message
+
+
 def test_vllm_0_20_on_python_below_3_12_warns_that_deepgemm_is_missing(make_row):
     pins = dict(vllm="0.20.0")  # the rule reads vllm and python only
     assert status(make_row(**pins, python="3.11"), "vllm-0.20-deepgemm-cp312") == "warned"
@@ -403,8 +435,8 @@ def test_warnings_do_not_become_errors(make_row):
 def test_explain_lists_every_rule_per_row_with_its_status(make_row):
     good, bad = make_row(), make_row(**CASES[0][1])
     text = rules.explain([(good, rules.evaluate(good)), (bad, rules.evaluate(bad))])
-    assert f"{good.id}: 7 passed, 2 n/a" in text  # no pyarrow/numpy versions without a resolution
-    assert f"{bad.id}: 1 failed, 6 passed, 2 n/a" in text
+    assert f"{good.id}: 8 passed, 2 n/a" in text  # no pyarrow/numpy versions without a resolution
+    assert f"{bad.id}: 1 failed, 7 passed, 2 n/a" in text
     assert "  n/a     flash-attn-prebuilt-wheel  no flash_attn pin" in text
     assert "  failed  tensordict-forkingpickler" in text and "fix: pin tensordict >= 0.6" in text
     for rule in rules.load().rules:

@@ -1,0 +1,73 @@
+"""Rule kind `pin-requires`: the row's versions of `packages` against the base Requires-Dist of the pins in `of`
+(e.g. vLLM's transformers floor), read from their wheels' METADATA. Overrides do not silence it: an override forces
+uv past such a requirement, and the image then fails `uv pip check` in the smoke tests (tests/smoke/test_image.py)."""
+
+from __future__ import annotations
+
+import functools
+from email.parser import BytesHeaderParser
+
+from packaging.markers import UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.matrix import Row
+from imagematrix.rules import common, schema
+from imagematrix.tools import pypi
+
+
+@functools.cache
+def requires_dist(package: str, version: str) -> tuple[str, ...]:
+    """Requires-Dist lines of package==version, from its wheel's METADATA (HTTP range read, cached on disk)."""
+    meta = pypi.wheel_file(package, version, f"{package.replace('-', '_')}-{version}.dist-info/METADATA")
+    return tuple(BytesHeaderParser().parsebytes(meta).get_all("Requires-Dist") or [])
+
+
+def base_requirements(package: str, version: str, python: str) -> list[Requirement]:
+    """package==version's requirements without an extra, for `python` on linux x86_64."""
+    env = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
+           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+    out = []
+    for line in requires_dist(package, version):
+        try:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate(env):
+                out.append(req)
+        except (InvalidRequirement, UndefinedEnvironmentName):
+            continue
+    return out
+
+
+def check(spec: schema.RuleSpec, row: Row, resolution: dict | None, ruleset: schema.Ruleset) -> list[schema.RuleResult]:
+    results, fine = [], []
+    for owner in spec.of:
+        owner_version, _ = common.version_of(row, owner, resolution)
+        if owner_version is None:
+            continue
+        try:
+            reqs = base_requirements(owner, owner_version, row.python)
+        except RuntimeFailure as exc:
+            return [common.result(spec, row, passed=False, severity="warn",
+                                  message=f"cannot read {owner} {owner_version}'s declared requirements: {exc}",
+                                  fix="check the network or the package index, then validate again")]
+        for package in spec.packages:
+            canon = canonicalize_name(package)
+            for req in (r for r in reqs if canonicalize_name(r.name) == canon and str(r.specifier)):
+                version, field = common.version_of(row, package, resolution)
+                if version is None:
+                    continue
+                if req.specifier.contains(version, prereleases=True):
+                    fine.append(f"{package} {version} in {owner} {owner_version}'s {req}")
+                    continue
+                forced = " (forced by the row's override)" if canon in {canonicalize_name(n) for n in row.overrides} else ""
+                results.append(common.result(
+                    spec, row, passed=False, field=field or package,
+                    message=f"{owner} {owner_version} requires {req}, the row has {package} {version}{forced}: "
+                            f"{spec.symptom}",
+                    fix=f"pick {package} within {req.specifier} (or another {owner}); {spec.fix}"))
+    if not results:
+        results.append(common.result(spec, row, passed=True,
+                                     message="; ".join(fine) or f"none of {', '.join(spec.packages)} is constrained"))
+    return results
