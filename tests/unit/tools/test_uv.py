@@ -27,3 +27,37 @@ def test_uv_is_given_the_same_index(monkeypatch):
     monkeypatch.setattr(uv, "binary", lambda: "uv")
     uv.compile_requirements("verl==0.9.1\n", "3.12")
     assert seen["cmd"][seen["cmd"].index("--default-index") + 1] == "https://mirror.example/simple"
+
+
+def _without_venv_path() -> dict:
+    """The environment of a venv that is not activated: its bin directory is not on PATH (nor any other uv)."""
+    import os
+    import shutil
+    import sys
+    from pathlib import Path
+
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                           if p and p != bin_dir and not shutil.which("uv", path=p))
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PATH")}
+    env["PATH"] = path or "/usr/bin:/bin"
+    assert shutil.which("uv", path=env["PATH"]) is None
+    return env
+
+
+def test_uv_is_found_beside_the_venvs_python_when_the_venv_is_not_activated():
+    """Issue 13, item 2: `.venv/bin/python build.py validate` said "uv is not installed" although uv is installed
+    in that venv (the `uv` package, a dependency): uv.binary() asks the package (find_uv_bin), then PATH."""
+    import sys
+    from pathlib import Path
+
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", "from imagematrix.tools import uv; print(uv.binary())"],
+                          capture_output=True, text=True, env=_without_venv_path(), cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    found = Path(proc.stdout.strip())
+    assert found.name == "uv" and found.is_file()
+    assert found.parent.resolve() == Path(sys.executable).parent.resolve()  # the venv's own uv
+    version = subprocess.run([str(found), "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.startswith("uv ")
