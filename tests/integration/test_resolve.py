@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 
 import pytest
 
@@ -36,9 +37,11 @@ def test_real_matrix_validates(run):
 
 def test_unsatisfiable_row_exits_2_with_row_and_resolver_explanation(run, write_matrix):
     text = GOOD_MATRIX.replace('vllm: "0.7.2"', 'vllm: "0.10.0"').replace('torch: "2.5.1"', 'torch: "2.6.0"')
-    result = run("validate", "--matrix", write_matrix(text))
+    path = write_matrix(text)
+    result = run("validate", "--matrix", path)
     assert result.code == 2, result
-    assert "row verl0.3.0.post1-vllm0.10.0-torch2.6.0-cu124-py311" in result.err
+    # the matrix file and the row's line (issue 13, item 15)
+    assert f"{path}:5, row verl0.3.0.post1-vllm0.10.0-torch2.6.0-cu124-py311: pins cannot be resolved" in result.err
     assert "cannot be resolved" in result.err
     assert re.search(r"you require vllm==0\.10\.0.*unsatisfiable", result.err, re.S), result.err
 
@@ -53,8 +56,10 @@ def test_python_a_pin_does_not_support_exits_2(run, write_matrix):
 
 
 def test_cuda_must_match_the_torch_wheel(run, write_matrix):
-    result = run("validate", "--matrix", write_matrix(GOOD_MATRIX.replace('cuda: "12.4"', 'cuda: "12.6"')))
+    path = write_matrix(GOOD_MATRIX.replace('cuda: "12.4"', 'cuda: "12.6"'))
+    result = run("validate", "--matrix", path)
     assert result.code == 2, result
+    assert f"{path}:8, row verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu126-py311, field cuda: cuda is 12.6" in result.err
     assert "built for CUDA 12.4" in result.err and 'set `cuda: "12.4"`' in result.err
 
 
@@ -127,3 +132,38 @@ def test_relocking_an_unchanged_row_rewrites_nothing(run, project_copy):
     result = run("lock", "--matrix", project_copy, "--row", row)
     assert result.code == 0 and "unchanged" in result.out, result
     assert lock.read_text() == before
+
+
+def test_the_verdict_does_not_depend_on_row_order_or_jobs(tmp_path):
+    """Issue 13, item 1: one row that resolves and is locked, one that conflicts; the same per-row verdicts and the
+    same errors (the conflict at its row's line in the matrix) forwards with --jobs 4, reversed with 1 and 4."""
+    import subprocess
+
+    from imagematrix.stages import validate
+    from tests.conftest import ROOT
+
+    committed = subprocess.run(["git", "show", "HEAD:matrix.yaml"], cwd=ROOT, capture_output=True, text=True).stdout
+    first_row = committed.index("\n  - verl:", committed.index("\nrows:\n"))
+    first_row_end = committed.index("\n  - verl:", first_row + 1) + 1
+    conflict = ('  - {verl: "0.3.0.post1", vllm: "0.10.0", torch: "2.6.0", cuda: "12.4", tensordict: "0.6.2", '
+                'transformers: "4.49.0", rollout_only: a row that only checks the resolver verdict here}\n')
+    text = committed[:first_row_end] + conflict
+    (tmp_path / "matrix.yaml").write_text(text)
+    shutil.copytree(ROOT / "locks", tmp_path / "locks")
+    m = matrix.load(tmp_path / "matrix.yaml")
+    rows = list(m.rows)
+    assert [r.id for r in rows] == ["verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311",
+                                    "verl0.3.0.post1-vllm0.10.0-torch2.6.0-cu124-py311"]
+
+    def verdicts(report):
+        return (sorted((e.row.id, e.resolution, e.lock, e.packages, e.torch_cuda) for e in report.rows),
+                sorted(e.render() for e in report.errors), sorted(report.failures))
+
+    patches = ROOT / "dockerfiles" / "patches"
+    first = verdicts(validate.validate(m, rows, patches, jobs=4))
+    assert [v[1:3] for v in first[0]] == [("unsatisfiable", ""), ("ok", "ok")], first
+    line = text.count("\n")  # the conflicting row is the file's last line
+    assert any(e.startswith(f"{m.path}:{line}, row {rows[1].id}: pins cannot be resolved together") for e in first[1])
+    assert not first[2]
+    assert verdicts(validate.validate(m, rows[::-1], patches, jobs=1)) == first
+    assert verdicts(validate.validate(m, rows[::-1], patches, jobs=4)) == first
