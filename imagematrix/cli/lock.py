@@ -24,6 +24,10 @@ def run(args) -> int:
     as_of = locks.parse_as_of(args.as_of) if args.as_of else None
     with err.status(f"locking {len(rows)} row(s) with uv (hashes)" + (f" as of {as_of}" if as_of else "")):
         written = locks.lock_rows(m, rows, args.jobs, args.refresh, as_of)
-    for path, changed, packages in written:
+    for path, changed, packages, moved in written:
         out.print(f"{'wrote' if changed else 'unchanged'} {path.relative_to(m.root)} ({packages} packages)")
+        for line in moved or []:  # what a refresh (or a changed row) moved: `package: old -> new`
+            out.print(f"  {line}", markup=False, highlight=False)
+        if changed and moved == []:
+            out.print("  no package changed (only the header: the cutoff or the resolution input)")
     return 0

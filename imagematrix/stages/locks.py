@@ -202,10 +202,31 @@ def _not_files(matrix: Matrix, rows: list[Row]) -> list[InputError]:
             if path.exists() and not path.is_file()]
 
 
+def changes(old: str | None, new: str) -> list[str]:
+    """What a rewrite of a lock changes, one `package: old -> new` line per package, sorted: a new version, one
+    added or removed ("(none)" on that side), or the same version with other files ("files changed"). An old lock
+    that cannot be parsed counts as empty."""
+    try:
+        before = lockfile.parse(old) if old else {}
+    except (IndexError, ValueError):
+        before = {}
+    after = lockfile.parse(new)
+    lines = []
+    for name in sorted(set(before) | set(after)):
+        was, now_ = before.get(name), after.get(name)
+        if was and now_ and was.version == now_.version:
+            if was.text != now_.text:
+                lines.append(f"{name}: {was.version} (files changed)")
+            continue
+        lines.append(f"{name}: {was.version if was else '(none)'} -> {now_.version if now_ else '(none)'}")
+    return lines
+
+
 def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = False,
-              as_of: str | None = None) -> list[tuple[Path, bool, int]]:
+              as_of: str | None = None) -> list[tuple[Path, bool, int, list[str] | None]]:
     """Resolve every row with hashes and write its lock (and locks/tools.txt); all or nothing: a row that does
-    not resolve stops the stage before any file is written. Returns (path, changed, packages) per row.
+    not resolve stops the stage before any file is written. Returns (path, changed, packages, changes) per row,
+    changes being what moved against the lock it replaced (see changes()), None where there was none to compare.
     as_of: resolve the rows as the index stood then (the tools lock keeps its own time)."""
     blocked = _not_files(matrix, rows)
     if blocked:
@@ -227,9 +248,13 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
     for row, compiled in results:
         path = lock_path(matrix, row)
         text = lock_text(row, compiled, times[row.id])
-        changed = not path.exists() or path.read_text() != text
+        try:
+            old = path.read_text(encoding="utf-8") if path.is_file() else None
+        except (OSError, UnicodeDecodeError):  # an unreadable lock is replaced whole
+            old = None
+        changed = old != text
         paths.write_atomic(path, text)
-        written.append((path, changed, len(parsed[row.id])))
+        written.append((path, changed, len(parsed[row.id]), changes(old, compiled) if changed and old else None))
     return written
 
 
