@@ -83,7 +83,7 @@ def _files(package: str, index: str | None = None) -> list[tuple[str, str | None
     page = f"{(index or index_url()).rstrip('/')}/{canonicalize_name(package)}/"
     # hrefs and data-requires-python are ASCII; a mirror's page in another encoding must not stop the reading
     html = _open(page).read().decode("utf-8", errors="replace")
-    return [(a.href, a.requires_python) for a in anchors(html, page)]
+    return [(a.url, a.requires_python) for a in anchors(html, page)]  # absolute: a mirror may link relatively
 
 
 def links(package: str, index: str) -> list[tuple[str, str | None]]:

@@ -35,8 +35,9 @@ def index():
 
 
 def test_files_of_a_latin1_page(index):
-    assert pypi._files("demo", index) == [("demo-1.0-py3-none-any.whl", ">=3.9")]
-    assert pypi.wheel_urls("demo", "1.0", index) == ["demo-1.0-py3-none-any.whl"]
+    # absolute URLs, which can be fetched (the page links relatively; they were returned as they stood)
+    assert pypi._files("demo", index) == [(f"{index}/demo/demo-1.0-py3-none-any.whl", ">=3.9")]
+    assert pypi.wheel_urls("demo", "1.0", index) == [f"{index}/demo/demo-1.0-py3-none-any.whl"]
 
 
 def test_links_of_a_latin1_page(index):
