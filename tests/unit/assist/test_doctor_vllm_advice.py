@@ -73,7 +73,14 @@ def test_without_vllm_no_advice():
     assert report.vllm_advice == []
 
 
-def test_pick_prints_the_full_cuda_graph_advice_for_such_gpus(run):
+def test_pick_prints_the_full_cuda_graph_advice_for_such_gpus(run, monkeypatch):
+    asked = []  # the registry is not asked: its answer (published, with some labels) is faked here
+
+    def published(registry, tag):
+        asked.append((registry, tag))
+        return {"org.opencontainers.image.version": tag}
+
+    monkeypatch.setattr(pick.publish, "remote_labels", published)
     on_a10 = pick.pick(M, "A10", vllm="0.10.0")
     assert on_a10.best.row.vllm == "0.10.0"
     assert any("AoT scheduling is required" in n and "piecewise" in n for n in on_a10.best.notes)
@@ -85,3 +92,4 @@ def test_pick_prints_the_full_cuda_graph_advice_for_such_gpus(run):
     out = " ".join(result.out.split())  # rich wraps long lines
     assert "AoT scheduling is required for full cuda graph" in out
     assert out.index("AoT scheduling") < out.index("docker pull")
+    assert len(asked) == 1 and asked[0][1] == on_a10.best.row.id
