@@ -3,34 +3,21 @@ what the verl-ranges rule checks and what add-row follows to pair verl with vLLM
 
 from __future__ import annotations
 
-import functools
-from email.parser import BytesHeaderParser
-
-from packaging.markers import UndefinedEnvironmentName
-from packaging.requirements import InvalidRequirement, Requirement
+from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from imagematrix.tools import pypi
+from imagematrix.knowledge import requires
 
 
-@functools.cache
 def requires_dist(version: str) -> tuple[str, ...]:
-    """Requires-Dist lines of verl==version, from its wheel's METADATA (HTTP range read, cached on disk)."""
-    meta = pypi.wheel_file("verl", version, f"verl-{version}.dist-info/METADATA")
-    return tuple(BytesHeaderParser().parsebytes(meta).get_all("Requires-Dist") or [])
-
+    """Requires-Dist lines of verl==version (knowledge.requires)."""
+    return requires.requires_dist("verl", version)
 
 
 def requirements(version: str) -> list[Requirement]:
     """verl==version's Requires-Dist lines as requirements (lines that do not parse are left out)."""
-    reqs = []
-    for line in requires_dist(version):
-        try:
-            reqs.append(Requirement(line))
-        except InvalidRequirement:
-            continue
-    return reqs
+    return requires.parse(requires_dist(version))
 
 
 def declared(version: str, python: str) -> list[tuple[Requirement, str]]:
@@ -38,9 +25,6 @@ def declared(version: str, python: str) -> list[tuple[Requirement, str]]:
     verl's references to its own extras), for the row's Python on linux x86_64. (requirement, extra) pairs,
     extra "" for base requirements."""
     reqs = requirements(version)
-    env = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
-           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-           "implementation_name": "cpython", "platform_python_implementation": "CPython"}
     out: list[tuple[Requirement, str]] = []
     done: set[str] = set()
     todo = ["", "vllm"]
@@ -50,14 +34,7 @@ def declared(version: str, python: str) -> list[tuple[Requirement, str]]:
             continue
         done.add(extra)
         for req in reqs:
-            if req.marker is None:
-                applies = extra == ""
-            else:
-                try:
-                    applies = req.marker.evaluate({**env, "extra": extra})
-                except UndefinedEnvironmentName:
-                    applies = False
-            if not applies:
+            if not requires.applies(req, python, extra):
                 continue
             if canonicalize_name(req.name) == "verl":
                 todo.extend(sorted(req.extras))

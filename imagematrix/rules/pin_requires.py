@@ -4,40 +4,22 @@ uv past such a requirement, and the image then fails `uv pip check` in the smoke
 
 from __future__ import annotations
 
-import functools
-from email.parser import BytesHeaderParser
-
-from packaging.markers import UndefinedEnvironmentName
-from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from imagematrix.knowledge import requires
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.matrix import Row
 from imagematrix.rules import common, schema
-from imagematrix.tools import pypi
 
 
-@functools.cache
 def requires_dist(package: str, version: str) -> tuple[str, ...]:
-    """Requires-Dist lines of package==version, from its wheel's METADATA (HTTP range read, cached on disk)."""
-    meta = pypi.wheel_file(package, version, f"{package.replace('-', '_')}-{version}.dist-info/METADATA")
-    return tuple(BytesHeaderParser().parsebytes(meta).get_all("Requires-Dist") or [])
+    """Requires-Dist lines of package==version (knowledge.requires; a seam for tests without an index)."""
+    return requires.requires_dist(package, version)
 
 
-def base_requirements(package: str, version: str, python: str) -> list[Requirement]:
+def base_requirements(package: str, version: str, python: str):
     """package==version's requirements without an extra, for `python` on linux x86_64."""
-    env = {"python_version": python, "python_full_version": f"{python}.0", "sys_platform": "linux",
-           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
-           "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
-    out = []
-    for line in requires_dist(package, version):
-        try:
-            req = Requirement(line)
-            if req.marker is None or req.marker.evaluate(env):
-                out.append(req)
-        except (InvalidRequirement, UndefinedEnvironmentName):
-            continue
-    return out
+    return requires.base_requirements(requires_dist(package, version), python)
 
 
 def check(spec: schema.RuleSpec, row: Row, resolution: dict | None, ruleset: schema.Ruleset) -> list[schema.RuleResult]:
