@@ -209,7 +209,15 @@ def load_vllm_advice(path: str | None) -> list[dict]:
     else from the project this folder belongs to (host mode, the project importable), else none."""
     if path:
         return list(json.loads(Path(path).read_text()))
-    root = HERE.parents[2]  # the checkout's root, when this is <root>/tests/smoke/gpu
+    return _project_advice(HERE)
+
+
+def _project_advice(here: Path) -> list[dict]:
+    """The entries from the project whose checkout holds `here` as <root>/tests/smoke/gpu; none when `here` sits
+    elsewhere (inside an image the suite is mounted at a shallow path such as /imagematrix-smoke/gpu)."""
+    if len(here.parents) < 3 or here.parts[-3:-1] != ("tests", "smoke"):
+        return []
+    root = here.parents[2]
     if not (root / "imagematrix" / "knowledge" / "vllm_advice.py").is_file():
         return []
     try:

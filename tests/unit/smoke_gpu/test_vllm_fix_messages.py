@@ -95,3 +95,13 @@ def test_the_docker_line_mounts_the_advice_and_passes_it_to_the_suite(tmp_path):
     assert f"{path}:/imagematrix/vllm-advice.json:ro" in cmd
     assert cmd[cmd.index("--vllm-advice") + 1] == "/imagematrix/vllm-advice.json"
     assert "--vllm-advice" in (GPU_DIR / "conftest.py").read_text()
+
+
+@pytest.mark.parametrize("mounted", ["/imagematrix/gpu", "/gpu", "/srv/suite/gpu", "/x/tests/smoke/gpu"])
+def test_a_suite_mounted_outside_a_checkout_loads_without_advice(mounted):
+    """Inside an image the suite sits at a shallow mount (/imagematrix/gpu) with no project around it: loading the
+    advice without --vllm-advice gives none, never an IndexError that aborts pytest's collection (CI, session 4)."""
+    from pathlib import Path
+
+    assert gs._project_advice(Path(mounted)) == []
+    assert gs._project_advice(GPU_DIR.resolve()) == vllm_advice.export()
