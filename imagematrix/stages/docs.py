@@ -32,7 +32,9 @@ def published(registry: str, row: Row, digest: str) -> Published:
     if found is None:
         return Published(None, "not published")
     manifest, config = found
-    size = manifest["config"]["size"] + sum(layer["size"] for layer in manifest.get("layers", [])) if manifest else None
+    # Client.image checked the sizes' types (integers, or absent)
+    size = ((manifest["config"].get("size") or 0) + sum(layer.get("size") or 0 for layer in manifest.get("layers") or [])
+            if manifest else None)
     if labels_of(config).get(labels.INPUT_DIGEST) == digest:
         return Published(size, "smoke tests passed")
     return Published(size, "stale: published from older inputs")

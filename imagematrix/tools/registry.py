@@ -185,7 +185,19 @@ class Client:
         except (KeyError, TypeError, AttributeError):  # a JSON object, but not a manifest
             raise RuntimeFailure(f"registry {self.host}: GET {path} answered a JSON object that is not an image "
                                  "manifest (no config digest)") from None
-        return manifest, self.get_json(f"/v2/{name}/blobs/{config}") or {}
+        layers = manifest.get("layers") or []
+        sizes = [manifest["config"].get("size")] + [layer.get("size") if isinstance(layer, dict) else "garbage"
+                                                    for layer in (layers if isinstance(layers, list) else [layers])]
+        if not all(size is None or (isinstance(size, int) and not isinstance(size, bool)) for size in sizes):
+            raise RuntimeFailure(f"registry {self.host}: GET {path} answered a manifest whose config or layers have "
+                                 "sizes that are not integers")
+        blob = f"/v2/{name}/blobs/{config}"
+        found = self.get_json(blob) or {}
+        inner = found.get("config")
+        if not (inner is None or isinstance(inner, dict)) or not isinstance((inner or {}).get("Labels") or {}, dict):
+            raise RuntimeFailure(f"registry {self.host}: GET {blob} answered a JSON object that is not an image "
+                                 "config (config.Labels is not a mapping)")
+        return manifest, found
 
     def digest(self, name: str, tag: str) -> str | None:
         """The manifest digest (sha256:...) that name:tag points at, as cosign resolves it; None when absent."""
