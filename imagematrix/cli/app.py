@@ -29,6 +29,7 @@ from imagematrix.cli import (
 )
 from imagematrix.cli.common import err
 from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.secrets import redact_text
 
 COMMANDS = {"validate": validate, "lock": lock, "render": render, "setup": setup, "plan": plan, "build": build,
             "promote": promote, "add-row": add_row, "docs": docs, "pick": pick, "doctor": doctor, "test": test,
@@ -47,13 +48,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # every message below passes secrets.redact_text: a cause may quote a URL with credentials (an index, a mirror)
     try:
         return COMMANDS[args.command].run(args)
     except InputError as exc:
-        err.print(f"[red]error:[/] {exc.render()}", markup=True, soft_wrap=True)
+        err.print(f"[red]error:[/] {redact_text(exc.render())}", markup=True, soft_wrap=True)
         return 2
     except RuntimeFailure as exc:
-        err.print(f"[red]failed:[/] {exc}", soft_wrap=True)
+        err.print(f"[red]failed:[/] {redact_text(str(exc))}", soft_wrap=True)
         return 1
     except KeyboardInterrupt as exc:
         err.print("interrupted")
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input or a fault the stages name: one line, the traceback on request
         if args.debug:
             raise
-        err.print(f"internal error: {exc.__class__.__name__}: {exc} (rerun with --debug for the traceback)",
+        err.print(f"internal error: {exc.__class__.__name__}: {redact_text(str(exc))} (rerun with --debug for the traceback)",
                   markup=False, soft_wrap=True)
         return 1
 

@@ -35,3 +35,21 @@ def redact_text(text: str) -> str:
 def redact_env(env: dict[str, str]) -> dict[str, str]:
     """Secret-named variables as <set>; URL userinfo in every other value redacted."""
     return {k: ("<set>" if is_secret_name(k) else redact_text(v)) for k, v in env.items()}
+
+
+def redact_assignments(items: list[str]) -> list[str]:
+    """NAME=value strings (a container's Env) redacted as redact_env does."""
+    out = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        out.append(f"{name}{sep}<set>" if sep and is_secret_name(name) else redact_text(item))
+    return out
+
+
+def redact_json(value):
+    """A JSON-like value (labels, a tool's report) with the URL userinfo in every string replaced by ***."""
+    if isinstance(value, dict):
+        return {k: redact_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_json(v) for v in value]
+    return redact_text(value) if isinstance(value, str) else value

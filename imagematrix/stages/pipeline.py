@@ -22,6 +22,7 @@ from imagematrix.model import labels, paths, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.fields import bootstrap_suites
 from imagematrix.model.matrix import Matrix, Row
+from imagematrix.model.secrets import redact_text
 from imagematrix.stages import attest, builder, flash_attn, locks, render, sizes, smoke
 from imagematrix.stages.publish import Outcome, _push, remote_labels, write_manifest
 from imagematrix.tools import docker, host
@@ -138,8 +139,9 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
         docker.run("rmi", candidate)  # the candidate tag only; layers stay with the final tag
         return done("pushed", f"{', '.join(f'{repo}:{t}' for t in final)} {pushed.get(row.id, '')}\n{size_note}")
     except (RuntimeFailure, InputError) as exc:
-        (row_logs / "error.txt").write_text(str(exc) + "\n")
-        return done("failed", str(exc))
+        message = redact_text(str(exc))  # a tool's output quoted in a failure may hold an index or mirror URL's userinfo
+        (row_logs / "error.txt").write_text(message + "\n")
+        return done("failed", message)
 
 
 def _check_size(matrix: Matrix, row: Row, digest: str, image: str, row_logs: Path, margin: float,

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagematrix.model import tags
+from imagematrix.model import secrets, tags
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.matrix import Row
 from imagematrix.tools import docker
@@ -43,10 +43,13 @@ def write_manifest(image: str, pushed: dict[str, str], path: Path) -> None:
         "image_id": inspect["Id"],
         "size_bytes": inspect["Size"],
         "labels": inspect["Config"]["Labels"],
-        "env": inspect["Config"]["Env"],
         "pip_freeze": inside("uv pip freeze --python /opt/venv/bin/python"),
         "dpkg": inside("dpkg-query -W -f '${Package} ${Version}\\n'"),
     }
+    # the image's own environment (a row's env: values) and whatever the image reports may carry credentials
+    # (HF_TOKEN=..., an index URL with userinfo in a `pkg @ URL` line): the manifest is a build log, redacted
+    manifest = secrets.redact_json(manifest)
+    manifest["env"] = secrets.redact_assignments(inspect["Config"]["Env"] or [])
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
