@@ -1,4 +1,5 @@
-"""The lock file format: uv's hash-pinned requirements under a header with the input digest; parsed entries."""
+"""The lock file format: uv's hash-pinned requirements (the body) under a header with the input digest and the
+body's own digest (so a hand edit of the body, a changed hash included, is found offline); parsed entries."""
 
 from __future__ import annotations
 
@@ -18,6 +19,40 @@ LOCK_HEADER = "# DO NOT EDIT: written by `python build.py lock` from matrix.yaml
 
 DIGEST_RE = re.compile(r"^# input-digest: (sha256:[0-9a-f]{64})$", re.M)
 EXCLUDE_NEWER_RE = re.compile(r"^# exclude-newer: (\S+)$", re.M)
+BODY_DIGEST_RE = re.compile(r"^# body-digest: (sha256:[0-9a-f]{64})\n", re.M)
+
+
+def split(text: str) -> tuple[str, str]:
+    """The header (the leading comment lines) and the body (uv's output, from the first entry on)."""
+    lines = text.splitlines(keepends=True)
+    n = 0
+    while n < len(lines) and lines[n].startswith("#"):
+        n += 1
+    return "".join(lines[:n]), "".join(lines[n:])
+
+
+def body_digest(body: str) -> str:
+    """What the `# body-digest:` header line records: sha256 of the body's exact bytes."""
+    return "sha256:" + hashlib.sha256(body.encode()).hexdigest()
+
+
+def body_digest_problem(text: str) -> str | None:
+    """Why the body is not what `lock` wrote under this header (None: it is)."""
+    header, body = split(text)
+    match = BODY_DIGEST_RE.search(header)
+    if match is None:
+        return "it records no body digest (`# body-digest:`)"
+    if match.group(1) != body_digest(body):
+        return "its body differs from what `lock` wrote (the body digest does not match: edited by hand?)"
+    return None
+
+
+def file_sha256(text: str) -> str:
+    """The lock's sha256 as image labels, provenance and GPU records carry it: the file without its body-digest
+    line. That line is a function of the rest (and came after the first images were published), so leaving it out
+    keeps every published digest valid."""
+    header, body = split(text)
+    return hashlib.sha256((BODY_DIGEST_RE.sub("", header, count=1) + body).encode()).hexdigest()
 
 
 

@@ -89,7 +89,7 @@ def provenance(row: Row, *, image: str, digest: str, lock_text: str, input_diges
                flash_attn: dict | None = None) -> dict:
     """The SLSA provenance v1 predicate of one pushed image (cosign wraps it in the in-toto statement)."""
     dependencies = [
-        {"uri": f"locks/{row.id}.txt", "digest": {"sha256": hashlib.sha256(lock_text.encode()).hexdigest()}},
+        {"uri": f"locks/{row.id}.txt", "digest": {"sha256": lockfile.file_sha256(lock_text)}},
         {"uri": f"dockerfiles/generated/{row.id}/", "digest": {"sha256": input_digest.removeprefix("sha256:")}},
         {"uri": base, "digest": {"sha256": base_id.removeprefix("sha256:")}},
     ]

@@ -7,7 +7,6 @@ already had; written when the row's wheels were layered over a host's packages),
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -91,7 +90,7 @@ def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str 
     name, driver, capability, count = _gpu(raw / "gpu.csv")
     versions = env["versions"]
     return gpurun.GpuRun(
-        date=date, row=row.id, lock_sha256=hashlib.sha256(lock_text.encode()).hexdigest(),
+        date=date, row=row.id, lock_sha256=lockfile.file_sha256(lock_text),
         lock_pins_sha256=lockfile.pins_digest(lock_text), mode=mode, gpu=name,
         gpus=count, capability=capability, driver=driver, python=env["python"], torch=versions.get("torch") or "",
         torch_cuda=env.get("torch_cuda") or "", versions=versions, wheels=_wheels(raw, len(lockfile.parse(lock_text))),

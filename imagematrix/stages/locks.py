@@ -118,6 +118,7 @@ def lock_text(row: Row, compiled: str, exclude_newer: str) -> str:
         lockfile.LOCK_HEADER,
         f"# row: {row.id}",
         f"# input-digest: {spec.digest()}",
+        f"# body-digest: {lockfile.body_digest(compiled)}",
         f"# python: {row.python}  platform: {uv.PLATFORM}",
         f"# exclude-newer: {exclude_newer}",
         "# resolution input:",
@@ -143,12 +144,13 @@ def lock_status(matrix: Matrix, row: Row) -> str:
 
 
 def body_problems(row: Row, text: str) -> list[str]:
-    """What is wrong with a lock body for the row: it must parse, lock every pin at its version, and carry hashes."""
+    """What is wrong with a lock body for the row: it must be the body `lock` wrote under this header (its digest),
+    parse, lock every pin at its version, and carry hashes."""
     try:
         entries = lockfile.parse(text)
     except (IndexError, ValueError) as exc:
         return [f"it does not parse ({exc})"]
-    problems = []
+    problems = [p for p in [lockfile.body_digest_problem(text)] if p]
     for package, version in row.pins().items():
         if package == "flash-attn":  # a prebuilt wheel installed apart, never in the lock
             continue

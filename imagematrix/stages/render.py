@@ -148,7 +148,7 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
     selection = patches.select(row, patch_list)
     env = envdefaults.for_row(row, env_defaults)
     fa = _flash_attn(row)
-    lock_sha = hashlib.sha256(lock.encode()).hexdigest()
+    lock_sha = lockfile.file_sha256(lock)
     row_labels = image_labels(row, lock_sha, selection, fa["key"] if fa else None)
     dockerfile = render_template(
         "Dockerfile.j2",

@@ -3,8 +3,7 @@ whose lock digest is the committed lock's (`build.py verify REF --key cosign.pub
 
 from __future__ import annotations
 
-import hashlib
-
+from imagematrix.model import lockfile
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix
 from imagematrix.stages import attest, locks
@@ -31,7 +30,7 @@ def verify(matrix: Matrix, ref: str, pub) -> list[str]:
     except InputError:
         raise RuntimeFailure(f"provenance of {ref}: row {row_id} is not in {matrix.path}: this checkout cannot "
                              "vouch for its lock") from None
-    committed = hashlib.sha256(locks.read_lock(matrix, row).encode()).hexdigest()
+    committed = lockfile.file_sha256(locks.read_lock(matrix, row))
     deps = predicate["buildDefinition"].get("resolvedDependencies") or []
     recorded = next((d.get("digest", {}).get("sha256") for d in deps if d.get("uri") == f"locks/{row.id}.txt"), None)
     if recorded != committed:

@@ -198,3 +198,96 @@ def test_a_lock_that_is_not_utf8_is_bad_input_naming_it(tmp_path, run):
     assert f"fix: run `python build.py lock --row {ROW}`" in result.err
     _clean(result)
     assert not (tmp_path / "dockerfiles").exists()
+
+
+# --- issue 13, item 4: a lock body changed by hand (a hash included) is found offline, by validate and render --check
+
+def _alter_one_hash(text: str) -> str:
+    """The lock with one `--hash=sha256:` value changed (its entry still carries a hash)."""
+    at = text.index("--hash=sha256:", text.index("\nverl==")) + len("--hash=sha256:")
+    return text[:at] + ("0" if text[at] != "0" else "1") + text[at + 1:]
+
+
+def _truncated_body(text: str) -> str:
+    return text[: text.index("--hash=sha256:", text.index("\nverl=="))]
+
+
+def _wrong_pin(text: str) -> str:
+    return text.replace("vllm==0.24.0", "vllm==0.23.0")
+
+
+def _hashless_entry(text: str) -> str:
+    start = text.index("\nverl==0.9.1 \\\n") + 1
+    return text[:start] + "verl==0.9.1\n" + text[text.index("    # via", start):]
+
+
+BROKEN_BODIES = {"hash-altered": _alter_one_hash, "truncated": _truncated_body, "pin at another version": _wrong_pin,
+                 "entry without hashes": _hashless_entry}
+
+
+def test_a_lock_with_one_hash_changed_by_hand_is_broken(tmp_path):
+    """Only the pins and the presence of hashes were checked: a changed hash value passed validate and render."""
+    m, row = _copy(tmp_path)
+    path = locks.lock_path(m, row)
+    path.write_text(_alter_one_hash(path.read_text()))
+    assert locks.lock_status(m, row) == "broken"
+    assert "the body digest does not match" in locks.status_message(m, row, "broken")
+    assert locks.resolution_time(m, row) == locks.recorded_time(path)  # re-locking writes the lock as it was
+
+
+def test_every_committed_lock_records_its_body_digest():
+    from imagematrix.model import lockfile
+
+    for path in sorted((ROOT / "locks").glob("*.txt")):
+        if path.name != "tools.txt":
+            assert lockfile.body_digest_problem(path.read_text()) is None, path.name
+
+
+def test_the_body_digest_line_leaves_the_locks_published_sha256_as_it_was(tmp_path):
+    """Image labels, provenance and GPU records carry the lock's sha256; the body-digest line (a function of the
+    rest) is left out of it, so images published before locks carried the line still verify."""
+    import hashlib
+
+    from imagematrix.model import lockfile
+
+    m, row = _copy(tmp_path)
+    text = locks.lock_path(m, row).read_text()
+    without = "".join(line for line in text.splitlines(keepends=True) if not line.startswith("# body-digest:"))
+    assert without != text and lockfile.file_sha256(text) == hashlib.sha256(without.encode()).hexdigest()
+
+
+def _validate_offline(monkeypatch):
+    """validate with uv's answer taken from the committed lock (what a resolution at its recorded time gives)."""
+    from imagematrix.stages import resolve
+
+    committed = (ROOT / "locks" / f"{ROW}.txt").read_text()
+    monkeypatch.setattr(resolve, "resolve", lambda row, **kw: committed)
+
+
+@pytest.mark.parametrize("breakage", list(BROKEN_BODIES))
+def test_validate_reports_each_broken_lock_body_with_exit_2_and_the_fix(tmp_path, run, monkeypatch, breakage):
+    m, row = _copy(tmp_path)
+    path = locks.lock_path(m, row)
+    _validate_offline(monkeypatch)
+    assert run("validate", "--matrix", tmp_path / "matrix.yaml", "--row", ROW).code == 0
+    path.write_text(BROKEN_BODIES[breakage](path.read_text()))
+    result = run("validate", "--matrix", tmp_path / "matrix.yaml", "--row", ROW)
+    assert result.code == 2, result
+    assert f"row {ROW}: lock is broken: locks/{ROW}.txt (" in result.err, result
+    assert f"fix: run `python build.py lock --row {ROW}`" in result.err
+    _clean(result)
+
+
+@pytest.mark.parametrize("breakage", [*BROKEN_BODIES, "cut inside the header"])
+def test_render_check_reports_a_broken_lock_with_exit_2_and_the_fix(tmp_path, run, breakage):
+    """Not "up to date" (the hash-altered lock was), not a drift to re-render (exit 1), not a traceback."""
+    m, row = _copy(tmp_path)
+    path = locks.lock_path(m, row)
+    text = path.read_text()
+    path.write_text(BROKEN_BODIES[breakage](text) if breakage in BROKEN_BODIES else text[:150])
+    result = run("render", "--check", "--matrix", tmp_path / "matrix.yaml", "--row", ROW)
+    assert result.code == 2, result
+    assert f"locks/{ROW}.txt" in result.err and f"fix: run `python build.py lock --row {ROW}`" in result.err, result
+    assert "up to date" not in result.out
+    _clean(result)
+    assert not (tmp_path / "dockerfiles").exists()
