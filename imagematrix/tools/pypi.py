@@ -24,6 +24,7 @@ from packaging.version import Version
 from imagematrix.model import paths, secrets
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.paths import write_atomic
+from imagematrix.tools import http
 
 DEFAULT_INDEX = "https://pypi.org/simple"
 # The variables that name the package index, uv's first: one index for uv's resolution and for this reader.
@@ -39,12 +40,21 @@ def _context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None)
 
 
-def _open(request: urllib.request.Request | str):
+def request(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> urllib.request.Request:
+    """A request for url on the index: credentials in the URL (https://user:secret@host/simple, as uv takes them)
+    go into a Basic Authorization header (urllib cannot use URL userinfo), never into a message."""
+    req = http._request(url, method)
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
+    return req
+
+
+def _open(url: str, method: str = "GET", headers: dict[str, str] | None = None):
     try:
-        return urllib.request.urlopen(request, context=_context(), timeout=60)
-    except OSError as exc:
-        url = request.full_url if isinstance(request, urllib.request.Request) else request
-        raise RuntimeFailure(f"cannot fetch {url}: {exc}") from None
+        return urllib.request.urlopen(request(url, method, headers), context=_context(), timeout=60)
+    except (OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL, a URL urllib cannot split
+        raise RuntimeFailure(f"cannot fetch {secrets.redact_url(url)}: "
+                             f"{secrets.redact_text(str(getattr(exc, 'reason', exc)))}") from None
 
 
 @dataclass(frozen=True)
@@ -143,7 +153,7 @@ class _RangeFile(io.RawIOBase):
     def __init__(self, url: str):
         self.url = url
         self.pos = 0
-        head = _open(urllib.request.Request(url, method="HEAD"))
+        head = _open(url, "HEAD")
         self.size = int(head.headers["Content-Length"])
 
     def seekable(self) -> bool:
@@ -163,7 +173,7 @@ class _RangeFile(io.RawIOBase):
         if self.pos >= self.size:
             return 0
         end = min(self.pos + len(buffer), self.size) - 1
-        data = _open(urllib.request.Request(self.url, headers={"Range": f"bytes={self.pos}-{end}"})).read()
+        data = _open(self.url, headers={"Range": f"bytes={self.pos}-{end}"}).read()
         buffer[: len(data)] = data
         self.pos += len(data)
         return len(data)

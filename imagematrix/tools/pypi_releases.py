@@ -115,13 +115,14 @@ def parse_html_page(text: str, page: str = "") -> list[File]:
 
 
 def _read(url: str) -> tuple[str, str]:
-    request = urllib.request.Request(url, headers={"Accept": f"{JSON_TYPE}, text/html;q=0.1"})
+    request = pypi.request(url, headers={"Accept": f"{JSON_TYPE}, text/html;q=0.1"})  # userinfo: Basic auth
     context = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None)
     try:
         with urllib.request.urlopen(request, context=context, timeout=60) as response:
             return response.headers.get("Content-Type", ""), response.read().decode("utf-8", errors="replace")
-    except OSError as exc:
-        raise RuntimeFailure(f"cannot read the index page {secrets.redact_url(url)}: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL
+        raise RuntimeFailure(f"cannot read the index page {secrets.redact_url(url)}: "
+                             f"{secrets.redact_text(str(getattr(exc, 'reason', exc)))}") from None
 
 
 def releases(package: str, index: str | None = None) -> list[Release]:
