@@ -167,3 +167,22 @@ def test_the_verdict_does_not_depend_on_row_order_or_jobs(tmp_path):
     assert not first[2]
     assert verdicts(validate.validate(m, rows[::-1], patches, jobs=1)) == first
     assert verdicts(validate.validate(m, rows[::-1], patches, jobs=4)) == first
+
+
+def test_a_cold_cache_gives_the_verdict_of_a_warm_one(run, tmp_path, monkeypatch):
+    """Issue 13, item 1e, as a new user met it: with empty caches `validate --row` of a verl[vllm] row exited 2
+    ("there is no version of verl[vllm]==0.3.0.post1", uv's offline answer on a cache miss) and passed the second
+    time. Cold and warm give the same verdict and the same table."""
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
+    row = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
+
+    def table(result):
+        return [line for line in result.out.splitlines() if not line.startswith("validated ")]
+
+    cold = run("validate", "--row", row)
+    assert cold.code == 0, cold
+    assert "cannot be resolved" not in cold.err
+    warm = run("validate", "--row", row)
+    assert warm.code == 0, warm
+    assert table(warm) == table(cold)
