@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 from imagematrix.tools import pypi, uv
 
 
@@ -61,3 +63,37 @@ def test_uv_is_found_beside_the_venvs_python_when_the_venv_is_not_activated():
     assert found.parent.resolve() == Path(sys.executable).parent.resolve()  # the venv's own uv
     version = subprocess.run([str(found), "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("uv ")
+
+
+def _broken_uv_package(monkeypatch, how: str) -> None:
+    """The `uv` package gone (ImportError) or without its binary (find_uv_bin raises FileNotFoundError)."""
+    import sys
+    import types
+
+    if how == "not installed":
+        monkeypatch.setitem(sys.modules, "uv", None)  # `from uv import ...` raises ImportError
+        return
+    package = types.ModuleType("uv")
+
+    def find_uv_bin():
+        raise FileNotFoundError("uv binary not found")
+
+    package.find_uv_bin = find_uv_bin
+    monkeypatch.setitem(sys.modules, "uv", package)
+
+
+@pytest.mark.parametrize("how", ["not installed", "without its binary"])
+def test_uv_falls_back_to_path_when_the_uv_package_cannot_give_its_binary(tmp_path, monkeypatch, how):
+    """Issue 13, item 2: the package first, then PATH; neither is a RuntimeFailure that says how to install uv."""
+    from imagematrix.model.errors import RuntimeFailure
+
+    _broken_uv_package(monkeypatch, how)
+    on_path = tmp_path / "bin" / "uv"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\necho 'uv 0.0.0'\n")
+    on_path.chmod(0o755)
+    monkeypatch.setenv("PATH", str(on_path.parent))
+    assert uv.binary() == str(on_path)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(RuntimeFailure, match="uv is not installed: run `pip install -e .`"):
+        uv.binary()
