@@ -199,7 +199,10 @@ def bootstrap_suites() -> dict[str, Any]:
     data = yamlio.load(paths.BASES) or {}
     suites = data.get("debootstrap") if isinstance(data, dict) else None
     if not isinstance(suites, dict):
-        raise InputError("expected a mapping with a `debootstrap:` mapping of suites", where=str(paths.BASES),
+        # the line of `debootstrap:` when there is one, else of whatever the file holds instead (1: an empty file)
+        line = (yamlio.line_of(data, "debootstrap") if isinstance(data, dict) and "debootstrap" in data
+                else yamlio.line_of(data)) or 1
+        raise InputError("expected a mapping with a `debootstrap:` mapping of suites", where=f"{paths.BASES}:{line}",
                          fix="see the comment at the top of the file")
     for name, suite in suites.items():
         try:

@@ -108,12 +108,15 @@ def test_a_huge_matrix_is_refused_before_parsing(tmp_path, run):
     assert result.code == 2 and "over the limit" in result.err
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("- bookworm\n", "expected a mapping with a `debootstrap:` mapping"),
-    ('debootstrap:\n  bookworm:\n    distro: debian\n    mirror: http://x\n    python: "3.11"\n',
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("# bases\n- bookworm\n", 2, "expected a mapping with a `debootstrap:` mapping"),
+    ('debootstrap:\n  bookworm:\n    distro: debian\n    mirror: http://x\n    python: "3.11"\n', 2,
      "suite 'bookworm': python: Input should be a valid list"),  # was reported against matrix.yaml as "3, ., 1, 1"
+    # a suite that is a string, not a mapping (issue 13, item 6)
+    ('# bases\ndebootstrap:\n  bookworm: debian\n', 3, "suite 'bookworm': value: Input should be a valid dictionary"),
+    ("# bases\ndebootstrap: bookworm\n", 2, "expected a mapping with a `debootstrap:` mapping"),  # named no line
 ])
-def test_a_malformed_bases_file_is_bad_input_naming_that_file(tmp_path, monkeypatch, run, text, message):
+def test_a_malformed_bases_file_is_bad_input_naming_that_file(tmp_path, monkeypatch, run, text, line, message):
     from imagematrix.model import fields, paths
 
     bases = tmp_path / "bases.yaml"
@@ -124,7 +127,8 @@ def test_a_malformed_bases_file_is_bad_input_naming_that_file(tmp_path, monkeypa
         result = run("validate", "--matrix", paths.MATRIX)
     finally:
         fields.bootstrap_suites.cache_clear()
-    assert result.code == 2 and message in result.err and str(bases) in result.err
+    assert result.code == 2 and f"error: {bases}:{line}: {message}" in result.err, result
+    assert "Traceback" not in result.err and "internal error" not in result.err
 
 
 @pytest.mark.parametrize(("extra", "named"), [
