@@ -97,3 +97,52 @@ def test_uv_falls_back_to_path_when_the_uv_package_cannot_give_its_binary(tmp_pa
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(RuntimeFailure, match="uv is not installed: run `pip install -e .`"):
         uv.binary()
+
+
+def test_a_killed_lock_leaves_its_resolution_dir_under_the_cache_root_and_a_later_run_sweeps_it(tmp_path, monkeypatch):
+    """Issue 13, item 11: `lock` SIGKILLed while uv runs left /tmp/imagematrix-*/ behind for good. The resolution
+    input now lives under $IMAGEMATRIX_CACHE/tmp, where a later run sweeps what is older than a day."""
+    import os
+    import shutil
+    import signal
+    import sys
+    import time
+    from pathlib import Path
+
+    from imagematrix.model import paths
+    from tests.conftest import ROOT
+
+    row = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
+    shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
+    shutil.copytree(ROOT / "locks", tmp_path / "locks")
+    cache, system_tmp, marker = tmp_path / "cache", tmp_path / "system-tmp", tmp_path / "uv-cwd"
+    system_tmp.mkdir()
+    fake = tmp_path / "fake-uv"  # stands for uv: says where it runs, then hangs until killed
+    fake.write_text(f"#!/bin/sh\npwd > {marker}.part && mv {marker}.part {marker}\nexec sleep 120\n")
+    fake.chmod(0o755)
+    script = ("import sys\nfrom imagematrix.tools import uv\nfrom imagematrix.stages import resolve\n"
+              "uv.binary = lambda: sys.argv[1]\nresolve.requires_python.check = lambda row: []\n"
+              "from imagematrix.cli import app\nsys.exit(app.main(sys.argv[2:]))\n")
+    env = {**os.environ, "IMAGEMATRIX_CACHE": str(cache), "TMPDIR": str(system_tmp)}
+    proc = subprocess.Popen([sys.executable, "-c", script, str(fake), "lock", "--row", row,
+                             "--matrix", str(tmp_path / "matrix.yaml")],
+                            env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "uv was never started"
+            time.sleep(0.1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    left = Path(marker.read_text().strip())
+    assert left.is_dir() and (left / "requirements.in").is_file()  # what the killed run left behind
+    assert left.parent == cache / "tmp" and not list(system_tmp.iterdir())  # under the cache root, not in TMPDIR
+    monkeypatch.setenv("IMAGEMATRIX_CACHE", str(cache))
+    paths.scratch_dir()
+    assert left.is_dir()  # a day's grace: it may belong to a run still going
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(left, (two_days_ago, two_days_ago))
+    paths.scratch_dir()  # what every later run that resolves calls first
+    assert not left.exists()
