@@ -7,16 +7,28 @@ import os
 import sys
 from pathlib import Path
 
-# Wide enough for row ids when the output is not a terminal (CI logs, pipes).
 from rich.console import Console  # noqa: E402  (kept beside the consoles it makes)
 
-from imagematrix.model import fields, paths, tags
+from imagematrix.model import fields, paths, secrets, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError
 from imagematrix.stages import builder
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+class RedactingConsole(Console):
+    """A console that never prints URL userinfo (model/secrets.redact_text): text is redacted before rich wraps it
+    (a wrapped URL would hide from the pattern) and once more as rendered (tables, panels)."""
+
+    def print(self, *objects, **kwargs) -> None:
+        super().print(*(secrets.redact_text(o) if isinstance(o, str) else o for o in objects), **kwargs)
+
+    def _render_buffer(self, buffer) -> str:
+        return secrets.redact_text(super()._render_buffer(buffer))
+
+
+# Wide enough for row ids when the output is not a terminal (CI logs, pipes).
+out = RedactingConsole(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = RedactingConsole(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
 
 
 def checked(check):

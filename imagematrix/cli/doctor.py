@@ -7,6 +7,7 @@ import sys
 from imagematrix.assist import doctor
 from imagematrix.cli.common import err, matrix_option, out
 from imagematrix.model import matrix as matrix_mod
+from imagematrix.model import secrets
 
 HELP = "diagnose this Python environment (or --image) against the matrix, rules, GPU"
 
@@ -26,7 +27,7 @@ def run(args) -> int:
         facts = doctor.probe_image(args.image, args.gpus) if args.image else doctor.probe_here()
     report = doctor.analyse(m, facts)
     if args.json:
-        print(report.as_json())
+        print(secrets.redact_text(report.as_json()))
     else:
         for line in doctor.lines(report):
             out.print(line, markup=False, highlight=False, soft_wrap=True)

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from imagematrix.assist import addrow, index_snapshot, outdated, resolutions
 from imagematrix.cli.common import checked, err, matrix_option, out
-from imagematrix.model import fields
+from imagematrix.model import fields, secrets
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError
 
@@ -146,7 +146,7 @@ def run(args) -> int:
         report = outdated.build_report(m.rows, snapshot, resolver, python=python, now=now, offline=args.offline,
                                        since_vllm=args.since_vllm, limit=args.limit, jobs=args.jobs)
     if args.json:
-        print(render_json(report))
+        print(secrets.redact_text(render_json(report)))
     else:
         out.print(releases_table(report))
         if report.outcomes:

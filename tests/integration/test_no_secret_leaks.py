@@ -2,9 +2,11 @@
 that print or log those inputs and fail fast without Docker work; no secret may appear in their stdout, stderr,
 nor in any file they write under the log and cache directories.
 
-Channels: the environment (HF_TOKEN, a *_PASSWD, AWS_SECRET_ACCESS_KEY, COSIGN_PASSWORD, VLLM_API_KEY, a URL with
-userinfo in HF_ENDPOINT), a docker config (DOCKER_CONFIG) with `auth` entries, a token the fake registry's token
-service hands out, --pip-index-url, --extra-index-url, --apt-mirror, --http-proxy, --https-proxy,
+Channels: the environment (HF_TOKEN, a *_PASSWD, AWS_SECRET_ACCESS_KEY, COSIGN_PASSWORD, VLLM_API_KEY, and one
+variable for each other secret word doctor shows: *_PASSWORD, *_PASS, *_SECRET, *_AUTH, *_CREDENTIAL, *_COOKIE; a URL
+with userinfo in HF_ENDPOINT), the index variables (UV_DEFAULT_INDEX, UV_INDEX_URL, PIP_INDEX_URL with userinfo, one
+at a time, for `validate` and `lock`), a docker config (DOCKER_CONFIG) with `auth` entries, a token the fake
+registry's token service hands out, --pip-index-url, --extra-index-url, --apt-mirror, --http-proxy, --https-proxy,
 --flash-attn-mirror, --flash-attn-index (URL userinfo) and a CA bundle (--ca-cert, its content).
 
 The fake registry (a thread here) asks for a Bearer token, hands one out only for the docker config's credentials,
@@ -33,8 +35,15 @@ ROOT = Path(__file__).resolve().parents[2]
 FA_ROW = "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1"  # no mirror, index or registry has its wheel
 USER = "someone"
 
-CHANNELS = ("HF_TOKEN", "IMAGEMATRIX_REGISTRY_PASSWD", "AWS_SECRET_ACCESS_KEY", "COSIGN_PASSWORD", "VLLM_API_KEY",
-            "HF_ENDPOINT", "docker-auth-fake", "docker-auth-9", "docker-auth-5000", "registry-token", "pip-index-url",
+# secret-named variables; those with a prefix doctor reports (HF_, VLLM_, NCCL_, TORCH_, IMAGEMATRIX_) are shown by it
+SECRET_ENV = ("HF_TOKEN", "IMAGEMATRIX_REGISTRY_PASSWD", "AWS_SECRET_ACCESS_KEY", "COSIGN_PASSWORD", "VLLM_API_KEY",
+              "HF_HUB_PASSWORD", "NCCL_IB_PASS", "TORCH_HUB_SECRET", "VLLM_AUTH_HEADER", "IMAGEMATRIX_CREDENTIAL",
+              "HF_COOKIE")
+SHOWN_BY_DOCTOR = tuple(n for n in SECRET_ENV if n.startswith(("HF_", "VLLM_", "NCCL_", "TORCH_", "IMAGEMATRIX_")))
+INDEX_ENV = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")  # each set alone, with userinfo
+VALIDATE_ROW = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
+
+CHANNELS = (*SECRET_ENV, *INDEX_ENV, "HF_ENDPOINT", "docker-auth-fake", "docker-auth-9", "docker-auth-5000", "registry-token", "pip-index-url",
             "extra-index-url", "apt-mirror", "http-proxy", "https-proxy", "flash-attn-mirror", "flash-attn-index",
             "ca-cert")
 
@@ -125,9 +134,10 @@ def planted(tmp_path_factory):
         ca.write_text(f"-----BEGIN CERTIFICATE-----\n{secret['ca-cert']}\n-----END CERTIFICATE-----\n")
         env = {**os.environ, "IMAGEMATRIX_CACHE": str(work / "cache"), "DOCKER_CONFIG": str(docker_config),
                "HF_ENDPOINT": f"https://{USER}:{secret['HF_ENDPOINT']}@127.0.0.1:9/hf",
-               **{name: secret[name] for name in ("HF_TOKEN", "IMAGEMATRIX_REGISTRY_PASSWD", "AWS_SECRET_ACCESS_KEY",
-                                                   "COSIGN_PASSWORD", "VLLM_API_KEY")}}
+               **{name: secret[name] for name in SECRET_ENV}}
         env.pop("SSL_CERT_FILE", None)
+        for name in INDEX_ENV:
+            env.pop(name, None)
         inputs = [
             "--pip-index-url", f"https://{USER}:{secret['pip-index-url']}@127.0.0.1:9/simple",
             "--extra-index-url", f"https://{USER}:{secret['extra-index-url']}@127.0.0.1:9/extra/simple",
@@ -139,7 +149,8 @@ def planted(tmp_path_factory):
             "--flash-attn-index", f"http://{USER}:{secret['flash-attn-index']}@127.0.0.1:9/simple",
             "--ca-cert", str(ca),
         ]
-        yield {"secret": secret, "env": env, "inputs": inputs, "fake": fake, "work": work,
+        index_env = {name: f"http://{USER}:{secret[name]}@127.0.0.1:9/simple" for name in INDEX_ENV}
+        yield {"secret": secret, "env": env, "inputs": inputs, "fake": fake, "work": work, "index_env": index_env,
                "matrix": str(project / "matrix.yaml"), "runs": []}
     # whatever the tests ran, the cache directory they shared is scanned once more at the end
     _assert_clean(secret, "the cache directory after every command", "", "", [work / "cache"])
@@ -170,9 +181,11 @@ def _assert_clean(secret: dict[str, str], what: str, stdout: str, stderr: str, d
     assert not leaks, f"{what}: " + "; ".join(leaks)
 
 
-def _run(planted, *args: str, log_dir: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+def _run(planted, *args: str, log_dir: Path | None = None, timeout: float = 300,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     argv = [sys.executable, str(ROOT / "build.py"), *args]
-    proc = subprocess.run(argv, capture_output=True, text=True, env=planted["env"], cwd=ROOT, timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, env={**planted["env"], **(env or {})}, cwd=ROOT,
+                          timeout=timeout)
     assert "internal error" not in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     dirs = [planted["work"] / "cache", planted["work"] / "project"] + ([log_dir] if log_dir else [])
@@ -190,7 +203,7 @@ def test_harness_plants_every_channel(planted):
         b64 = base64.b64encode(f"{USER}:{value}".encode()).decode()
         ca = Path(planted["inputs"][planted["inputs"].index("--ca-cert") + 1]).read_text()
         assert (value in env.values() or value in env["HF_ENDPOINT"] or value in inputs or b64 in config
-                or value in ca or name == "registry-token"), name
+                or value in ca or value in planted["index_env"].get(name, "") or name == "registry-token"), name
 
 
 def test_doctor_json_and_text(planted):
@@ -199,8 +212,29 @@ def test_doctor_json_and_text(planted):
         assert proc.returncode in (0, 1), proc.stderr
     report = json.loads(_run(planted, "doctor", "--json", "--matrix", planted["matrix"]).stdout)
     env = report["facts"]["env"]
-    assert env.get("HF_TOKEN") == "<set>" and env.get("IMAGEMATRIX_REGISTRY_PASSWD") == "<set>", env  # seen, redacted
+    assert {name: env.get(name) for name in SHOWN_BY_DOCTOR} == dict.fromkeys(SHOWN_BY_DOCTOR, "<set>"), env  # seen
     assert env.get("HF_ENDPOINT") == "https://***@127.0.0.1:9/hf", env
+    text = _run(planted, "doctor", "--matrix", planted["matrix"]).stdout
+    for name in SHOWN_BY_DOCTOR:
+        assert f"{name}=<set>" in text, text
+
+
+@pytest.mark.parametrize("variable", INDEX_ENV)
+@pytest.mark.parametrize("index", ["dead", "refusing"])
+@pytest.mark.parametrize("command", [["validate"], ["lock", "--refresh"]])
+def test_validate_and_lock_against_an_index_with_credentials(planted, command, index, variable):
+    """The one index (the first of the variables that is set) with credentials in its URL, unreachable (port 9) or
+    answering 401 (the fake registry): exit 1 naming the index, its credentials nowhere (uv's output, the messages,
+    the cache, the project's locks)."""
+    url = planted["index_env"][variable]
+    if index == "refusing":
+        url = url.replace("127.0.0.1:9", f"127.0.0.1:{planted['fake'].port}")
+    before = {p: p.read_bytes() for p in (planted["work"] / "project" / "locks").iterdir()}
+    proc = _run(planted, *command, "--matrix", planted["matrix"], "--row", VALIDATE_ROW, env={variable: url})
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    host = url.split("@", 1)[1].split("/", 1)[0]
+    assert f"***@{host}" in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert {p: p.read_bytes() for p in (planted["work"] / "project" / "locks").iterdir()} == before
 
 
 def test_plan_against_an_authenticating_registry(planted):

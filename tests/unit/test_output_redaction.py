@@ -84,3 +84,22 @@ def test_the_manifest_never_holds_secrets(tmp_path, monkeypatch):
                                   "org.opencontainers.image.authors": "x"}
     assert manifest["pip_freeze"] == ["numpy==1.26.4", "private-pkg @ https://***@mirror.example:8443/simple/p/private_pkg-1.0.whl"]
     assert manifest["dpkg"] == ["bash 5.2"] and manifest["size_bytes"] == 123
+
+
+def test_the_consoles_never_print_url_credentials(capsys):
+    """Every command prints through cli.common's consoles: a message quoting a URL with userinfo (a rule's warning
+    naming the index it could not read), wrapped by rich or inside a table, loses the userinfo."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from imagematrix.cli import common
+
+    narrow = common.RedactingConsole(width=30, highlight=False)
+    narrow.print(f"warning: cannot fetch {URL}/verl/: refused")
+    table = Table("index")
+    table.add_row(URL)
+    common.out.print(table)
+    common.err.print(f"[red]failed:[/] {URL}")
+    out, err = capsys.readouterr()
+    assert PLANTED not in out + err and "***@mirror.example" in out and "***@mirror.example" in err, out + err
+    assert isinstance(common.out, Console) and isinstance(common.err, common.RedactingConsole)
