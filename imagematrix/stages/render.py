@@ -103,6 +103,10 @@ def render_template(name: str, **context) -> str:
     except jinja2.UndefinedError as exc:
         raise InputError(f"template uses an undefined variable: {exc.message}", where=_template_where(exc, name),
                          fix="use a variable render passes (render.render_row) or define it in the template") from None
+    except (jinja2.TemplateError, ArithmeticError, LookupError, TypeError, ValueError, AttributeError,
+            RecursionError) as exc:  # the template's own expressions ({{ 1 / 0 }}, {{ 'a' + 1 }}) or includes
+        raise InputError(f"template failed: {exc.__class__.__name__}: {exc}", where=_template_where(exc, name),
+                         fix="fix the expression at that line") from None
 
 
 def _template_file(name: str) -> bytes:

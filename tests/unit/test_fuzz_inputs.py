@@ -1,12 +1,16 @@
-"""Property test (issue 13): random mutations of matrix.yaml and of every data file under knowledge/ never crash
-the loaders or the offline commands.
+"""Property test (issue 13): random mutations of matrix.yaml and of every data file (knowledge/*.yaml, the patches
+in dockerfiles/patches/, the templates in dockerfiles/templates/) never crash the loaders or the offline commands.
 
 Each example writes one mutated file into a temporary copy of the project (matrix.yaml, locks/, knowledge/,
-dockerfiles/generated/), points the code at that copy, then:
+dockerfiles/), or removes it, points the code at that copy, then:
 - calls the file's loader (and the queries the commands make over it): it returns, or raises InputError /
   InputErrors / RuntimeFailure, never another exception;
-- runs `render` (and `plan --bake` for the matrix) in-process: exit 0, 1 or 2, never "internal error"; on exit 2
-  nothing under the temporary directory changed, and on any exit only dockerfiles/generated/ may have.
+- runs `render` (and `plan --bake` for the matrix, `pick` for the vLLM advice) in-process: exit 0, 1 or 2, never
+  "internal error"; on exit 2 nothing under the temporary directory changed, and on any exit only
+  dockerfiles/generated/ may have.
+
+YAML files get structural mutations (types, keys, values) and truncation; templates (Jinja and the files copied as
+they are) get line and Jinja-fragment mutations and truncation; any of them may be removed.
 
 paths.py has no environment variable for the knowledge folder, and several modules bound its paths at import
 (default arguments, module constants), so `_redirect` patches each of those places; caches are cleared around
@@ -18,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,15 +34,22 @@ from ruamel.yaml import YAML
 
 from imagematrix import rules
 from imagematrix.cli import app
-from imagematrix.knowledge import envdefaults, flashattn, gpus, training
+from imagematrix.knowledge import envdefaults, extras, flashattn, gpus, patches, training, vllm_advice
 from imagematrix.model import fields, lockfile, paths
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.rules import schema
+from imagematrix.stages import render as render_stage
 
 ROOT = Path(__file__).resolve().parents[2]
-KNOWLEDGE_FILES = ("rules.yaml", "gpus.yaml", "env-defaults.yaml", "bases.yaml", "training.yaml", "flash-attn.yaml")
-FILES = ("matrix.yaml", *(f"knowledge/{name}" for name in KNOWLEDGE_FILES))
+KNOWLEDGE_FILES = ("rules.yaml", "gpus.yaml", "env-defaults.yaml", "bases.yaml", "training.yaml", "flash-attn.yaml",
+                   "extras.yaml", "vllm-advice.yaml")
+PATCH_FILES = tuple(f"dockerfiles/patches/{p.name}" for p in sorted((ROOT / "dockerfiles" / "patches").glob("*.yaml")))
+TEMPLATES = tuple(f"dockerfiles/templates/{p.name}" for p in sorted((ROOT / "dockerfiles" / "templates").iterdir()))
+JINJA = tuple(name for name in TEMPLATES if name.endswith(".j2"))  # the others are copied into each context as they are
+FILES = ("matrix.yaml", *(f"knowledge/{name}" for name in KNOWLEDGE_FILES), *PATCH_FILES)
+# the fuzz must reach every data file: a new one is added to FILES or TEMPLATES (test_every_data_file_is_fuzzed)
+DATA_DIRS = ("knowledge", "dockerfiles/patches", "dockerfiles/templates")
 NETWORK_RULE_KINDS = {"verl-ranges", "python-requires", "pin-requires"}  # read metadata / Requires-Python from the index
 EXPECTED = (InputError, RuntimeFailure)  # InputErrors is an InputError
 
@@ -84,6 +96,8 @@ def _redirect(mp: pytest.MonkeyPatch, root: Path) -> None:
     mp.setattr(paths, "RULES", knowledge / "rules.yaml")
     mp.setattr(paths, "GPUS", knowledge / "gpus.yaml")
     mp.setattr(paths, "FLASH_ATTN", knowledge / "flash-attn.yaml")
+    mp.setattr(paths, "TEMPLATES", root / "dockerfiles" / "templates")
+    mp.setattr(paths, "PATCHES", root / "dockerfiles" / "patches")
     mp.setattr(gpus, "GPUS", knowledge / "gpus.yaml")
     mp.setattr(training, "TRAINING", knowledge / "training.yaml")
     # default arguments bound at import time
@@ -91,11 +105,13 @@ def _redirect(mp: pytest.MonkeyPatch, root: Path) -> None:
     mp.setattr(flashattn.data.__wrapped__, "__defaults__", (knowledge / "flash-attn.yaml",))
     mp.setattr(gpus.data.__wrapped__, "__defaults__", (knowledge / "gpus.yaml",))
     mp.setattr(schema.load.__wrapped__, "__defaults__", (knowledge / "rules.yaml",))
+    mp.setattr(patches.load, "__defaults__", (root / "dockerfiles" / "patches",))
+    mp.setattr(render_stage.render, "__defaults__", (root / "dockerfiles" / "patches",))
 
 
 def _clear_caches() -> None:
     for cached in (fields.bootstrap_suites, schema.load, envdefaults._env_defaults, envdefaults._env_default_lines,
-                   gpus.data, training.bands, flashattn.data):
+                   gpus.data, training.bands, flashattn.data, extras.entries, vllm_advice.entries):
         cached.cache_clear()
 
 
@@ -107,7 +123,8 @@ def pristine(tmp_path_factory) -> Path:
     shutil.copy(ROOT / "matrix.yaml", root / "matrix.yaml")
     shutil.copytree(ROOT / "locks", root / "locks")
     shutil.copytree(ROOT / "knowledge", root / "knowledge")
-    shutil.copytree(ROOT / "dockerfiles" / "generated", root / "dockerfiles" / "generated")
+    for folder in ("generated", "patches", "templates"):
+        shutil.copytree(ROOT / "dockerfiles" / folder, root / "dockerfiles" / folder)
     return root
 
 
@@ -202,6 +219,45 @@ def mutated_text(draw, original: str) -> str:
     return text
 
 
+# Jinja fragments a template edit may leave behind: unbalanced tags, unknown names and filters, runtime errors of
+# the template's own expressions, an include of a missing file
+JINJA_FRAGMENTS = [
+    "{{", "}}", "{%", "%}", "{#", "{{ }}", "{{ nope }}", "{{ row.nope }}", "{{ row.id.nope.deeper }}", "{% if %}",
+    "{% endif %}", "{% for x in 1 %}{{ x }}{% endfor %}", "{% for %}", "{{ row.id | nosuchfilter }}",
+    "{% include 'missing.j2' %}", "{% import 'nowhere.j2' as n %}", "{{ 1 / 0 }}", "{{ 'a' + 1 }}", "{{ row.id[99] }}",
+    "{{ none.x }}", "{{ row.pins()['nope'] }}", "{% set row = 1 %}{{ row.id }}", "{{ (1).__class__ }}",
+    "{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "{% raw %}", "{% block b %}", "{{ row.id ~ }}",
+]
+
+
+@st.composite
+def mutated_template(draw, original: str) -> str | None:
+    """A template edited by hand: lines removed, repeated or moved, Jinja fragments inserted, the file cut short; or
+    the file gone (None)."""
+    if draw(st.integers(0, 19)) == 0:
+        return None
+    lines = original.splitlines(keepends=True)
+    for _ in range(draw(st.integers(1, 3))):
+        op = draw(st.sampled_from(["delete", "repeat", "move", "fragment", "fragment", "replace-expression",
+                                   "truncate"]))
+        at = draw(st.integers(0, max(len(lines) - 1, 0)))
+        if op == "delete" and lines:
+            del lines[at]
+        elif op == "repeat" and lines:
+            lines.insert(at, lines[at])
+        elif op == "move" and lines:
+            lines.insert(draw(st.integers(0, len(lines) - 1)), lines.pop(at))
+        elif op == "fragment":
+            lines.insert(at, draw(st.sampled_from(JINJA_FRAGMENTS)) + draw(st.sampled_from(["\n", ""])))
+        elif op == "replace-expression" and lines:
+            lines[at] = re.sub(r"\{\{.*?\}\}|\{%.*?%\}", lambda _m: draw(st.sampled_from(JINJA_FRAGMENTS)),
+                               lines[at], count=1)
+        elif op == "truncate":
+            text = "".join(lines)
+            lines = [text[:draw(st.integers(0, max(len(text) - 1, 0)))]]
+    return "".join(lines)
+
+
 # --- the property ----------------------------------------------------------------------------------------------
 
 _RESOLUTIONS: dict[str, dict] = {}
@@ -252,6 +308,20 @@ def _loaders(name: str, root: Path) -> None:
         for row in m.rows:
             if row.flash_attn:
                 flashattn.sdist(row.flash_attn), flashattn.toolchain(row.cuda), flashattn.key(row)
+    elif name == "knowledge/extras.yaml":
+        known = extras.load(path)
+        for row in m.rows:
+            extras.smoke_plan(row, known)
+    elif name == "knowledge/vllm-advice.yaml":
+        advice = vllm_advice.load(path)
+        for row in m.rows:
+            vllm_advice.matching(row.vllm, [(7, 5), (8, 0), (9, 0), (12, 0)], advice=advice)
+            vllm_advice.for_failure("CUDA error: no kernel image is available", row.vllm, (9, 0), advice=advice)
+        vllm_advice.export()
+    elif name in PATCH_FILES:
+        found = patches.load(path.parent)
+        for row in m.rows:
+            patches.select(row, found)
 
 
 def _assert_no_injection(root: Path, pristine: Path) -> None:
@@ -266,13 +336,17 @@ def _assert_no_injection(root: Path, pristine: Path) -> None:
         assert not found, f"{path.relative_to(root)} carries {found} from the data into the build"
 
 
-def _check(name: str, text: str, pristine: Path) -> list[int]:
+def _check(name: str, text: str | None, pristine: Path) -> list[int]:
+    """text None: the file is removed."""
     codes = []
     with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
         top = Path(tmp)
         root = top / "project"
         shutil.copytree(pristine, root)
-        (root / name).write_text(text, encoding="utf-8")
+        if text is None:
+            (root / name).unlink()
+        else:
+            (root / name).write_text(text, encoding="utf-8")
         try:
             with pytest.MonkeyPatch.context() as mp:
                 mp.setenv("IMAGEMATRIX_CACHE", str(top / "cache"))
@@ -282,13 +356,21 @@ def _check(name: str, text: str, pristine: Path) -> list[int]:
                     _loaders(name, root)
                 except EXPECTED:
                     pass
+                except FileNotFoundError:  # a removed data file: the commands below must say so (exit 2)
+                    if text is not None:
+                        raise
                 _clear_caches()
                 # rules.yaml is read by validate only, which resolves with uv (network): _loaders evaluated it
                 # the knowledge files are rendered for four rows (patches; sdpa; flash-attn on CUDA 12 and 13): faster
                 some = [] if name == "matrix.yaml" else [a for row in RENDERED_ROWS for a in ("--row", row)]
-                commands = [] if name == "knowledge/rules.yaml" else [["render", "--matrix", root / "matrix.yaml", *some]]
+                # extras.yaml is read by the smoke tests inside images only: _loaders made their plan
+                offline = name not in ("knowledge/rules.yaml", "knowledge/extras.yaml")
+                commands = [["render", "--matrix", root / "matrix.yaml", *some]] if offline else []
                 if name == "matrix.yaml":
                     commands.append(["plan", "--bake", "--matrix", root / "matrix.yaml"])
+                if name == "knowledge/vllm-advice.yaml":  # pick names the advice for the GPU; the registry is dead
+                    commands = [["pick", "--gpu", gpu, "--matrix", root / "matrix.yaml", "--registry", "127.0.0.1:9/x"]
+                                for gpu in ("H100", "T4")]
                 for command in commands:
                     before = _snapshot(top)
                     code, out, err = _cli(*command)
@@ -298,7 +380,7 @@ def _check(name: str, text: str, pristine: Path) -> list[int]:
                     after = _snapshot(top)
                     if code == 2:
                         assert after == before, f"{command[0]} exited 2 but wrote: {set(after.items()) ^ set(before.items())}"
-                    if code == 0 and command[0] == "render":
+                    if code == 0 and command[0] == "render" and name not in TEMPLATES:  # a template is code
                         _assert_no_injection(root, pristine)
                     written = {p for p in set(after) | set(before) if after.get(p) != before.get(p)}
                     outside = {p for p in written if not p.startswith("project/dockerfiles/generated")}
@@ -309,7 +391,7 @@ def _check(name: str, text: str, pristine: Path) -> list[int]:
 
 
 @pytest.mark.parametrize("name", FILES)
-@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                                   HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_input_is_handled(name, data, pristine):
@@ -317,11 +399,46 @@ def test_mutated_input_is_handled(name, data, pristine):
     _check(name, text, pristine)
 
 
+@pytest.mark.parametrize("name", JINJA)
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                                  HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_template_is_handled(name, data, pristine):
+    text = data.draw(mutated_template((ROOT / name).read_text(encoding="utf-8")), label=name)
+    _check(name, text, pristine)
+
+
+@pytest.mark.parametrize("name", sorted(set(TEMPLATES) - set(JINJA)))
+@settings(max_examples=6, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                                 HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_copied_file_is_handled(name, data, pristine):
+    """Copied as they are: any content renders (exit 0) into the row's context; only their absence is an error."""
+    text = data.draw(mutated_template((ROOT / name).read_text(encoding="utf-8")), label=name)
+    assert _check(name, text, pristine) == ([2] if text is None else [0])
+
+
+def test_every_data_file_is_fuzzed():
+    """A data file added to knowledge/, dockerfiles/patches/ or dockerfiles/templates/ is fuzzed too."""
+    found = {str(p.relative_to(ROOT)) for d in DATA_DIRS for p in (ROOT / d).rglob("*") if p.is_file()}
+    assert found <= set(FILES) | set(TEMPLATES), sorted(found - set(FILES) - set(TEMPLATES))
+
+
 def test_unmutated_copy_renders_clean(pristine):
     """The harness itself: the unmutated copy loads, renders nothing new and plans (so the fuzz reaches render)."""
-    for name in FILES:
-        expected = {"matrix.yaml": [0, 0], "knowledge/rules.yaml": []}.get(name, [0])
+    for name in (*FILES, *TEMPLATES):
+        expected = {"matrix.yaml": [0, 0], "knowledge/rules.yaml": [], "knowledge/extras.yaml": [],
+                    "knowledge/vllm-advice.yaml": [0, 0]}.get(name, [0])
         assert _check(name, (ROOT / name).read_text(encoding="utf-8"), pristine) == expected
+
+
+@pytest.mark.parametrize("name", (*FILES[1:], *TEMPLATES))
+def test_a_removed_data_file_is_bad_input(name, pristine):
+    """A data file that is gone (a bad checkout, a rename): the commands that need it exit 2; its loader says so
+    (InputError) or raises FileNotFoundError, which the command turns into exit 2."""
+    codes = _check(name, None, pristine)
+    # the patches are a folder of files: removing one removes its patches (render --check shows the rows it changes)
+    assert set(codes) <= ({0} if name in PATCH_FILES else {2}), codes
 
 
 @pytest.mark.parametrize(("name", "old", "new"), [

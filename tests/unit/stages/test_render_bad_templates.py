@@ -58,3 +58,21 @@ def test_a_missing_dockerfile_template(run, project_copy, templates):
 def test_a_missing_template_file_copied_into_the_context(run, project_copy, templates):
     (templates / "buildenv.sh").unlink()
     _render_fails(run, project_copy, str(templates / "buildenv.sh"), "cannot read the template file")
+
+
+@pytest.mark.parametrize(("expression", "error"), [
+    ("{{ 1 / 0 }}", "ZeroDivisionError"),  # found by tests/unit/test_fuzz_inputs.py (an internal error before)
+    ("{{ 'a' + 1 }}", "TypeError"),
+    ("{{ row.id[99] }}", "template uses an undefined variable"),
+    ("{% include 'missing.j2' %}", "missing.j2"),
+])
+def test_a_failing_template_expression_names_the_template_line(run, project_copy, templates, expression, error):
+    dockerfile = templates / "Dockerfile.j2"
+    lines = dockerfile.read_text().splitlines(keepends=True)
+    lines.insert(3, f"# {expression}\n")  # line 4, outside any block
+    dockerfile.write_text("".join(lines))
+    result = run("render", "--matrix", project_copy, "--row", ROW1)
+    assert result.code == 2, result
+    assert "internal error" not in result.err and "Traceback" not in result.err, result
+    assert f"error: {templates}/" in result.err and error in result.err, result
+    assert not (project_copy.parent / "dockerfiles").exists()  # nothing written
