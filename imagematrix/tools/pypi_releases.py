@@ -99,8 +99,16 @@ def releases_from_files(package: str, files: list[File]) -> list[Release]:
 
 
 def parse_json_page(text: str) -> list[File]:
+    """The files of a PEP 691 page; ValueError when it is not one (not JSON, or fields of the wrong type)."""
+    doc = json.loads(text)
+    items = doc.get("files", []) if isinstance(doc, dict) else None
+    if not isinstance(items, list):
+        raise ValueError("not a PEP 691 project page (no `files` list)")
     files = []
-    for f in json.loads(text).get("files", []):
+    for f in items:
+        if not (isinstance(f, dict) and isinstance(f.get("filename"), str)
+                and all(isinstance(f.get(k), (str, type(None))) for k in ("requires-python", "upload-time"))):
+            raise ValueError(f"not a PEP 691 file entry: {str(f)[:80]}")
         files.append(File(filename=f["filename"], requires_python=f.get("requires-python") or None,
                           uploaded=f.get("upload-time"), yanked=bool(f.get("yanked"))))
     return files
@@ -129,5 +137,9 @@ def releases(package: str, index: str | None = None) -> list[Release]:
     """Every release of package on the index (default: the one uv resolves from), newest first."""
     page = f"{(index or pypi.index_url()).rstrip('/')}/{canonicalize_name(package)}/"
     content_type, text = _read(page)
-    files = parse_json_page(text) if content_type.startswith(JSON_TYPE) else parse_html_page(text, page)
+    try:
+        files = parse_json_page(text) if content_type.startswith(JSON_TYPE) else parse_html_page(text, page)
+    except ValueError as exc:  # JSONDecodeError included: garbage, or bytes that are not UTF-8, from a mirror or proxy
+        raise RuntimeFailure(f"the index page {secrets.redact_url(page)} is not a simple-index page ({content_type}): "
+                             f"{str(exc)[:120]}") from None
     return releases_from_files(package, files)
