@@ -98,3 +98,40 @@ def test_a_garbage_registry_is_exit_1_with_a_one_line_cause(command, garbage_reg
     line = _one_line_failure(proc, garbage_registry)
     assert "registry" in line or "NOT promoted" in line, line
     assert not (tmp_path / "logs").exists()
+
+
+@pytest.fixture
+def basic_auth_registry():
+    """A registry that asks for Basic credentials on every request."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="registry"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_HEAD = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("command", [["plan"], ["docs", "--check"], ["promote", "--row", ROW]])
+def test_a_docker_config_auth_that_is_not_base64_is_exit_1_naming_it(command, basic_auth_registry, tmp_path,
+                                                                      monkeypatch, capsys):
+    """Defect 7e through the commands: the credentials for the registry are garbage (not base64 user:password)."""
+    config = tmp_path / "docker" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"auths": {basic_auth_registry: {"auth": "not base64!!"}}}))
+    proc = _build_py(tmp_path, monkeypatch, capsys, *command, "--registry", f"{basic_auth_registry}/ns",
+                     "--log-dir", str(tmp_path / "logs"))
+    line = _one_line_failure(proc, basic_auth_registry)
+    said = " ".join((proc.stdout + proc.stderr).split())  # promote's outcome line is wrapped at the console's width
+    assert f"docker config {config}: auth for {basic_auth_registry} is not base64" in said, line
