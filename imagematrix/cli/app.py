@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input or a fault the stages name: one line, the traceback on request
         if args.debug:
             raise
-        err.print(f"internal error: {exc.__class__.__name__}: {redact_text(str(exc))} (rerun with --debug for the traceback)",
+        cause = " / ".join(line.strip() for line in redact_text(str(exc)).splitlines() if line.strip())  # one line
+        err.print(f"internal error: {exc.__class__.__name__}: {cause} (rerun with --debug for the traceback)",
                   markup=False, soft_wrap=True)
         return 1
 
