@@ -1,11 +1,13 @@
 """What must never be printed: the one redaction every output path uses (console, logs, build-logs/, manifests,
-error messages). URL userinfo becomes ***; a variable whose name holds a secret word shows only that it is set.
+error messages). URL userinfo becomes ***; a variable whose name holds a secret word shows only that it is set, and
+its value (this process's environment) becomes *** wherever free text quotes it.
 
 imagematrix/in_image/probe.py runs alone inside images and carries its own copy of these rules (a test keeps the
 two in step)."""
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
 
@@ -27,9 +29,22 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
 
 
+def secret_values(env: dict[str, str] | None = None) -> list[str]:
+    """The values of this process's secret-named variables that free text must never show, longest first: those of
+    8 characters or more that are not paths (SSH_AUTH_SOCK, GOOGLE_APPLICATION_CREDENTIALS name files, not secrets)."""
+    env = os.environ if env is None else env
+    found = {v for k, v in env.items() if is_secret_name(k) and len(v) >= 8 and not v.startswith(("/", "~"))}
+    return sorted(found, key=len, reverse=True)
+
+
 def redact_text(text: str) -> str:
-    """Free text (a tool's output, an error) with the userinfo of every URL in it replaced by ***."""
-    return _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+    """Free text (a tool's output, an error) with the userinfo of every URL in it replaced by ***, and so is the
+    value of every secret-named variable of this process (HF_TOKEN=... echoed by a build step, a password in a
+    message)."""
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}***@", text)
+    for value in secret_values():
+        text = text.replace(value, "***")
+    return text
 
 
 def redact_env(env: dict[str, str]) -> dict[str, str]:

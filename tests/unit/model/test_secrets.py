@@ -69,3 +69,23 @@ def test_the_base_stage_never_prints_the_apt_mirror_credentials(tmp_path, monkey
     except RuntimeFailure as exc:
         assert PLANTED not in str(exc) and "http://***@mirror.example/debian" in str(exc)
     assert said and PLANTED not in " ".join(said)
+
+
+def test_values_of_secret_named_variables_never_reach_a_log_or_a_message(tmp_path, monkeypatch):
+    """A build step or a tool that echoes a secret variable's value (not a URL): the log and every message redacted
+    with redact_text show *** instead; paths and short values of such names (SSH_AUTH_SOCK) stay readable."""
+    words = {"HF_TOKEN": "tok", "MY_PASSWD": "pwd", "DB_PASSWORD": "pw", "REGISTRY_PASS": "p", "VLLM_API_KEY": "key",
+             "AWS_SECRET_ACCESS_KEY": "sec", "PROXY_AUTH": "auth", "GOOGLE_CREDENTIAL": "cred", "HF_COOKIE": "c"}
+    for name, tag in words.items():
+        monkeypatch.setenv(name, f"{PLANTED}-{tag}-value")
+    monkeypatch.setenv("SSH_AUTH_SOCK", "/tmp/ssh-agent.sock")
+    monkeypatch.setenv("PLAIN_SETTING", f"{PLANTED}-plain")  # not secret-named: shown
+    log = tmp_path / "run.log"
+    script = "; ".join(f"print('{name}=' + os.environ['{name}'])" for name in words)
+    code = process.run_logged([sys.executable, "-c", f"import os; {script}; print(os.environ['SSH_AUTH_SOCK'])"], log)
+    text = log.read_text()
+    assert code == 0 and "HF_TOKEN=***" in text and "/tmp/ssh-agent.sock" in text, text
+    for tag in words.values():
+        assert f"{PLANTED}-{tag}-value" not in text, text
+    said = secrets.redact_text(f"login failed with {PLANTED}-pw-value; other {PLANTED}-plain")
+    assert said == f"login failed with ***; other {PLANTED}-plain"
