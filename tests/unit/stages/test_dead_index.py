@@ -81,8 +81,10 @@ def test_validate_and_lock_exit_1_naming_the_dead_index(dead_index, project, mon
 
 
 def _verdicts(report) -> tuple:
+    """What the run concluded, row by row. A failure is compared by its cause line: uv fetches pages in parallel, so
+    which package's page it names as unreachable (verl/ or vllm/) varies from run to run, the verdict does not."""
     return (sorted((e.row.id, e.resolution, e.lock, e.packages) for e in report.rows),
-            sorted(e.render() for e in report.errors), sorted(report.failures))
+            sorted(e.render() for e in report.errors), sorted((f.split("\n")[0], "/simple/" in f) for f in report.failures))
 
 
 def test_the_verdict_does_not_depend_on_row_order_or_jobs(dead_index, project, monkeypatch):
@@ -92,6 +94,7 @@ def test_the_verdict_does_not_depend_on_row_order_or_jobs(dead_index, project, m
     patches = ROOT / "dockerfiles" / "patches"
     first = _verdicts(validate.validate(m, rows, patches, jobs=4))
     assert [r[1] for r in first[0]] == ["failed", "failed"] and not first[1] and len(first[2]) == 2
-    assert all(dead_index in failure for failure in first[2])
+    assert all(named for _, named in first[2])
+    assert all(dead_index in failure for failure in validate.validate(m, rows, patches, jobs=4).failures)
     assert _verdicts(validate.validate(m, rows[::-1], patches, jobs=1)) == first
     assert _verdicts(validate.validate(m, rows[::-1], patches, jobs=4)) == first
