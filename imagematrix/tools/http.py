@@ -12,7 +12,7 @@ from pathlib import Path
 from imagematrix.model import secrets
 
 
-def _request(url: str, method: str = "GET") -> urllib.request.Request:
+def request(url: str, method: str = "GET") -> urllib.request.Request:
     """A request for url with its userinfo moved into a Basic Authorization header that is never re-sent to the
     host a redirect points at (urllib forwards ordinary headers across hosts)."""
     parts = urllib.parse.urlsplit(url)
@@ -31,7 +31,7 @@ def download(url: str, dest: Path, timeout: float = 60) -> tuple[str | None, str
     tmp = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with urllib.request.urlopen(_request(url), timeout=timeout) as response, open(tmp, "wb") as out:
+        with urllib.request.urlopen(request(url), timeout=timeout) as response, open(tmp, "wb") as out:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
@@ -47,9 +47,9 @@ def download(url: str, dest: Path, timeout: float = 60) -> tuple[str | None, str
 
 def check_reachable(url: str, timeout: float = 15) -> str | None:
     """None when the wheel at url answers a HEAD (redirects followed), else why not (credentials redacted)."""
-    request = _request(url, "HEAD")
+    head = request(url, "HEAD")
     try:
-        with urllib.request.urlopen(request, timeout=timeout):
+        with urllib.request.urlopen(head, timeout=timeout):
             return None
     except urllib.error.HTTPError as exc:
         return f"{secrets.redact_url(url)} answered HTTP {exc.code}"

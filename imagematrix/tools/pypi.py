@@ -43,7 +43,7 @@ def _context() -> ssl.SSLContext:
 def request(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> urllib.request.Request:
     """A request for url on the index: credentials in the URL (https://user:secret@host/simple, as uv takes them)
     go into a Basic Authorization header (urllib cannot use URL userinfo), never into a message."""
-    req = http._request(url, method)
+    req = http.request(url, method)
     for name, value in (headers or {}).items():
         req.add_header(name, value)
     return req
