@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from imagematrix.knowledge import flashattn
-from imagematrix.model import labels, tags
+from imagematrix.model import labels, lockfile, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import publish, render
 from imagematrix.tools import docker, host
@@ -104,14 +104,20 @@ def test_unbootstrappable_base_names_row_stage_and_mirror(daemon, namespace, tmp
 
 
 def test_failing_pip_install_names_row_and_stage_and_pushes_nothing(daemon, namespace, tmp_path):
-    """A lock whose hashes for `six` match no file (as when an index serves other bytes): uv must refuse."""
+    """A lock whose hashes for `six` match no file (as when the index `lock` read served other bytes than the one
+    the build reads): uv must refuse inside the build. The lock's body digest is sealed over the bad hashes, as
+    `lock` would have written it; an unsealed hand edit stops at render (tests/unit/stages/test_locks.py)."""
     if not docker.image_exists("imagematrix-base:bookworm"):
         pytest.skip("needs the bookworm base that the real-build tests bootstrap")
     bogus = secrets.token_hex(32)  # a new layer input on every run, so BuildKit cannot answer from its cache
 
     def tamper(text: str) -> str:
-        return re.sub(r"(six==1\.17\.0 \\\n)(\s+--hash=sha256:)[0-9a-f]{64}( \\\n\s+--hash=sha256:)[0-9a-f]{64}",
+        text = re.sub(r"(six==1\.17\.0 \\\n)(\s+--hash=sha256:)[0-9a-f]{64}( \\\n\s+--hash=sha256:)[0-9a-f]{64}",
                       rf"\g<1>\g<2>{bogus}\g<3>{bogus}", text)
+        header, body = lockfile.split(text)
+        sealed = lockfile.BODY_DIGEST_RE.sub(f"# body-digest: {lockfile.body_digest(body)}\n", header, count=1)
+        assert sealed != header
+        return sealed + body
 
     matrix = project(tmp_path, "debootstrap:bookworm", tamper)
     assert bogus in (tmp_path / "dockerfiles" / "generated" / ROW1 / "requirements.txt").read_text()
