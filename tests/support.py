@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import itertools
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from imagematrix.in_image import patch_apply
@@ -45,3 +49,39 @@ def run_applier(site: Path, patch_json: Path, record: Path, *extra: str):
     """Run patch_apply.py as a script, as the Dockerfile does, with `site` as the installed packages."""
     return subprocess.run([sys.executable, patch_apply.__file__, str(patch_json), "--record", str(record), *extra],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(site)})
+
+
+# --- local HTTP servers: an index, registry or mirror that misbehaves on purpose (the real ones cannot be made to) ---
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler that keeps the test's output clean (no access log on stderr)."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def answering(body: bytes | Callable[[str], bytes], content_type: str) -> type[QuietHandler]:
+    """A handler answering every GET with 200 and `body` (bytes, or a function of the request path)."""
+
+    class Handler(QuietHandler):
+        def do_GET(self):
+            data = body(self.path) if callable(body) else body
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    return Handler
+
+
+@contextlib.contextmanager
+def serving(handler) -> Iterator[http.server.ThreadingHTTPServer]:
+    """`handler` served on a free loopback port for the duration of the block (server.server_port)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -4,12 +4,10 @@ naming the page, never a traceback nor an "internal error" (JSONDecodeError and 
 
 from __future__ import annotations
 
-import http.server
-import threading
-
 import pytest
 
 from imagematrix.cli import app
+from tests.support import answering, serving
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 PAGES = {
@@ -25,22 +23,8 @@ PAGES = {
 def bad_index(request):
     content_type, body = PAGES[request.param]
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/simple"
-    server.shutdown()
-    server.server_close()
+    with serving(answering(body, content_type)) as server:
+        yield f"http://127.0.0.1:{server.server_port}/simple"
 
 
 def test_outdated_against_an_index_serving_garbage_is_exit_1(bad_index, tmp_path, monkeypatch, capsys):

@@ -5,14 +5,13 @@ HTTP server; nothing is written (`docs --check`, `promote` of a row whose candid
 
 from __future__ import annotations
 
-import http.server
 import json
 import subprocess
-import threading
 
 import pytest
 
 from imagematrix.cli import app
+from tests.support import QuietHandler, serving
 
 ROW = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -44,7 +43,7 @@ GARBAGE = {
 def garbage_registry(request):
     manifest, blob = GARBAGE[request.param]
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _answer(self):
             data = blob if "/blobs/" in self.path else manifest if "/manifests/" in self.path else b"{}"
             self.send_response(200)
@@ -60,14 +59,8 @@ def garbage_registry(request):
         def do_PUT(self):  # a retag must never happen: the candidate's labels are garbage
             raise AssertionError("PUT on a garbage registry")
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as server:
+        yield f"127.0.0.1:{server.server_port}"
 
 
 def _build_py(tmp_path, monkeypatch, capsys, *args: str) -> subprocess.CompletedProcess:
@@ -104,7 +97,7 @@ def test_a_garbage_registry_is_exit_1_with_a_one_line_cause(command, garbage_reg
 def basic_auth_registry():
     """A registry that asks for Basic credentials on every request."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _answer(self):
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="registry"')
@@ -113,14 +106,8 @@ def basic_auth_registry():
 
         do_GET = do_HEAD = _answer
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_port}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as server:
+        yield f"127.0.0.1:{server.server_port}"
 
 
 @pytest.mark.parametrize("command", [["plan"], ["docs", "--check"], ["promote", "--row", ROW]])

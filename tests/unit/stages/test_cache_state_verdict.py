@@ -4,9 +4,7 @@ local index served from a temporary directory; nothing needs the network."""
 
 from __future__ import annotations
 
-import threading
 from functools import partial
-from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -15,6 +13,7 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import resolve, validate
 from imagematrix.tools import pypi, uv
 from tests.conftest import GOOD_MATRIX, ROOT
+from tests.support import serving
 from tests.unit.stages.test_lock_refresh_local_index import PINS_UPLOADED, Handler, Index
 
 
@@ -27,16 +26,13 @@ def index(tmp_path, monkeypatch):
         idx.add(name, version, PINS_UPLOADED)
     idx.add("verl", "0.3.0.post1", PINS_UPLOADED, requires=("vllm==0.7.2; extra == 'vllm'",), extras=("vllm",))
     handler = type("BoundHandler", (Handler,), {"index": idx})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(idx.root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    for name in pypi.INDEX_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("UV_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple")
-    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
-    monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
-    yield idx
-    server.shutdown()
-    server.server_close()
+    with serving(partial(handler, directory=str(idx.root))) as server:
+        for name in pypi.INDEX_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("UV_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple")
+        monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+        monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
+        yield idx
 
 
 def _verdict(path):

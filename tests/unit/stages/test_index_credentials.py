@@ -9,9 +9,7 @@ import base64
 import re
 import shutil
 import socket
-import threading
 from functools import partial
-from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -19,6 +17,7 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import locks, resolve
 from imagematrix.tools import pypi, pypi_releases
 from tests.conftest import GOOD_MATRIX, ROOT
+from tests.support import serving
 from tests.unit.stages.test_lock_refresh_local_index import ERA, PINS_UPLOADED, ROW, Handler, Index
 
 SECRET = "s3cret-7d1f"
@@ -110,14 +109,11 @@ def private_index(tmp_path, monkeypatch):
     idx.add("verl", "0.3.0.post1", PINS_UPLOADED, requires=("vllm==0.7.2; extra == 'vllm'",), extras=("vllm",))
     seen: list = []
     handler = type("BoundAuthHandler", (AuthHandler,), {"index": idx, "seen": seen})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(idx.root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _use_index(monkeypatch, tmp_path, f"http://user:{SECRET}@127.0.0.1:{server.server_address[1]}/simple",
-               "PIP_INDEX_URL")
-    monkeypatch.setattr(locks, "lock_tools", lambda matrix, refresh=False: "# build tools (not under test)\n")
-    yield seen
-    server.shutdown()
-    server.server_close()
+    with serving(partial(handler, directory=str(idx.root))) as server:
+        _use_index(monkeypatch, tmp_path, f"http://user:{SECRET}@127.0.0.1:{server.server_address[1]}/simple",
+                   "PIP_INDEX_URL")
+        monkeypatch.setattr(locks, "lock_tools", lambda matrix, refresh=False: "# build tools (not under test)\n")
+        yield seen
 
 
 def test_uv_and_the_index_reader_both_use_the_credentials_of_the_index_url(private_index, write_matrix, run):

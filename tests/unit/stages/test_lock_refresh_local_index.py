@@ -9,10 +9,9 @@ import hashlib
 import html
 import io
 import json
-import threading
 import zipfile
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import locks, resolve
 from imagematrix.tools import pypi
 from tests.conftest import GOOD_MATRIX, ROOT
+from tests.support import serving
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ROW = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
@@ -100,19 +100,15 @@ def index(tmp_path, monkeypatch):
     idx.add("verl", "0.3.0.post1", PINS_UPLOADED, requires=("vllm==0.7.2; extra == 'vllm'",), extras=("vllm",))
     idx.add("leftpad", "1.0", "2025-01-02T00:00:00.000000Z")
     handler = type("BoundHandler", (Handler,), {"index": idx})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(idx.root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    for name in pypi.INDEX_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("UV_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple")
-    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
-    monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
-    # the build tools' lock resolves uv itself, which this index does not hold
-    monkeypatch.setattr(locks, "lock_tools", lambda matrix, refresh=False: "# build tools (not under test)\n")
-    yield idx
-    server.shutdown()
-    server.server_close()
+    with serving(partial(handler, directory=str(idx.root))) as server:
+        for name in pypi.INDEX_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("UV_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple")
+        monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+        monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
+        # the build tools' lock resolves uv itself, which this index does not hold
+        monkeypatch.setattr(locks, "lock_tools", lambda matrix, refresh=False: "# build tools (not under test)\n")
+        yield idx
 
 
 def _verdict(m):

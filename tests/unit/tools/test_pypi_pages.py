@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import http.server
-import threading
-
 import pytest
 
 from imagematrix.tools import pypi
+from tests.support import answering, serving
 
 # "café" in latin-1: byte 0xe9 is not valid UTF-8
 PAGE = ('<html><body><h1>Links for caf\xe9</h1>\n'
@@ -17,21 +15,8 @@ PAGE = ('<html><body><h1>Links for caf\xe9</h1>\n'
 
 @pytest.fixture
 def index():
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=latin-1")
-            self.send_header("Content-Length", str(len(PAGE)))
-            self.end_headers()
-            self.wfile.write(PAGE)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/simple"
-    server.shutdown()
+    with serving(answering(PAGE, "text/html; charset=latin-1")) as server:
+        yield f"http://127.0.0.1:{server.server_port}/simple"
 
 
 def test_files_of_a_latin1_page(index):

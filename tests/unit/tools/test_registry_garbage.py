@@ -4,42 +4,20 @@ each ends in one RuntimeFailure naming where the garbage came from, never a trac
 from __future__ import annotations
 
 import base64
-import http.server
 import json
-import threading
 
 import pytest
 
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.tools import registry
-
-
-def _serve(body, content_type: str = "application/json"):
-    """A local HTTP server answering every GET with `body` (bytes, or a function of the request path)."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            data = body(self.path) if callable(body) else body
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+from tests.support import answering, serving
 
 
 @pytest.mark.parametrize("body", [b"<html>captive portal</html>", b"\xff\xfe\x00garbage", b"[1, 2]", b'"manifests"',
                                   b"null", b'{"schemaVersion": 2}'])
 def test_a_registry_answering_garbage_is_a_runtime_failure_naming_host_and_path(body):
-    server = _serve(body)
-    host = f"127.0.0.1:{server.server_port}"
-    try:
+    with serving(answering(body, "application/json")) as server:
+        host = f"127.0.0.1:{server.server_port}"
         with pytest.raises(RuntimeFailure) as caught:
             registry.labels(f"{host}/imagematrix/verl", "v1")
         message = str(caught.value)
@@ -48,18 +26,14 @@ def test_a_registry_answering_garbage_is_a_runtime_failure_naming_host_and_path(
         if not body.startswith(b"{"):  # not an object at all: refused whatever the path
             with pytest.raises(RuntimeFailure, match=r"/v2/x/blobs/sha256:1"):
                 registry.Client(host).get_json("/v2/x/blobs/sha256:1")
-    finally:
-        server.shutdown()
 
 
 def test_a_manifest_whose_config_is_garbage_names_the_blob_path():
     manifest = {"schemaVersion": 2, "config": {"digest": "sha256:abc"}}
-    server = _serve(lambda path: json.dumps(manifest).encode() if "/manifests/" in path else b"not json")
-    try:
-        with pytest.raises(RuntimeFailure, match=r"/v2/x/blobs/sha256:abc"):
-            registry.Client(f"127.0.0.1:{server.server_port}").labels("x", "v1")
-    finally:
-        server.shutdown()
+    answer = answering(lambda path: json.dumps(manifest).encode() if "/manifests/" in path else b"not json",
+                       "application/json")
+    with serving(answer) as server, pytest.raises(RuntimeFailure, match=r"/v2/x/blobs/sha256:abc"):
+        registry.Client(f"127.0.0.1:{server.server_port}").labels("x", "v1")
 
 
 @pytest.mark.parametrize("auth", ["not base64!!", base64.b64encode(b"no-colon-here").decode(),
