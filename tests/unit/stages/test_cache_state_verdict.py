@@ -11,10 +11,10 @@ import pytest
 from imagematrix.model import lockfile
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import resolve, validate
-from imagematrix.tools import pypi, uv
+from imagematrix.tools import uv
 from tests.conftest import GOOD_MATRIX, ROOT
 from tests.support import serving
-from tests.unit.stages.test_lock_refresh_local_index import PINS_UPLOADED, Handler, Index
+from tests.unit.stages.test_lock_refresh_local_index import PINS_UPLOADED, Handler, Index, use_index
 
 
 @pytest.fixture
@@ -27,11 +27,7 @@ def index(tmp_path, monkeypatch):
     idx.add("verl", "0.3.0.post1", PINS_UPLOADED, requires=("vllm==0.7.2; extra == 'vllm'",), extras=("vllm",))
     handler = type("BoundHandler", (Handler,), {"index": idx})
     with serving(partial(handler, directory=str(idx.root))) as server:
-        for name in pypi.INDEX_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("UV_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple")
-        monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
-        monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
+        use_index(monkeypatch, tmp_path, f"http://127.0.0.1:{server.server_address[1]}/simple")
         yield idx
 
 

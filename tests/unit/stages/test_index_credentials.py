@@ -18,7 +18,7 @@ from imagematrix.stages import locks, resolve
 from imagematrix.tools import pypi, pypi_releases
 from tests.conftest import GOOD_MATRIX, ROOT
 from tests.support import serving
-from tests.unit.stages.test_lock_refresh_local_index import ERA, PINS_UPLOADED, ROW, Handler, Index
+from tests.unit.stages.test_lock_refresh_local_index import ERA, PINS_UPLOADED, ROW, Handler, Index, use_index
 
 SECRET = "s3cret-7d1f"
 
@@ -30,12 +30,8 @@ def _closed_port() -> int:
 
 
 def _use_index(monkeypatch, tmp_path, url: str, variable: str = "UV_INDEX_URL") -> None:
-    for name in pypi.INDEX_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv(variable, url)
+    use_index(monkeypatch, tmp_path, url, variable)
     monkeypatch.setenv("UV_HTTP_RETRIES", "0")
-    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
-    monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.fixture

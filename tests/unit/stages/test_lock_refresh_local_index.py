@@ -90,6 +90,15 @@ class Handler(SimpleHTTPRequestHandler):
         super().do_GET()
 
 
+def use_index(monkeypatch, tmp_path, url: str, variable: str = "UV_INDEX_URL") -> None:
+    """`url` as the one index (in `variable`, the other index variables unset), with a fresh uv and project cache."""
+    for name in pypi.INDEX_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, url)
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def index(tmp_path, monkeypatch):
     idx = Index(tmp_path / "index")
@@ -101,11 +110,7 @@ def index(tmp_path, monkeypatch):
     idx.add("leftpad", "1.0", "2025-01-02T00:00:00.000000Z")
     handler = type("BoundHandler", (Handler,), {"index": idx})
     with serving(partial(handler, directory=str(idx.root))) as server:
-        for name in pypi.INDEX_VARIABLES:
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("UV_INDEX_URL", f"http://127.0.0.1:{server.server_address[1]}/simple")
-        monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
-        monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
+        use_index(monkeypatch, tmp_path, f"http://127.0.0.1:{server.server_address[1]}/simple")
         # the build tools' lock resolves uv itself, which this index does not hold
         monkeypatch.setattr(locks, "lock_tools", lambda matrix, refresh=False: "# build tools (not under test)\n")
         yield idx
