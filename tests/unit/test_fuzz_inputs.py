@@ -398,9 +398,15 @@ def _check(name: str, text: str | None, pristine: Path) -> list[int]:
     return codes
 
 
+def fuzz_settings(examples: int):
+    """Hypothesis settings of the property tests: `examples` per file; no deadline (a render takes a while), no
+    example database (every run explores afresh), and fixtures that stay the same across examples."""
+    return settings(max_examples=examples, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
 @pytest.mark.parametrize("name", FILES)
-@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                                  HealthCheck.too_slow])
+@fuzz_settings(40)
 @given(data=st.data())
 def test_mutated_input_is_handled(name, data, pristine):
     text = data.draw(mutated_text((ROOT / name).read_text(encoding="utf-8")), label=name)
@@ -408,8 +414,7 @@ def test_mutated_input_is_handled(name, data, pristine):
 
 
 @pytest.mark.parametrize("name", JINJA)
-@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                                  HealthCheck.too_slow])
+@fuzz_settings(30)
 @given(data=st.data())
 def test_mutated_template_is_handled(name, data, pristine):
     text = data.draw(mutated_template((ROOT / name).read_text(encoding="utf-8")), label=name)
@@ -417,8 +422,7 @@ def test_mutated_template_is_handled(name, data, pristine):
 
 
 @pytest.mark.parametrize("name", sorted(set(TEMPLATES) - set(JINJA)))
-@settings(max_examples=6, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                                 HealthCheck.too_slow])
+@fuzz_settings(6)
 @given(data=st.data())
 def test_mutated_copied_file_is_handled(name, data, pristine):
     """Copied as they are: any content renders (exit 0) into the row's context; only their absence is an error."""

@@ -14,17 +14,13 @@ from imagematrix.stages import resolve, validate
 from imagematrix.tools import uv
 from tests.conftest import GOOD_MATRIX, ROOT
 from tests.support import serving
-from tests.unit.stages.test_lock_refresh_local_index import PINS_UPLOADED, Handler, Index, use_index
+from tests.unit.stages.test_lock_refresh_local_index import PINS_UPLOADED, Handler, pins_index, use_index
 
 
 @pytest.fixture
 def index(tmp_path, monkeypatch):
     """The row's pins on a local index, transformers only at 4.48.3 so far; a fresh uv cache."""
-    idx = Index(tmp_path / "index")
-    idx.root.mkdir()
-    for name, version in (("torch", "2.5.1"), ("tensordict", "0.6.2"), ("transformers", "4.48.3"), ("vllm", "0.7.2")):
-        idx.add(name, version, PINS_UPLOADED)
-    idx.add("verl", "0.3.0.post1", PINS_UPLOADED, requires=("vllm==0.7.2; extra == 'vllm'",), extras=("vllm",))
+    idx = pins_index(tmp_path / "index", "4.48.3")
     handler = type("BoundHandler", (Handler,), {"index": idx})
     with serving(partial(handler, directory=str(idx.root))) as server:
         use_index(monkeypatch, tmp_path, f"http://127.0.0.1:{server.server_address[1]}/simple")

@@ -18,7 +18,7 @@ from imagematrix.stages import locks, resolve
 from imagematrix.tools import pypi, pypi_releases
 from tests.conftest import GOOD_MATRIX, ROOT
 from tests.support import serving
-from tests.unit.stages.test_lock_refresh_local_index import ERA, PINS_UPLOADED, ROW, Handler, Index, use_index
+from tests.unit.stages.test_lock_refresh_local_index import ERA, ROW, Handler, pins_index, use_index
 
 SECRET = "s3cret-7d1f"
 
@@ -98,11 +98,7 @@ class AuthHandler(Handler):
 
 @pytest.fixture
 def private_index(tmp_path, monkeypatch):
-    idx = Index(tmp_path / "index")
-    idx.root.mkdir()
-    for name, version in (("torch", "2.5.1"), ("tensordict", "0.6.2"), ("transformers", "4.49.0"), ("vllm", "0.7.2")):
-        idx.add(name, version, PINS_UPLOADED)
-    idx.add("verl", "0.3.0.post1", PINS_UPLOADED, requires=("vllm==0.7.2; extra == 'vllm'",), extras=("vllm",))
+    idx = pins_index(tmp_path / "index", "4.49.0")
     seen: list = []
     handler = type("BoundAuthHandler", (AuthHandler,), {"index": idx, "seen": seen})
     with serving(partial(handler, directory=str(idx.root))) as server:

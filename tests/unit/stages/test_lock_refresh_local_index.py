@@ -90,6 +90,16 @@ class Handler(SimpleHTTPRequestHandler):
         super().do_GET()
 
 
+def pins_index(root: Path, transformers: str) -> Index:
+    """A local index under `root` holding the verl 0.3 row's pins, transformers at the given version only."""
+    idx = Index(root)
+    idx.root.mkdir()
+    for name, version in (("torch", "2.5.1"), ("tensordict", "0.6.2"), ("transformers", transformers), ("vllm", "0.7.2")):
+        idx.add(name, version, PINS_UPLOADED)
+    idx.add("verl", "0.3.0.post1", PINS_UPLOADED, requires=("vllm==0.7.2; extra == 'vllm'",), extras=("vllm",))
+    return idx
+
+
 def use_index(monkeypatch, tmp_path, url: str, variable: str = "UV_INDEX_URL") -> None:
     """`url` as the one index (in `variable`, the other index variables unset), with a fresh uv and project cache."""
     for name in pypi.INDEX_VARIABLES:
