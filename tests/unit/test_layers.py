@@ -23,8 +23,9 @@ ALLOWED = {
     "cli": {"model", "knowledge", "rules", "stages", "tools", "assist", "in_image"},
 }
 # The in-image code runs nvidia-smi inside the image; doctor runs the probe with this Python; the GPU stage
-# installs pytest for the image's Python with pip.
-SPAWN_OUTSIDE_TOOLS = {"in_image/preflight.py", "in_image/probe.py", "in_image/flash_attn_compile.py", "assist/doctor.py", "stages/smoke_gpu.py"}
+# installs pytest for the image's Python with pip; imagerun (standard library only, on the GPU host) runs unshare,
+# mount and chroot.
+SPAWN_OUTSIDE_TOOLS = {"in_image/imagerun.py", "in_image/preflight.py", "in_image/probe.py", "in_image/flash_attn_compile.py", "assist/doctor.py", "stages/smoke_gpu.py"}
 SPAWNS = {("subprocess", "run"), ("subprocess", "Popen"), ("subprocess", "check_output"), ("subprocess", "call"),
           ("subprocess", "check_call"), ("request", "urlopen"), ("socket", "create_connection"), ("socket", "socket")}
 
