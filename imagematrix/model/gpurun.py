@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from imagematrix.model import paths
 
 RUNS = paths.ROOT / "docs" / "gpu-runs"
-DATE_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # a record's date: it names the record's file
+DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")  # a record's date: it names the record's file
 
 
 def check_date(text: str) -> str:
