@@ -37,7 +37,7 @@ SCRIPT = paths.ROOT / "docs" / "multi-node" / "ray-node.sh"
 SCRIPT_IN_IMAGE = "/usr/local/bin/ray-node.sh"  # where the compose recipe mounts it, too
 LABEL = labels.CLUSTER
 PREFIX = "imagematrix-cluster"
-NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}\Z")
 RESULT_MARK = "IMAGEMATRIX-CLUSTER-RESULT "
 # Light nodes: one CPU each, a small object store (Ray's minimum is 75 MiB), no dashboard.
 RAY_OPTIONS = ["--num-cpus", "1", "--object-store-memory", str(100 * 1024 * 1024), "--disable-usage-stats"]
@@ -98,7 +98,7 @@ def run(cli: str, image: str, row: Row | None = None, log: Log = print, *, matri
     """
     started = time.monotonic()
     name = name or f"{PREFIX}-{uuid.uuid4().hex[:8]}"
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise InputError(f"invalid cluster name {name!r}", fix="use letters, digits, '_', '.', '-' (63 at most)")
     worker_image = worker_image or image
     if expected_ray is None and row is not None and matrix is not None:

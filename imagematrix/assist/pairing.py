@@ -108,7 +108,7 @@ class Pairing:
         text = (f"verl {self.verl} declares vllm{self.declared} in its vllm extra; without that extra it resolves "
                 f"with vLLM {self.vllm} (found by add-row, not a pairing verl declares: run the smoke tests)")
         text = re.sub(r"[\x00-\x1f\x7f\"'`$\\]", "", text)[:300]
-        assert fields.REASON_RE.match(text), text
+        assert fields.REASON_RE.fullmatch(text), text
         return text
 
 

@@ -24,6 +24,12 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    if args.date is not None:  # it names the record's file: checked before anything is read or written
+        try:
+            gpurun.check_date(args.date)
+        except ValueError as exc:
+            raise InputError(f"--date {exc}", fix="give the run's day as YYYY-MM-DD, e.g. --date 2026-12-02 "
+                                                  "(or leave --date out: today, UTC)") from None
     m = matrix_mod.load(args.matrix)
     if not args.results.is_dir():
         raise InputError(f"{args.results}: no such folder", fix="pass the OUT folder of tests/smoke/gpu/run_host.sh")

@@ -81,7 +81,7 @@ class ArchSupport(BaseModel):
     @field_validator("arch")
     @classmethod
     def _arch(cls, value: str) -> str:
-        if not fields.CAPABILITY_RE.match(value):
+        if not fields.CAPABILITY_RE.fullmatch(value):
             raise ValueError("expected a compute capability such as \"9.0\"")
         return value
 
@@ -205,13 +205,13 @@ def compile_estimate(n_archs: int, cores: int) -> float:
     return cost.core_seconds_per_unit * cost.units * max(1, n_archs) / max(1, cores)
 
 
-_WHEEL_RE = re.compile(r"^flash_attn-(?P<version>[^-+]+)\+(?P<local>[^-]+)-(?P<py>cp\d+)-(?P<abi>cp\d+)-linux_x86_64\.whl$")
+_WHEEL_RE = re.compile(r"^flash_attn-(?P<version>[^-+]+)\+(?P<local>[^-]+)-(?P<py>cp\d+)-(?P<abi>cp\d+)-linux_x86_64\.whl\Z")
 
 
 def index_match(filename: str, row: Row) -> bool:
     """Whether a wheel file on an index fits the row: same version, CPython tag, and a local version naming the
     row's CUDA major, torch major.minor and C++ ABI (flash-attn's naming, cu13 or cu130; pt211 for torch 2.11)."""
-    match = _WHEEL_RE.match(filename)
+    match = _WHEEL_RE.fullmatch(filename)
     cp = "cp" + row.python.replace(".", "")
     if not match or match.group("version") != row.flash_attn or match.group("py") != cp or match.group("abi") != cp:
         return False

@@ -24,8 +24,8 @@ try:  # the parser match.expand uses (re._parser from Python 3.11, sre_parse bef
 except ImportError:  # pragma: no cover - Python 3.10
     import sre_parse as _template_parser
 
-FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py$")
-SCOPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*$")
+FILE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*\.py\Z")
+SCOPE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\Z")
 
 
 def _specifier(value: str) -> str:
@@ -48,7 +48,7 @@ def _regex(value: str) -> str:
 
 def _pattern(pattern: re.Pattern[str], what: str):
     def check(value: str) -> str:
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid {what}")
         if ".." in value.split("/"):
             raise ValueError(f"{value!r} leaves the package directory")

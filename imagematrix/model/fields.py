@@ -15,16 +15,16 @@ from imagematrix.model.errors import InputError
 
 # --- value patterns -------------------------------------------------------------------------------------
 
-PACKAGE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")  # PEP 508 distribution name
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+PACKAGE_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?\Z")  # PEP 508 distribution name
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 # Environment values: no whitespace, quotes, `$`, backslash or shell metacharacters.
-ENV_VALUE_RE = re.compile(r"^[A-Za-z0-9_./:,=+@%-]*$")
-PYTHON_RE = re.compile(r"^3\.[0-9]{1,2}$")
-CUDA_RE = re.compile(r"^[0-9]{2}\.[0-9]$")
-PATCH_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+ENV_VALUE_RE = re.compile(r"^[A-Za-z0-9_./:,=+@%-]*\Z")
+PYTHON_RE = re.compile(r"^3\.[0-9]{1,2}\Z")
+CUDA_RE = re.compile(r"^[0-9]{2}\.[0-9]\Z")
+PATCH_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]*\Z")
 # Free text (override and skip reasons): one line, rendered only into Dockerfile comments and labels;
 # no quotes, backslash, `$` or backtick, so it can never escape a comment or a quoted label.
-REASON_RE = re.compile(r"^[^\x00-\x1f\x7f\"'`$\\]{10,300}$")
+REASON_RE = re.compile(r"^[^\x00-\x1f\x7f\"'`$\\]{10,300}\Z")
 
 # Docker image reference (distribution/reference grammar), tag or digest required: no implicit `latest`.
 _DOMAIN = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*(?::[0-9]+)?"
@@ -32,7 +32,7 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 IMAGE_REF_RE = re.compile(
-    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG}(?:@{_DIGEST})?|@{_DIGEST})$"
+    rf"^(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG}(?:@{_DIGEST})?|@{_DIGEST})\Z"
 )
 
 
@@ -45,7 +45,7 @@ BOOTSTRAP_IMAGE = "imagematrix-base:{suite}"  # the local image a debootstrap:<s
 # built FROM R/imagematrix-base@<digest> (the digest is in the generated Dockerfile, so in the row's input digest;
 # R comes in as the BASE_REGISTRY build argument), from any builder that can pull, on any machine.
 BASE_REPOSITORY = "imagematrix-base"
-MANIFEST_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+MANIFEST_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 
 
 ROW_KEYS = (
@@ -85,7 +85,7 @@ def _exact_version(value: str) -> str:
 
 def _matching(pattern: re.Pattern[str], what: str):
     def check(value: str) -> str:
-        if not pattern.match(value):
+        if not pattern.fullmatch(value):
             raise ValueError(f"{value!r} is not a valid {what}")
         return value
 
@@ -100,7 +100,7 @@ def _base(value: str) -> str:
             raise ValueError(f"unknown debootstrap suite {suite!r}; known: {', '.join(sorted(suites))} "
                              f"(listed in {paths.BASES.relative_to(paths.ROOT)})")
         return value
-    if not IMAGE_REF_RE.match(value):
+    if not IMAGE_REF_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid image reference with a tag or digest "
             "(e.g. nvidia/cuda:12.4.1-runtime-ubuntu22.04), nor debootstrap:<suite>"
@@ -141,7 +141,7 @@ RowId = Annotated[Str, AfterValidator(_matching(tags.TAG_RE, "row id (it must be
 BaseRef = Annotated[Str, AfterValidator(_base)]
 
 
-CAPABILITY_RE = re.compile(r"^\d{1,2}\.\d$")
+CAPABILITY_RE = re.compile(r"^\d{1,2}\.\d\Z")
 Capability = Annotated[Str, AfterValidator(_matching(CAPABILITY_RE, "compute capability (write major.minor, e.g. \"9.0\")"))]
 
 
@@ -215,7 +215,7 @@ def bootstrap_suites() -> dict[str, Any]:
     return {str(name): dict(suite) for name, suite in suites.items()}
 
 
-REGISTRY_RE = re.compile(rf"^{_DOMAIN}(?:/{_COMPONENT})*$")  # host[:port][/namespace...], as --registry takes it
+REGISTRY_RE = re.compile(rf"^{_DOMAIN}(?:/{_COMPONENT})*\Z")  # host[:port][/namespace...], as --registry takes it
 
 # The same checks for values given on the command line (cli/common.py turns them into argparse types).
 check_exact_version = _exact_version

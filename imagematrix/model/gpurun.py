@@ -6,7 +6,9 @@ docs/gpu-runs.md and the image table's GPU column from them. A record never says
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -15,6 +17,18 @@ from pydantic import BaseModel, ConfigDict
 from imagematrix.model import paths
 
 RUNS = paths.ROOT / "docs" / "gpu-runs"
+DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")  # a record's date: it names the record's file
+
+
+def check_date(text: str) -> str:
+    """text when it is a calendar day written YYYY-MM-DD (the whole string), else ValueError saying why."""
+    if not DATE_RE.fullmatch(text):
+        raise ValueError(f"{text!r} is not a date written YYYY-MM-DD")
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is no calendar day (YYYY-MM-DD)") from None
+    return text
 
 
 class TestResult(BaseModel):

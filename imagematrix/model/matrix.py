@@ -157,7 +157,9 @@ def load(path: Path | str = paths.MATRIX) -> Matrix:
     seen: dict[str, str] = {}
     for index, raw in enumerate(raw_rows):
         line = yamlio.line_of(raw_rows, index)
-        label = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else f"#{index + 1}"
+        # a row is named by its id only when that is a valid one (an id with a newline would split the message)
+        given_id = raw.get("id") if isinstance(raw, dict) else None
+        label = given_id if isinstance(given_id, str) and tags.TAG_RE.fullmatch(given_id) else f"#{index + 1}"
         where = f"{path}:{line}, row {label}"
         if not isinstance(raw, dict):
             errors.append(InputError("a row must be a mapping of keys to pins", where=where))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 
 
 def _nodot(version: str) -> str:
@@ -21,7 +21,7 @@ def row_id(*, verl: str, vllm: str, torch: str, cuda: str, python: str, flash_at
     if flash_attn:
         parts.append(f"fa{flash_attn}")
     tag = "-".join(parts)
-    if not TAG_RE.match(tag):
+    if not TAG_RE.fullmatch(tag):
         raise ValueError(f"pins give an invalid image tag {tag!r}")
     return tag
 

@@ -78,7 +78,7 @@ def _one_edit(a: str, b: str) -> bool:
 def _versioned_name(name: str) -> str:
     # Any package may be named, so a typo of a row field would read as an unknown package and the rule would
     # silently never apply: a name one edit away from a row field is refused (real packages are farther).
-    if not fields.PACKAGE_RE.match(name):
+    if not fields.PACKAGE_RE.fullmatch(name):
         raise ValueError(f"{name!r} is neither a row field nor a package name")
     canon = canonicalize_name(name)
     near = next((f for f in sorted(_VERSIONED_FIELDS) if _one_edit(canon, f)), None)

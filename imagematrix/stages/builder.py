@@ -184,7 +184,7 @@ def publish_base(suite: str, registry: str, inputs: BuildInputs, log, image: str
 def record_base_digest(suite: str, digest: str, path: Path | None = None) -> bool:
     """Write `digest: <digest>` under the suite in knowledge/bases.yaml (comments and layout kept); True when the
     file changed."""
-    if not MANIFEST_DIGEST_RE.match(digest):
+    if not MANIFEST_DIGEST_RE.fullmatch(digest):
         raise InputError(f"{digest!r} is not a manifest digest", fix="sha256: and 64 hex digits")
     path = path or paths.BASES
     lines = path.read_text().splitlines(keepends=True)

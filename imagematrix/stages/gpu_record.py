@@ -12,7 +12,7 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from imagematrix.model import gpurun, lockfile, paths
+from imagematrix.model import gpurun, lockfile, paths, tags
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks
@@ -98,9 +98,22 @@ def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str 
 
 
 def write(run: gpurun.GpuRun, folder: Path = gpurun.RUNS) -> Path:
+    """The record as folder/<date>-<row>-<N>.json (N: the first free number); its date and row, which name the
+    file, are checked first and the file is proven to land in folder itself before anything is written."""
+    try:
+        gpurun.check_date(run.date)
+    except ValueError as exc:
+        raise InputError(f"the record's date {exc}",
+                         fix="pass --date YYYY-MM-DD, a real day (e.g. 2026-12-02)") from None
+    if not tags.TAG_RE.fullmatch(run.row):
+        raise InputError(f"the record's row id {run.row!r} cannot name a file",
+                         fix="pass --row with a row id of the matrix")
     seq = 1
     while (folder / run.file_name(seq)).exists():
         seq += 1
     path = folder / run.file_name(seq)
+    if path.resolve().parent != folder.resolve():
+        raise InputError(f"the record {path} would not be in {folder}",
+                         fix="pass --date YYYY-MM-DD and a row id of the matrix")
     paths.write_atomic(path, run.model_dump_json(indent=1) + "\n")
     return path

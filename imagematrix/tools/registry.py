@@ -4,6 +4,10 @@ Credentials come from where `docker login` puts them: `$DOCKER_CONFIG/config.jso
 inline (`auths.<host>.auth`) or through a credential helper (`credHelpers` / `credsStore`). Basic and bearer-token
 challenges are answered. Loopback registries are spoken to over HTTP (as docker does), all others over HTTPS.
 No credential is ever put into a message or a log.
+
+A Bearer challenge names its token service (the realm): it is asked only over http(s) (https when the registry is),
+with the docker config's credentials only when it is on the registry's own host and port (or is the registry's
+known token host, AUTH_HOSTS), anonymously otherwise; its answer is read with a size cap and a deadline.
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from imagematrix.model import secrets
 from imagematrix.model.errors import RuntimeFailure
+from imagematrix.tools import http
 
 MANIFEST_MEDIA = ", ".join((
     "application/vnd.docker.distribution.manifest.v2+json",
@@ -28,6 +34,14 @@ MANIFEST_MEDIA = ", ".join((
     "application/vnd.oci.image.index.v1+json",
 ))
 DOCKER_HUB = "https://index.docker.io/v1/"
+# Token services that live on another host than their registry and are its own: the only other hosts the
+# registry's credentials go to (Docker Hub's registry-1.docker.io sends clients to auth.docker.io).
+AUTH_HOSTS = {"registry-1.docker.io": "auth.docker.io"}
+TOKEN_LIMIT = 1 << 20  # bytes: a token answer is a small JSON object (Docker Hub's: about 4 KiB)
+TOKEN_DEADLINE = 20.0  # seconds for the whole token answer
+# A bearer token as it goes into a header: printable ASCII, no space, no CR/LF (JWTs and opaque tokens alike)
+TOKEN_RE = re.compile(r"[\x21-\x7e]+")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def split(repository: str) -> tuple[str, str]:
@@ -81,6 +95,48 @@ def credentials(host: str) -> tuple[str, str] | None:
                     raise RuntimeFailure(f"docker-credential-{helper} answered something other than a JSON object "
                                          f"for {host}; fix: docker login {host}") from None
     return None
+
+
+def _origin(parts: urllib.parse.SplitResult) -> tuple[str, int]:
+    return (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS[parts.scheme.lower()]
+
+
+def _shown(realm: str) -> str:
+    """A realm as a message may quote it: one line, at most 200 characters, user info redacted."""
+    return secrets.redact_text(repr(realm[:200]))
+
+
+def token_service(base: str, realm: str | None) -> tuple[str, bool]:
+    """The token service a Bearer challenge of the registry at `base` (scheme://host[:port]) names, checked:
+    (realm, whether the docker config's credentials may go to it). Raises ValueError saying why the realm is no
+    place to ask: none given; not a whole http(s) URL (file:, data:, ftp:, a path, spaces or control characters, user
+    info, a fragment, a bad port); plain http while the registry is https (the credentials would travel in clear).
+    Credentials go along only when the realm is on the registry's host and port, or on its known token host."""
+    if not realm:
+        raise ValueError("its Bearer challenge names no token service (no realm)")
+    if not re.fullmatch(r"[\x21-\x7e]+", realm):
+        raise ValueError(f"its Bearer realm {_shown(realm)} is not a URL (spaces or control characters)")
+    parts, registry_parts = urllib.parse.urlsplit(realm), urllib.parse.urlsplit(base)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"its Bearer realm {_shown(realm)} is not an http(s) URL")
+    if not parts.hostname:
+        raise ValueError(f"its Bearer realm {_shown(realm)} names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"its Bearer realm {_shown(realm)} carries user info")
+    if "#" in realm:
+        raise ValueError(f"its Bearer realm {_shown(realm)} has a fragment (#)")
+    try:
+        origin = _origin(parts)
+    except ValueError:
+        raise ValueError(f"its Bearer realm {_shown(realm)} has an invalid port") from None
+    if registry_parts.scheme.lower() == "https" and scheme != "https":
+        raise ValueError(f"its Bearer realm {_shown(realm)} is plain http while the registry is https "
+                         "(the token service must be https too)")
+    own = origin == _origin(registry_parts) or (
+        scheme == "https" and parts.port in (None, 443)
+        and parts.hostname.lower() == AUTH_HOSTS.get((registry_parts.hostname or "").lower()))
+    return realm, own
 
 
 class Client:
@@ -147,25 +203,47 @@ class Client:
         if scheme.lower() != "bearer":
             raise RuntimeFailure(f"registry {self.host} asks for unsupported authentication {scheme!r}")
         fields = dict(re.findall(r'(\w+)="([^"]*)"', params))
+        try:
+            realm, own = token_service(self.base, fields.get("realm"))
+        except ValueError as exc:
+            raise RuntimeFailure(f"registry {self.host}: {exc}; not asked (a registry that names another kind of "
+                                 "token service is misconfigured or hostile)") from None
         query = urllib.parse.urlencode({k: v for k, v in fields.items() if k in ("service", "scope")})
-        request = urllib.request.Request(f"{fields.get('realm', '')}?{query}")
-        if creds:
+        shown = _shown(realm)
+        request = urllib.request.Request(realm + ("&" if urllib.parse.urlsplit(realm).query else "?") + query
+                                         if query else realm)
+        sent = bool(creds and own)
+        if sent:
             request.add_unredirected_header("Authorization",
                                             "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode())
         try:
-            with urllib.request.urlopen(request, timeout=20) as resp:
-                answer = json.load(resp)
+            body = http.read_capped(request, limit=TOKEN_LIMIT, deadline=TOKEN_DEADLINE)
         except urllib.error.HTTPError as exc:
-            raise RuntimeFailure(f"registry {self.host}: the token service refused the credentials ({exc.code}): "
-                                 f"run `docker login {self.host}` again") from None
-        except OSError as exc:
-            raise RuntimeFailure(f"registry {self.host}: token service unreachable: {exc}") from None
-        except ValueError:
+            if sent:
+                raise RuntimeFailure(f"registry {self.host}: the token service refused the credentials ({exc.code}): "
+                                     f"run `docker login {self.host}` again") from None
+            withheld = (f" (the docker config's credentials for {self.host} go only to a token service on "
+                        f"{self.host} itself)") if creds else ""
+            raise RuntimeFailure(f"registry {self.host}: the token service {shown} refused an anonymous token "
+                                 f"request ({exc.code}){withheld}") from None
+        except http.Refused as exc:
+            raise RuntimeFailure(f"registry {self.host}: the token service {shown}: {exc}") from None
+        except (OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL
+            raise RuntimeFailure(f"registry {self.host}: token service {shown} unreachable: "
+                                 f"{getattr(exc, 'reason', exc)}") from None
+        try:
+            answer = json.loads(body)
+        except ValueError:  # UnicodeDecodeError included
             answer = None
         if not isinstance(answer, dict):
-            raise RuntimeFailure(f"registry {self.host}: the token service {fields.get('realm', '')!r} answered "
+            raise RuntimeFailure(f"registry {self.host}: the token service {shown} answered "
                                  "something other than a JSON object")
-        self._auth = f"Bearer {answer.get('token') or answer.get('access_token')}"
+        token = answer.get("token") or answer.get("access_token")
+        if not isinstance(token, str) or not TOKEN_RE.fullmatch(token):
+            raise RuntimeFailure(f"registry {self.host}: the token service {shown} answered no usable token "
+                                 "(`token` must be a non-empty string of printable characters, without spaces or "
+                                 "line breaks)")
+        self._auth = f"Bearer {token}"
 
     def image(self, name: str, tag: str) -> tuple[dict, dict] | None:
         """(manifest, image config) of name:tag (the linux/amd64 image of an index); None when the tag is absent."""
