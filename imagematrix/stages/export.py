@@ -464,66 +464,83 @@ def export(row: Row, image_ref: str, out_dir: Path, part_mib: int, codec: str, i
         except RuntimeFailure as exc:
             raise RuntimeFailure(f"{exc}; fix: push the row's image (build.py build --row {row.id}), or pass "
                                  "--image REF, or --from daemon for a local one") from None
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} is not a directory", fix="pass a directory (it is created when absent)")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
+        _sweep(out_dir)
+        work = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=out_dir))
     except OSError as exc:
-        raise RuntimeFailure(f"--out {out_dir}: cannot create it: {exc.strerror or exc}") from None
-    _sweep(out_dir)
-    work = Path(tempfile.mkdtemp(prefix=f".export-{os.getpid()}-", dir=out_dir))
+        raise RuntimeFailure(f"--out {out_dir}: cannot write there: {exc.strerror or exc}") from None
     try:
-        progress(f"copying {image_ref} from the Docker daemon" if daemon else f"copying {source}")
-        copy_dir = work / "image"
-        skopeo.copy_to_dir(source, copy_dir, decompress=True, daemon=daemon)
-        local = _json((copy_dir / "manifest.json").read_bytes(), f"skopeo's manifest of {image_ref}")
-        config_digest = (local.get("config") or {}).get("digest", "")
-        if manifest_doc is not None and manifest_doc["config"].get("digest") != config_digest:
-            raise RuntimeFailure(f"{source}: skopeo copied config {config_digest}, the manifest names "
-                                 f"{manifest_doc['config'].get('digest')}")
-        config_file = _blob(copy_dir, config_digest)
-        if f"sha256:{_file_sha256(config_file)}" != config_digest:
-            raise RuntimeFailure(f"{source}: the config blob does not have its digest {config_digest}")
-        config = _json(config_file.read_bytes(), f"the config of {image_ref}")
-        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
-        layers = local.get("layers") or []
-        if len(diff_ids) != len(layers):
-            raise RuntimeFailure(f"{source}: {len(layers)} layers but {len(diff_ids)} rootfs.diff_ids in its config")
-        summary, labels = _config_summary(config)
-
-        reuse = read_layers_map(out_dir)
-        entries = []
-        for i, (layer, diff_id) in enumerate(zip(layers, diff_ids, strict=True), 1):
-            started = time.monotonic()
-            layer_file = _blob(copy_dir, layer.get("digest", ""))
-            key = reuse_key(diff_id, codec, inventory, part_size)
-            cached = reuse.get(key)
-            if cached is not None and reusable(cached, out_dir, diff_id, codec):
-                with open(layer_file, "rb") as f:
-                    reader = HashingReader(f)
-                    reader.drain()
-                if f"sha256:{reader.hash.hexdigest()}" != diff_id:
-                    raise RuntimeFailure(f"layer {i} of {source} does not have its diff_id {diff_id}: the image is "
-                                         "corrupt; fix: export it again, or rebuild and push the image")
-                entry, how = cached, "reused"
-            else:
-                entry = carry_layer(layer_file, diff_id, codec=codec, part_size=part_size, inventory=inventory,
-                                    work=work, out_dir=out_dir)
-                reuse[key] = entry
-                write_layers_map(out_dir, reuse)
-                how = f"{len(entry['parts'])} part(s)"
-            layer_file.unlink()  # the disk it held is free for the next layer's parts
-            progress(f"layer {i}/{len(layers)}: {human(entry['size'])} -> {human(entry['stream_size'])} {codec}, "
-                     f"{entry['thinned_files']} thinned ({human(entry['thinned_bytes'])}), {how}, "
-                     f"{time.monotonic() - started:.1f} s")
-            entries.append(entry)
-
-        manifest = {
-            "format": FORMAT, "row": row.id,
-            "image": f"docker-daemon:{image_ref}" if daemon else image_ref,
-            "manifest_digest": config_digest if daemon else source.rsplit("@", 1)[1],
-            "config_digest": config_digest, "config": summary, "labels": labels, "codec": codec,
-            "part_size": part_size, "inventory": inventory.summary() if inventory else None, "layers": entries,
-        }
-        paths.write_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
-        return manifest
+        return _export(row, image_ref, source, manifest_doc, out_dir, work, codec, part_size, inventory, progress,
+                       daemon)
+    except OSError as exc:  # a full disk, mostly: the copy is as large as the image's layers, uncompressed
+        where = exc.filename or out_dir
+        raise RuntimeFailure(f"export into {out_dir} failed at {where}: {exc.strerror or exc}; fix: free space "
+                             "there (the image's uncompressed layers pass through it) or pass another --out") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _export(row: Row, image_ref: str, source: str, manifest_doc: dict | None, out_dir: Path, work: Path, codec: str,
+            part_size: int, inventory: Inventory | None, progress: Callable[[str], None], daemon: bool) -> dict:
+    progress(f"copying {image_ref} from the Docker daemon" if daemon else f"copying {source}")
+    copy_dir = work / "image"
+    skopeo.copy_to_dir(source, copy_dir, decompress=True, daemon=daemon)
+    local = _json((copy_dir / "manifest.json").read_bytes(), f"skopeo's manifest of {image_ref}")
+    config_digest = (local.get("config") or {}).get("digest", "")
+    if manifest_doc is not None and manifest_doc["config"].get("digest") != config_digest:
+        raise RuntimeFailure(f"{source}: skopeo copied config {config_digest}, the manifest names "
+                             f"{manifest_doc['config'].get('digest')}")
+    config_file = _blob(copy_dir, config_digest)
+    if f"sha256:{_file_sha256(config_file)}" != config_digest:
+        raise RuntimeFailure(f"{source}: the config blob does not have its digest {config_digest}")
+    config = _json(config_file.read_bytes(), f"the config of {image_ref}")
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    layers = local.get("layers") or []
+    if not isinstance(diff_ids, list) or not all(isinstance(d, str) and d.startswith("sha256:")
+                                                 and HEX64.fullmatch(d[7:]) for d in diff_ids):
+        raise RuntimeFailure(f"{source}: its config's rootfs.diff_ids is not a list of sha256 digests")
+    if not isinstance(layers, list) or len(diff_ids) != len(layers):
+        raise RuntimeFailure(f"{source}: {len(layers)} layers but {len(diff_ids)} rootfs.diff_ids in its config")
+    digests = [layer.get("digest", "") if isinstance(layer, dict) else "" for layer in layers]
+    summary, labels = _config_summary(config)
+
+    reuse = read_layers_map(out_dir)
+    entries = []
+    for i, (digest, diff_id) in enumerate(zip(digests, diff_ids, strict=True), 1):
+        started = time.monotonic()
+        layer_file = _blob(copy_dir, digest)
+        key = reuse_key(diff_id, codec, inventory, part_size)
+        cached = reuse.get(key)
+        if cached is not None and reusable(cached, out_dir, diff_id, codec):
+            with open(layer_file, "rb") as f:
+                reader = HashingReader(f)
+                reader.drain()
+            if f"sha256:{reader.hash.hexdigest()}" != diff_id:
+                raise RuntimeFailure(f"layer {i} of {source} does not have its diff_id {diff_id}: the image is "
+                                     "corrupt; fix: export it again, or rebuild and push the image")
+            entry, how = cached, "reused"
+        else:
+            entry = carry_layer(layer_file, diff_id, codec=codec, part_size=part_size, inventory=inventory,
+                                work=work, out_dir=out_dir)
+            reuse[key] = entry
+            write_layers_map(out_dir, reuse)
+            how = f"{len(entry['parts'])} part(s)"
+        if digest not in digests[i:]:  # an image may hold one layer twice (an empty one, say)
+            layer_file.unlink()  # the disk it held is free for the next layer's parts
+        progress(f"layer {i}/{len(layers)}: {human(entry['size'])} -> {human(entry['stream_size'])} {codec}, "
+                 f"{entry['thinned_files']} thinned ({human(entry['thinned_bytes'])}), {how}, "
+                 f"{time.monotonic() - started:.1f} s")
+        entries.append(entry)
+
+    manifest = {
+        "format": FORMAT, "row": row.id,
+        "image": f"docker-daemon:{image_ref}" if daemon else image_ref,
+        "manifest_digest": config_digest if daemon else source.rsplit("@", 1)[1],
+        "config_digest": config_digest, "config": summary, "labels": labels, "codec": codec,
+        "part_size": part_size, "inventory": inventory.summary() if inventory else None, "layers": entries,
+    }
+    paths.write_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return manifest

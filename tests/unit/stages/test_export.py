@@ -449,6 +449,33 @@ def test_the_manifest_follows_the_format(index, registry, tmp_path):
                                                               for p in layer["parts"])])  # the temp copy is gone
 
 
+def test_an_image_holding_one_layer_twice_is_exported(registry, tmp_path):
+    empty = b"\0" * 1024
+    registry.add(REF, [empty, BASE, empty])
+    doc = export.export(ROW_OBJ, REF, tmp_path / "out", 48, "gzip", None, lambda line: None)
+    assert [layer["diff_id"] for layer in doc["layers"]] == [f"sha256:{sha(t)}" for t in (empty, BASE, empty)]
+    assert doc["layers"][0] == doc["layers"][2]
+
+
+def test_a_file_where_the_out_dir_should_be_is_bad_input(registry, tmp_path):
+    registry.add(REF, [BASE])
+    (tmp_path / "out").write_text("")
+    with pytest.raises(InputError, match="not a directory"):
+        export.export(ROW_OBJ, REF, tmp_path / "out", 48, "gzip", None, lambda line: None)
+
+
+def test_a_full_disk_is_a_runtime_failure_naming_the_out_dir(registry, tmp_path, monkeypatch):
+    registry.add(REF, [BASE])
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(tmp_path / "out" / "x"))
+
+    monkeypatch.setattr(export, "carry_layer", full)
+    with pytest.raises(RuntimeFailure, match="No space left on device.*free space"):
+        export.export(ROW_OBJ, REF, tmp_path / "out", 48, "gzip", None, lambda line: None)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []  # the temp copy is removed
+
+
 def test_unset_config_fields_are_empty_and_an_inventory_is_summarised(registry, tmp_path):
     registry.add(REF, [BASE], {"Env": None, "Entrypoint": None})
     inv = tmp_path / "inv.json"
