@@ -13,6 +13,7 @@ from imagematrix.cli import (
     disk,
     docs,
     doctor,
+    export,
     flash_attn,
     gpu_record,
     lock,
@@ -34,7 +35,7 @@ from imagematrix.model.secrets import redact_text
 COMMANDS = {"validate": validate, "lock": lock, "render": render, "setup": setup, "plan": plan, "build": build,
             "promote": promote, "add-row": add_row, "docs": docs, "pick": pick, "doctor": doctor, "test": test,
             "gpu-record": gpu_record, "flash-attn": flash_attn, "verify": verify, "sbom": sbom, "outdated": outdated,
-            "base": base, "disk": disk}
+            "base": base, "disk": disk, "export": export}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
-"""skopeo: the one place that runs it (registry-to-registry copies that recompress layers).
+"""skopeo: the one place that runs it (registry-to-registry copies that recompress layers; an image's manifest as
+the registry serves it and its blobs in a local directory, for `build.py export`).
 
 Why skopeo: the daemon's built-in BuildKit (v0.8, docker.io 20.10) cannot export zstd layers, and a newer BuildKit
 would be one more daemon to run; Debian bookworm packages skopeo 1.9, which copies an image between registries and
@@ -12,6 +13,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 from imagematrix.model import secrets
 from imagematrix.model.errors import RuntimeFailure
@@ -33,19 +35,24 @@ def require() -> str:
     return found
 
 
-def _tls_flags(ref: str, side: str) -> list[str]:
+def _tls_flags(ref: str, side: str | None) -> list[str]:
+    """TLS verification off for a registry on loopback (plain HTTP); side: "src", "dest", or None (inspect)."""
     host = ref.split("/", 1)[0]
-    return [f"--{side}-tls-verify=false"] if registry.is_loopback(host.split(":")[0]) else []
+    flag = f"--{side}-tls-verify=false" if side else "--tls-verify=false"
+    return [flag] if registry.is_loopback(host.split(":")[0]) else []
 
 
-def _run(args: list[str], what: str, timeout: float) -> None:
+def _run(args: list[str], what: str, timeout: float) -> bytes:
+    """skopeo ARGS; its stdout as bytes (a manifest is hashed as served: never decoded and re-encoded)."""
     try:
-        proc = subprocess.run([require(), *args], capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run([require(), *args], capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeFailure(f"{what} did not finish within {timeout:.0f} s") from None
     if proc.returncode != 0:
-        lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+        text = (proc.stderr or proc.stdout).decode("utf-8", "replace")
+        lines = [line for line in text.splitlines() if line.strip()]
         raise RuntimeFailure(f"{what} failed: {secrets.redact_text(lines[-1]) if lines else f'exit {proc.returncode}'}")
+    return proc.stdout
 
 
 def version() -> str:
@@ -80,3 +87,23 @@ def copy(source: str, target: str, *, compress: str = "zstd", level: int | None 
         # zstd layers need an OCI manifest: the layout holds one, and skopeo keeps it
         _run(["copy", "--retry-times", "2", *_tls_flags(target, "dest"), *_auth(), layout, f"docker://{target}"],
              what, timeout)
+
+
+def inspect_raw(ref: str, *, timeout: float = 120) -> bytes:
+    """The manifest (or manifest list / index) of the registry image ref (`host[:port]/name:tag` or `...@sha256:D`),
+    byte for byte as the registry serves it: its sha256 is the image's manifest digest."""
+    return _run(["inspect", "--raw", "--retry-times", "2", *_tls_flags(ref, None), *_auth(), f"docker://{ref}"],
+                f"skopeo inspect --raw docker://{ref}", timeout)
+
+
+def copy_to_dir(source_ref: str, dest_dir: Path, *, decompress: bool = True, daemon: bool = False,
+                timeout: float = 3600) -> None:
+    """Copy an image into dest_dir as skopeo's `dir:` layout (manifest.json, and each blob in a file named by its
+    hex digest), every layer decompressed when `decompress` (then the layer files are the tars whose sha256 are the
+    config's rootfs.diff_ids). Source: the registry (`docker://REF`; skopeo checks each blob's digest) or, with
+    `daemon`, the local Docker daemon's image REF (`docker-daemon:REF`, through the daemon's image export)."""
+    source = f"docker-daemon:{source_ref}" if daemon else f"docker://{source_ref}"
+    flags = [] if daemon else ["--retry-times", "2", *_tls_flags(source_ref, "src"), *_auth()]
+    if decompress:
+        flags.append("--dest-decompress")
+    _run(["copy", *flags, source, f"dir:{dest_dir}"], f"skopeo copy {source} -> dir:{dest_dir}", timeout)
