@@ -1,7 +1,7 @@
 """Run a command inside an unpacked image on this host, with its GPUs, the way the NVIDIA container runtime does.
 
     python3 imagerun.py --work WORK --rootfs WORK/rootfs --manifest manifest.json \\
-        [--bind SRC:DST[:ro]] [--env NAME=VALUE] [--shm-mib N] [--driver-root /usr/local/nvidia] -- CMD [ARG...]
+        [--bind SRC:DST[:ro]] [--env NAME=VALUE] [--workdir DIR] [--shm-mib N] [--driver-root /usr/local/nvidia] -- CMD [ARG...]
 
 What the command sees: the image's filesystem (through an overlay whose upper layer is thrown away afterwards, as a
 container's writable layer is; the unpacked tree directly where overlayfs is missing), /proc of a new PID namespace,
@@ -101,7 +101,7 @@ def plan(args) -> dict:
     if "all" in caps:
         caps = sorted(CAPABILITY_LIBS)
     return {"work": work, "rootfs": os.path.realpath(args.rootfs), "env": env, "binds": binds,
-            "workdir": config.get("WorkingDir") or "/", "user": config.get("User") or "",
+            "workdir": args.workdir or config.get("WorkingDir") or "/", "user": config.get("User") or "",
             "shm": f"{int(args.shm_mib)}m", "driver": driver_files(args.driver_root, caps),
             "overlay": not args.no_overlay, "command": args.command, "pid": os.getpid()}
 
@@ -347,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", required=True, help="the export manifest: the image's Env, WorkingDir, User")
     parser.add_argument("--bind", action="append", default=[], metavar="SRC:DST[:ro]")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
+    parser.add_argument("--workdir", default=None, help="instead of the image's WorkingDir (docker run -w)")
     parser.add_argument("--shm-mib", type=int, default=16384, help="size of /dev/shm (default 16 GiB, as the "
                         "docker route's --shm-size 16g)")
     parser.add_argument("--driver-root", default="/usr/local/nvidia", help="where the host's driver files are")

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from imagematrix.model import paths
 
@@ -53,6 +53,15 @@ class Wheels(BaseModel):
     omitted: list[str] = []  # locked packages deliberately left out of the carried wheels
 
 
+class ImageRef(BaseModel):
+    """Image mode: which image ran (build.py export's manifest, carried to the GPU host and unpacked there)."""
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(max_length=512, pattern=r"^[A-Za-z0-9._:/@-]+$")  # Rust regex: $ is the end of the text
+    manifest_digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")  # as the registry served it at export
+    runner: str = Field(default="", max_length=300)  # how it ran: imagerun's mount/namespace set-up
+
+
 class GpuRun(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +82,13 @@ class GpuRun(BaseModel):
     tests: list[TestResult]
     numbers: dict[str, object] = {}  # key figures: training step times and metrics, generated tokens
     note: str = ""
+    image: ImageRef | None = None  # image mode: the image's digest (host mode runs wheels, not an image)
+
+    @model_validator(mode="after")
+    def _image_mode_names_its_image(self):
+        if (self.mode == "image") != (self.image is not None):
+            raise ValueError("an image-mode record names its image (image.manifest_digest); a host-mode one does not")
+        return self
 
     @property
     def passed(self) -> bool:
@@ -119,9 +135,10 @@ def latest_results(runs: list[GpuRun]) -> dict[str, tuple[TestResult, GpuRun]]:
     return latest
 
 
-def summary(runs: list[GpuRun], current_pins: str | None = None) -> str:
+def summary(runs: list[GpuRun], current_pins: str | None = None, served: str | None = None) -> str:
     """The image table's GPU cell for one row: never more than the records say. current_pins: the pins digest of
-    the row's lock today; "same wheels" only while the newest run installed exactly those."""
+    the row's lock today; "same wheels" only while the newest run installed exactly those. served: the manifest
+    digest the registry serves for the row today (None: not asked); an image-mode run says whether it ran that one."""
     if not runs:
         return "never run on a GPU"
     latest = latest_results(runs)
@@ -130,5 +147,9 @@ def summary(runs: list[GpuRun], current_pins: str | None = None) -> str:
     gpu = newest.gpu.removeprefix("NVIDIA ")
     same = current_pins is not None and newest.lock_pins_sha256 == current_pins
     wheels = (", same wheels" if same else ", wheels of an earlier lock") if newest.mode == "host" and newest.wheels else ""
+    if newest.image is not None:
+        digest = newest.image.manifest_digest
+        wheels = f", image {digest[:19]}…" + ("" if served is None else " (the one the registry serves today)"
+                                                if served == digest else " (not the one the registry serves today)")
     return (f"GPU suite {'passed' if _passed(outcomes) else 'FAILED'} on {gpu}, {newest.mode} mode{wheels}, "
             f"{newest.date} ({_counts(outcomes)})")

@@ -94,7 +94,21 @@ def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str 
         lock_pins_sha256=lockfile.pins_digest(lock_text), mode=mode, gpu=name,
         gpus=count, capability=capability, driver=driver, python=env["python"], torch=versions.get("torch") or "",
         torch_cuda=env.get("torch_cuda") or "", versions=versions, wheels=_wheels(raw, len(lockfile.parse(lock_text))),
-        tests=tests_from_junit(raw / "junit.xml"), numbers=numbers(raw), note=note)
+        tests=tests_from_junit(raw / "junit.xml"), numbers=numbers(raw), note=note,
+        image=_image(raw) if mode == "image" else None)
+
+
+def _image(raw: Path) -> gpurun.ImageRef:
+    """image.json of an image-mode run (tests/smoke/gpu/run_image.sh): the exported image's reference and digest."""
+    path = raw / "image.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")) if path.stat().st_size <= 1 << 20 else None
+        return gpurun.ImageRef(ref=data["image"], manifest_digest=data["manifest_digest"],
+                               runner="imagerun: overlay over the unpacked layers, own mount and PID namespaces, "
+                                      "host network, no cgroups")
+    except (OSError, ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise InputError(f"{path}: not the image.json of an image-mode run ({type(exc).__name__})",
+                         fix="pass the OUT folder of tests/smoke/gpu/run_image.sh, or --mode host") from None
 
 
 def write(run: gpurun.GpuRun, folder: Path = gpurun.RUNS) -> Path:

@@ -14,24 +14,7 @@ shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$out/gpu.csv" 2>&1
-python3 - "$row_json" >"$out/env.json" <<'PY'
-import importlib.metadata as md, json, platform, sys
-row = json.load(open(sys.argv[1]))
-names = sorted(set(row["pins"]) | {"ray", "flashinfer-python", "numpy", "pytest"})
-versions = {}
-for name in names:
-    try:
-        versions[name] = md.version(name)
-    except md.PackageNotFoundError:
-        versions[name] = None
-try:
-    import torch
-    cuda = {"torch_cuda": torch.version.cuda, "arch_list": torch.cuda.get_arch_list()}
-except Exception as exc:  # recorded, not fatal: the suite says the rest
-    cuda = {"error": repr(exc)}
-print(json.dumps({"row": row["id"], "python": platform.python_version(), "executable": sys.executable,
-                  "versions": versions, **cuda}, indent=1, sort_keys=True))
-PY
+python3 "$here/scripts/env_json.py" "$row_json" >"$out/env.json"
 set -o pipefail
 IMAGEMATRIX_GPU_RESULTS_DIR="$out" python3 -m pytest "$here" --host --row-json "$row_json" --confcutdir="$here" \
     --rootdir="$here" -p no:cacheprovider -v -rs --junitxml="$out/junit.xml" "$@" 2>&1 | tee "$out/pytest.log"

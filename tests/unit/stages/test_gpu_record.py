@@ -93,3 +93,38 @@ def test_host_packages_at_another_version_than_the_lock_are_named_in_the_record_
     assert run.wheels.from_host_other_version == ["nvidia-cublas 13.1.0.3 (locked 13.1.1.3)"]
     assert "another version than the lock's (nvidia-cublas 13.1.0.3 (locked 13.1.1.3))" in "\n".join(
         gpu_docs._record(run))
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_an_image_mode_record_names_the_image_and_says_whether_the_registry_still_serves_it(raw):
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    (raw / "image.json").write_text(json.dumps({"image": "127.0.0.1:5000/imagematrix/verl:x", "manifest_digest": DIGEST}))
+    run = gpu_record.record(m, m.select([ROW])[0], raw, "2026-12-07", "image")
+    assert run.mode == "image" and run.image.manifest_digest == DIGEST
+    assert "image sha256:abababababab" in gpurun.summary([run])
+    assert "(the one the registry serves today)" in gpurun.summary([run], served=DIGEST)
+    assert "(not the one the registry serves today)" in gpurun.summary([run], served="sha256:" + "cd" * 32)
+    page = gpu_docs.page(m, [run], {ROW: DIGEST})
+    assert f"manifest digest `{DIGEST}`" in page and "(the one the registry serves today)" in page
+
+
+@pytest.mark.parametrize("content", [None, "[]", '{"image": "x"}', '{"image": "x", "manifest_digest": "sha256:ab\\n"}',
+                                     '{"image": "a b", "manifest_digest": "sha256:' + "ab" * 32 + '"}', "\xff"])
+def test_an_image_mode_run_without_a_sound_image_json_is_bad_input(raw, content):
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    if content is not None:
+        (raw / "image.json").write_text(content, encoding="utf-8", errors="surrogateescape")
+    with pytest.raises(InputError, match="image.json"):
+        gpu_record.record(m, m.select([ROW])[0], raw, "2026-12-07", "image")
+
+
+def test_a_host_mode_record_cannot_claim_an_image_nor_an_image_mode_one_lack_it(raw):
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    run = gpu_record.record(m, m.select([ROW])[0], raw, "2026-12-07", "host")
+    data = json.loads(run.model_dump_json())
+    with pytest.raises(ValueError, match="names its image"):
+        gpurun.GpuRun.model_validate({**data, "mode": "image"})
+    with pytest.raises(ValueError, match="names its image"):
+        gpurun.GpuRun.model_validate({**data, "image": {"ref": "x", "manifest_digest": DIGEST}})
