@@ -420,7 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("inventory", help="the large files this host's Python environments hold, by sha256")
     p.add_argument("--out", required=True)
-    p.add_argument("--site", action="append", default=[], help="another site-packages folder")
+    p.add_argument("--site", action="append", default=[], help="another site-packages folder (e.g. one of an "
+                   "image unpacked here earlier: rows that share files carry them once)")
+    p.add_argument("--only-sites", action="store_true", help="only the --site folders, not this Python's own")
     for name in ("stash", "missing", "unpack"):
         p = sub.add_parser(name)
         if name == "stash":
@@ -433,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "inventory":
-            data = inventory(site_dirs(args.site))
+            sites = [os.path.realpath(d) for d in args.site] if args.only_sites else site_dirs(args.site)
+            data = inventory(sites)
             with open(args.out + ".tmp", "w") as fh:
                 json.dump(data, fh, indent=0, sort_keys=True)
             os.replace(args.out + ".tmp", args.out)

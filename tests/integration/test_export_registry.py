@@ -12,11 +12,13 @@ Two kinds of tiny image:
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
 import json
 import lzma
+import os
 import random
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+from imagematrix.in_image import imagefs
 from imagematrix.tools import docker
 from tests.conftest import ROOT
 
@@ -222,3 +225,32 @@ def test_export_of_a_docker_made_image_from_the_registry_and_from_the_daemon_giv
     with tarfile.open(fileobj=io.BytesIO(base)) as t:
         assert t.getmember("etc/greeting").issym() and t.extractfile("opt/data.bin").read() == BIG[:MIB + 5]
     assert [sha(t) for t in (base, top)] == [layer["diff_id"][7:] for layer in from_registry["layers"]]
+
+
+def test_what_export_writes_the_gpu_hosts_unpacker_restores_whole(oci_image, tmp_path):
+    """The chain of image mode up to the run: export (thinned, xz) -> carry.py bundles -> imagefs stash and unpack,
+    the thinned file taken from a "host" site-packages whose RECORD lists it. The unpacked tree is the image's."""
+    site = tmp_path / "host-site"
+    (site / "pkg-1.dist-info").mkdir(parents=True)
+    (site / "big.bin").write_bytes(BIG)
+    record = base64.urlsafe_b64encode(hashlib.sha256(BIG).digest()).decode().rstrip("=")
+    (site / "pkg-1.dist-info" / "RECORD").write_text(f"big.bin,sha256={record},{len(BIG)}\n")
+    inventory = tmp_path / "host-inventory.json"
+    assert imagefs.main(["inventory", "--only-sites", "--site", str(site), "--out", str(inventory)]) == 0
+    out = tmp_path / "out"
+    manifest, _ = export("--image", oci_image, "--out", out, "--codec", "xz", "--inventory", inventory, "--part-mib", "1")
+    bundles = tmp_path / "bundles"
+    planned = subprocess.run([sys.executable, str(ROOT / "tests/smoke/gpu/carry.py"), "plan", str(out), "--out",
+                              str(bundles), "--max-mib", "1"], capture_output=True, text=True, check=True)
+    assert json.loads(planned.stdout)["bundles"] >= 1
+    store = tmp_path / "store"
+    for bundle in sorted(bundles.iterdir()):
+        imagefs.stash(str(bundle), imagefs.load_manifest(str(bundle / "manifests" / f"{ROW}.json")), str(store))
+    root = tmp_path / "work" / "rootfs"
+    result = imagefs.unpack(imagefs.load_manifest(str(out / "manifest.json")), str(store), str(root), [str(site)],
+                            log=lambda _line: None)
+    assert result["thinned"] == 1
+    assert (root / "opt/big.bin").read_bytes() == BIG and os.stat(root / "opt/big-again").st_ino == os.stat(root / "opt/big.bin").st_ino
+    assert (root / "etc/hello").read_text() == "hello\n" and os.readlink(root / "etc/greeting") == "hello"
+    assert not (root / "etc/gone").exists() and sorted(os.listdir(root / "opt/cache")) == ["new"]
+    assert (root / LONG).read_bytes() == b"\x7fELF"

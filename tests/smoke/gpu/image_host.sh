@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Image mode on a GPU host without docker, in short resumable steps (each step one call of a few seconds):
+#
+#   tests/smoke/gpu/image_host.sh setup COMMON          # COMMON: pytest<py>/ and vllm-advice.json (kept under $IM)
+#   tests/smoke/gpu/image_host.sh stash BUNDLE          # a carry.py bundle: its parts checked and kept in $IM/store
+#   tests/smoke/gpu/image_host.sh have OUTFILE          # {"have": [...]}: the parts already here (carry.py --have)
+#   tests/smoke/gpu/image_host.sh start ROW PY [SITE..] # detached: unpack ROW's image, then run_image.sh inside it
+#   tests/smoke/gpu/image_host.sh status ROW            # the step it is at, and the log's tail
+#   tests/smoke/gpu/image_host.sh results ROW OUTDIR    # the raw results (for `build.py gpu-record --mode image`)
+#
+# $IM (default /root/im) holds store/ (parts by name), manifests/<row>.json, rootfs/<row> (unpacked), repo/ (a copy
+# of the files the run needs, since the carried checkout changes between calls), results/<row>/ and state/<row>.
+# SITE: site-packages folders of images unpacked here earlier, relative to $IM/rootfs (e.g.
+# ROW1/opt/venv/lib/python3.11/site-packages): files an export thinned against them are copied from there.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../../.." && pwd)
+IM=${IM:-/root/im}
+mkdir -p "$IM/store" "$IM/manifests" "$IM/rootfs" "$IM/results" "$IM/state" "$IM/repo"
+verb=${1:-}
+shift || true
+case "$verb" in
+setup)
+    cp -r "$1/." "$IM/common/" 2>/dev/null || { mkdir -p "$IM/common" && cp -r "$1/." "$IM/common/"; }
+    rm -rf "$IM/repo" && mkdir -p "$IM/repo/tests/smoke" "$IM/repo/imagematrix"
+    cp -r "$repo/tests/smoke/gpu" "$IM/repo/tests/smoke/gpu" && cp -r "$repo/imagematrix/in_image" "$IM/repo/imagematrix/"
+    cp -r "$repo/dockerfiles/generated" "$IM/repo/generated"
+    echo "setup: $(ls "$IM/common" | tr '\n' ' ')"
+    ;;
+stash)
+    bundle=$1
+    for m in "$bundle"/manifests/*.json; do
+        cp "$m" "$IM/manifests/"
+        python3 "$repo/imagematrix/in_image/imagefs.py" stash "$bundle" --manifest "$m" --store "$IM/store" >/dev/null \
+            || exit $?
+    done
+    echo "stash: $(ls "$IM/store" | wc -l) parts here, $(du -sh "$IM/store" | cut -f1)"
+    ;;
+have)
+    python3 -c 'import json, os, sys; print(json.dumps({"have": sorted(os.listdir(sys.argv[1]))}))' "$IM/store" >"$1"
+    ;;
+start)
+    row=$1 py=$2
+    shift 2
+    sites=()
+    for s in "$@"; do sites+=(--site "$IM/rootfs/$s"); done
+    manifest=$IM/manifests/$row.json
+    [ -f "$manifest" ] || { echo "no manifest for $row: stash a bundle first" >&2; exit 2; }
+    [ -d "$IM/common/pytest$py" ] || { echo "no pytest for Python $py in $IM/common: run setup" >&2; exit 2; }
+    echo "unpacking" >"$IM/state/$row"
+    setsid bash -c '
+        IM=$1 row=$2 py=$3 manifest=$4; shift 4
+        started=$(date +%s)
+        if python3 "$IM/repo/imagematrix/in_image/imagefs.py" unpack --manifest "$manifest" --store "$IM/store" \
+                --rootfs "$IM/rootfs/$row" "$@" >"$IM/results/$row.unpack.json" 2>"$IM/results/$row.unpack.log"; then
+            echo "suite started (unpacked in $(( $(date +%s) - started )) s)" >"$IM/state/$row"
+            started=$(date +%s)
+            "$IM/repo/tests/smoke/gpu/run_image.sh" "$IM/rootfs" "$IM/rootfs/$row" "$manifest" \
+                "$IM/repo/generated/$row/row.json" "$IM/common/pytest$py" "$IM/results/$row" \
+                "$IM/common/vllm-advice.json" >"$IM/results/$row.log" 2>&1
+            echo "done $? (suite $(( $(date +%s) - started )) s)" >"$IM/state/$row"
+        else
+            echo "unpack failed: $(tail -1 "$IM/results/$row.unpack.log")" >"$IM/state/$row"
+        fi' _ "$IM" "$row" "$py" "$manifest" "${sites[@]}" </dev/null >/dev/null 2>&1 &
+    echo "started $row"
+    ;;
+status)
+    row=$1
+    echo "state: $(cat "$IM/state/$row" 2>/dev/null || echo none)"
+    tail -3 "$IM/results/$row.unpack.log" 2>/dev/null
+    tail -5 "$IM/results/$row.log" 2>/dev/null
+    ;;
+results)
+    row=$1 dest=$2
+    mkdir -p "$dest"
+    tar czf "$dest/$row.results.tgz" -C "$IM/results" "$row" "$row.log" "$row.unpack.json" "$row.unpack.log" 2>/dev/null
+    cp "$IM/state/$row" "$dest/$row.state" 2>/dev/null
+    ls -la "$dest"
+    ;;
+*)
+    echo "usage: image_host.sh setup|stash|have|start|status|results ..." >&2
+    exit 2
+    ;;
+esac
