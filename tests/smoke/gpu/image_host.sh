@@ -2,7 +2,9 @@
 # Image mode on a GPU host without docker, in short resumable steps (each step one call of a few seconds):
 #
 #   tests/smoke/gpu/image_host.sh setup COMMON          # COMMON: pytest<py>/ and vllm-advice.json (kept under $IM)
-#   tests/smoke/gpu/image_host.sh stash BUNDLE          # a carry.py bundle: its parts checked and kept in $IM/store
+#   tests/smoke/gpu/image_host.sh pending DIR           # parts carried before their manifest exists (kept unchecked)
+#   tests/smoke/gpu/image_host.sh stash BUNDLE          # a carry.py bundle: its parts (and pending ones) checked and
+#                                                       # kept in $IM/store
 #   tests/smoke/gpu/image_host.sh have OUTFILE          # {"have": [...]}: the parts already here (carry.py --have)
 #   tests/smoke/gpu/image_host.sh start ROW PY [SITE..] # detached: unpack ROW's image, then run_image.sh inside it
 #   tests/smoke/gpu/image_host.sh status ROW            # the step it is at, and the log's tail
@@ -27,13 +29,23 @@ setup)
     cp -r "$repo/dockerfiles/generated" "$IM/repo/generated"
     echo "setup: $(ls "$IM/common" | tr '\n' ' ')"
     ;;
+pending)
+    # parts carried before their export's manifest was written: kept unchecked until `stash` checks them
+    mkdir -p "$IM/pending"
+    cp "$1"/*.[0-9][0-9][0-9] "$IM/pending/"
+    echo "pending: $(ls "$IM/pending" | wc -l) parts"
+    ;;
 stash)
     bundle=$1
     for m in "$bundle"/manifests/*.json; do
         cp "$m" "$IM/manifests/"
-        python3 "$repo/imagematrix/in_image/imagefs.py" stash "$bundle" --manifest "$m" --store "$IM/store" >/dev/null \
-            || exit $?
+        for from in "$bundle" "$IM/pending"; do
+            [ -d "$from" ] || continue
+            python3 "$repo/imagematrix/in_image/imagefs.py" stash "$from" --manifest "$m" --store "$IM/store" \
+                >/dev/null || exit $?
+        done
     done
+    for f in "$IM"/pending/*; do [ -f "$IM/store/${f##*/}" ] && rm -f "$f"; done
     echo "stash: $(ls "$IM/store" | wc -l) parts here, $(du -sh "$IM/store" | cut -f1)"
     ;;
 have)
@@ -78,7 +90,7 @@ results)
     ls -la "$dest"
     ;;
 *)
-    echo "usage: image_host.sh setup|stash|have|start|status|results ..." >&2
+    echo "usage: image_host.sh setup|pending|stash|have|start|status|results ..." >&2
     exit 2
     ;;
 esac
