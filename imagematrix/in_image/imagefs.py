@@ -290,6 +290,8 @@ class Applier:
         made: set[str] = set()  # what this layer made: an opaque whiteout keeps it
         dirs: list[tuple[str, tarfile.TarInfo]] = []
         for member in tar:
+            if member.isdir() and not [p for p in member.name.split("/") if p not in ("", ".")]:
+                continue  # "./", the root itself (tars made with `tar -C DIR .`): the rootfs folder is its own
             name = member_path(member.name)
             parent, _, base = name.rpartition("/")
             if base.startswith(".wh."):

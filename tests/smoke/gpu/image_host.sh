@@ -58,7 +58,7 @@ start)
     for s in "$@"; do sites+=(--site "$IM/rootfs/$s"); done
     manifest=$IM/manifests/$row.json
     [ -f "$manifest" ] || { echo "no manifest for $row: stash a bundle first" >&2; exit 2; }
-    [ -d "$IM/common/pytest$py" ] || { echo "no pytest for Python $py in $IM/common: run setup" >&2; exit 2; }
+    [ -d "$IM/common/pytest${py//./}" ] || { echo "no pytest for Python $py in $IM/common: run setup" >&2; exit 2; }
     echo "unpacking" >"$IM/state/$row"
     setsid bash -c '
         IM=$1 row=$2 py=$3 manifest=$4; shift 4
@@ -68,7 +68,7 @@ start)
             echo "suite started (unpacked in $(( $(date +%s) - started )) s)" >"$IM/state/$row"
             started=$(date +%s)
             "$IM/repo/tests/smoke/gpu/run_image.sh" "$IM/rootfs" "$IM/rootfs/$row" "$manifest" \
-                "$IM/repo/generated/$row/row.json" "$IM/common/pytest$py" "$IM/results/$row" \
+                "$IM/repo/generated/$row/row.json" "$IM/common/pytest${py//./}" "$IM/results/$row" \
                 "$IM/common/vllm-advice.json" >"$IM/results/$row.log" 2>&1
             echo "done $? (suite $(( $(date +%s) - started )) s)" >"$IM/state/$row"
         else

@@ -92,6 +92,11 @@ def test_whiteouts_delete_what_lower_layers_made_and_keep_what_their_own_layer_m
     assert not any(name.startswith(".wh.") for _, _, files in os.walk(root) for name in files)
 
 
+def test_the_root_entry_of_a_tar_made_with_dot_is_the_root_itself(tmp_path):
+    root = _unpack(tmp_path, [_tar([("dir", "./", None), ("dir", "./etc", None), ("file", "./etc/os", b"x")])])
+    assert (root / "etc/os").read_bytes() == b"x"
+
+
 def test_a_later_layer_replaces_a_file_by_a_directory_and_a_link_by_a_file(tmp_path):
     root = _unpack(tmp_path, [_tar([("file", "p", b"1"), ("sym", "q", "p")]),
                               _tar([("dir", "p", None), ("file", "p/in", b"2"), ("file", "q", b"3")])])
