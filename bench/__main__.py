@@ -42,7 +42,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=RESULTS, help="results JSON, merged with what it holds (default: %(default)s)")
     p.add_argument("--doc", type=Path, default=DOC, help="markdown rendered from the results (default: %(default)s)")
     p.add_argument("--report-only", action="store_true", help="measure nothing: re-render --doc from --out")
-    p.add_argument("--strict", action="store_true", help="exit 1 when a measured target is missed or a measure failed")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 when a measured target is missed (a failed measure always exits 1, writing nothing)")
     p.add_argument("--keep-work", action="store_true",
                    help="keep all of bench/.work/<run>/ (build contexts, bake files), not only its logs/")
     return p
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     run: dict[str, Any] = {"started_at": now(), "mode": "quick" if args.quick else "only " + ",".join(names)
                            if args.only else "full", "machine": machine(), "versions": versions()}
     results["runs"][run_id] = run
-    failed = False
+    failed: list[str] = []
     measures = _measures()
     try:
         for name in names:
@@ -91,15 +92,17 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 produced = measures[name](ctx)
                 produced = produced if name == "builds" else {name: produced}
-            except Exception as exc:  # one failing measure must not lose the others
+            except (Exception, SystemExit) as exc:  # a failed outcome (OutcomeError) or a failed measure
                 traceback.print_exc()
-                failed = True
-                produced = {key: {"title": key, "error": f"{type(exc).__name__}: {exc}"}
+                error = f"{type(exc).__name__}: {exc}"
+                failed.append(f"{name}: {error}")
+                produced = {key: {"title": key, "error": error}
                             for key in (["incremental", "cold_vs_floor", "peer"] if name == "builds" else [name])}
             for key, metric in produced.items():
                 metric.update(run=run_id, measured_at=started, loadavg_after=machine()["loadavg"])
                 results["metrics"][key] = metric
-            _save(results, args, run_id)
+            if failed:
+                break  # the run has failed: nothing of it is written, so measuring on would only cost time
     finally:
         log("cleaning up what this run created")
         run["cleanup"] = ctx.janitor.clean()
@@ -109,20 +112,31 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         if not any(work.rglob("*")):
             work.rmdir()
-        _save(results, args, run_id)
+    _prune(results, run_id)
+    if failed:
+        # A failed run never rewrites the results (bench/results.json, docs/benchmarks.md by default): its numbers
+        # would stand beside a failure, or a crash would pass for a measurement. Its record stays in its logs.
+        kept = work / "logs" / "results.json"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        kept.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        for text in failed:
+            log(f"failed: {text}")
+        log(f"run failed: {args.out} and {args.doc} left as they were; this run's record: {kept}")
+        return 1
     missed = [f"{key}: {item['what']}" for key, metric in results["metrics"].items() if metric.get("run") == run_id
               for item in metric.get("lines", []) if met(item) is False]
     for text in missed:
         log(f"target missed: {text}")
+    _write(results, args.out, args.doc)
     log(f"wrote {args.out} and {args.doc}")
-    return 1 if args.strict and (missed or failed) else 0
+    return 1 if args.strict and missed else 0
 
 
-def _save(results: dict[str, Any], args: argparse.Namespace, current: str) -> None:
+def _prune(results: dict[str, Any], current: str) -> None:
+    """Keep the runs some metric still names (and this one); stamp the results."""
     used = {metric.get("run") for metric in results["metrics"].values()} | {current}
     results["runs"] = {k: v for k, v in results["runs"].items() if k in used}
     results["generated_at"] = now()
-    _write(results, args.out, args.doc)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,49 @@ def timed(cmd: list[str], *, cwd: Path = ROOT, env: dict[str, str] | None = None
     started = time.monotonic()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, errors="replace")
     return Timed(time.monotonic() - started, proc.returncode, proc.stdout + proc.stderr)
+
+
+# The project's command line, run by the interpreter that runs the bench: `python -m bench` from a venv that is not
+# activated must not run build.py under whatever `python3` comes first on PATH (one without the project's
+# dependencies crashes on its first import).
+BUILD_PY = [sys.executable, str(ROOT / "build.py")]
+
+
+def build_py(*args: str) -> list[str]:
+    """`build.py ARGS` as a command (BUILD_PY read when called: tests plant another)."""
+    return [*BUILD_PY, *args]
+
+
+class OutcomeError(RuntimeError):
+    """A measured command did not do what its metric measures (its exit code, the message it must print, rows
+    skipped or built): the metric fails, records no number, and the run exits non-zero without writing results."""
+
+
+def shown(cmd: list[str]) -> str:
+    """A command as a message shows it: `python3 build.py validate ...`, without the interpreter's and the project's
+    directories."""
+    return " ".join(Path(c).name if c == sys.executable or c.endswith("/build.py") else c for c in cmd)
+
+
+def expect(result: Timed, ok: bool, cmd: list[str], expected: str, run: str = "") -> Timed:
+    """The result, when ok; else an OutcomeError naming the command, what it had to do and what it did."""
+    if not ok:
+        raise OutcomeError(f"`{shown(cmd)}`{f' ({run})' if run else ''}: expected {expected}, got exit code "
+                           f"{result.rc}: {result.out[-600:].strip()}")
+    return result
+
+
+def repeat(cmd: list[str], runs: int, check: Callable[[Timed], bool], expected: str,
+           env: dict[str, str] | None = None) -> tuple[list[Timed], Timed]:
+    """One warm-up run, then `runs` timed runs, each checked (`expected` says what check wants, for the error);
+    returns (timed runs, warm-up run). The first run that fails its check fails the metric."""
+    warmup = timed(cmd, env=env)
+    expect(warmup, check(warmup), cmd, expected, "warm-up run")
+    results = []
+    for index in range(runs):
+        result = timed(cmd, env=env)
+        results.append(expect(result, check(result), cmd, expected, f"timed run {index + 1} of {runs}"))
+    return results, warmup
 
 
 def sh(*cmd: str) -> str:

@@ -18,10 +18,9 @@ from typing import Any
 from imagematrix.knowledge import flashattn
 from imagematrix.model import matrix as matrix_mod
 
-from .common import ROOT, Context, log, median, timed
+from .common import ROOT, Context, OutcomeError, build_py, log, median, timed
 from .report import line
 
-BUILD_PY = ["python3", "build.py"]
 RECORDS = ROOT / "bench" / "records"
 HOST_RECORD = RECORDS / "flash-attn-2.8.3-sm90-h200.json"
 LOCAL_PROGRESS = RECORDS / "flash-attn-2.8.3-sm90-2core.txt"
@@ -50,18 +49,18 @@ def flash_attn(ctx: Context) -> dict[str, Any]:
     ctx.janitor.namespaces.append(namespace.split("/", 1)[1])
     ref = f"{namespace}/{flashattn.WHEEL_REPOSITORY}:{flashattn.key(row)}"
     log(f"flash-attn: import {wheel.name} as {ref}")
-    imported = timed([*BUILD_PY, "flash-attn", "import", str(wheel), "--record", str(HOST_RECORD), "--row", row.id,
-                      "--registry", namespace, "--log-dir", str(ctx.work / "logs")])
+    imported = timed(build_py("flash-attn", "import", str(wheel), "--record", str(HOST_RECORD), "--row", row.id,
+                               "--registry", namespace, "--log-dir", str(ctx.work / "logs")))
     if imported.rc != 0:
-        raise RuntimeError(f"flash-attn import failed: {imported.out[-600:]}")
+        raise OutcomeError(f"flash-attn import failed: {imported.out[-600:]}")
     ctx.janitor.image(ref)
     reuse = []
     for _ in range(ctx.runs):
-        got = timed([*BUILD_PY, "flash-attn", "get", "--row", row.id, "--registry", namespace, "--no-flash-attn-compile",
-                     "--flash-attn-mirror", "http://127.0.0.1:9/none", "--log-dir", str(ctx.work / "logs")],
+        got = timed(build_py("flash-attn", "get", "--row", row.id, "--registry", namespace, "--no-flash-attn-compile",
+                             "--flash-attn-mirror", "http://127.0.0.1:9/none", "--log-dir", str(ctx.work / "logs")),
                     env={**os.environ, "COLUMNS": "1000"})  # one line per message, so the check below can read it
         if got.rc != 0 or f"holds {record['wheel']} (sha256 {record['sha256']})" not in got.out:
-            raise RuntimeError(f"flash-attn get did not reuse the registry's wheel: {got.out[-600:]}")
+            raise OutcomeError(f"flash-attn get did not reuse the registry's wheel: {got.out[-600:]}")
         reuse.append(got.seconds)
     local = _local_units(LOCAL_PROGRESS)
     host_core_s = record["seconds"] * record["cores"] / record["units"]

@@ -11,8 +11,23 @@ from pathlib import Path
 from typing import Any
 
 from . import peer
-from .common import ROOT, Build, Bytes, Context, bake_cmd, build, du_inside, image_size, log, sh, timed
-from .quick import BUILD_PY, plan_json
+from .common import (
+    ROOT,
+    Build,
+    Bytes,
+    Context,
+    OutcomeError,
+    bake_cmd,
+    build,
+    build_py,
+    du_inside,
+    expect,
+    image_size,
+    log,
+    sh,
+    timed,
+)
+from .quick import plan_json
 from .report import line, target
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
@@ -66,9 +81,9 @@ def _project(ctx: Context) -> tuple[Path, Path, list[str]]:
     # otherwise resolve as of its own era)
     cutoff = (ROOT / "locks" / f"{ROW1}.txt").read_text().split("# exclude-newer: ", 1)[1].split()[0]
     for cmd in (["lock", "--as-of", cutoff], ["render"]):
-        result = timed([*BUILD_PY, *cmd, "--row", INC_ID, "--matrix", str(matrix)])
-        if result.rc != 0:
-            raise RuntimeError(f"build.py {cmd[0]} of {INC_ID} failed: {result.out[-600:]}")
+        full = build_py(*cmd, "--row", INC_ID, "--matrix", str(matrix))
+        result = timed(full)
+        expect(result, result.rc == 0, full, "exit code 0")
         if cmd[0] == "lock" and (root / "locks" / "tools.txt").read_bytes() != tools:
             # `lock` re-resolves the build tools too; a newer uv would change every row's os stage.
             (root / "locks" / "tools.txt").write_bytes(tools)
@@ -120,24 +135,25 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 def builds(ctx: Context) -> dict[str, dict[str, Any]]:
     """Metrics 4, 6 and 7 from one set of builds; images and cache records are removed as soon as measured."""
-    matrix, generated, problems = _project(ctx)
+    matrix, generated, notes = _project(ctx)
     row1 = ROOT / "dockerfiles" / "generated" / ROW1
     shared = all((generated / f).read_bytes() == (row1 / f).read_bytes() for f in ("base.txt", "tools.txt"))
     if not shared:
-        problems.append(f"{INC_ID} does not render row 1's base.txt/tools.txt: its torch stage is not shared")
+        raise OutcomeError(f"{INC_ID} does not render row 1's base.txt/tools.txt: its torch stage is not shared")
     repo = f"imagematrix-bench-{ctx.nonce}/verl"
 
     log(f"incremental: {INC_ID} on the shared os/torch stages (image stage rebuilt)")
     incr = _bake(ctx, matrix, _variant(ctx, generated, "ctx-incremental", cold=False),
                  ctx.janitor.image(f"{repo}:incremental"), {"no-cache-filter": ["image"]}, "incremental")
     if incr.rc != 0 or "DONE" in _status(incr, "torch") + _status(incr, "os"):
-        problems.append(f"incremental build: rc {incr.rc}, os {_status(incr, 'os')}, torch {_status(incr, 'torch')}")
+        raise OutcomeError(f"the incremental build must succeed with its os and torch stages cached: exit code "
+                           f"{incr.rc}, os {_status(incr, 'os')}, torch {_status(incr, 'torch')}, log {incr.log}")
 
     log(f"cold: {INC_ID} with --no-cache and an empty uv cache mount of its own (downloads everything)")
     cold_tag = ctx.janitor.image(f"{repo}:cold")
     cold = _bake(ctx, matrix, _variant(ctx, generated, "ctx-cold", cold=True), cold_tag, {"no-cache": True}, "cold")
     if cold.rc != 0:
-        problems.append(f"cold build failed (rc {cold.rc}), log {cold.log}")
+        raise OutcomeError(f"cold build failed (exit code {cold.rc}), log {cold.log}")
     ours_size, ours_du = image_size(ctx.cli, cold_tag), du_inside(ctx.cli, cold_tag, [SITE])
     cleaned = [ctx.janitor.clean()]
 
@@ -153,12 +169,14 @@ def builds(ctx: Context) -> dict[str, dict[str, Any]]:
         no_cache=False), ctx.work / "logs" / "peer-warm.log")
     for name, b in (("peer cold", peer_cold), ("peer warm", peer_warm)):
         if b.rc != 0:
-            problems.append(f"{name} build failed (rc {b.rc}), log {b.log}")
+            raise OutcomeError(f"{name} build failed (exit code {b.rc}), log {b.log}")
     cleaned.append(ctx.janitor.clean())
 
     lock = matrix.parent / "locks" / f"{INC_ID}.txt"
     floor, floor_copy = _floor(ctx, lock, "default"), _floor(ctx, lock, "copy")
-    problems += [f"floor install ({f['link_mode']}) failed: {f['tail']}" for f in (floor, floor_copy) if f["rc"] != 0]
+    for f in (floor, floor_copy):
+        if f["rc"] != 0:
+            raise OutcomeError(f"floor install ({f['link_mode']}) failed (exit code {f['rc']}): {f['tail']}")
 
     base = image_size(ctx.cli, BASE)
     ours_ratio = _ratio(ours_size, base + ours_du.get(SITE, 0))
@@ -172,7 +190,7 @@ def builds(ctx: Context) -> dict[str, dict[str, Any]]:
     bytes_how = ("bytes downloaded = bytes the docker bridge (docker0) transmitted into the build containers during "
                  "the build (/proc/net/dev before and after; per step in details); the host's own interface is "
                  "recorded beside it (it also counts whatever else the shared host received meanwhile)")
-    common_notes = [bytes_how, *problems]
+    common_notes = [bytes_how, *notes]
     image_stage = cold.stage_bytes("image")
     if image_stage and incr.stage_bytes("image") >= image_stage / 2:
         incr_note = ("uv's shared cache mount did not hold this stage's wheels when the incremental build ran (it "

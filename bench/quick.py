@@ -12,10 +12,9 @@ from typing import Any
 from imagematrix.model import labels, tags
 
 from . import peer
-from .common import ROOT, Context, build, log, median, timed
+from .common import ROOT, Context, OutcomeError, build, build_py, expect, log, median, repeat, timed
 from .report import line, target
 
-BUILD_PY = ["python3", "build.py"]
 CONFLICT_PINS = {"verl": "0.5.0", "vllm": "0.10.0", "torch": "2.6.0", "tensordict": "0.8.3", "transformers": "4.55.4"}
 CONFLICT_MATRIX = """\
 defaults:
@@ -37,25 +36,15 @@ rows:
 PIP_CONFLICT = re.compile(r"ResolutionImpossible|conflicting dependencies|Cannot install", re.I)
 
 
-def _repeat(cmd: list[str], runs: int, check) -> tuple[list[float], float, list[str]]:
-    """One warm-up run, then `runs` timed runs; returns (timed seconds, warm-up seconds, problems)."""
-    first = timed(cmd)
-    samples, problems = [], [] if check(first) else [f"warm-up run: rc {first.rc}: {first.out[-300:]}"]
-    for _ in range(runs):
-        result = timed(cmd)
-        samples.append(result.seconds)
-        if not check(result):
-            problems.append(f"rc {result.rc}: {result.out[-300:]}")
-    return samples, first.seconds, problems
-
-
 def fail_fast(ctx: Context) -> dict[str, Any]:
     matrix = ctx.work / "conflict" / "matrix.yaml"
     matrix.parent.mkdir(parents=True, exist_ok=True)
     matrix.write_text(CONFLICT_MATRIX)
     log(f"fail-fast: validate of a conflicting row, 1 + {ctx.runs} runs")
-    samples, first, problems = _repeat([*BUILD_PY, "validate", "--matrix", str(matrix)], ctx.runs,
-                                       lambda r: r.rc == 2 and "cannot be resolved together" in r.out)
+    runs, first = repeat(build_py("validate", "--matrix", str(matrix)), ctx.runs,
+                         lambda r: r.rc == 2 and "cannot be resolved together" in r.out,
+                         "exit code 2 and the conflict named (`cannot be resolved together`)")
+    samples = [r.seconds for r in runs]
     ours = median(samples)
     context = peer.write_context(ctx.work / "conflict" / "peer",
                                  peer.dockerfile(CONFLICT_PINS, ctx.marker, layered=False))
@@ -65,9 +54,9 @@ def fail_fast(ctx: Context) -> dict[str, Any]:
         tag = ctx.janitor.image(f"imagematrix-bench-{ctx.nonce}/conflict:{index}")
         result = build(peer.build_cmd(ctx.cli, context, tag, ctx.build_secrets(), no_cache=True),
                        ctx.work / "logs" / f"conflict-docker-{index}.log")
-        log_text = open(result.log).read()
-        if result.rc == 0 or not PIP_CONFLICT.search(log_text):
-            problems.append(f"docker build run {index}: rc {result.rc}, no pip resolution error in {result.log}")
+        if result.rc == 0 or not PIP_CONFLICT.search(open(result.log).read()):
+            raise OutcomeError(f"the peer's docker build (run {index + 1}) must fail with pip's resolution error: "
+                               f"exit code {result.rc}, log {result.log}")
         docker.append(result)
     ref = median([b.seconds for b in docker]) if docker else None
     pip_steps = [s.seconds for b in docker for s in b.steps if "pip install" in s.text]
@@ -83,8 +72,8 @@ def fail_fast(ctx: Context) -> dict[str, Any]:
         "title": "Fail-fast: a conflicting row rejected",
         "method": (f"`python3 build.py validate --matrix M` on a temporary matrix holding one row, vLLM 0.10.0 with "
                    f"torch 2.6.0 (vLLM 0.10.0 requires torch 2.7.1): wall time of the whole command (interpreter "
-                   f"start-up included), median of {ctx.runs} runs after one warm-up run ({first:.2f} s); each exits "
-                   f"2 naming the conflict. Peer: a hand-written single-stage Dockerfile (FROM "
+                   f"start-up included), median of {ctx.runs} runs after one warm-up run ({first.seconds:.2f} s); "
+                   f"each must exit 2 naming the conflict. Peer: a hand-written single-stage Dockerfile (FROM "
                    f"imagematrix-base:bookworm, apt-get install python3.11, a venv, one `pip install --no-cache-dir` "
                    f"of the same five pins, the proxy CA as BuildKit secret `ca-cert`) built with "
                    f"`docker build --no-cache` (BuildKit) until pip reports ResolutionImpossible: "
@@ -94,10 +83,9 @@ def fail_fast(ctx: Context) -> dict[str, Any]:
                   f"{[round(s, 1) for s in pip_steps]}; bytes into the build containers before pip gave up: "
                   f"{[b.bridge_bytes for b in docker]} (Debian's pip 23.0.1 in the venv)",
                   "With the layered style of metric 7 (torch in its own RUN), the conflict would not fail the build "
-                  "at all: the second `pip install` replaces torch with the version vLLM requires (not measured).",
-                  *problems],
+                  "at all: the second `pip install` replaces torch with the version vLLM requires (not measured)."],
         "lines": lines,
-        "details": {"validate_seconds": samples, "validate_warmup_seconds": first,
+        "details": {"validate_seconds": samples, "validate_warmup_seconds": first.seconds,
                     "docker_builds": [b.summary() for b in docker]},
     }
 
@@ -105,16 +93,19 @@ def fail_fast(ctx: Context) -> dict[str, Any]:
 def validate_all(ctx: Context) -> dict[str, Any]:
     rows = len(plan_json(ROOT / "matrix.yaml", "127.0.0.1:5000/imagematrix", "--github", "--all")["include"])
     log(f"validate: whole matrix ({rows} rows), 1 + {ctx.runs} runs")
-    samples, first, problems = _repeat([*BUILD_PY, "validate"], ctx.runs, lambda r: r.rc == 0)
+    runs, first = repeat(build_py("validate"), ctx.runs, lambda r: r.rc == 0 and f"validated {rows} row(s)" in r.out,
+                         f"exit code 0 and `validated {rows} row(s)`")
+    samples = [r.seconds for r in runs]
     return {
         "title": "Whole-matrix validate, warm cache",
         "method": (f"`python3 build.py validate` on the committed matrix ({rows} rows): schema, uv resolution of "
                    f"every row (from uv's cache), Python ranges, torch CUDA, lock freshness, patches; wall time of "
-                   f"the command, median of {ctx.runs} runs after one warm-up run ({first:.2f} s)."),
-        "notes": [f"samples (s): {[round(s, 2) for s in samples]}", *problems],
+                   f"the command, median of {ctx.runs} runs after one warm-up run ({first.seconds:.2f} s); each must "
+                   f"exit 0 having validated every row."),
+        "notes": [f"samples (s): {[round(s, 2) for s in samples]}"],
         "lines": [line(f"validate {rows} rows", median(samples), "s", ours_note=f"median of {ctx.runs}",
                        target=target("ours", "<", 10))],
-        "details": {"rows": rows, "seconds": samples, "warmup_seconds": first},
+        "details": {"rows": rows, "seconds": samples, "warmup_seconds": first.seconds},
     }
 
 
@@ -134,9 +125,9 @@ OUTCOME = re.compile(r"^(\S+): (pushed|skipped|failed|tested) at (\S+) in", re.M
 
 def plan_json(matrix: Path, registry: str, *flags: str) -> dict[str, Any]:
     """`build.py plan` output as JSON, from a fresh process: the tool's current code, never this one's imports."""
-    result = timed([*BUILD_PY, "plan", "--matrix", str(matrix), "--registry", registry, *flags])
-    if result.rc != 0:
-        raise RuntimeError(f"build.py plan {' '.join(flags)} failed: {result.out[-600:]}")
+    cmd = build_py("plan", "--matrix", str(matrix), "--registry", registry, *flags)
+    result = timed(cmd)
+    expect(result, result.rc == 0 and "{" in result.out, cmd, "exit code 0 and a JSON document")
     return json.loads(result.out[result.out.index("{"):result.out.rindex("}") + 1])
 
 
@@ -160,10 +151,11 @@ def noop_build(ctx: Context) -> dict[str, Any]:
         for tag in final[row_id]:
             _push_standin(ctx.cli, f"{registry}/verl:{tag}", standin_labels)
     common = ["--matrix", str(project / "matrix.yaml"), "--registry", registry]
-    plan = timed([*BUILD_PY, "plan", *common])
-    if plan.rc != 0 or ": build (" in plan.out:
-        raise RuntimeError(f"plan does not see every row as up to date; refusing to time real builds:\n{plan.out[-800:]}")
-    cmd = [*BUILD_PY, "build", "--all", *common, "--log-dir", str(ctx.work / "logs" / "noop")]
+    plan_cmd = build_py("plan", *common)
+    plan = timed(plan_cmd)
+    expect(plan, plan.rc == 0 and ": build (" not in plan.out, plan_cmd,
+           "exit code 0 and every row up to date (refusing to time real builds)")
+    cmd = build_py("build", "--all", *common, "--log-dir", str(ctx.work / "logs" / "noop"))
     built: list[int] = []
 
     def check(result) -> bool:
@@ -172,7 +164,8 @@ def noop_build(ctx: Context) -> dict[str, Any]:
         return result.rc == 0 and len(outcomes) == len(rows) and built[-1] == 0
 
     log(f"no-op: `build --all`, 1 + {ctx.runs} runs")
-    samples, first, problems = _repeat(cmd, ctx.runs, check)
+    runs, first = repeat(cmd, ctx.runs, check, f"exit code 0 and each of the {len(rows)} rows `skipped`")
+    samples = [r.seconds for r in runs]
     return {
         "title": "No-op `build --all` (every final tag has the same input digest)",
         "method": (f"`python3 build.py build --all` against a registry namespace of the bench's own "
@@ -181,10 +174,10 @@ def noop_build(ctx: Context) -> dict[str, Any]:
                    f"this machine, so each tag is a stand-in: an empty image carrying the row's labels (the skip check "
                    f"reads only labels, through the registry's HTTP API). Matrix, locks and generated contexts are a "
                    f"snapshot copy. Wall time of the command, median of {ctx.runs} runs after one warm-up "
-                   f"({first:.2f} s); every run must report each row skipped."),
-        "notes": [f"samples (s): {[round(s, 2) for s in samples]}", f"rows built per run: {built}", *problems],
+                   f"({first.seconds:.2f} s); every run must exit 0 reporting each row skipped."),
+        "notes": [f"samples (s): {[round(s, 2) for s in samples]}", f"rows built per run: {built}"],
         "lines": [line(f"no-op `build --all`, {len(rows)} rows", median(samples), "s",
                        ours_note=f"median of {ctx.runs}", target=target("ours", "<", 3)),
                   line("rows built by the no-op run", float(max(built)), "rows", target=target("ours", "==", 0))],
-        "details": {"seconds": samples, "warmup_seconds": first, "rows": len(rows), "built": built},
+        "details": {"seconds": samples, "warmup_seconds": first.seconds, "rows": len(rows), "built": built},
     }

@@ -11,8 +11,6 @@ from imagematrix.model import fields
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError
 
-HELP = "propose the pins for a vLLM version, append the row, lock and render it"
-
 
 def add_arguments(p) -> None:
     matrix_option(p)

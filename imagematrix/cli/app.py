@@ -1,57 +1,89 @@
-"""The `build.py` command line: one module per command under imagematrix/cli/, each with HELP,
-add_arguments(parser) and run(args). Exit codes: 0 ok, 1 runtime failure, 2 invalid input."""
+"""The `build.py` command line: one module per command under imagematrix/cli/, each with add_arguments(parser) and
+run(args); COMMANDS names them with the line `build.py --help` shows. Exit codes: 0 ok, 1 runtime failure,
+2 invalid input.
+
+A command's module is imported only when that command is parsed (CommandParser): `build.py --help` imports no
+command, and a command imports its own module and what that needs, no other command's (tests/unit/cli/test_startup.py)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from types import ModuleType
 
-from imagematrix.cli import (
-    add_row,
-    base,
-    build,
-    disk,
-    docs,
-    doctor,
-    export,
-    flash_attn,
-    gpu_record,
-    lock,
-    outdated,
-    pick,
-    plan,
-    promote,
-    render,
-    sbom,
-    setup,
-    test,
-    validate,
-    verify,
-)
-from imagematrix.cli.common import err
 from imagematrix.model.errors import InputError, RuntimeFailure
-from imagematrix.model.secrets import redact_text
 
-COMMANDS = {"validate": validate, "lock": lock, "render": render, "setup": setup, "plan": plan, "build": build,
-            "promote": promote, "add-row": add_row, "docs": docs, "pick": pick, "doctor": doctor, "test": test,
-            "gpu-record": gpu_record, "flash-attn": flash_attn, "verify": verify, "sbom": sbom, "outdated": outdated,
-            "base": base, "disk": disk, "export": export}
+# name -> its line in `build.py --help`; its module is imagematrix/cli/<name with `_` for `-`>.py
+COMMANDS = {
+    "validate": "check rows: schema, resolution with uv, CUDA of torch, locks, patches",
+    "lock": "write hash-pinned locks/<row-id>.txt (and locks/tools.txt)",
+    "render": "write dockerfiles/generated/<row-id>/ from the templates",
+    "setup": "install/start what builds need: dockerd, buildx, the embedded registry, debootstrap, cosign",
+    "plan": "rows whose input digest differs from the registry's, as text, bake file or CI matrix",
+    "build": "build, smoke-test, then push each row (only when its tests pass)",
+    "promote": "retag tested candidates to their final tags in the registry (CI)",
+    "add-row": "propose the pins for a vLLM version, append the row, lock and render it",
+    "docs": "write docs/images.md, docs/gpu-runs.md and the README image table from the matrix, registry and GPU runs",
+    "pick": "the best image for a GPU, driver and version wishes, and why others are out",
+    "doctor": "diagnose this Python environment (or --image) against the matrix, rules, GPU",
+    "test": "run the smoke tests on an existing image of a row",
+    "gpu-record": "write docs/gpu-runs/<date>-<row>-N.json from a GPU run's raw results (then `build.py docs`)",
+    "flash-attn": "a row's flash-attn wheel: show its source, get or compile it into the registry, or import a wheel",
+    "verify": "check a published image: cosign signature, SBOM and provenance attestations, lock digest",
+    "sbom": "print an image's SBOM (CycloneDX): from build-logs/<row>/ or the registry's signed attestation",
+    "outdated": "releases newer than the matrix covers, and the row add-row would propose for each new vLLM / verl",
+    "base": "bootstrap a debootstrap:<suite> base, push it as REGISTRY/imagematrix-base:<suite>, record its digest",
+    "disk": "check the free disk against what each row's build needs (from sizes/<row>.json); exit 1 when short",
+    "export": "write a row's image as carried parts and manifest.json for image mode on a GPU host (docs/image-mode.md)",
+}
 
 
-def parser() -> argparse.ArgumentParser:
+def command(name: str) -> ModuleType:
+    """A command's module (imported on first use)."""
+    if name not in COMMANDS:
+        raise KeyError(name)
+    return importlib.import_module(f"imagematrix.cli.{name.replace('-', '_')}")
+
+
+class CommandParser(argparse.ArgumentParser):
+    """One command's parser: its module adds the arguments the first time the command is parsed (or fill() asks)."""
+
+    def __init__(self, *args, command: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.command, self.filled = command, command is None  # a command's own subparsers have nothing to fill
+
+    def fill(self) -> CommandParser:
+        if not self.filled:
+            self.filled = True
+            command(self.command).add_arguments(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.fill()
+        return super().parse_known_args(args, namespace)
+
+
+def parser(*, fill: bool = False) -> argparse.ArgumentParser:
+    """The whole command line; fill=True adds every command's arguments at once (to inspect them)."""
     top = argparse.ArgumentParser(prog="build.py", description="Version-matrix images for verl / vLLM.")
     top.add_argument("--debug", action="store_true", help="show the traceback of an internal error")
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, module in COMMANDS.items():
-        module.add_arguments(sub.add_parser(name, help=module.HELP))
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=CommandParser)
+    for name, help_line in COMMANDS.items():
+        command_parser = sub.add_parser(name, help=help_line, command=name)
+        if fill:
+            command_parser.fill()
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from imagematrix.cli.common import err  # the consoles (rich), once a command runs: not for --help
+    from imagematrix.model.secrets import redact_text
+
     # every message below passes secrets.redact_text: a cause may quote a URL with credentials (an index, a mirror)
     try:
-        return COMMANDS[args.command].run(args)
+        return command(args.command).run(args)
     except InputError as exc:
         err.print(f"[red]error:[/] {redact_text(exc.render())}", markup=True, soft_wrap=True)
         return 2

@@ -7,8 +7,6 @@ from imagematrix.model import fields, paths, tags
 from imagematrix.stages import builder
 from imagematrix.tools import docker, host
 
-HELP = "bootstrap a debootstrap:<suite> base, push it as REGISTRY/imagematrix-base:<suite>, record its digest"
-
 
 def add_arguments(p) -> None:
     p.add_argument("--suite", required=True, help="a suite of knowledge/bases.yaml (e.g. bookworm)")

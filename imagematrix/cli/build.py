@@ -7,8 +7,6 @@ import argparse
 from imagematrix.cli.common import build_input_options, build_inputs, err, load, out, registry_options, row_options
 from imagematrix.stages import pipeline, publish, sizes
 
-HELP = "build, smoke-test, then push each row (only when its tests pass)"
-
 
 def add_arguments(p) -> None:
     row_options(p)

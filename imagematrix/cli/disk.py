@@ -8,8 +8,6 @@ from pathlib import Path
 from imagematrix.cli.common import err, load, out, row_options
 from imagematrix.stages import sizes
 
-HELP = "check the free disk against what each row's build needs (from sizes/<row>.json); exit 1 when short"
-
 
 def add_arguments(p) -> None:
     row_options(p)

@@ -8,8 +8,6 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.model import paths
 from imagematrix.stages import docs
 
-HELP = "write docs/images.md, docs/gpu-runs.md and the README image table from the matrix, registry and GPU runs"
-
 
 def add_arguments(p) -> None:
     matrix_option(p)

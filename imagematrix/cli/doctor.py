@@ -9,8 +9,6 @@ from imagematrix.cli.common import err, matrix_option, out
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model import secrets
 
-HELP = "diagnose this Python environment (or --image) against the matrix, rules, GPU"
-
 
 def add_arguments(p) -> None:
     matrix_option(p)

@@ -10,8 +10,6 @@ from imagematrix.model import fields, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import export
 
-HELP = "write a row's image as carried parts and manifest.json for image mode on a GPU host (docs/image-mode.md)"
-
 
 def add_arguments(p) -> None:
     matrix_option(p)

@@ -14,8 +14,6 @@ from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.stages import builder, flash_attn, render
 from imagematrix.tools import docker, host
 
-HELP = "a row's flash-attn wheel: show its source, get or compile it into the registry, or import a wheel"
-
 
 def add_arguments(p) -> None:
     p.add_argument("action", choices=("show", "get", "import"),

@@ -11,8 +11,6 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError
 from imagematrix.stages import gpu_record, locks
 
-HELP = "write docs/gpu-runs/<date>-<row>-N.json from a GPU run's raw results (then `build.py docs`)"
-
 
 def add_arguments(p) -> None:
     matrix_option(p)

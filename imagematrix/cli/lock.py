@@ -5,8 +5,6 @@ from __future__ import annotations
 from imagematrix.cli.common import err, load, out, row_options
 from imagematrix.stages import locks
 
-HELP = "write hash-pinned locks/<row-id>.txt (and locks/tools.txt)"
-
 
 def add_arguments(p) -> None:
     row_options(p)

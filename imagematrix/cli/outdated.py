@@ -16,7 +16,6 @@ from imagematrix.model import fields, secrets
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError
 
-HELP = "releases newer than the matrix covers, and the row add-row would propose for each new vLLM / verl"
 SHOWN = 8  # releases listed per package in the table (--json lists all)
 
 

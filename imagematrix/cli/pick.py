@@ -11,8 +11,6 @@ from imagematrix.cli.common import checked, err, matrix_option, out
 from imagematrix.model import fields, tags
 from imagematrix.model import matrix as matrix_mod
 
-HELP = "the best image for a GPU, driver and version wishes, and why others are out"
-
 
 def add_arguments(p) -> None:
     matrix_option(p)

@@ -11,8 +11,6 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import builder, render
 from imagematrix.stages import plan as plan_stage
 
-HELP = "rows whose input digest differs from the registry's, as text, bake file or CI matrix"
-
 
 def add_arguments(p) -> None:
     row_options(p)

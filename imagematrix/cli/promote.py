@@ -9,8 +9,6 @@ from imagematrix.cli.common import err, out, registry_options, row_options, sign
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import promote
 
-HELP = "retag tested candidates to their final tags in the registry (CI)"
-
 
 def add_arguments(p) -> None:
     row_options(p)

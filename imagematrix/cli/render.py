@@ -9,8 +9,6 @@ from imagematrix.cli.common import err, load, out, row_options
 from imagematrix.model import paths
 from imagematrix.stages import render
 
-HELP = "write dockerfiles/generated/<row-id>/ from the templates"
-
 
 def add_arguments(p) -> None:
     row_options(p)

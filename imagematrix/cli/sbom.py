@@ -13,8 +13,6 @@ from imagematrix.model.errors import InputError
 from imagematrix.stages import attest
 from imagematrix.tools import cosign
 
-HELP = "print an image's SBOM (CycloneDX): from build-logs/<row>/ or the registry's signed attestation"
-
 
 def add_arguments(p) -> None:
     matrix_option(p)

@@ -5,8 +5,6 @@ from __future__ import annotations
 from imagematrix.cli.common import out
 from imagematrix.tools import docker, host
 
-HELP = "install/start what builds need: dockerd, buildx, the embedded registry, debootstrap, cosign"
-
 
 def add_arguments(p) -> None:
     pass

@@ -9,8 +9,6 @@ from imagematrix.model.errors import RuntimeFailure
 from imagematrix.stages import smoke, smoke_gpu
 from imagematrix.tools import docker
 
-HELP = "run the smoke tests on an existing image of a row"
-
 
 def add_arguments(p) -> None:
     row_options(p)

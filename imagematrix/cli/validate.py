@@ -15,8 +15,6 @@ from imagematrix.model import paths
 from imagematrix.model.errors import InputErrors, RuntimeFailure
 from imagematrix.stages import validate
 
-HELP = "check rows: schema, resolution with uv, CUDA of torch, locks, patches"
-
 
 def add_arguments(p) -> None:
     row_options(p)

@@ -10,8 +10,6 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.stages import verify
 
-HELP = "check a published image: cosign signature, SBOM and provenance attestations, lock digest"
-
 
 def add_arguments(p) -> None:
     matrix_option(p)

@@ -22,13 +22,6 @@ import json
 import re
 from pathlib import Path
 
-from cyclonedx.model import HashAlgorithm, HashType
-from cyclonedx.model.bom import Bom
-from cyclonedx.model.component import Component, ComponentType
-from cyclonedx.output.json import JsonV1Dot6
-from cyclonedx.schema import SchemaVersion
-from cyclonedx.validation.json import JsonStrictValidator
-from packageurl import PackageURL
 from packaging.utils import canonicalize_name
 
 from imagematrix.model import labels, lockfile
@@ -45,6 +38,16 @@ _FREEZE_RE = re.compile(r"^([A-Za-z0-9_.-]+)==(\S+)$")
 
 def sbom(row: Row, manifest: dict, lock_text: str, distro: str) -> dict:
     """The image's SBOM as a CycloneDX 1.6 JSON document (validated against the schema)."""
+    # Imported here, not at module level: the validator pulls in jsonschema's format checkers (rfc3987_syntax
+    # builds its grammar on import, ~1 s), which every command importing this module would pay (issue 30).
+    from cyclonedx.model import HashAlgorithm, HashType
+    from cyclonedx.model.bom import Bom
+    from cyclonedx.model.component import Component, ComponentType
+    from cyclonedx.output.json import JsonV1Dot6
+    from cyclonedx.schema import SchemaVersion
+    from cyclonedx.validation.json import JsonStrictValidator
+    from packageurl import PackageURL
+
     hashes = {}
     for name, entry in lockfile.parse(lock_text).items():
         found = re.findall(r"--hash=sha256:([0-9a-f]{64})", entry.text)

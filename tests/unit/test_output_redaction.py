@@ -32,7 +32,7 @@ def test_the_last_handler_never_prints_url_credentials(exc, monkeypatch, capsys)
     def boom(args):
         raise exc
 
-    monkeypatch.setattr(app.render, "run", boom)
+    monkeypatch.setattr(app.command("render"), "run", boom)
     code = app.main(["render", "--check"])
     out, err = capsys.readouterr()
     assert code == (2 if isinstance(exc, InputError) else 1)

@@ -329,7 +329,7 @@ def test_gpu_jobs_always_pull_the_candidate_they_test():
 def test_a_rebuild_flag_of_build_py_is_passed_on_schedule_and_all():
     """Item 5: `build.py build` skips a row whose candidate tag is already pushed, so a schedule or `all` passes
     --rebuild, which builds, tests and pushes it again."""
-    build_parser = cli.parser()._subparsers._group_actions[0].choices["build"]
+    build_parser = cli.parser(fill=True)._subparsers._group_actions[0].choices["build"]
     assert "--rebuild" in build_parser._option_string_actions
     step = step_calling(workflow()["jobs"]["build"], "build.py build")
     assert 'if [ "$EVENT" = schedule ] || [ "$ALL" = true ]; then rebuild=(--rebuild); fi' in step["run"]

@@ -11,7 +11,7 @@ def test_an_internal_error_is_one_line_and_exit_1(monkeypatch, capsys):
     def boom(args):
         raise KeyError("no such thing")
 
-    monkeypatch.setattr(app.render, "run", boom)
+    monkeypatch.setattr(app.command("render"), "run", boom)
     assert app.main(["render", "--check"]) == 1
     err = capsys.readouterr().err
     assert "internal error: KeyError: 'no such thing' (rerun with --debug for the traceback)" in err
@@ -42,7 +42,7 @@ def _build_py_with_a_bug(*argv: str, error: str = "KeyError('no such thing')"):
 
     code = ("import sys\nfrom imagematrix.cli import app\n"
             f"def boom(args):\n    raise {error}\n"
-            "app.render.run = boom\nsys.exit(app.main(sys.argv[1:]))\n")
+            "app.command('render').run = boom\nsys.exit(app.main(sys.argv[1:]))\n")
     return subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
 
 
