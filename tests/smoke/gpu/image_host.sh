@@ -6,9 +6,10 @@
 #   tests/smoke/gpu/image_host.sh stash BUNDLE          # a carry.py bundle: its parts (and pending ones) checked and
 #                                                       # kept in $IM/store
 #   tests/smoke/gpu/image_host.sh have OUTFILE          # {"have": [...]}: the parts already here (carry.py --have)
-#   tests/smoke/gpu/image_host.sh start ROW PY [SITE..] # detached: unpack ROW's image, then run_image.sh inside it
-#   tests/smoke/gpu/image_host.sh status ROW            # the step it is at, and the log's tail
-#   tests/smoke/gpu/image_host.sh results ROW OUTDIR    # the raw results (for `build.py gpu-record --mode image`)
+#   tests/smoke/gpu/image_host.sh start ROW PY RUN [SITE..] [-- PYTEST_ARGS]
+#                                 # detached: unpack ROW's image (once), then run_image.sh inside it as run RUN
+#   tests/smoke/gpu/image_host.sh status ROW RUN        # the step it is at, and the log's tail
+#   tests/smoke/gpu/image_host.sh results ROW RUN DIR   # DIR/ROW.RUN.tgz: the raw results (`gpu-record --mode image`)
 #
 # $IM (default /root/im) holds store/ (parts by name), manifests/<row>.json, rootfs/<row> (unpacked), repo/ (a copy
 # of the files the run needs, since the carried checkout changes between calls), results/<row>/ and state/<row>.
@@ -52,41 +53,45 @@ have)
     python3 -c 'import json, os, sys; print(json.dumps({"have": sorted(os.listdir(sys.argv[1]))}))' "$IM/store" >"$1"
     ;;
 start)
-    row=$1 py=$2
-    shift 2
+    row=$1 py=$2 run=$3
+    shift 3
     sites=()
-    for s in "$@"; do sites+=(--site "$IM/rootfs/$s"); done
+    while [ $# -gt 0 ] && [ "$1" != "--" ]; do sites+=(--site "$IM/rootfs/$1"); shift; done
+    [ "${1:-}" = "--" ] && shift
+    printf '%s\n' "$@" >"$IM/state/$row.$run.args"
     manifest=$IM/manifests/$row.json
     [ -f "$manifest" ] || { echo "no manifest for $row: stash a bundle first" >&2; exit 2; }
     [ -d "$IM/common/pytest${py//./}" ] || { echo "no pytest for Python $py in $IM/common: run setup" >&2; exit 2; }
-    echo "unpacking" >"$IM/state/$row"
+    echo "unpacking" >"$IM/state/$row.$run"
     setsid bash -c '
-        IM=$1 row=$2 py=$3 manifest=$4; shift 4
+        IM=$1 row=$2 py=$3 manifest=$4 run=$5; shift 5
+        mapfile -t args <"$IM/state/$row.$run.args"
         started=$(date +%s)
         if python3 "$IM/repo/imagematrix/in_image/imagefs.py" unpack --manifest "$manifest" --store "$IM/store" \
-                --rootfs "$IM/rootfs/$row" "$@" >"$IM/results/$row.unpack.json" 2>"$IM/results/$row.unpack.log"; then
-            echo "suite started (unpacked in $(( $(date +%s) - started )) s)" >"$IM/state/$row"
+                --rootfs "$IM/rootfs/$row" "$@" >"$IM/results/$row.unpack.json" 2>>"$IM/results/$row.unpack.log"; then
+            echo "suite started (unpacked in $(( $(date +%s) - started )) s)" >"$IM/state/$row.$run"
             started=$(date +%s)
             "$IM/repo/tests/smoke/gpu/run_image.sh" "$IM/rootfs" "$IM/rootfs/$row" "$manifest" \
-                "$IM/repo/generated/$row/row.json" "$IM/common/pytest${py//./}" "$IM/results/$row" \
-                "$IM/common/vllm-advice.json" >"$IM/results/$row.log" 2>&1
-            echo "done $? (suite $(( $(date +%s) - started )) s)" >"$IM/state/$row"
+                "$IM/repo/generated/$row/row.json" "$IM/common/pytest${py//./}" "$IM/results/$row.$run" \
+                "$IM/common/vllm-advice.json" -- "${args[@]}" >"$IM/results/$row.$run.log" 2>&1
+            echo "done $? (suite $(( $(date +%s) - started )) s)" >"$IM/state/$row.$run"
         else
-            echo "unpack failed: $(tail -1 "$IM/results/$row.unpack.log")" >"$IM/state/$row"
-        fi' _ "$IM" "$row" "$py" "$manifest" "${sites[@]}" </dev/null >/dev/null 2>&1 &
-    echo "started $row"
+            echo "unpack failed: $(tail -1 "$IM/results/$row.unpack.log")" >"$IM/state/$row.$run"
+        fi' _ "$IM" "$row" "$py" "$manifest" "$run" "${sites[@]}" </dev/null >/dev/null 2>&1 &
+    echo "started $row ($run)"
     ;;
 status)
-    row=$1
-    echo "state: $(cat "$IM/state/$row" 2>/dev/null || echo none)"
-    tail -3 "$IM/results/$row.unpack.log" 2>/dev/null
-    tail -5 "$IM/results/$row.log" 2>/dev/null
+    row=$1 run=$2
+    echo "state: $(cat "$IM/state/$row.$run" 2>/dev/null || echo none)"
+    tail -2 "$IM/results/$row.unpack.log" 2>/dev/null
+    grep -E "PASSED|FAILED|ERROR|SKIPPED" "$IM/results/$row.$run.log" 2>/dev/null | tail -4
     ;;
 results)
-    row=$1 dest=$2
+    row=$1 run=$2 dest=$3
     mkdir -p "$dest"
-    tar czf "$dest/$row.results.tgz" -C "$IM/results" "$row" "$row.log" "$row.unpack.json" "$row.unpack.log" 2>/dev/null
-    cp "$IM/state/$row" "$dest/$row.state" 2>/dev/null
+    cp "$IM/state/$row.$run" "$IM/results/$row.$run/state" 2>/dev/null
+    tar czf "$dest/$row.$run.tgz" -C "$IM/results" "$row.$run" "$row.$run.log" "$row.unpack.json" \
+        "$row.unpack.log" 2>/dev/null
     ls -la "$dest"
     ;;
 *)
