@@ -192,10 +192,11 @@ def setup_driver(root: str, driver: dict) -> list[str]:
     for kind in ("lib", "bin"):
         for path in driver[kind]:
             dst = f"{base}/{kind}/{os.path.basename(path)}"
-            if os.path.islink(path):
-                os.symlink(os.readlink(path), dst)
-            else:
-                bind(path, dst, ro=True)
+            target = os.readlink(path) if os.path.islink(path) else ""
+            if target and "/" not in target:  # libcuda.so.1 -> libcuda.so.580.x beside it: the same link inside
+                os.symlink(target, dst)
+            elif os.path.exists(path):  # a file, or a link elsewhere on the host: the file it names
+                bind(os.path.realpath(path), dst, ro=True)
     bins = []
     for path in driver["bin"]:  # where the NVIDIA runtime puts them: /usr/bin
         bind(path, f"{root}/usr/bin/{os.path.basename(path)}", ro=True)
