@@ -8,24 +8,14 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from imagematrix.model import datafile
+from imagematrix.model.datafile import MAX_BYTES  # noqa: F401 (the one limit on data files, read here first)
 from imagematrix.model.errors import InputError
-
-# The data files are a few kB; round-trip YAML slows down badly on huge inputs (minutes for tens of MB).
-MAX_BYTES = 1_000_000
 
 
 def load(path: Path) -> Any:
     """Load a YAML file (round-trip, keeping positions). Duplicate keys and syntax errors are InputErrors."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise InputError(f"the file is {size:,} bytes, over the limit of {MAX_BYTES:,}", where=str(path),
-                             fix="a matrix or data file is a few kB: pass the right file")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("file not found", where=str(path), fix="pass an existing file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read: {exc}", where=str(path)) from None
+    text = datafile.read_text(path)
     try:
         return YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
