@@ -5,10 +5,11 @@ crashing on depth; every problem is an InputError naming the file (exit 2)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 
 from imagematrix.model.errors import InputError
 
@@ -95,3 +96,18 @@ def type_name(value: Any) -> str:
     if isinstance(value, (int, float)):
         return "a number"
     return f"a {type(value).__name__}"
+
+
+CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # newlines, tabs, escapes: a line they would break
+
+
+def check_line(text: str) -> str:
+    """text when it is one line without control characters (a record's note), else ValueError saying why."""
+    found = CONTROL_RE.search(text)
+    if found:
+        raise ValueError(f"holds the control character {found.group()!r} at {found.start()}: it must be one line")
+    return text
+
+
+Line = Annotated[str, AfterValidator(check_line)]  # a string field of a data file that is one line of text
+Short = Annotated[str, Field(max_length=300), AfterValidator(check_line)]  # ... and a short one (a name, a version)

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from imagematrix.model import datafile, paths, tags
+from imagematrix.model.datafile import CONTROL_RE, Line, Short, check_line  # noqa: F401 (CONTROL_RE: gpu_record)
 from imagematrix.model.errors import InputError, InputErrors
 from imagematrix.model.markdown import text as md
 
@@ -41,17 +42,6 @@ def check_date(text: str) -> str:
     return text
 
 
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # newlines, tabs, escapes: a line they would break
-
-
-def check_line(text: str) -> str:
-    """text when it is one line without control characters (a record's note), else ValueError saying why."""
-    found = CONTROL_RE.search(text)
-    if found:
-        raise ValueError(f"holds the control character {found.group()!r} at {found.start()}: it must be one line")
-    return text
-
-
 def check_row(text: str) -> str:
     if not tags.TAG_RE.fullmatch(text):
         raise ValueError(f"{text!r} is not a row id")
@@ -60,8 +50,6 @@ def check_row(text: str) -> str:
 
 NOTE_MAX = 2000  # characters of a record's note (gpu-record --note)
 SHA256_HEX = r"^[0-9a-f]{64}$"  # pydantic's patterns are Rust regexes: $ is the end of the text
-Line = Annotated[str, AfterValidator(check_line)]
-Short = Annotated[str, Field(max_length=300), AfterValidator(check_line)]
 FIX = ("a record is written by `build.py gpu-record`: restore it from git (git checkout -- FILE) or remove it, "
        "then run `build.py docs`")
 

@@ -160,7 +160,8 @@ RAW = {  # file -> content; None: written as bytes that are not UTF-8
 
 
 @pytest.mark.parametrize(("name", "content"), [(name, content) for name, contents in RAW.items()
-                                               for content in contents])
+                                               for content in contents],
+                         ids=[f"{name}-{i}" for name, contents in RAW.items() for i in range(len(contents))])
 def test_malformed_raw_results_are_bad_input_naming_the_file_and_nothing_is_written(name, content, run, project,
                                                                                      raw):
     path = raw / name
@@ -170,7 +171,8 @@ def test_malformed_raw_results_are_bad_input_naming_the_file_and_nothing_is_writ
     assert _tree(project) == before
 
 
-@pytest.mark.parametrize("note", ["two\nlines", "tab\there", "\x1b[31mred", "line\u2028separator", "nul\x00", "x" * 2001])
+@pytest.mark.parametrize("note", ["two\nlines", "tab\there", "\x1b[31mred", "line\u2028separator", "nul\x00",
+                                  "x" * 2001], ids=["newline", "tab", "escape", "line separator", "nul", "too long"])
 def test_a_note_of_more_than_one_line_is_refused(note, run, project, raw):
     before = _tree(project)
     result = _gpu_record(run, project, raw, "--note", note)
