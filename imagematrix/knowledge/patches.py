@@ -94,8 +94,12 @@ def load(directory: Path = paths.PATCHES) -> list[Patch]:
     patches: list[Patch] = []
     errors: list[InputError] = []
     for file in files:
-        doc = yamlio.load(file)
-        items = doc.get("patches") if isinstance(doc, dict) else None
+        try:
+            doc = yamlio.load_mapping(file, keys="one key, `patches:`, with a list of patches")
+        except InputError as exc:
+            errors.append(exc)
+            continue
+        items = doc.get("patches")
         if not isinstance(items, list) or set(doc) != {"patches"}:
             errors.append(InputError("a patch file holds one key, `patches:`, with a list of patches", where=str(file)))
             continue

@@ -27,6 +27,18 @@ def load(path: Path) -> Any:
         raise InputError(f"invalid YAML: {exc}", where=str(path)) from None
 
 
+def load_mapping(path: Path, *, keys: str, fix: str | None = None) -> Any:
+    """A YAML file whose top level must be a mapping (every data file's): one that is a list, a string, a number or
+    empty (null) is bad input naming the file and what it holds instead. keys: what the mapping holds, for the
+    message (e.g. "an `env:` list")."""
+    doc = load(path)
+    if not isinstance(doc, dict):
+        raise InputError(f"the top level is {datafile.type_name(doc)}, not a mapping with {keys}",
+                         where=f"{path}:{line_of(doc) or 1}",
+                         fix=fix or "see the comment at the top of the file for its form")
+    return doc
+
+
 def line_of(node: Any, key: Any = None) -> int | None:
     """1-based line of `node[key]` (or of `node` itself) when ruamel recorded it."""
     lc = getattr(node, "lc", None)
