@@ -3,7 +3,6 @@ source has it) and keep it in the registry, or import one compiled elsewhere (e.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -89,22 +88,21 @@ def _checked_import(row, args) -> tuple[str, str]:
                          f"cp{row.python.replace('.', '')}",
                          fix=f"compile it for the row (flash_attn_compile.py names it flash_attn-{row.flash_attn}+"
                              f"{flashattn.local_version(row)}-cp{row.python.replace('.', '')}-...)")
-    record = {}
-    if args.record:
-        try:
-            record = json.loads(args.record.read_text())
-        except (OSError, ValueError) as exc:
-            raise InputError(f"--record {args.record}: {exc}", fix="pass the record.json the compile wrote") from None
+    record = flash_attn.compile_record(args.record) if args.record else None
+    if record is not None:
         want = ";".join(a.replace(".", "") for a in flashattn.archs(row))
-        if ";".join(record.get("archs", [])) != want:
-            raise InputError(f"{args.record} says archs {record.get('archs')}, the row's key needs {want}",
+        if ";".join(record.archs) != want:
+            raise InputError(f"{args.record} says archs {record.archs}, the row's key needs {want}",
                              fix="compile for the row's flash_attn_archs, or change them")
     sha = flash_attn.sha256_of(wheel)
-    if record.get("sha256") and record["sha256"] != sha:
-        raise InputError(f"{wheel} has sha256 {sha}, its record says {record['sha256']}", fix="pass the matching pair")
-    origin = (f"imported: compiled elsewhere from {record.get('sdist', 'the sdist')} in {record.get('seconds', '?')} s, "
-              f"{record.get('units', '?')} units, MAX_JOBS={record.get('jobs', '?')}, nvcc {record.get('nvcc_release', '?')}"
-              if record else f"imported from {wheel.name}")
+    if record is not None and record.sha256 and record.sha256 != sha:
+        raise InputError(f"{wheel} has sha256 {sha}, its record says {record.sha256}", fix="pass the matching pair")
+    if record is None:
+        return sha, f"imported from {wheel.name}"
+    seconds, units, jobs, nvcc = ("?" if v is None else v for v in (record.seconds, record.units, record.jobs,
+                                                                     record.nvcc_release))
+    origin = (f"imported: compiled elsewhere from {record.sdist or 'the sdist'} in {seconds} s, {units} units, "
+              f"MAX_JOBS={jobs}, nvcc {nvcc}")
     return sha, origin
 
 

@@ -28,13 +28,27 @@ def run(args) -> int:
         except ValueError as exc:
             raise InputError(f"--date {exc}", fix="give the run's day as YYYY-MM-DD, e.g. --date 2026-12-02 "
                                                   "(or leave --date out: today, UTC)") from None
+    try:
+        gpurun.check_line(args.note)
+        if len(args.note) > gpurun.NOTE_MAX:
+            raise ValueError(f"is {len(args.note):,} characters long, over {gpurun.NOTE_MAX:,}")
+    except ValueError as exc:
+        raise InputError(f"--note {exc}", fix="pass the note as one line of text (no newlines, tabs or escapes)") \
+            from None
     m = matrix_mod.load(args.matrix)
     if not args.results.is_dir():
         raise InputError(f"{args.results}: no such folder", fix="pass the OUT folder of tests/smoke/gpu/run_host.sh")
     row = m.select([args.row_id])[0]
     date = args.date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
+    # everything this command reads is read and checked before it writes: the records beside the new one (the row's
+    # summary below lists them), the raw results, the lock
+    folder = gpurun.RUNS
+    known = gpurun.load_named(folder)
     record = gpu_record.record(m, row, args.results, date, args.mode, args.note)
-    path = gpu_record.write(record)
-    row_runs = gpurun.by_row(gpurun.load_all(path.parent)).get(row.id, [])
-    out.print(f"wrote {path.relative_to(m.root)} ({record.counts()}); row {row.id}: {gpurun.summary(row_runs, locks.current_pins(m, row))}")
+    pins = locks.current_pins(m, row)
+    path = gpu_record.write(record, folder)
+    named = sorted([*known, (path.name, record)], key=lambda pair: (pair[1].date, pair[0]))
+    row_runs = [run for _, run in named if run.row == row.id]
+    shown = path.relative_to(m.root) if path.is_relative_to(m.root) else path
+    out.print(f"wrote {shown} ({record.counts()}); row {row.id}: {gpurun.summary(row_runs, pins)}")
     return 0

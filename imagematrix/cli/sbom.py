@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 from imagematrix.cli.common import matrix_option, out
+from imagematrix.model import datafile, paths
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.model import paths
 from imagematrix.model.errors import InputError
 from imagematrix.stages import attest
 from imagematrix.tools import cosign
+
+SBOM_MAX_BYTES = 100 * datafile.MAX_BYTES  # an image's SBOM lists thousands of packages: megabytes, not kB
 
 
 def add_arguments(p) -> None:
@@ -29,7 +31,10 @@ def run(args) -> int:
         path = args.log_dir / row.id / "sbom.cdx.json"
         if not path.is_file():
             raise InputError(f"{path}: no SBOM", fix=f"build the row first (python build.py build --row {row.id})")
-        out.print_json(path.read_text())
+        fix = f"build the row again (python build.py build --row {row.id}): the build writes its SBOM there"
+        sbom = datafile.load_json(path, limit=SBOM_MAX_BYTES, fix=fix)
+        datafile.expect(sbom, dict, str(path), what="a CycloneDX SBOM is a JSON object", fix=fix)
+        out.print_json(data=sbom)
         return 0
     if args.key is None or not args.key.is_file():
         raise InputError("--image needs --key with the publisher's cosign.pub", fix="pass --key cosign.pub")

@@ -23,8 +23,8 @@ class EnvDefault(BaseModel):
 
 
 def load(path: Path = paths.ENV_DEFAULTS) -> list[EnvDefault]:
-    doc = yamlio.load(path)
-    items = doc.get("env") if isinstance(doc, dict) else None
+    doc = yamlio.load_mapping(path, keys="an `env:` list")
+    items = doc.get("env")
     if not isinstance(items, list):
         raise InputError("expected a mapping with an `env:` list", where=str(path))
     out = []
@@ -57,6 +57,7 @@ def _env_defaults() -> tuple[EnvDefault, ...]:
 
 @functools.cache
 def _env_default_lines() -> dict[tuple[str, str], int | None]:
+    load(paths.ENV_DEFAULTS)  # checked first: a malformed file is bad input naming it, here too
     doc = yamlio.load(paths.ENV_DEFAULTS)
     items = doc.get("env") or []
     return {(str(item.get("name")), str(item.get("vllm"))): yamlio.line_of(items, i) for i, item in enumerate(items)}

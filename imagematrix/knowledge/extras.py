@@ -50,8 +50,8 @@ def default_path() -> Path:
 
 def load(path: Path | None = None) -> dict[str, Extra]:
     path = path or default_path()
-    doc = yamlio.load(path)
-    items = doc.get("extras") if isinstance(doc, dict) else None
+    doc = yamlio.load_mapping(path, keys="an `extras:` mapping of distribution names")
+    items = doc.get("extras")
     if not isinstance(items, dict):
         raise InputError("expected a mapping with an `extras:` mapping of distribution names", where=str(path),
                          fix="see the comment at the top of the file for the form of an entry")

@@ -125,9 +125,9 @@ def _check_hashed(line: str) -> None:
 
 @functools.cache
 def data(path: Path = paths.FLASH_ATTN) -> Data:
-    doc = yamlio.load(path)
+    doc = yamlio.load_mapping(path, keys="the sdists, toolchains, archs and compile cost of flash-attn")
     try:
-        return Data.model_validate(doc if isinstance(doc, dict) else {})
+        return Data.model_validate(doc)
     except (ValidationError, InvalidSpecifier) as exc:
         if isinstance(exc, ValidationError):
             first = exc.errors()[0]

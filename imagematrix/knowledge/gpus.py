@@ -54,7 +54,7 @@ def _cap(text: str) -> Capability:
 
 @functools.cache
 def data(path: Path = GPUS) -> Data:
-    doc = yamlio.load(path)
+    doc = yamlio.load_mapping(path, keys="`capabilities`, `drivers` and `torch_arch_lists`")
     sections = ("capabilities", "drivers", "torch_arch_lists")
     if not isinstance(doc, dict) or not set(sections) <= set(doc):
         missing = [s for s in sections if not isinstance(doc, dict) or s not in doc]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from imagematrix.model import paths, yamlio
@@ -61,7 +62,8 @@ class Patch(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: Annotated[str, AfterValidator(_pattern(PATCH_ID_RE, "patch id"))]
-    package: Annotated[str, AfterValidator(_pattern(PACKAGE_RE, "package name"))]
+    # PEP 503 normalized (`vLLM`, `Flash_Attn` -> vllm, flash-attn): compared with the row's pins that way
+    package: Annotated[str, AfterValidator(_pattern(PACKAGE_RE, "package name")), AfterValidator(canonicalize_name)]
     versions: Annotated[str, AfterValidator(_specifier)]
     file: Annotated[str, AfterValidator(_pattern(FILE_RE, "relative path of a .py file"))]
     scope: Annotated[str, AfterValidator(_pattern(SCOPE_RE, "dotted def/class name"))] | None = None
@@ -92,8 +94,12 @@ def load(directory: Path = paths.PATCHES) -> list[Patch]:
     patches: list[Patch] = []
     errors: list[InputError] = []
     for file in files:
-        doc = yamlio.load(file)
-        items = doc.get("patches") if isinstance(doc, dict) else None
+        try:
+            doc = yamlio.load_mapping(file, keys="one key, `patches:`, with a list of patches")
+        except InputError as exc:
+            errors.append(exc)
+            continue
+        items = doc.get("patches")
         if not isinstance(items, list) or set(doc) != {"patches"}:
             errors.append(InputError("a patch file holds one key, `patches:`, with a list of patches", where=str(file)))
             continue
@@ -139,8 +145,12 @@ def _replacement_problem(patch: Patch) -> str | None:
     return None
 
 
+def pinned(row: Row, patch: Patch) -> str | None:
+    """The row's pinned version of the patch's package (names compared PEP 503 normalized), None if it pins none."""
+    return {canonicalize_name(name): version for name, version in row.pins().items()}.get(patch.package)
+
+
 def select(row: Row, patches: list[Patch]) -> Selection:
-    pins = {name.lower(): version for name, version in row.pins().items()}
     known = {p.id for p in patches}
     unknown = sorted(set(row.skip_patches) - known)
     if unknown:
@@ -148,7 +158,7 @@ def select(row: Row, patches: list[Patch]) -> Selection:
                          where=f"row {row.id}, field skip_patches", fix=f"known patches: {', '.join(sorted(known))}")
     applied, skipped = [], {}
     for patch in patches:
-        version = pins.get(patch.package.lower())
+        version = pinned(row, patch)
         if version is None or not patch.applies_to(version):
             continue
         if patch.id in row.skip_patches:

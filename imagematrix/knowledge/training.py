@@ -28,9 +28,9 @@ class Band(BaseModel):
 
 @functools.cache
 def bands() -> tuple[Band, ...]:
-    doc = yamlio.load(TRAINING) or {}
+    doc = yamlio.load_mapping(TRAINING, keys="an `attention:` list")
     try:
-        if not isinstance(doc, dict) or not isinstance(doc.get("attention") or [], list):
+        if not isinstance(doc.get("attention"), list):
             raise ValueError("expected a mapping with an `attention:` list")
         out = tuple(Band.model_validate(item) for item in doc.get("attention") or [])
         for item in out:

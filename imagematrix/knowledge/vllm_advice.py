@@ -79,8 +79,8 @@ class Match:
 
 def load(path: Path | None = None) -> tuple[Advice, ...]:
     path = path or default_path()
-    doc = yamlio.load(path)
-    items = doc.get("advice") if isinstance(doc, dict) else None
+    doc = yamlio.load_mapping(path, keys="an `advice:` list")
+    items = doc.get("advice")
     if not isinstance(items, list):
         raise InputError("expected a mapping with an `advice:` list", where=str(path),
                          fix="see the comment at the top of the file for the form of an entry")

@@ -196,8 +196,8 @@ class Suite(BaseModel):
 @functools.cache
 def bootstrap_suites() -> dict[str, Any]:
     """The bootstrappable bases of knowledge/bases.yaml (read once), checked: a malformed file is bad input."""
-    data = yamlio.load(paths.BASES) or {}
-    suites = data.get("debootstrap") if isinstance(data, dict) else None
+    data = yamlio.load_mapping(paths.BASES, keys="a `debootstrap:` mapping of suites")
+    suites = data.get("debootstrap")
     if not isinstance(suites, dict):
         # the line of `debootstrap:` when there is one, else of whatever the file holds instead (1: an empty file)
         line = (yamlio.line_of(data, "debootstrap") if isinstance(data, dict) and "debootstrap" in data

@@ -114,9 +114,7 @@ def _field_errors(exc: ValidationError, where: str) -> list[InputError]:
 
 def load(path: Path | str = paths.MATRIX) -> Matrix:
     path = Path(path)
-    doc = yamlio.load(path)
-    if not isinstance(doc, dict):
-        raise InputError("the top level must be a mapping with `defaults:` and `rows:`", where=str(path))
+    doc = yamlio.load_mapping(path, keys="`defaults:` and `rows:`")
     # in file order: keys need not be strings (`1:`, `? [a]`, `null:`), nor comparable with each other
     unknown = [key for key in doc if key not in ("defaults", "rows")]
     if unknown:

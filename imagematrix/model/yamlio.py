@@ -8,24 +8,14 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
+from imagematrix.model import datafile
+from imagematrix.model.datafile import MAX_BYTES  # noqa: F401 (the one limit on data files, read here first)
 from imagematrix.model.errors import InputError
-
-# The data files are a few kB; round-trip YAML slows down badly on huge inputs (minutes for tens of MB).
-MAX_BYTES = 1_000_000
 
 
 def load(path: Path) -> Any:
     """Load a YAML file (round-trip, keeping positions). Duplicate keys and syntax errors are InputErrors."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise InputError(f"the file is {size:,} bytes, over the limit of {MAX_BYTES:,}", where=str(path),
-                             fix="a matrix or data file is a few kB: pass the right file")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("file not found", where=str(path), fix="pass an existing file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read: {exc}", where=str(path)) from None
+    text = datafile.read_text(path)
     try:
         return YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
@@ -35,6 +25,18 @@ def load(path: Path) -> Any:
         raise InputError(f"invalid YAML: {problem}", where=where, fix="fix the YAML syntax at that line") from None
     except YAMLError as exc:
         raise InputError(f"invalid YAML: {exc}", where=str(path)) from None
+
+
+def load_mapping(path: Path, *, keys: str, fix: str | None = None) -> Any:
+    """A YAML file whose top level must be a mapping (every data file's): one that is a list, a string, a number or
+    empty (null) is bad input naming the file and what it holds instead. keys: what the mapping holds, for the
+    message (e.g. "an `env:` list")."""
+    doc = load(path)
+    if not isinstance(doc, dict):
+        raise InputError(f"the top level is {datafile.type_name(doc)}, not a mapping with {keys}",
+                         where=f"{path}:{line_of(doc) or 1}",
+                         fix=fix or "see the comment at the top of the file for its form")
+    return doc
 
 
 def line_of(node: Any, key: Any = None) -> int | None:

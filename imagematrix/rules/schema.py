@@ -181,9 +181,7 @@ class Ruleset(_Strict):
 
 @functools.cache
 def load(path: Path = paths.RULES) -> Ruleset:
-    doc = yamlio.load(path)
-    if not isinstance(doc, dict):
-        raise InputError("expected a mapping with `rules`, `flash_attn_wheels` and `vllm_env`", where=str(path))
+    doc = yamlio.load_mapping(path, keys="`rules`, `flash_attn_wheels` and `vllm_env`")
     try:
         ruleset = Ruleset.model_validate(dict(doc))
     except ValidationError as exc:

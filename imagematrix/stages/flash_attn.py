@@ -17,16 +17,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import urllib.parse
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from imagematrix import rules
 from imagematrix.knowledge import flashattn
-from imagematrix.model import labels, paths, secrets
-from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model import datafile, labels, paths, secrets
+from imagematrix.model.datafile import Short
+from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Row
 from imagematrix.rules import flash_attn_wheel
 from imagematrix.tools import docker, http, pypi
@@ -55,16 +61,46 @@ def _wheels_dir(key: str) -> Path:
     return paths.cache_dir() / "flash-attn" / key
 
 
+def not_a_wheel(path: Path) -> str | None:
+    """None when path is a wheel as far as a look inside can tell (a zip archive holding a *.dist-info/WHEEL), else
+    why not: a mirror or an index may answer an HTML error page, a truncated file or anything else with 200."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        return f"not a wheel: not a zip archive ({exc})"
+    if not any(re.fullmatch(r"[^/]+\.dist-info/WHEEL", name) for name in names):
+        return "not a wheel: no *.dist-info/WHEEL in the archive"
+    return None
+
+
+def _download_wheel(url: str, dest: Path, name: str, timeout: float = 60) -> tuple[str | None, str | None]:
+    """url into dest/name once it is shown to be a wheel (downloaded beside it first): (sha256, None) or (None, why)."""
+    unchecked = dest / f".{name}.unchecked"
+    sha, problem = http.download(url, unchecked, timeout=timeout)
+    if problem:
+        return None, problem
+    problem = not_a_wheel(unchecked)
+    if problem:
+        unchecked.unlink(missing_ok=True)
+        return None, f"{secrets.redact_url(url)} is {problem}"
+    unchecked.replace(dest / name)
+    return sha, None
+
+
 def from_mirror(row: Row, mirror: str | None, dest: Path) -> tuple[Path | None, str]:
     """The upstream-named wheel under v<version>/ of the mirror (fetched here, on the host: build steps never
     reach the mirror, so a loopback mirror works)."""
     base = mirror or flashattn.RELEASES
     name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
     url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)
-    sha, problem = http.download(url, dest / name, timeout=30)
+    sha, problem = _download_wheel(url, dest, name, timeout=30)
     if problem:
         return None, problem
     return dest / name, f"mirror {secrets.redact_url(url)} (sha256 {sha[:12]})"
+
+
+FOLLOWED_SCHEMES = ("http", "https")  # an index's links, made absolute against its page: never file:, ftp:, ...
 
 
 def from_indexes(row: Row, indexes: list[str], dest: Path) -> tuple[Path | None, str]:
@@ -75,14 +111,17 @@ def from_indexes(row: Row, indexes: list[str], dest: Path) -> tuple[Path | None,
         except RuntimeFailure as exc:
             reasons.append(str(exc))
             continue
-        match = next(((url, sha) for url, sha in links if flashattn.index_match(url.rsplit("/", 1)[-1], row)), None)
-        if match is None:
+        fitting = [(url, sha) for url, sha in links if flashattn.index_match(_file_name(url), row)]
+        followed = [(url, sha) for url, sha in fitting if urllib.parse.urlsplit(url).scheme in FOLLOWED_SCHEMES]
+        if not followed:
             reasons.append(f"{secrets.redact_url(index)} has no flash-attn {row.flash_attn} wheel for "
-                           f"{flashattn.local_version(row)} cp{row.python.replace('.', '')}")
+                           f"{flashattn.local_version(row)} cp{row.python.replace('.', '')}"
+                           + (f" (its link {secrets.redact_url(fitting[0][0])} is not http(s): not followed)"
+                              if fitting else ""))
             continue
-        url, expected = match
-        name = url.rsplit("/", 1)[-1]
-        sha, problem = http.download(url, dest / name)
+        url, expected = followed[0]
+        name = _file_name(url)
+        sha, problem = _download_wheel(url, dest, name)
         if problem:
             reasons.append(problem)
             continue
@@ -92,6 +131,11 @@ def from_indexes(row: Row, indexes: list[str], dest: Path) -> tuple[Path | None,
             continue
         return dest / name, f"index {secrets.redact_url(index)} ({name}, sha256 {sha[:12]})"
     return None, "; ".join(reasons) or "no --flash-attn-index given"
+
+
+def _file_name(url: str) -> str:
+    """The last segment of a link's path (its query left out): the wheel's file name."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
 
 
 def from_registry(row: Row, registry: str | None) -> tuple[Wheel | None, str]:
@@ -155,6 +199,31 @@ def compile_wheel(row: Row, context: Path, secrets_files: dict[str, Path], dest:
     record_path = dest / "record.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     return wheels[-1], record
+
+
+class CompileRecord(BaseModel):
+    """What `flash-attn import --record` takes of flash_attn_compile.py's record.json (its other keys unread)."""
+    model_config = ConfigDict(extra="allow")
+
+    archs: list[Short] = []
+    sha256: Short = ""
+    sdist: Short | None = None
+    seconds: float | None = None
+    units: int | None = None
+    jobs: int | None = None
+    nvcc_release: Short | None = None
+
+
+def compile_record(path: Path) -> CompileRecord:
+    """A compile's record.json; one that is not (not JSON, the wrong shape or types, too large) is an InputError
+    naming it."""
+    fix = "pass the record.json the compile wrote (flash_attn_compile.py --record)"
+    data = datafile.load_json(path, fix=fix)
+    try:
+        return CompileRecord.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise InputError(f"not a flash-attn compile record: {datafile.describe(exc)}", where=str(path), fix=fix) \
+            from None
 
 
 def package(wheel: Path, sha256: str, origin: str, ref: str, log_path: Path) -> Wheel:

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from imagematrix.model import gpurun
+from imagematrix.model.markdown import text as md
 from imagematrix.model.matrix import Matrix
 from imagematrix.stages import locks
+
+# Every value taken from a record goes through md() (model/markdown.py): a record is data, and its text (the note,
+# test names and details, the GPU's name, ...) must not become HTML, headings or table cells of the page.
+
+
+def _value(v: object, digits: int) -> str:
+    return md(f"{v:.{digits}g}" if isinstance(v, float) else v)
 
 
 def _numbers(run: gpurun.GpuRun) -> list[str]:
@@ -13,46 +21,47 @@ def _numbers(run: gpurun.GpuRun) -> list[str]:
     if isinstance(train, dict) and train.get("metrics"):
         metrics = train["metrics"]
         steps = sorted(next(iter(metrics.values())).keys())
-        lines += [f"verl GRPO training ({train.get('attn_implementation')} attention), {train.get('wall_s')} s wall "
-                  "for the trainer process:", "",
-                  "| step | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        lines += [f"verl GRPO training ({md(train.get('attn_implementation'))} attention), {md(train.get('wall_s'))} "
+                  "s wall for the trainer process:", "",
+                  "| step | " + " | ".join(md(name) for name in metrics) + " |", "|---|" + "---|" * len(metrics)]
         for step in steps:
             cells = [metrics[name].get(step) for name in metrics]
-            lines.append(f"| {step} | " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in cells) + " |")
+            lines.append(f"| {md(step)} | " + " | ".join(_value(v, 4) for v in cells) + " |")
         lines.append("")
     sync = run.numbers.get("verl_weight_sync")
     if isinstance(sync, dict) and sync:
         lines += ["Weight sync FSDP -> vLLM, per step (the rollout's and the actor's token probabilities): "
-                  + "; ".join(f"step {step}: " + ", ".join(f"{k.split('/')[-1]} {v:.6g}" for k, v in m.items()
-                                                           if isinstance(v, float))
+                  + "; ".join(f"step {md(step)}: " + ", ".join(f"{md(k.split('/')[-1])} {_value(v, 6)}"
+                                                               for k, v in m.items() if isinstance(v, float))
                               for step, m in sorted(sync.items())), ""]
     for key, value in run.numbers.items():
         if key.endswith("_token_ids"):
-            lines.append(f"- {key.removesuffix('_token_ids').replace('_', ' ')}: generated token ids {value}")
+            lines.append(f"- {md(key.removesuffix('_token_ids').replace('_', ' '))}: generated token ids {md(value)}")
     return lines
 
 
 def _record(run: gpurun.GpuRun) -> list[str]:
-    lines = [f"### {run.date}: {run.row} on {run.gpus}x {run.gpu} ({run.counts()})", "",
-             f"Driver {run.driver}, compute capability {run.capability}, Python {run.python}, torch {run.torch} "
-             f"(CUDA {run.torch_cuda}), {run.mode} mode. Lock sha256 `{run.lock_sha256[:16]}…`.", ""]
-    if run.image is not None:
+    lines = [f"### {md(run.date)}: {md(run.row)} on {run.gpus}x {md(run.gpu)} ({run.counts()})", "",
+             f"Driver {md(run.driver)}, compute capability {md(run.capability)}, Python {md(run.python)}, torch "
+             f"{md(run.torch)} (CUDA {md(run.torch_cuda)}), {run.mode} mode. Lock sha256 `{run.lock_sha256[:16]}…`.",
+             ""]
+    if run.image is not None:  # ref and digest are checked against strict patterns (gpurun.ImageRef)
         lines += [f"Image `{run.image.ref}`, manifest digest `{run.image.manifest_digest}`, run inside its own "
-                  f"filesystem on the GPU host ({run.image.runner}).", ""]
+                  f"filesystem on the GPU host ({md(run.image.runner)}).", ""]
     if run.note:
-        lines += [run.note, ""]
+        lines += [md(run.note), ""]
     if run.wheels:
         w = run.wheels
-        lines += [f"Wheels: {w.source}. {w.from_lock} locked packages from the row's own wheels; "
+        lines += [f"Wheels: {md(w.source)}. {w.from_lock} locked packages from the row's own wheels; "
                   f"{len(w.from_host_same_version)} from the host at the locked version "
-                  f"({', '.join(w.from_host_same_version)})"
+                  f"({md(', '.join(w.from_host_same_version))})"
                   + (f"; {len(w.from_host_other_version)} from the host at another version than the lock's "
-                     f"({', '.join(w.from_host_other_version)})" if w.from_host_other_version else "")
-                  + (f"; not installed (the host lacks them, they were not carried): {', '.join(w.absent)}"
+                     f"({md(', '.join(w.from_host_other_version))})" if w.from_host_other_version else "")
+                  + (f"; not installed (the host lacks them, they were not carried): {md(', '.join(w.absent))}"
                      if w.absent else "")
-                  + (f"; left out on purpose: {', '.join(w.omitted)}" if w.omitted else "") + ".", ""]
+                  + (f"; left out on purpose: {md(', '.join(w.omitted))}" if w.omitted else "") + ".", ""]
     lines += ["| test | outcome | seconds | detail |", "|---|---|---|---|"]
-    lines += [f"| `{t.name}` | {t.outcome} | {t.duration_s} | {t.detail.replace('|', '/')} |" for t in run.tests]
+    lines += [f"| {md(t.name)} | {t.outcome} | {t.duration_s} | {md(t.detail)} |" for t in run.tests]
     lines.append("")
     return lines + _numbers(run)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from imagematrix.model import labels, paths, tags
+from imagematrix.model import datafile, labels, paths, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import attest, render
@@ -22,10 +22,13 @@ from imagematrix.tools import registry as registry_api
 
 def rows_from_plan(matrix: Matrix, plan_json: str) -> list[Row]:
     """The rows of a `plan --github` matrix (JSON)."""
-    try:
-        ids = [entry["row"] for entry in json.loads(plan_json)["include"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise InputError(f"--plan-json is not a `plan --github` matrix ({exc})", fix="pass that command's output") from None
+    fix = "pass that command's output"
+    doc = datafile.parse_json(plan_json, "--plan-json", fix=fix)
+    include = doc.get("include") if isinstance(doc, dict) else None
+    if not isinstance(include, list) or not all(isinstance(e, dict) and isinstance(e.get("row"), str) for e in include):
+        raise InputError("--plan-json is not a `plan --github` matrix: an object whose include is a list of "
+                         "{row: ID, ...}", fix=fix)
+    ids = [entry["row"] for entry in include]
     return matrix.select(ids) if ids else []
 
 

@@ -170,7 +170,7 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
         "patch_apply.py": (paths.IN_IMAGE / "patch_apply.py").read_bytes(),
         "preflight.py": (paths.IN_IMAGE / "preflight.py").read_bytes(),
         "entrypoint.sh": _template_file("entrypoint.sh"),
-        "patches.json": (json.dumps([p.for_image(row.pins()[p.package]) for p in selection.applied],
+        "patches.json": (json.dumps([p.for_image(patches.pinned(row, p)) for p in selection.applied],
                                     indent=2, sort_keys=True) + "\n").encode(),
         "row.json": (json.dumps({
             "id": row.id, "pins": row.pins(), "python": row.python, "cuda": row.cuda, "base": row.base,

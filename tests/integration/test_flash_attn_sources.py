@@ -1,16 +1,19 @@
 """Where a row's flash-attn wheel comes from (stages/flash_attn.py), against a real HTTP server standing for a
 release mirror and a PEP 503 index, the real Docker daemon (the wheel image) and the embedded registry (reuse).
 
-The wheels served here are small stand-in files with real wheel names: which source wins, digest checks, labels,
-registry reuse and redaction do not depend on the bytes. A real wheel through a real build: tests/images/."""
+The wheels served here are small stand-in wheels (a zip holding a .dist-info/WHEEL, as the sources check) with real
+wheel names: which source wins, digest checks, labels, registry reuse and redaction do not depend on the rest. A real
+wheel through a real build: tests/images/."""
 
 from __future__ import annotations
 
 import functools
 import hashlib
 import http.server
+import io
 import secrets
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,15 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def stand_in_wheel() -> bytes:
+    """A small zip that passes the sources' look inside (flash_attn-2.8.3.dist-info/WHEEL), different each call."""
+    data = io.BytesIO()
+    with zipfile.ZipFile(data, "w") as archive:
+        archive.writestr("flash_attn-2.8.3.dist-info/WHEEL", "Wheel-Version: 1.0\nTag: cp312-cp312-linux_x86_64\n")
+        archive.writestr("flash_attn/__init__.py", f"# {secrets.token_hex(16)}\n")
+    return data.getvalue()
+
+
 def _index(www: Path, files: dict[str, bytes], claimed: dict[str, str] | None = None) -> None:
     """A simple page listing files (served from /files/) with #sha256= fragments (claimed overrides the truth)."""
     anchors = []
@@ -84,7 +96,7 @@ def test_sources_in_order_with_reasons_and_no_credentials(server, row, tmp_path)
     found, why = flash_attn.from_mirror(row, f"http://user:{token}@{base.removeprefix('http://')}/mirror", dest)
     assert found is None and "answered HTTP 404" in why and token not in why and "***" in why
     # (b) an index with wheels for other keys, and the row's wheel whose claimed digest is wrong: refused
-    good = b"stand-in wheel " + secrets.token_bytes(16)
+    good = stand_in_wheel()
     _index(www, {"flash_attn-2.8.3+cu12torch2.11cxx11abiTRUE-cp312-cp312-linux_x86_64.whl": b"x", WHEEL: good},
            claimed={WHEEL: "0" * 64})
     found, why = flash_attn.from_indexes(row, [f"{base}/simple"], dest)
@@ -113,7 +125,7 @@ def test_wheel_image_is_pushed_once_and_reused_from_the_registry(server, row, tm
     """A wheel from an index becomes flash-attn-wheels:<key> in the registry; the next build (no mirror, no index)
     takes it from there with the same digest; the wheel image holds the wheel and nothing else."""
     www, base = server
-    good = b"stand-in wheel " + secrets.token_bytes(16)
+    good = stand_in_wheel()
     _index(www, {WHEEL: good})
     logged = []
     first = flash_attn.ensure(row, context=tmp_path, registry=registry_ns, mirror=f"{base}/no-mirror",

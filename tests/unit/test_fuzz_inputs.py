@@ -25,6 +25,7 @@ import io
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -517,3 +518,82 @@ def test_found_by_fuzzing(name, old, new, pristine):
             finally:
                 _clear_caches()
     _check(name, text, pristine)
+
+
+# --- a top level of the wrong type (issue 26, item 10) -----------------------------------------------------------
+
+# Every data file's top level is a mapping. Each of these in its place is bad input naming the file: before the fix
+# training.yaml took a list, null or an empty file as "no training data" (validate and render went on silently), and
+# env-defaults.yaml as a list was an AttributeError in validate (the vllm-env rule reads the file's lines itself).
+WRONG_TOP_LEVELS = {"a list": "- a\n- b: 1\n", "an empty list": "[]\n", "a string": "just some words\n",
+                    "a quoted string": '"rows: []"\n', "a number": "42\n", "a float": "-1.5e3\n", "a boolean": "true\n",
+                    "null": "null\n", "an empty file": "", "only a comment": "# nothing here\n",
+                    "a list of mappings": "- rows: []\n  defaults: {}\n"}
+
+
+def _readers(name: str, root: Path) -> dict[str, Callable[[], object]]:
+    """Every way the code reads `name` on its own: its loader and each query that reads the file without being handed
+    what the loader returned (each is called with cold caches, so none is shielded by another's check)."""
+    path = root / name
+
+    def row(flash_attn: bool = False, extras: bool = False):
+        rows = matrix_mod.load(root / "matrix.yaml").rows
+        return next(r for r in rows if bool(r.flash_attn) == flash_attn and (not extras or r.extras))
+
+    if name in PATCH_FILES:
+        return {"patches.load": lambda: patches.load(path.parent)}
+    return {
+        "matrix.yaml": {"matrix.load": lambda: matrix_mod.load(path)},
+        "knowledge/rules.yaml": {"rules.load": lambda: rules.load(path), "schema.load": lambda: schema.load()},
+        "knowledge/gpus.yaml": {"gpus.data": lambda: gpus.data(path), "gpus.min_driver": lambda: gpus.min_driver("12.4"),
+                                "gpus.capability": lambda: gpus.capability("H100"),
+                                "gpus.torch_arch_list": lambda: gpus.torch_arch_list("2.6.0", "12.4")},
+        "knowledge/env-defaults.yaml": {"envdefaults.load": lambda: envdefaults.load(path),
+                                        "envdefaults.row_environment": lambda: envdefaults.row_environment(row())},
+        "knowledge/bases.yaml": {"fields.bootstrap_suites": fields.bootstrap_suites,
+                                 "matrix.load": lambda: matrix_mod.load(root / "matrix.yaml")},
+        "knowledge/training.yaml": {"training.bands": training.bands,
+                                    "training.attention": lambda: training.attention(row())},
+        "knowledge/flash-attn.yaml": {"flashattn.data": lambda: flashattn.data(path),
+                                      "flashattn.toolchain": lambda: flashattn.toolchain("13.0"),
+                                      "flashattn.key": lambda: flashattn.key(row(flash_attn=True))},
+        "knowledge/extras.yaml": {"extras.load": lambda: extras.load(path), "extras.entries": extras.entries,
+                                  "extras.smoke_plan": lambda: extras.smoke_plan(row(flash_attn=True, extras=True))},
+        "knowledge/vllm-advice.yaml": {"vllm_advice.load": lambda: vllm_advice.load(path),
+                                       "vllm_advice.entries": vllm_advice.entries,
+                                       "vllm_advice.export": vllm_advice.export,
+                                       "vllm_advice.matching": lambda: vllm_advice.matching("0.8.5", [(9, 0)])},
+    }[name]
+
+
+def test_every_data_file_has_its_readers():
+    """A data file added to FILES gets its readers listed above (a KeyError here until it does)."""
+    assert all(_readers(name, ROOT) for name in FILES)
+
+
+@pytest.mark.parametrize("kind", sorted(WRONG_TOP_LEVELS))
+@pytest.mark.parametrize("name", FILES)
+def test_a_data_file_whose_top_level_is_not_a_mapping_is_bad_input_naming_it(name, kind, pristine):
+    """Every data file, with every wrong top-level type, through each of its readers: an InputError naming the file,
+    never another exception nor a silent default."""
+    text = WRONG_TOP_LEVELS[kind]
+    with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "project"
+        shutil.copytree(pristine, root)
+        (root / name).write_text(text, encoding="utf-8")
+        mp.setenv("IMAGEMATRIX_CACHE", str(Path(tmp) / "cache"))
+        _redirect(mp, root)
+        try:
+            for reader, call in _readers(name, root).items():
+                _clear_caches()
+                with pytest.raises(InputError) as caught:
+                    call()
+                assert str(root / name) in str(caught.value), (reader, str(caught.value))
+        finally:
+            _clear_caches()
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_a_data_file_that_is_a_list_fails_the_commands_that_read_it(name, pristine):
+    """The commands over the same (render, plan --bake, pick): exit 2, nothing written."""
+    assert set(_check(name, WRONG_TOP_LEVELS["a list"], pristine)) <= {2}

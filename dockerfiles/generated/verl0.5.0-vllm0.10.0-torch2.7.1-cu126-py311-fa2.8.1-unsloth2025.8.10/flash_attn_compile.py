@@ -40,7 +40,7 @@ from pathlib import Path
 UNIT_RE = re.compile(r"^\[(\d+)/(\d+)\]")
 GB = 1024**3
 CUDA_WHEEL_COMPILERS = ("nvidia/cu13/bin/nvcc", "nvidia/cuda_nvcc/bin/nvcc")
-ARCHS_RE = re.compile(r"^\d{2,3}(;\d{2,3})*$")
+ARCHS_RE = re.compile(r"^\d{2,3}(;\d{2,3})*\Z")
 
 
 class Unfit(Exception):
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", type=Path, help="write the compile's record (JSON) here")
     parser.add_argument("--check", action="store_true", help="check the preconditions, print the plan, compile nothing")
     args = parser.parse_args(argv)
-    if not ARCHS_RE.match(args.archs):
+    if not ARCHS_RE.fullmatch(args.archs):
         parser.error(f"--archs {args.archs!r}: expected numbers joined by ';', e.g. 90 or 80;90")
     if args.jobs is not None and args.jobs < 1:
         parser.error("--jobs must be at least 1")

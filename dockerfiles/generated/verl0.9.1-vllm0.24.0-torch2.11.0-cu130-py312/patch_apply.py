@@ -96,6 +96,33 @@ def _installed_file(package: str, file: str) -> Path:
     return Path(str(dist.locate_file(file)))
 
 
+FIELDS = ("id", "package", "version", "file", "anchor", "replacement", "check")  # strings; scope: a string or null
+
+
+def read_patches(path: Path) -> list[dict]:
+    """The patches JSON render wrote; ValueError saying what is wrong with it (unreadable, not JSON, another shape,
+    an anchor that is no regular expression)."""
+    try:
+        patches = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not JSON this script reads: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        raise ValueError(f"{path} is not JSON: {exc}") from None
+    for index, patch in enumerate(patches if isinstance(patches, list) else [None]):
+        if not isinstance(patches, list) or not isinstance(patch, dict) \
+                or not all(isinstance(patch.get(key), str) for key in FIELDS) \
+                or not isinstance(patch.get("scope"), (str, type(None))):
+            raise ValueError(f"{path} is not a JSON list of patches (entry {index}): each an object with "
+                             f"{', '.join(FIELDS)} as strings and scope a string or null")
+        try:
+            re.compile(patch["anchor"], FLAGS)
+        except re.error as exc:
+            raise ValueError(f"{path}: the anchor of patch {patch['id']!r} is no regular expression: {exc}") from None
+    return patches
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="apply source patches to installed packages")
     parser.add_argument("patches", type=Path, help="JSON list of patches (written by build.py render)")
@@ -104,7 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from importlib import metadata
 
-    patches = json.loads(args.patches.read_text())
+    try:  # bad arguments: the usage line and exit 2 (argparse's), never a traceback
+        patches = read_patches(args.patches)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.record.is_dir():
+        parser.error(f"--record {args.record} is a directory: pass the file the record goes to")
     record, failures = [], []
     for patch in patches:
         try:

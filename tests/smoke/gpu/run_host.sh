@@ -9,8 +9,17 @@
 # versions this Python imports), junit.xml and pytest.log (every test's outcome and duration), verl_train.json and
 # main_ppo.log (the training smoke's numbers and log). `python build.py gpu-record OUT` turns them into a record.
 set -u
+if [ $# -lt 2 ]; then
+    echo "usage: $0 ROW_JSON OUT [pytest args...]" >&2
+    exit 2
+fi
 row_json=$1 out=$2
 shift 2
+if [ ! -f "$row_json" ]; then  # checked first: without it every later step fails, each its own way
+    echo "usage: $0 ROW_JSON OUT [pytest args...]" >&2
+    echo "$row_json: no such file: pass the row's dockerfiles/generated/<row-id>/row.json" >&2
+    exit 2
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$out/gpu.csv" 2>&1

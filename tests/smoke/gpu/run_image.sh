@@ -12,8 +12,20 @@
 # pytest.log, verl_train.json, main_ppo.log, exit-status) plus image.json (the manifest's digest and labels);
 # `python build.py gpu-record OUT --row ID --mode image` turns them into a record.
 set -u
+usage="usage: $0 WORK ROOTFS MANIFEST ROW_JSON PYTEST_DIR OUT [ADVICE_JSON] [-- pytest args...]"
+if [ $# -lt 6 ]; then
+    echo "$usage" >&2
+    exit 2
+fi
 work=$1 rootfs=$2 manifest=$3 row_json=$4 pytest_dir=$5 out=$6
 shift 6
+for file in "$manifest" "$row_json"; do  # checked first: without them every later step fails, each its own way
+    if [ ! -f "$file" ]; then
+        echo "$usage" >&2
+        echo "$file: no such file" >&2
+        exit 2
+    fi
+done
 advice=
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then advice=$1; shift; fi
 [ "${1:-}" = "--" ] && shift

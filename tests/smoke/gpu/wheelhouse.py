@@ -51,13 +51,53 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def pack(args) -> int:
-    # here, where the project is installed: its lock parser (unpack, on the host, stays stdlib-only)
-    from packaging.utils import canonicalize_name
-
+def read_lock(path: Path) -> dict:
+    """The lock's entries (the project's parser: pack runs where the project is installed); ValueError saying why
+    the file is not a lock."""
     from imagematrix.model import lockfile
 
-    entries = lockfile.parse(args.lock.read_text())
+    try:
+        entries = lockfile.parse(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read the lock {path}: {exc.strerror or exc}") from None
+    except (ValueError, IndexError) as exc:  # UnicodeDecodeError; a line that is no `name==version`
+        raise ValueError(f"{path} is not a lock file (locks/<row>.txt): {exc}") from None
+    if not entries:
+        raise ValueError(f"{path} is not a lock file (locks/<row>.txt): no `name==version` line")
+    return entries
+
+
+WHEEL_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*\.whl\Z")  # a file name, never a path
+
+
+def read_manifest(path: Path) -> dict:
+    """The manifest pack wrote into the last part; ValueError saying what is wrong with it."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except RecursionError:
+        raise ValueError(f"{path} is not the manifest pack wrote: nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"{path} is not the manifest pack wrote: not JSON ({exc})") from None
+    wheels = manifest.get("wheels") if isinstance(manifest, dict) else None
+    names = [manifest.get(key) for key in ("host", "omitted")] if isinstance(manifest, dict) else [None]
+    locked = manifest.get("lock_versions") if isinstance(manifest, dict) else None
+    if not isinstance(wheels, dict) or not all(
+            isinstance(name, str) and WHEEL_NAME_RE.fullmatch(name) and isinstance(info, dict)
+            and isinstance(info.get("sha256"), str) for name, info in wheels.items()) \
+            or not all(isinstance(n, list) and all(isinstance(x, str) for x in n) for n in names) \
+            or not isinstance(locked, dict) or not all(isinstance(v, str) for v in locked.values()):
+        raise ValueError(f"{path} is not the manifest pack wrote: an object with wheels (file name -> sha256, size), "
+                         "host and omitted (lists of names) and lock_versions (name -> version)")
+    return manifest
+
+
+def pack(args) -> int:
+    # here, where the project is installed (unpack, on the host, stays stdlib-only)
+    from packaging.utils import canonicalize_name
+
+    entries = args.entries
     host = {canonicalize_name(n) for n in args.host.split()}
     omit = {canonicalize_name(n) for n in args.omit.split()}
     carry = {n: e for n, e in entries.items() if n not in host and n not in omit}
@@ -135,11 +175,7 @@ def pack(args) -> int:
 
 def unpack(args) -> int:
     folder: Path = args.folder
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        print(f"{manifest_path}: missing: copy the last part there too", file=sys.stderr)
-        return 2
-    manifest = json.loads(manifest_path.read_text())
+    manifest = args.manifest
     wheels = folder / "wheels"
     wheels.mkdir(exist_ok=True)
     for name, info in manifest["wheels"].items():
@@ -189,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack", help="download the lock's wheels the host lacks and split them into parts")
     p.add_argument("lock", type=Path)
     p.add_argument("--out", type=Path, default=Path(".whl"))
-    p.add_argument("--part-mib", type=int, default=54)
+    p.add_argument("--part-mib", type=_positive, default=54, help="the size of a part, MiB (at least 1)")
     p.add_argument("--python-version", default="3.12")
     p.add_argument("--host", default=HOST_HAS, help="locked packages the host already has (space-separated)")
     p.add_argument("--omit", default=OMIT, help="locked packages not carried (space-separated)")
@@ -200,8 +236,36 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--results", type=Path, required=True)
     u.set_defaults(func=unpack)
     args = parser.parse_args(argv)
+    # bad arguments: the usage line and exit 2 (argparse's), before any work and never a traceback
+    try:
+        if args.verb == "pack":
+            if args.out.exists() and not args.out.is_dir():
+                raise ValueError(f"--out {args.out} is not a directory")
+            args.entries = read_lock(args.lock)
+        else:
+            for option, path in (("--site", args.site), ("--results", args.results)):
+                if path.exists() and not path.is_dir():
+                    raise ValueError(f"{option} {path} is not a directory")
+            if not args.folder.is_dir():
+                raise ValueError(f"{args.folder} is not a directory: pass the folder the parts were copied to")
+            if not (args.folder / "manifest.json").is_file():
+                raise ValueError(f"{args.folder / 'manifest.json'}: missing: copy the last part there too")
+            args.manifest = read_manifest(args.folder / "manifest.json")
+    except ValueError as exc:
+        parser.error(str(exc))
     os.environ.setdefault("PIP_DISABLE_PIP_VERSION_CHECK", "1")
     return args.func(args)
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1 (a part of 0 MiB holds nothing)")
+    return value
 
 
 if __name__ == "__main__":

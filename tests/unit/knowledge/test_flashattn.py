@@ -66,7 +66,7 @@ def test_every_sdist_and_toolchain_line_is_hash_pinned():
      ":3", "--hash=sha256"),
     ("sdists: {}\narchs: [{flash_attn: '>=2.8', arch: '9', cuda: '>=12'}]\nbuild_requirements: []\ntoolchains: {}\n"
      "compile_cost: {core_seconds_per_unit: 1, units: 1}\n", ":2", "compute capability"),
-    ("- a list\n", "flash-attn.yaml", "sdists"),
+    ("- a list\n", ":1", "the top level is a list, not a mapping"),
 ])
 def test_a_malformed_data_file_is_bad_input_with_file_and_line(tmp_path, text, where, says):
     path = tmp_path / "flash-attn.yaml"

@@ -14,6 +14,7 @@ from imagematrix.in_image import patch_apply
 from imagematrix.knowledge import patches
 from imagematrix.model import matrix
 from imagematrix.model.errors import InputError
+from imagematrix.stages import render
 from tests.conftest import GOOD_MATRIX
 from tests.support import fake_site, run_applier
 
@@ -100,3 +101,15 @@ def test_the_in_image_applier_reports_a_bad_replacement_as_a_patch_failure():
     patch = {"id": "demo", "file": "x.py", "anchor": "^a = 1$", "replacement": "\\q", "check": "b", "scope": None}
     with pytest.raises(patch_apply.PatchError, match="not a valid template"):
         patch_apply.apply_text("a = 1\n", patch)
+
+
+@pytest.mark.parametrize("name", ["vLLM", "VLLM", "Vllm"])
+def test_a_patch_names_its_package_in_any_case(tmp_path, name):
+    """Issue 26, item 9: `package: vLLM` crashed render (KeyError: the row's pins are keyed `vllm`); package names
+    are compared PEP 503 normalized, and the image's patches.json carries the normalized name."""
+    (tmp_path / "ok.yaml").write_text(GOOD_PATCH.replace("package: vllm", f"package: {name}"))
+    m = matrix.load()
+    row = next(r for r in m.rows if r.vllm == "0.7.2")
+    assert [p.id for p in patches.select(row, patches.load(tmp_path)).applied] == ["demo"]
+    rendered = render.render(m, [row], tmp_path)[0]
+    assert [(p["package"], p["version"]) for p in json.loads(rendered.files["patches.json"])] == [("vllm", "0.7.2")]

@@ -109,7 +109,7 @@ def test_a_huge_matrix_is_refused_before_parsing(tmp_path, run):
 
 
 @pytest.mark.parametrize(("text", "line", "message"), [
-    ("# bases\n- bookworm\n", 2, "expected a mapping with a `debootstrap:` mapping"),
+    ("# bases\n- bookworm\n", 2, "the top level is a list, not a mapping with a `debootstrap:` mapping"),
     ('debootstrap:\n  bookworm:\n    distro: debian\n    mirror: http://x\n    python: "3.11"\n', 2,
      "suite 'bookworm': python: Input should be a valid list"),  # was reported against matrix.yaml as "3, ., 1, 1"
     # a suite that is a string, not a mapping (issue 13, item 6)

@@ -76,7 +76,7 @@ def test_the_page_lists_every_row_and_says_which_never_ran(raw):
     for row in m.rows:
         assert f"`{row.id}`" in page
     assert page.count("| never run on a GPU |") == len(m.rows) - 1
-    assert "| `test_gpu_verl::test_path` | failed | 23.2 | ModuleNotFoundError: no x |" in page
+    assert "| test_gpu_verl::test_path | failed | 23.2 | ModuleNotFoundError: no x |" in page  # text, escaped
     assert gpurun.summary([run]) in page
 
 
