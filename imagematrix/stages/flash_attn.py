@@ -61,7 +61,7 @@ def from_mirror(row: Row, mirror: str | None, dest: Path) -> tuple[Path | None, 
     base = mirror or flashattn.RELEASES
     name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
     url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)
-    sha, problem = http.download(url, dest / name, timeout=30)
+    sha, problem = http.download(url, dest / name, limit=http.WHEEL_LIMIT, idle=30)
     if problem:
         return None, problem
     return dest / name, f"mirror {secrets.redact_url(url)} (sha256 {sha[:12]})"
@@ -82,7 +82,7 @@ def from_indexes(row: Row, indexes: list[str], dest: Path) -> tuple[Path | None,
             continue
         url, expected = match
         name = url.rsplit("/", 1)[-1]
-        sha, problem = http.download(url, dest / name)
+        sha, problem = http.download(url, dest / name, limit=http.WHEEL_LIMIT)
         if problem:
             reasons.append(problem)
             continue

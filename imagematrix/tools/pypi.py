@@ -49,12 +49,17 @@ def request(url: str, method: str = "GET", headers: dict[str, str] | None = None
     return req
 
 
-def _open(url: str, method: str = "GET", headers: dict[str, str] | None = None):
+def get(url: str, *, limit: int, deadline: float, method: str = "GET",
+        headers: dict[str, str] | None = None) -> http.Answer:
+    """The answer of the index (or the file host it links to) for url, read through http.fetch with that cap and
+    deadline. RuntimeFailure naming the URL (credentials redacted) when it cannot be had."""
+    shown = secrets.redact_url(url)
     try:
-        return urllib.request.urlopen(request(url, method, headers), context=_context(), timeout=60)
+        return http.fetch(request(url, method, headers), limit=limit, deadline=deadline, context=_context())
+    except http.Refused as exc:
+        raise RuntimeFailure(f"cannot fetch {shown}: {exc}") from None
     except (OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL, a URL urllib cannot split
-        raise RuntimeFailure(f"cannot fetch {secrets.redact_url(url)}: "
-                             f"{secrets.redact_text(str(getattr(exc, 'reason', exc)))}") from None
+        raise RuntimeFailure(f"cannot fetch {shown}: {http.why(exc)}") from None
 
 
 @dataclass(frozen=True)
@@ -92,7 +97,7 @@ def _files(package: str, index: str | None = None) -> list[tuple[str, str | None
     """(url, requires-python) of every file on the index's simple (PEP 503) page of the package."""
     page = f"{(index or index_url()).rstrip('/')}/{canonicalize_name(package)}/"
     # hrefs and data-requires-python are ASCII; a mirror's page in another encoding must not stop the reading
-    html = _open(page).read().decode("utf-8", errors="replace")
+    html = get(page, limit=http.PAGE_LIMIT, deadline=http.PAGE_DEADLINE).body.decode("utf-8", errors="replace")
     return [(a.url, a.requires_python) for a in anchors(html, page)]  # absolute: a mirror may link relatively
 
 
@@ -100,9 +105,9 @@ def links(package: str, index: str) -> list[tuple[str, str | None]]:
     """(absolute url, sha256 from the link's #sha256= fragment or None) of every file on a PEP 503 page."""
     page = f"{index.rstrip('/')}/{canonicalize_name(package)}/"
     try:
-        html = _open(page).read().decode("utf-8", errors="replace")
-    except RuntimeFailure:
-        raise RuntimeFailure(f"cannot read the index page {secrets.redact_url(page)}") from None
+        html = get(page, limit=http.PAGE_LIMIT, deadline=http.PAGE_DEADLINE).body.decode("utf-8", errors="replace")
+    except RuntimeFailure as exc:
+        raise RuntimeFailure(f"cannot read the index page {str(exc).removeprefix('cannot fetch ')}") from None
     return [(a.url, a.sha256) for a in anchors(html, page)]
 
 
@@ -150,11 +155,20 @@ def requires_python(package: str, version: str) -> str | None:
 
 
 class _RangeFile(io.RawIOBase):
-    def __init__(self, url: str):
+    """A wheel on the index as a seekable file read by HTTP byte ranges: each answer capped at the range asked for
+    and read within http.RANGE_DEADLINE, all of them together at most `budget` bytes."""
+
+    def __init__(self, url: str, budget: int):
         self.url = url
+        self.shown = secrets.redact_url(url)
         self.pos = 0
-        head = _open(url, "HEAD")
-        self.size = int(head.headers["Content-Length"])
+        self.budget = budget
+        self.fetched = 0
+        self.size = self._size()
+
+    def _size(self) -> int:
+        head = get(self.url, limit=0, deadline=http.RANGE_DEADLINE, method="HEAD")
+        return int(head.headers["Content-Length"])
 
     def seekable(self) -> bool:
         return True
@@ -173,24 +187,43 @@ class _RangeFile(io.RawIOBase):
         if self.pos >= self.size:
             return 0
         end = min(self.pos + len(buffer), self.size) - 1
-        data = _open(self.url, headers={"Range": f"bytes={self.pos}-{end}"}).read()
+        want = end - self.pos + 1
+        if self.fetched + want > self.budget:
+            raise RuntimeFailure(f"{self.shown}: reading one file out of it takes more than "
+                                 f"{http.size_text(self.budget)} of byte ranges: not read further")
+        answer = get(self.url, limit=want, deadline=http.RANGE_DEADLINE, headers={"Range": f"bytes={self.pos}-{end}"})
+        data = answer.body
+        if not data or (answer.status != 206 and not (self.pos == 0 and len(data) == self.size)):
+            raise RuntimeFailure(f"{self.shown} did not answer the byte range {self.pos}-{end} "
+                                 f"(HTTP {answer.status}, {len(data)} bytes); fix: an index or file host that serves "
+                                 "byte ranges, as PyPI does")
+        self.fetched += len(data)
         buffer[: len(data)] = data
         self.pos += len(data)
         return len(data)
 
 
 def wheel_file(package: str, version: str, member: str, *, platform: str = "x86_64") -> bytes:
-    """Content of `member` inside the package==version wheel (the first wheel for `platform`), cached."""
+    """Content of `member` inside the package==version wheel (the first wheel for `platform`), cached; a member
+    that inflates past http.MEMBER_LIMIT is refused (RuntimeFailure naming the wheel), and nothing is cached."""
     cached = paths.cache_dir() / "wheel-files" / f"{canonicalize_name(package)}-{version}" / member
     if cached.exists():
         return cached.read_bytes()
     urls = [u for u in wheel_urls(package, version) if platform in u or u.endswith("-any.whl")]
     if not urls:
         raise RuntimeFailure(f"no {platform} wheel of {package}=={version} on the index")
-    with zipfile.ZipFile(io.BufferedReader(_RangeFile(urls[0]), buffer_size=1 << 16)) as wheel:
+    shown, limit = secrets.redact_url(urls[0]), http.MEMBER_LIMIT
+    with zipfile.ZipFile(io.BufferedReader(_RangeFile(urls[0], http.WHEEL_READ_LIMIT), buffer_size=1 << 16)) as wheel:
         try:
-            data = wheel.read(member)
+            info = wheel.getinfo(member)
         except KeyError:
             raise RuntimeFailure(f"{member} is not in {urls[0].rsplit('/', 1)[-1]}") from None
+        if info.file_size > limit:
+            raise RuntimeFailure(f"{member} in {shown} inflates to {info.file_size} bytes, over the "
+                                 f"{http.size_text(limit)} limit: not read")
+        with wheel.open(info) as opened:
+            data = opened.read(limit + 1)
+        if len(data) > limit:
+            raise RuntimeFailure(f"{member} in {shown} inflates past the {http.size_text(limit)} limit: not read")
     write_atomic(cached, data)
     return data
