@@ -52,10 +52,15 @@ class Answer:
 
 def request(url: str, method: str = "GET") -> urllib.request.Request:
     """A request for url with its userinfo moved into a Basic Authorization header that is never re-sent to the
-    host a redirect points at (urllib forwards ordinary headers across hosts)."""
-    parts = urllib.parse.urlsplit(url)
-    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=(parts.hostname or "") + (
-        f":{parts.port}" if parts.port else ""))), method=method)
+    host a redirect points at (urllib forwards ordinary headers across hosts). Raises ValueError for a URL that
+    cannot be split (a bad IPv6 form)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError as exc:  # its message quotes the netloc, userinfo included
+        raise ValueError(f"not a URL ({secrets.redact_userinfo_of(url, str(exc))})") from None
+    # the host as written (an IPv6 address keeps its brackets, a port its text: http.client checks it)
+    request = urllib.request.Request(urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])),
+                                     method=method)
     if parts.username is not None:
         token = base64.b64encode(f"{urllib.parse.unquote(parts.username)}:"
                                  f"{urllib.parse.unquote(parts.password or '')}".encode()).decode()

@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from imagematrix.model import paths, secrets
-from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.paths import write_atomic
 from imagematrix.tools import http
 
@@ -32,8 +32,35 @@ INDEX_VARIABLES = ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL")
 
 
 def index_url() -> str:
-    """The index everything resolves and reads from: the first of INDEX_VARIABLES that is set, else PyPI."""
-    return next((os.environ[v] for v in INDEX_VARIABLES if os.environ.get(v)), DEFAULT_INDEX).rstrip("/")
+    """The index everything resolves and reads from: the first of INDEX_VARIABLES that is set, else PyPI.
+    InputError when that variable's URL cannot be read at all (a bad port, a broken IPv6 form, not http(s))."""
+    name = next((v for v in INDEX_VARIABLES if os.environ.get(v)), None)
+    url = (os.environ[name] if name else DEFAULT_INDEX).rstrip("/")
+    if name:
+        problem = url_problem(url)
+        if problem:
+            raise InputError(f"{name}={secrets.redact_url(url)}: {problem}", where=f"environment variable {name}",
+                             fix=f"set {name} to the index's http(s) URL, e.g. https://user:token@host:8443/simple")
+    return url
+
+
+def url_problem(url: str) -> str | None:
+    """Why url is no index URL this reader can fetch (None when it is one): not http(s), no host, a port that is
+    not a number from 1 to 65535, a broken IPv6 form, a space or control character."""
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7f for c in url):
+        return "the URL holds a space or a control character"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # "Invalid IPv6 URL", "Port out of range 0-65535", a netloc quoted whole...
+        return f"not a URL ({secrets.redact_userinfo_of(url, str(exc))})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return f"not an http(s) URL (scheme {parts.scheme or 'missing'!r})"
+    if not parts.hostname:
+        return "the URL names no host"
+    if port == 0:
+        return "port 0 is no port"
+    return None
 
 
 def _context() -> ssl.SSLContext:

@@ -1,6 +1,6 @@
 """Issue 26, items 4, 5 and 7, through build.py's entry point (cli.app.main, its top-level handler included): an
 index that drips, sends a huge page, lies about its length or garbles its status line, seen by `outdated`; a
-registry doing the same, seen by `plan`. Each exits
+registry doing the same, seen by `plan`; an index variable with a bad port or IPv6 form. Each exits
 with a one-line cause naming the server (its credentials redacted), quickly (the deadlines are patched down to 1 s
 in-process), never a traceback nor an "internal error"."""
 
@@ -56,6 +56,14 @@ def test_outdated_against_a_hostile_index_is_exit_1_naming_the_page(mode, monkey
     lines = [line for line in text.splitlines() if f"http://***@127.0.0.1:{server.server_port}/simple/" in line]
     assert lines and INDEX_MODES[mode] in lines[0], text[-2000:]
     assert took < 8
+
+
+@pytest.mark.parametrize("url", [f"http://user:{SECRET}@127.0.0.1:99999/simple", f"http://user:{SECRET}@[::1/simple"])
+def test_outdated_with_an_index_url_that_cannot_be_read_is_bad_input(url, monkeypatch, capsys):
+    monkeypatch.setenv("PIP_INDEX_URL", url)
+    code, text, _ = _main(capsys, "outdated", "--limit", "1")
+    assert code == 2, text[-2000:]
+    assert "environment variable PIP_INDEX_URL" in text and "***@" in text, text[-2000:]
 
 
 REGISTRY_MODES = {"drip": "did not arrive within 1 s", "huge": "over the 1 MiB limit",
