@@ -15,6 +15,7 @@ import ssl
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from html import unescape
 
@@ -195,7 +196,22 @@ class _RangeFile(io.RawIOBase):
 
     def _size(self) -> int:
         head = get(self.url, limit=0, deadline=http.RANGE_DEADLINE, method="HEAD")
-        return int(head.headers["Content-Length"])
+        length = head.headers.get("Content-Length", "").strip()
+        if length.isdigit():
+            return int(length)
+        # no Content-Length on the HEAD (a proxy, a server that streams): the size from a one-byte range's answer
+        try:
+            probe = get(self.url, limit=1, deadline=http.RANGE_DEADLINE, headers={"Range": "bytes=0-0"})
+        except RuntimeFailure as exc:
+            probe, why = None, str(exc).removeprefix(f"cannot fetch {self.shown}: ")
+        else:
+            why = f"HTTP {probe.status}, Content-Range {probe.headers.get('Content-Range')!r}"
+        total = re.fullmatch(r"bytes\s+0-0/(\d+)", (probe.headers.get("Content-Range") or "").strip()) if probe else None
+        if probe is not None and probe.status == 206 and total:
+            return int(total.group(1))
+        raise RuntimeFailure(f"{self.shown} gives no size: its HEAD answer has no Content-Length and a byte range "
+                             f"did not say it either ({why}); the wheel cannot be read by ranges (fix: an index or "
+                             "file host that serves byte ranges, as PyPI does)")
 
     def seekable(self) -> bool:
         return True
@@ -207,7 +223,10 @@ class _RangeFile(io.RawIOBase):
         return self.pos
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        self.pos = {0: offset, 1: self.pos + offset, 2: self.size + offset}[whence]
+        pos = {0: offset, 1: self.pos + offset, 2: self.size + offset}[whence]
+        if pos < 0:  # a zip shorter than its end record
+            raise ValueError(f"negative seek position {pos}")
+        self.pos = pos
         return self.pos
 
     def readinto(self, buffer) -> int:
@@ -240,17 +259,21 @@ def wheel_file(package: str, version: str, member: str, *, platform: str = "x86_
     if not urls:
         raise RuntimeFailure(f"no {platform} wheel of {package}=={version} on the index")
     shown, limit = secrets.redact_url(urls[0]), http.MEMBER_LIMIT
-    with zipfile.ZipFile(io.BufferedReader(_RangeFile(urls[0], http.WHEEL_READ_LIMIT), buffer_size=1 << 16)) as wheel:
-        try:
-            info = wheel.getinfo(member)
-        except KeyError:
-            raise RuntimeFailure(f"{member} is not in {urls[0].rsplit('/', 1)[-1]}") from None
-        if info.file_size > limit:
-            raise RuntimeFailure(f"{member} in {shown} inflates to {info.file_size} bytes, over the "
-                                 f"{http.size_text(limit)} limit: not read")
-        with wheel.open(info) as opened:
-            data = opened.read(limit + 1)
-        if len(data) > limit:
-            raise RuntimeFailure(f"{member} in {shown} inflates past the {http.size_text(limit)} limit: not read")
+    try:
+        with zipfile.ZipFile(io.BufferedReader(_RangeFile(urls[0], http.WHEEL_READ_LIMIT), buffer_size=1 << 16)) as wheel:
+            try:
+                info = wheel.getinfo(member)
+            except KeyError:
+                raise RuntimeFailure(f"{member} is not in {urls[0].rsplit('/', 1)[-1]}") from None
+            if info.file_size > limit:
+                raise RuntimeFailure(f"{member} in {shown} inflates to {info.file_size} bytes, over the "
+                                     f"{http.size_text(limit)} limit: not read")
+            with wheel.open(info) as opened:
+                data = opened.read(limit + 1)
+            if len(data) > limit:
+                raise RuntimeFailure(f"{member} in {shown} inflates past the {http.size_text(limit)} limit: not read")
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, ValueError) as exc:
+        raise RuntimeFailure(f"{shown} is not a wheel that can be read ({type(exc).__name__}: "
+                             f"{secrets.redact_text(str(exc))[:120]})") from None
     write_atomic(cached, data)
     return data

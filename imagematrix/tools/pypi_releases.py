@@ -135,6 +135,9 @@ def releases(package: str, index: str | None = None) -> list[Release]:
     content_type, text = _read(page)
     try:
         files = parse_json_page(text) if content_type.startswith(JSON_TYPE) else parse_html_page(text, page)
+    except RecursionError:  # [[[[...]]]] nested deeper than the parser goes
+        raise RuntimeFailure(f"the index page {secrets.redact_url(page)} is not a simple-index page ({content_type}): "
+                             "JSON nested too deep") from None
     except ValueError as exc:  # JSONDecodeError included: garbage, or bytes that are not UTF-8, from a mirror or proxy
         raise RuntimeFailure(f"the index page {secrets.redact_url(page)} is not a simple-index page ({content_type}): "
                              f"{str(exc)[:120]}") from None

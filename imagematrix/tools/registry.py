@@ -178,6 +178,8 @@ class Client:
                 raise RuntimeFailure(f"registry {self.host} is unreachable ({self.base}): {http.why(exc)}; "
                                      "check the address, or start the embedded registry with "
                                      "`python build.py setup`") from None
+            except ValueError as exc:  # http.client refused the URL or a header (a CR/LF in a token)
+                raise RuntimeFailure(f"registry {self.host}: {method} {path} not sent: {http.why(exc)}") from None
         raise AssertionError("unreachable")
 
     def get_json(self, path: str, accept: str | None = None) -> dict | None:
@@ -187,7 +189,7 @@ class Client:
             return None
         try:
             found = json.loads(answer[0])
-        except ValueError:  # UnicodeDecodeError included
+        except (ValueError, RecursionError):  # UnicodeDecodeError included; RecursionError: JSON nested too deep
             found = None
         if not isinstance(found, dict):
             raise RuntimeFailure(f"registry {self.host}: GET {path} answered {answer[0][:60]!r}, not a JSON object; "
@@ -235,7 +237,7 @@ class Client:
                                  f"{http.why(exc)}") from None
         try:
             answer = json.loads(body)
-        except ValueError:  # UnicodeDecodeError included
+        except (ValueError, RecursionError):  # UnicodeDecodeError included; RecursionError: JSON nested too deep
             answer = None
         if not isinstance(answer, dict):
             raise RuntimeFailure(f"registry {self.host}: the token service {shown} answered "

@@ -1,6 +1,6 @@
 """Issue 26, items 4, 5 and 7, through build.py's entry point (cli.app.main, its top-level handler included): an
-index that drips, sends a huge page, lies about its length or garbles its status line, seen by `outdated`; a
-registry doing the same, seen by `plan`; an index variable with a bad port or IPv6 form. Each exits
+index that drips, sends a huge page, lies about its length, garbles its status line or nests its JSON too deep, seen
+by `outdated`; a registry doing the same, seen by `plan`; an index variable with a bad port or IPv6 form. Each exits
 with a one-line cause naming the server (its credentials redacted), quickly (the deadlines are patched down to 1 s
 in-process), never a traceback nor an "internal error"."""
 
@@ -43,7 +43,8 @@ def _main(capsys, *args: str) -> tuple[int, str, float]:
 
 
 INDEX_MODES = {"drip": "did not arrive within 1 s", "huge-unannounced": "over the 1 MiB limit",
-               "short": "short of its Content-Length", "bad-status": "BadStatusLine"}
+               "short": "short of its Content-Length", "bad-status": "BadStatusLine",
+               "nested": "JSON nested too deep"}
 
 
 @pytest.mark.parametrize("mode", sorted(INDEX_MODES))
@@ -67,7 +68,7 @@ def test_outdated_with_an_index_url_that_cannot_be_read_is_bad_input(url, monkey
 
 
 REGISTRY_MODES = {"drip": "did not arrive within 1 s", "huge": "over the 1 MiB limit",
-                  "short": "short of its Content-Length", "bad-status": "BadStatusLine"}
+                  "short": "short of its Content-Length", "bad-status": "BadStatusLine", "nested": "not a JSON object"}
 
 
 @pytest.mark.parametrize("mode", sorted(REGISTRY_MODES))

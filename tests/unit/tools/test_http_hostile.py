@@ -55,6 +55,14 @@ def test_a_redirect_out_of_http_is_not_followed(location, error):
             http.fetch(http.request(_url(server)), limit=1 << 20, deadline=10)
 
 
+def test_a_header_with_a_line_break_is_refused_before_sending():
+    """A token with CR/LF must never split a header (http.client raises ValueError, which callers catch)."""
+    request = http.request("http://127.0.0.1:9/x")
+    request.add_unredirected_header("Authorization", "Bearer abc\r\nX-Injected: 1")
+    with pytest.raises(ValueError):
+        http.fetch(request, limit=1 << 20, deadline=5)
+
+
 @pytest.mark.parametrize(("mode", "why"), [("huge-unannounced", "over the 1 MiB limit"),
                                            ("drip", "did not arrive within 1 s"),
                                            ("short", "short of its Content-Length")])

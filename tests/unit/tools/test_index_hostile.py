@@ -1,5 +1,6 @@
 """Issue 26, items 4, 5 and 7, at the package index: a simple page that drips, is huge, lies about its length, is
-garbled status line, and a wheel whose METADATA inflates past the cap or whose ranges add up past theirs. Each read ends in one RuntimeFailure line naming the page or the wheel
+nested too deep or comes with a garbled status line, and a wheel whose METADATA inflates past the cap, whose HEAD has
+no Content-Length or that is no zip at all. Each read ends in one RuntimeFailure line naming the page or the wheel
 (the index's credentials redacted), within the patched deadline, and nothing is cached."""
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ def test_a_hostile_index_page_is_one_line_naming_it_within_the_deadline(mode, re
                 pypi.wheel_urls("demo", "1.0", _index(server))
         assert time.monotonic() - started < 3
     assert MODES[mode] in _one_line(caught, server)
+
+
+def test_a_json_page_nested_too_deep_is_not_a_simple_index_page():
+    with serving(hostile("nested", content_type=JSON_TYPE)) as server:
+        with pytest.raises(RuntimeFailure) as caught:
+            pypi_releases.releases("demo", _index(server))
+    assert "is not a simple-index page" in _one_line(caught, server)
 
 
 # --- a wheel read by byte ranges --------------------------------------------------------------------------------
@@ -124,6 +132,29 @@ def test_a_metadata_within_the_cap_is_read_and_cached(monkeypatch, tmp_path):
         monkeypatch.setenv("UV_DEFAULT_INDEX", _index(server))
         assert b"Requires-Dist: numpy" in _metadata(server)
     assert len(_cached(tmp_path)) == 1
+
+
+def test_a_head_without_content_length_takes_the_size_from_a_byte_range(monkeypatch):
+    with wheel_index(_wheel(b"Name: demo\n"), head_length=False) as server:
+        monkeypatch.setenv("UV_DEFAULT_INDEX", _index(server))
+        assert _metadata(server) == b"Name: demo\n"
+
+
+def test_a_wheel_with_no_size_anywhere_is_one_line(monkeypatch):
+    with wheel_index(_wheel(b"Name: demo\n"), head_length=False, ranges=False) as server:
+        monkeypatch.setenv("UV_DEFAULT_INDEX", _index(server))
+        with pytest.raises(RuntimeFailure, match="gives no size") as caught:
+            _metadata(server)
+    assert "\n" not in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_a_wheel_that_is_no_zip_is_one_line(monkeypatch, tmp_path):
+    with wheel_index(b"<html>not a wheel</html>" * 10) as server:
+        monkeypatch.setenv("UV_DEFAULT_INDEX", _index(server))
+        with pytest.raises(RuntimeFailure, match="is not a wheel that can be read") as caught:
+            _metadata(server)
+    assert "\n" not in str(caught.value) and SECRET not in str(caught.value)
+    assert _cached(tmp_path) == []
 
 
 def test_all_the_ranges_read_from_one_wheel_are_capped(monkeypatch):

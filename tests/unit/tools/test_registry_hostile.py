@@ -1,6 +1,6 @@
 """Issue 26, items 4, 5 and 7, at the registry: a manifest or image config that drips, is huge, lies about its
-length or comes with a garbled status line. Each ends in one RuntimeFailure line naming the registry, within the
-patched deadline."""
+length, is nested too deep or comes with a garbled status line, and a token that would split a header. Each ends in
+one RuntimeFailure line naming the registry, within the patched deadline."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ MANIFEST = json.dumps({"schemaVersion": 2, "config": {"digest": "sha256:" + "a" 
 MODES = {"drip": "did not arrive within 1 s", "drip-headers": "did not arrive within 1 s",
          "huge": "over the 1 MiB limit", "huge-unannounced": "over the 1 MiB limit",
          "short": "short of its Content-Length", "bad-status": "BadStatusLine", "hang-up": "unreachable",
-         "redirect": "not followed"}
+         "nested": "not a JSON object", "redirect": "not followed"}
 
 
 def _body(path: str) -> bytes:
@@ -47,3 +47,10 @@ def test_a_hostile_registry_is_one_line_naming_it_within_the_deadline(mode, wher
     assert MODES[mode] in message, message
 
 
+def test_a_token_with_a_line_break_never_reaches_a_header():
+    """However a token with CR/LF got in, the request is not sent and the failure is one line naming the registry."""
+    client = registry.Client("127.0.0.1:9")
+    client._auth = "Bearer abc\r\nX-Injected: 1"
+    with pytest.raises(RuntimeFailure) as caught:
+        client.get_json("/v2/x/manifests/v1")
+    assert "\n" not in str(caught.value) and "registry 127.0.0.1:9" in str(caught.value)
