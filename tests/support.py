@@ -111,7 +111,7 @@ def hostile(mode: str, body: bytes | Callable[[str], bytes] = b"{}", content_typ
             data = body(self.path) if callable(body) else body
             try:
                 self._misbehave(data)
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+            except OSError:  # the client gave up, as it should (a broken pipe, a reset, a TLS EOF)
                 pass
 
         def _misbehave(self, data: bytes):
