@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -85,3 +86,84 @@ def serving(handler) -> Iterator[http.server.ThreadingHTTPServer]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+HOSTILE_MODES = ("drip", "drip-headers", "huge", "huge-unannounced", "short", "bad-status", "hang-up", "nested",
+                 "redirect")
+
+
+def hostile(mode: str, body: bytes | Callable[[str], bytes] = b"{}", content_type: str = "application/json", *,
+            every: float = 0.2, size: int = 8 << 20, location: str = "ftp://127.0.0.1:9/x",
+            only: str | None = None) -> type[QuietHandler]:
+    """A server that misbehaves in one of HOSTILE_MODES on every GET and HEAD (issue 26, items 4, 5 and 7):
+
+    drip: the headers at once, then `body` one byte every `every` seconds; drip-headers: the status line, then the
+    headers one byte every `every` seconds; huge: `size` bytes announced by Content-Length; huge-unannounced: `size`
+    bytes without Content-Length; short: a Content-Length 1000 bytes longer than the body it sends; bad-status: a
+    garbled status line; hang-up: the connection closed without an answer; nested: JSON nested 100000 deep;
+    redirect: 302 to `location`. With `only`, the requests whose path lacks it are answered well (200 and `body`).
+    A client that gives up ends the server's part (no traceback from it)."""
+    if mode not in HOSTILE_MODES:
+        raise ValueError(mode)
+
+    class Handler(QuietHandler):
+        def _answer(self):
+            data = body(self.path) if callable(body) else body
+            try:
+                self._misbehave(data)
+            except OSError:  # the client gave up, as it should (a broken pipe, a reset, a TLS EOF)
+                pass
+
+        def _misbehave(self, data: bytes):
+            out = self.wfile
+            if only and only not in self.path:
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                out.write(data)
+            elif mode == "bad-status":
+                out.write(b"HTTP/1.1 OK-ish garbage\r\n\r\n")
+            elif mode == "hang-up":
+                self.close_connection = True
+            elif mode == "redirect":
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif mode == "drip-headers":
+                out.write(b"HTTP/1.1 200 OK\r\n")
+                for byte in f"Content-Type: {content_type}\r\nContent-Length: {len(data)}\r\n\r\n".encode():
+                    out.write(bytes([byte]))
+                    out.flush()
+                    time.sleep(every)
+                out.write(data)
+            else:
+                payload = {"nested": b"[" * 100_000 + b"]" * 100_000}.get(mode, data)
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                if mode in ("huge", "huge-unannounced"):
+                    if mode == "huge":
+                        self.send_header("Content-Length", str(size))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        block = b" " * (1 << 16)
+                        for _ in range(size // len(block)):
+                            out.write(block)
+                    return
+                self.send_header("Content-Length", str(len(payload) + (1000 if mode == "short" else 0)))
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                if mode == "drip":
+                    for byte in payload:
+                        out.write(bytes([byte]))
+                        out.flush()
+                        time.sleep(every)
+                else:
+                    out.write(payload)
+            self.close_connection = True
+
+        do_GET = do_HEAD = _answer
+
+    return Handler

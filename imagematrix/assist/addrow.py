@@ -69,7 +69,7 @@ def propose(vllm: str, python: str, verl: str | None = None, *, index: pairing.I
         raise _refuse(f"vLLM {vllm} has no wheel on the index", "pick a released vLLM version (pip index versions vllm)")
     why: dict[str, str] = {}
     required = index.requires_python("vllm", vllm) or ""
-    if required and Version(python) not in SpecifierSet(required):
+    if not pairing.fits(required, python):
         raise _refuse(f"vLLM {vllm} requires Python {required}, not {python}", "pass --python with a version it supports")
     constraints = []
     for constraint, reason in era_constraints(vllm):

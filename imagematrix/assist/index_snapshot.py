@@ -44,6 +44,22 @@ class Snapshot:
     releases: dict[str, list[Release]]  # package -> releases, newest first
     vllm_ranges: dict[str, str | None]  # verl version -> the vLLM range of its [vllm] extra (None: no such extra)
     vllm_includes: dict[str, list[str]] = field(default_factory=dict)  # verl version -> extras [vllm] installs
+    notes: list[str] = field(default_factory=list)  # the releases left out and why (a malformed Requires-Python)
+
+    def __post_init__(self):
+        """Releases whose Requires-Python is no version specifier are left out, each with a note: one malformed
+        release on the index must not stop every comparison that reads it."""
+        for package, found in self.releases.items():
+            kept = []
+            for release in found:
+                try:
+                    SpecifierSet(release.requires_python or "")
+                except InvalidSpecifier:
+                    self.notes.append(f"{package} {release.version} skipped: the index declares Requires-Python "
+                                      f"{release.requires_python!r}, which is not a version specifier")
+                    continue
+                kept.append(release)
+            self.releases[package] = kept
 
     def versions(self, package: str) -> list[Version]:
         return [Version(r.version) for r in self.releases.get(package, []) if r.wheel]
@@ -69,7 +85,7 @@ class Snapshot:
     def to_json(self) -> dict:
         return {"format": SNAPSHOT_FORMAT, "fetched": self.fetched, "index": self.index,
                 "releases": {p: [r.to_json() for r in rs] for p, rs in self.releases.items()},
-                "vllm_ranges": self.vllm_ranges, "vllm_includes": self.vllm_includes}
+                "vllm_ranges": self.vllm_ranges, "vllm_includes": self.vllm_includes, "notes": self.notes}
 
     @classmethod
     def from_json(cls, data: dict) -> Snapshot:
@@ -78,7 +94,8 @@ class Snapshot:
         datetime.datetime.fromisoformat(data["fetched"])
         return cls(fetched=data["fetched"], index=data["index"],
                    releases={p: [Release.from_json(r) for r in rs] for p, rs in data["releases"].items()},
-                   vllm_ranges=dict(data["vllm_ranges"]), vllm_includes=dict(data["vllm_includes"]))
+                   vllm_ranges=dict(data["vllm_ranges"]), vllm_includes=dict(data["vllm_includes"]),
+                   notes=[str(n) for n in data.get("notes", [])])
 
 
 def _range_of(verl: str) -> str | None:

@@ -14,7 +14,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from imagematrix.assist import addrow, pairing, resolutions
@@ -99,7 +98,7 @@ def vllm_for_verl(snapshot: Snapshot, verl: str, python: str) -> str | None:
     (when that does not resolve, outcome() takes the newest vLLM that does)."""
     def python_ok(version: str) -> bool:
         required = snapshot.requires_python("vllm", version)
-        return required is not None and (not required or Version(python) in SpecifierSet(required))
+        return required is not None and pairing.fits(required, python)
 
     usable = [str(v) for v in snapshot.versions("vllm") if python_ok(str(v))]
     spec = snapshot.vllm_range(verl)
@@ -186,6 +185,7 @@ class Report:
 
     def to_json(self) -> dict:
         return {"index": self.snapshot.index, "fetched": self.snapshot.fetched, "age_s": round(self.age_s),
+                "notes": self.snapshot.notes,
                 "offline": self.offline, "python": self.python,
                 "packages": {p: {"matrix": self.covered.get(p), "newer": [r.to_json() for r in self.newer.get(p, [])]}
                              for p in PACKAGES},

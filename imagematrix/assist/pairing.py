@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.version import Version
 
 from imagematrix.assist.resolutions import Request, Resolution
@@ -68,6 +68,15 @@ class LiveIndex:
 
     def vllm_extra_includes(self, verl: str) -> tuple[str, ...]:
         return verl_meta.vllm_extra_includes(verl)
+
+
+def fits(required: str, python: str) -> bool:
+    """Whether Python `python` is within a release's Requires-Python ("" admits all); a declaration that is no
+    version specifier admits none (that release is not tried)."""
+    try:
+        return not required or Version(python) in SpecifierSet(required)
+    except InvalidSpecifier:
+        return False
 
 
 @dataclass(frozen=True)
@@ -225,7 +234,7 @@ def search(index: Index, resolver: Callable[[Request], Resolution], vllm: str, p
 
     def python_ok(version: str) -> bool:
         required = index.requires_python("vllm", version)
-        return required is not None and (not required or Version(python) in SpecifierSet(required))
+        return required is not None and fits(required, python)
 
     others = [pairing(index, reference, str(v)) for v in index.versions("vllm")
               if str(v) != vllm and python_ok(str(v))][:MAX_VLLM_TRIES]

@@ -151,6 +151,8 @@ def run(args) -> int:
         if report.outcomes:
             out.print(rows_table(report))
         out.print(summary(report), markup=False, soft_wrap=True)
+    for note in snapshot.notes:
+        err.print(f"note: {secrets.redact_text(note)}", markup=False, soft_wrap=True)
     err.print(index_snapshot.cache_note(snapshot, now, args.offline) +
               f"; uv: {report.asked} resolution(s), {report.from_cache} answer(s) from the cache",
               markup=False, soft_wrap=True)

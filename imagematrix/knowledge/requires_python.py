@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from packaging.specifiers import SpecifierSet
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from imagematrix.model.errors import InputError
+from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Row
 from imagematrix.tools import pypi
 
@@ -16,7 +16,13 @@ def check(row: Row) -> list[InputError]:
         if package == "flash-attn":  # a prebuilt wheel per cpXY: its name carries the Python
             continue
         declared = pypi.requires_python(package, version)
-        if declared and not SpecifierSet(declared).contains(row.python + ".0", prereleases=True):
+        try:
+            spec = SpecifierSet(declared or "")
+        except InvalidSpecifier:
+            raise RuntimeFailure(f"the index declares Requires-Python {declared!r} for {package} {version}, which is "
+                                 f"not a version specifier: row {row.id}'s Python cannot be checked against it; fix: "
+                                 f"pick another {package} version, or have the index fixed") from None
+        if declared and not spec.contains(row.python + ".0", prereleases=True):
             errors.append(InputError(
                 f"{package} {version} requires Python {declared}, the row has {row.python}",
                 where=f"row {row.id}, field python",

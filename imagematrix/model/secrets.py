@@ -13,6 +13,8 @@ import urllib.parse
 
 # PASS covers PASSWORD and PASSWD; KEY covers API_KEY, ACCESS_KEY...
 SECRET_WORDS = ("PASS", "TOKEN", "KEY", "SECRET", "AUTH", "CREDENTIAL", "COOKIE")
+# the userinfo of a URL that urllib cannot split: everything before the last @ of its authority
+_LOOSE_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/@\s'\"]+)@")
 
 
@@ -21,12 +23,25 @@ def is_secret_name(name: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """The URL without user and password."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    """The URL without user and password. Total: a URL urllib cannot split (a bad port, a broken IPv6 form) is
+    redacted all the same, for this runs in error handlers, where a second exception would hide the first."""
+    try:
+        parts = urllib.parse.urlsplit(str(url))
+    except ValueError:  # "Invalid IPv6 URL", a netloc that NFKC-normalizes into / ? # @ :
+        return _LOOSE_USERINFO.sub(r"\g<scheme>***@", str(url))
+    if "@" not in parts.netloc:
+        return str(url)
+    # the host and port as written after the userinfo (an IPv6 address keeps its brackets, a bad port its text)
+    return urllib.parse.urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def redact_userinfo_of(url: str, text: str) -> str:
+    """text (an exception's message about url: urllib's quotes the netloc whole) without url's userinfo."""
+    authority = str(url).partition("://")[2].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    userinfo = authority.rpartition("@")[0]
+    for value in sorted({userinfo, urllib.parse.unquote(userinfo)} - {""}, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return redact_text(text)
 
 
 def secret_values(env: dict[str, str] | None = None) -> list[str]:

@@ -77,7 +77,7 @@ def not_a_wheel(path: Path) -> str | None:
 def _download_wheel(url: str, dest: Path, name: str, timeout: float = 60) -> tuple[str | None, str | None]:
     """url into dest/name once it is shown to be a wheel (downloaded beside it first): (sha256, None) or (None, why)."""
     unchecked = dest / f".{name}.unchecked"
-    sha, problem = http.download(url, unchecked, timeout=timeout)
+    sha, problem = http.download(url, unchecked, limit=http.WHEEL_LIMIT, idle=timeout)
     if problem:
         return None, problem
     problem = not_a_wheel(unchecked)

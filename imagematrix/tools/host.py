@@ -12,13 +12,12 @@ import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from imagematrix.model import tags
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.paths import cache_dir
-from imagematrix.tools import cosign, docker
+from imagematrix.tools import cosign, docker, http
 
 REGISTRY = tags.EMBEDDED_REGISTRY
 
@@ -102,9 +101,9 @@ def ensure_buildx(log) -> None:
 
 def registry_up(address: str = REGISTRY) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{address}/v2/", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
+        return http.fetch(http.request(f"http://{address}/v2/"), limit=http.MANIFEST_LIMIT,
+                          deadline=http.PROBE_DEADLINE).status == 200
+    except (OSError, ValueError, http.Refused):
         return False
 
 

@@ -10,10 +10,7 @@ this module answers "what has been released".
 from __future__ import annotations
 
 import json
-import os
-import ssl
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 
 from packaging.utils import (
@@ -27,7 +24,7 @@ from packaging.version import InvalidVersion, Version
 
 from imagematrix.model import secrets
 from imagematrix.model.errors import RuntimeFailure
-from imagematrix.tools import pypi
+from imagematrix.tools import http, pypi
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
@@ -123,14 +120,13 @@ def parse_html_page(text: str, page: str = "") -> list[File]:
 
 
 def _read(url: str) -> tuple[str, str]:
-    request = pypi.request(url, headers={"Accept": f"{JSON_TYPE}, text/html;q=0.1"})  # userinfo: Basic auth
-    context = ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or None)
+    """(Content-Type, text) of the index page at url, read with http.PAGE_LIMIT and http.PAGE_DEADLINE."""
     try:
-        with urllib.request.urlopen(request, context=context, timeout=60) as response:
-            return response.headers.get("Content-Type", ""), response.read().decode("utf-8", errors="replace")
-    except (OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL
-        raise RuntimeFailure(f"cannot read the index page {secrets.redact_url(url)}: "
-                             f"{secrets.redact_text(str(getattr(exc, 'reason', exc)))}") from None
+        answer = pypi.get(url, limit=http.PAGE_LIMIT, deadline=http.PAGE_DEADLINE,
+                          headers={"Accept": f"{JSON_TYPE}, text/html;q=0.1"})  # userinfo: Basic auth
+    except RuntimeFailure as exc:
+        raise RuntimeFailure(f"cannot read the index page {str(exc).removeprefix('cannot fetch ')}") from None
+    return answer.headers.get("Content-Type", ""), answer.body.decode("utf-8", errors="replace")
 
 
 def releases(package: str, index: str | None = None) -> list[Release]:
@@ -139,6 +135,9 @@ def releases(package: str, index: str | None = None) -> list[Release]:
     content_type, text = _read(page)
     try:
         files = parse_json_page(text) if content_type.startswith(JSON_TYPE) else parse_html_page(text, page)
+    except RecursionError:  # [[[[...]]]] nested deeper than the parser goes
+        raise RuntimeFailure(f"the index page {secrets.redact_url(page)} is not a simple-index page ({content_type}): "
+                             "JSON nested too deep") from None
     except ValueError as exc:  # JSONDecodeError included: garbage, or bytes that are not UTF-8, from a mirror or proxy
         raise RuntimeFailure(f"the index page {secrets.redact_url(page)} is not a simple-index page ({content_type}): "
                              f"{str(exc)[:120]}") from None

@@ -7,7 +7,8 @@ No credential is ever put into a message or a log.
 
 A Bearer challenge names its token service (the realm): it is asked only over http(s) (https when the registry is),
 with the docker config's credentials only when it is on the registry's own host and port (or is the registry's
-known token host, AUTH_HOSTS), anonymously otherwise; its answer is read with a size cap and a deadline.
+known token host, AUTH_HOSTS), anonymously otherwise. Every answer (manifests, configs, tokens) is read through
+tools/http.fetch, with a size cap and a deadline for the whole request (their values are in tools/http.py).
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ DOCKER_HUB = "https://index.docker.io/v1/"
 # Token services that live on another host than their registry and are its own: the only other hosts the
 # registry's credentials go to (Docker Hub's registry-1.docker.io sends clients to auth.docker.io).
 AUTH_HOSTS = {"registry-1.docker.io": "auth.docker.io"}
-TOKEN_LIMIT = 1 << 20  # bytes: a token answer is a small JSON object (Docker Hub's: about 4 KiB)
-TOKEN_DEADLINE = 20.0  # seconds for the whole token answer
 # A bearer token as it goes into a header: printable ASCII, no space, no CR/LF (JWTs and opaque tokens alike)
 TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -149,7 +148,8 @@ class Client:
 
     def request(self, method: str, path: str, *, accept: str | None = None, data: bytes | None = None,
                 content_type: str | None = None) -> tuple[bytes, dict] | None:
-        """One request to base+path; None on 404. Answers one auth challenge with the docker config's credentials."""
+        """One request to base+path; None on 404. Answers one auth challenge with the docker config's credentials.
+        The answer (a manifest or an image config) is read with http.MANIFEST_LIMIT and http.MANIFEST_DEADLINE."""
         for attempt in (1, 2):
             headers = {k: v for k, v in (("Accept", accept), ("Content-Type", content_type)) if v}
             req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
@@ -158,8 +158,8 @@ class Client:
                 # which must not receive the registry's token (and rejects the extra header)
                 req.add_unredirected_header("Authorization", self._auth)
             try:
-                with urllib.request.urlopen(req, timeout=60) as resp:
-                    return resp.read(), dict(resp.headers)
+                answer = http.fetch(req, limit=http.MANIFEST_LIMIT, deadline=http.MANIFEST_DEADLINE)
+                return answer.body, dict(answer.headers)
             except urllib.error.HTTPError as exc:
                 if exc.code == 404:
                     return None
@@ -172,10 +172,14 @@ class Client:
                         f"log in with `docker login {self.host}` (credentials are read from "
                         f"{docker_config_dir() / 'config.json'})") from None
                 raise RuntimeFailure(f"registry {self.host}: HTTP {exc.code} for {method} {path}") from None
+            except http.Refused as exc:
+                raise RuntimeFailure(f"registry {self.host}: {method} {path}: {exc}") from None
             except OSError as exc:
-                raise RuntimeFailure(f"registry {self.host} is unreachable ({self.base}): {exc}; "
+                raise RuntimeFailure(f"registry {self.host} is unreachable ({self.base}): {http.why(exc)}; "
                                      "check the address, or start the embedded registry with "
                                      "`python build.py setup`") from None
+            except ValueError as exc:  # http.client refused the URL or a header (a CR/LF in a token)
+                raise RuntimeFailure(f"registry {self.host}: {method} {path} not sent: {http.why(exc)}") from None
         raise AssertionError("unreachable")
 
     def get_json(self, path: str, accept: str | None = None) -> dict | None:
@@ -185,7 +189,7 @@ class Client:
             return None
         try:
             found = json.loads(answer[0])
-        except ValueError:  # UnicodeDecodeError included
+        except (ValueError, RecursionError):  # UnicodeDecodeError included; RecursionError: JSON nested too deep
             found = None
         if not isinstance(found, dict):
             raise RuntimeFailure(f"registry {self.host}: GET {path} answered {answer[0][:60]!r}, not a JSON object; "
@@ -217,7 +221,7 @@ class Client:
             request.add_unredirected_header("Authorization",
                                             "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode())
         try:
-            body = http.read_capped(request, limit=TOKEN_LIMIT, deadline=TOKEN_DEADLINE)
+            body = http.read_capped(request, limit=http.TOKEN_LIMIT, deadline=http.TOKEN_DEADLINE)
         except urllib.error.HTTPError as exc:
             if sent:
                 raise RuntimeFailure(f"registry {self.host}: the token service refused the credentials ({exc.code}): "
@@ -230,10 +234,10 @@ class Client:
             raise RuntimeFailure(f"registry {self.host}: the token service {shown}: {exc}") from None
         except (OSError, ValueError) as exc:  # ValueError: http.client.InvalidURL
             raise RuntimeFailure(f"registry {self.host}: token service {shown} unreachable: "
-                                 f"{getattr(exc, 'reason', exc)}") from None
+                                 f"{http.why(exc)}") from None
         try:
             answer = json.loads(body)
-        except ValueError:  # UnicodeDecodeError included
+        except (ValueError, RecursionError):  # UnicodeDecodeError included; RecursionError: JSON nested too deep
             answer = None
         if not isinstance(answer, dict):
             raise RuntimeFailure(f"registry {self.host}: the token service {shown} answered "

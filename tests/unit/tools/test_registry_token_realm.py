@@ -13,7 +13,7 @@ import urllib.parse
 import pytest
 
 from imagematrix.model.errors import RuntimeFailure
-from imagematrix.tools import registry
+from imagematrix.tools import http, registry
 from tests.support import QuietHandler, serving
 
 CREDS = ("robot", "s3cret-docker-config-password")
@@ -232,7 +232,7 @@ def _drip(handler):
 
 
 def test_a_token_answer_dripping_past_the_deadline_is_refused(creds, monkeypatch):
-    monkeypatch.setattr(registry, "TOKEN_DEADLINE", 1.0)
+    monkeypatch.setattr(http, "TOKEN_DEADLINE", 1.0)
     seen = Seen()
     with _own_token_service(seen, _drip) as server:
         host = f"127.0.0.1:{server.server_port}"
