@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -263,24 +264,43 @@ def link_to(html: str, filename: str, page_url: str) -> str | None:
     return None
 
 
+# What fetch reads from the index, at most (this copy's own: it imports nothing of imagematrix, whose reads go
+# through tools/http.fetch): a page and the sdist (flash-attn's: about 8 MB), each within its deadline (seconds).
+PAGE_LIMIT, PAGE_DEADLINE = 32 << 20, 120.0
+SDIST_LIMIT, SDIST_DEADLINE = 512 << 20, 1800.0
+
+
+def _capped(response, limit: int, deadline: float, what: str):
+    """The chunks of an answer; OSError past `limit` bytes or `deadline` seconds (checked as each chunk comes)."""
+    started, got = time.monotonic(), 0
+    while chunk := response.read(1 << 20):
+        got += len(chunk)
+        if got > limit:
+            raise OSError(f"{what} is over the {limit >> 20} MiB limit")
+        if time.monotonic() - started > deadline:
+            raise OSError(f"{what} did not arrive within {deadline:g} s")
+        yield chunk
+
+
 def fetch(filename: str, sha256: str, dest: Path, env: dict[str, str]) -> Path:
     """Download the sdist named `filename` from the index into dest, checking its sha256."""
     page = f"{index_url(env)}/flash-attn/"
     safe_page = re.sub(r"//[^/@]*@", "//***@", page)
     try:
         with urllib.request.urlopen(page, timeout=60) as response:
-            html = response.read().decode("utf-8", errors="replace")
+            html = b"".join(_capped(response, PAGE_LIMIT, PAGE_DEADLINE, f"the page {safe_page}")).decode(
+                "utf-8", errors="replace")
         url = link_to(html, filename, page)
         if url is None:
             raise Unfit(f"{filename} is not on {safe_page}")
         path = dest / filename
         digest = hashlib.sha256()
         with urllib.request.urlopen(url, timeout=300) as response, open(path, "wb") as out:
-            while chunk := response.read(1 << 20):
+            for chunk in _capped(response, SDIST_LIMIT, SDIST_DEADLINE, filename):
                 digest.update(chunk)
                 out.write(chunk)
-    except OSError as exc:
-        raise Unfit(f"cannot download {filename} from {safe_page}: {exc}") from None
+    except (OSError, http.client.HTTPException) as exc:  # IncompleteRead, a garbled status line: not OSErrors
+        raise Unfit(f"cannot download {filename} from {safe_page}: {exc or type(exc).__name__}") from None
     if digest.hexdigest() != sha256:
         path.unlink()
         raise Unfit(f"{filename} from {safe_page} has sha256 {digest.hexdigest()}, expected {sha256}: refusing it")
