@@ -127,6 +127,15 @@ def test_modules_named_in_the_docs_exist(page):
     assert not gone, f"{page.relative_to(ROOT)} names modules that do not exist: {gone}"
 
 
+@pytest.mark.parametrize("page", [*PAGES, *sorted((ROOT / "knowledge").glob("*.yaml"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_source_files_named_by_path_exist(page):
+    """`imagematrix/knowledge/gpus.py`, not the `imagematrix/gpus.py` it once was."""
+    gone = sorted({path for path in re.findall(r"(?<![\w/.])imagematrix/[\w/]+\.py", page.read_text())
+                   if not (ROOT / path).is_file()})
+    assert not gone, f"{page.relative_to(ROOT)} names files that do not exist: {gone}"
+
+
 def _synopses() -> dict[str, str]:
     """docs/cli.md's synopsis block: command -> its lines (continuation lines included)."""
     text = (ROOT / "docs" / "cli.md").read_text()
