@@ -1,4 +1,4 @@
-"""The repository keeps its promises: CI runs the README's test command; build.py is a working entry point."""
+"""The repository keeps its promises: CI runs the README's main job and test command; build.py is a working entry point."""
 
 from __future__ import annotations
 
@@ -14,6 +14,16 @@ def test_ci_runs_the_readme_test_command():
     section = readme.split("## Run the tests", 1)[1]
     command = re.search(r"^    (\S.*)$", section, re.M).group(1)
     assert command in (ROOT / ".ci" / "run").read_text()
+
+
+def test_ci_runs_the_readme_main_job():
+    """README's main job (setup, then build of one row) is what .ci/run does on a fresh machine."""
+    section = (ROOT / "README.md").read_text().split("## The main job", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"((?:^    \S.*\n)+)", section, re.M).group(1)
+    commands = [line.strip().split("  #")[0].strip() for line in block.splitlines()]
+    assert commands[0] == "python3 build.py setup" and commands[1].startswith("python3 build.py build --row ")
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert all(command in ci for command in commands), commands
 
 
 def test_build_py_entry_point_exit_codes(tmp_path):

@@ -3,7 +3,7 @@
     python -m pytest tests/smoke/gpu --host [--row ID | --row-json PATH] -v -rs   # this Python, on this GPU
     python build.py test --gpu --row ID                                          # inside the row's image
 
-Inside an image (`--in-image --row-json PATH`, set up by imagematrix/gpu.py) a package the row pins that does not
+Inside an image (`--in-image --row-json PATH`, set up by imagematrix/stages/smoke_gpu.py) a package the row pins that does not
 import is a failure; in host mode a package that is not installed skips, saying so. Without --host or --in-image
 every test here skips. This folder is mounted alone into images, which have no imagematrix and no testinfra:
 this conftest uses only pytest, the standard library and gpusmoke.py.
