@@ -64,6 +64,15 @@ def releases_table(report: outdated.Report) -> Table:
 # A note's line longer than this is shortened at a word boundary (--json has every text whole); the table wraps
 # the rest at spaces.
 NOTE_WIDTH = 200
+CHECKED_WIDTH = 400  # what was checked: every rule named, as a rule is rarely named twice
+
+
+def _checked(found: dict) -> str:
+    """What a nearest pairing's check says: offered and what was checked, or why it is not offered."""
+    words = found.get("words")
+    if not words:
+        return ""
+    return " — " + ("" if found.get("offered") is False else "offered; ") + pairing.shorten(words, CHECKED_WIDTH)
 
 
 def _nearest(o: outdated.Outcome) -> list[str]:
@@ -71,21 +80,21 @@ def _nearest(o: outdated.Outcome) -> list[str]:
     by_vllm, by_verl = o.nearest.get("vllm"), o.nearest.get("verl")
     if by_vllm:
         lines.append(f"→ verl {by_vllm['verl']}: newest vLLM that resolves {by_vllm['vllm']}"
-                     + (" (override)" if by_vllm["override"] else ""))
+                     + (" (override)" if by_vllm["override"] else "") + _checked(by_vllm))
     elif "vllm" in o.nearest:
         lines.append("→ no vLLM resolves with the newest verl")
     if by_verl:
         lines.append(f"→ vLLM {o.version if o.package == 'vllm' else by_verl['vllm']}: newest verl that resolves "
-                     f"{by_verl['verl']}" + (" (override)" if by_verl["override"] else ""))
+                     f"{by_verl['verl']}" + (" (override)" if by_verl["override"] else "") + _checked(by_verl))
     elif "verl" in o.nearest:
         lines.append("→ no verl release resolves with it")
     return lines
 
 
 def _note(o: outdated.Outcome) -> Text:
-    """One table cell: what to do with the release, or why no row and the nearest pairings that resolve. Each line
-    is shortened at a word boundary, never inside a word. Plain text with a styled lead, never markup: uv's and the
-    index's words are shown as they are."""
+    """One table cell: what to do with the release and what was checked, or why no row (or why the proposal is not
+    offered) and the nearest pairings that resolve. Each line is shortened at a word boundary, never inside a word.
+    Plain text with a styled lead, never markup: uv's and the index's words are shown as they are."""
     if o.in_matrix:
         return Text("in the matrix", style="dim")
     if o.proposal is None:
@@ -98,7 +107,10 @@ def _note(o: outdated.Outcome) -> Text:
         return Text.assemble(("no row", "yellow"), ": " + "\n".join(lines))
     notes = [f"override: {reason.split(';')[0]}" for reason in o.proposal.overrides.values()]
     notes += [f"extras: {name} {version}" for name, version in o.proposal.extras.items()]
-    return Text("; ".join(notes)) if notes else Text("can be added", style="green")
+    checked = pairing.shorten(o.vetting.words(), CHECKED_WIDTH) if o.vetting else "not offered: not checked"
+    if not o.offered:
+        return Text.assemble(("not offered", "yellow"), ": " + "\n".join([checked.removeprefix("not offered: "), *notes]))
+    return Text.assemble(("can be added", "green"), (": " + "; ".join(notes)) if notes else "", "\n" + checked)
 
 
 COLUMNS = tuple(k for k in addrow.ROW_ORDER if k not in ("flash_attn", "python"))  # add-row proposes neither
@@ -149,6 +161,8 @@ def run(args) -> int:
     with err.status("proposing rows (uv; answers cached by their inputs)"):
         report = outdated.build_report(m.rows, snapshot, resolver, python=python, now=now, offline=args.offline,
                                        since_vllm=args.since_vllm, limit=args.limit, jobs=args.jobs)
+    if not args.offline:
+        index_snapshot.save(snapshot)  # again: with the facts the rules read that it lacked (an --offline run's)
     if args.json:
         print(secrets.redact_text(render_json(report)))
     else:
