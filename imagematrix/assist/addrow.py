@@ -47,6 +47,20 @@ class Proposal:
     extras: dict[str, str] = field(default_factory=dict)  # packages pinned beside the row's own pins
     overrides: dict[str, str] = field(default_factory=dict)  # package -> reason (its version is the pin)
     verl_extras: tuple[str, ...] = ()  # verl's extras the row installs besides the pins (under a vllm override)
+    resolution: dict[str, lockfile.LockEntry] = field(default_factory=dict, repr=False)  # uv's answer, parsed
+
+    def row(self, base: str = "") -> Row:
+        """The row as the matrix would load it from the proposal (no defaults beyond it: no flash_attn, env or
+        rollout_only), for the rules to check before anything is written. `base` is no rule's input."""
+        pins = self.pins
+        return Row(id=tags.row_id(verl=pins["verl"], vllm=pins["vllm"], torch=pins["torch"], cuda=pins["cuda"],
+                                  python=pins["python"]),
+                   verl=pins["verl"], vllm=pins["vllm"], torch=pins["torch"], cuda=pins["cuda"], flash_attn=None,
+                   tensordict=pins["tensordict"], transformers=pins["transformers"], python=pins["python"], base=base,
+                   extras=dict(self.extras), env={},
+                   overrides={name: fields.Override(version=pins[name], reason=reason)
+                              for name, reason in self.overrides.items()},
+                   skip_patches={}, verl_extras=tuple(sorted(self.verl_extras)))
 
 
 def _refuse(message: str, fix: str) -> InputError:
@@ -106,7 +120,8 @@ def propose(vllm: str, python: str, verl: str | None = None, *, index: pairing.I
     if chosen.verl_extras:
         why["verl_extras"] = (f"verl {verl}'s [vllm] extra, left out for the vllm override, installs verl["
                               f"{','.join(chosen.verl_extras)}] besides its pins: the row keeps those")
-    return Proposal(pins=pins, why=why, extras=extras, overrides=overrides, verl_extras=chosen.verl_extras)
+    return Proposal(pins=pins, why=why, extras=extras, overrides=overrides, verl_extras=chosen.verl_extras,
+                    resolution=entries)
 
 
 # The pins and versions a proposal fills in, in the order of the matrix file's keys.

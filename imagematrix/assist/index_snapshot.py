@@ -1,21 +1,26 @@
-"""The index as one `outdated` run reads it: every release of each watched package (upload time, Requires-Python)
-and the vLLM range of each verl's `[vllm]` extra, in a Snapshot saved with its date under
-<cache>/outdated/index.json, so that `--offline` reads the same answers back and says how old they are.
+"""The index as one `outdated` run reads it: every release of each watched package (upload time, Requires-Python),
+the vLLM range of each verl's `[vllm]` extra and the Requires-Dist the rules read (each verl's, and those of the
+other pins a proposal was checked with), in a Snapshot saved with its date under <cache>/outdated/index.json, so
+that `--offline` reads the same answers back and says how old they are.
 
-Only fetch() and save()/load() touch the network or the disk; the rest is data.
+Only fetch(), save()/load() and a live Answers (online: a fact the snapshot lacks is read and recorded) touch the
+network or the disk; the rest is data.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from imagematrix.knowledge import requires
 from imagematrix.knowledge import verl as verl_meta
 from imagematrix.model import paths, secrets
 from imagematrix.model.errors import RuntimeFailure
@@ -24,7 +29,12 @@ from imagematrix.tools.pypi_releases import Release
 
 # The packages whose releases are watched, in the order they are shown.
 PACKAGES = ("verl", "vllm", "torch", "transformers", "tensordict", "flash-attn")
-SNAPSHOT_FORMAT = 2  # 2: vllm_includes (the extras verl's [vllm] installs), which add-row needs
+SNAPSHOT_FORMAT = 3  # 2: vllm_includes (the extras verl's [vllm] installs), which add-row needs; 3: the rules' facts
+READABLE_FORMATS = (2, 3)  # a format-2 snapshot has no facts: offline, its proposals cannot be checked (and say so)
+
+
+def fact_key(package: str, version: str) -> str:
+    return f"{canonicalize_name(package)}=={version}"
 
 
 def cache_path() -> Path:
@@ -45,6 +55,9 @@ class Snapshot:
     vllm_ranges: dict[str, str | None]  # verl version -> the vLLM range of its [vllm] extra (None: no such extra)
     vllm_includes: dict[str, list[str]] = field(default_factory=dict)  # verl version -> extras [vllm] installs
     notes: list[str] = field(default_factory=list)  # the releases left out and why (a malformed Requires-Python)
+    # what the rules read, by fact_key: Requires-Dist lines, and the Requires-Python of packages not watched (extras)
+    requires_dist: dict[str, list[str]] = field(default_factory=dict)
+    other_python: dict[str, str | None] = field(default_factory=dict)
 
     def __post_init__(self):
         """Releases whose Requires-Python is no version specifier are left out, each with a note: one malformed
@@ -79,23 +92,72 @@ class Snapshot:
     def vllm_extra_includes(self, verl: str) -> tuple[str, ...]:
         return tuple(self.vllm_includes.get(verl, ()))
 
+    def answers(self, live: bool) -> Answers:
+        """The snapshot as the rules' source of facts (knowledge.requires.answered_by)."""
+        return Answers(self, live)
+
     def age_s(self, now: datetime.datetime) -> float:
         return max(0.0, (now - datetime.datetime.fromisoformat(self.fetched)).total_seconds())
 
     def to_json(self) -> dict:
         return {"format": SNAPSHOT_FORMAT, "fetched": self.fetched, "index": self.index,
                 "releases": {p: [r.to_json() for r in rs] for p, rs in self.releases.items()},
-                "vllm_ranges": self.vllm_ranges, "vllm_includes": self.vllm_includes, "notes": self.notes}
+                "vllm_ranges": self.vllm_ranges, "vllm_includes": self.vllm_includes, "notes": self.notes,
+                "requires_dist": self.requires_dist, "other_python": self.other_python}
 
     @classmethod
     def from_json(cls, data: dict) -> Snapshot:
-        if data.get("format") != SNAPSHOT_FORMAT:
-            raise ValueError(f"snapshot format {data.get('format')!r}, expected {SNAPSHOT_FORMAT}")
+        if data.get("format") not in READABLE_FORMATS:
+            raise ValueError(f"snapshot format {data.get('format')!r}, expected one of {READABLE_FORMATS}")
         datetime.datetime.fromisoformat(data["fetched"])
         return cls(fetched=data["fetched"], index=data["index"],
                    releases={p: [Release.from_json(r) for r in rs] for p, rs in data["releases"].items()},
                    vllm_ranges=dict(data["vllm_ranges"]), vllm_includes=dict(data["vllm_includes"]),
-                   notes=[str(n) for n in data.get("notes", [])])
+                   notes=[str(n) for n in data.get("notes", [])],
+                   requires_dist={str(k): [str(line) for line in v] for k, v in data.get("requires_dist", {}).items()},
+                   other_python={str(k): None if v is None else str(v) for k, v in data.get("other_python", {}).items()})
+
+
+class Answers:
+    """What the rules read about a release (knowledge.requires.Answers), from the snapshot: Requires-Python of the
+    watched packages from their releases, the rest from what it recorded. Live (online), a fact it lacks is read from
+    the index and recorded in it, to be saved with it; offline, that fact is a RuntimeFailure, which the rule that
+    needs it reports as not checked."""
+
+    def __init__(self, snapshot: Snapshot, live: bool):
+        self.snapshot, self.live = snapshot, live
+        self._lock = threading.Lock()
+
+    def _missing(self, what: str) -> RuntimeFailure:
+        return RuntimeFailure(f"{what} is not in the index snapshot (run `build.py outdated` without --offline)")
+
+    def requires_dist(self, package: str, version: str) -> tuple[str, ...]:
+        key = fact_key(package, version)
+        with self._lock:
+            known = self.snapshot.requires_dist.get(key)
+        if known is not None:
+            return tuple(known)
+        if not self.live:
+            raise self._missing(f"the Requires-Dist of {package} {version}")
+        lines = requires.read_requires_dist(package, version)
+        with self._lock:
+            self.snapshot.requires_dist[key] = list(lines)
+        return lines
+
+    def requires_python(self, package: str, version: str) -> str | None:
+        if canonicalize_name(package) in {canonicalize_name(p) for p in PACKAGES}:
+            watched = next(p for p in PACKAGES if canonicalize_name(p) == canonicalize_name(package))
+            return self.snapshot.requires_python(watched, version)
+        key = fact_key(package, version)
+        with self._lock:
+            if key in self.snapshot.other_python:
+                return self.snapshot.other_python[key]
+        if not self.live:
+            raise self._missing(f"the Requires-Python of {package} {version}")
+        value = pypi.requires_python(package, version)
+        with self._lock:
+            self.snapshot.other_python[key] = value
+        return value
 
 
 def _range_of(verl: str) -> str | None:
@@ -104,6 +166,13 @@ def _range_of(verl: str) -> str | None:
     except (RuntimeFailure, InvalidSpecifier):
         return None  # an old wheel without readable metadata: treated as declaring no [vllm] extra
     return None if spec is None else str(spec)
+
+
+def _requires_of(verl: str) -> list[str] | None:
+    try:
+        return list(requires.read_requires_dist("verl", verl))
+    except RuntimeFailure:
+        return None  # not recorded: online, a rule that needs it reads it again
 
 
 def _includes_of(verl: str) -> tuple[str, ...]:
@@ -120,9 +189,11 @@ def fetch(now: datetime.datetime | None = None, jobs: int = 8) -> Snapshot:
         verls = [r.version for r in found["verl"] if r.wheel]
         ranges = dict(zip(verls, pool.map(_range_of, verls), strict=True))
         includes = dict(zip(verls, pool.map(_includes_of, verls), strict=True))
+        declared = dict(zip(verls, pool.map(_requires_of, verls), strict=True))
     return Snapshot(fetched=(now or utcnow()).isoformat(timespec="seconds"),
                     index=secrets.redact_url(pypi.index_url()), releases=found, vllm_ranges=ranges,
-                    vllm_includes={v: list(i) for v, i in includes.items() if i})
+                    vllm_includes={v: list(i) for v, i in includes.items() if i},
+                    requires_dist={fact_key("verl", v): lines for v, lines in declared.items() if lines is not None})
 
 
 def save(snapshot: Snapshot, path: Path | None = None) -> Path:

@@ -4,7 +4,11 @@ new vLLM (and each new verl) release the row add-row would propose for it, or wh
 The index's answers are read once per run into an index_snapshot.Snapshot (saved with its date; `--offline` reads
 it back), and uv's answers come from <cache>/outdated/resolutions/ (assist/resolutions.py), so an offline run asks
 nothing of the network. Proposals are addrow.propose's, over the snapshot: the same pairing search, the same
-constraints. Everything here is a function over data (tests feed it recorded answers).
+constraints. A proposal, and each nearest pairing a refusal names, is then checked like a matrix row: every rule of
+knowledge/rules.yaml over the row add-row would write and uv's resolution of it, with the facts the rules read
+(Requires-Dist, Requires-Python) taken from the snapshot. Only a pairing that passes every fail rule is offered; one
+that does not is listed as "not offered" with the rules that refuse it. Imports are not checked: no image is built.
+Everything here is a function over data (tests feed it recorded answers).
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ from dataclasses import dataclass, field
 
 from packaging.version import Version
 
+from imagematrix import rules
 from imagematrix.assist import addrow, pairing, resolutions
 from imagematrix.assist.index_snapshot import PACKAGES, Snapshot
+from imagematrix.knowledge import requires
 from imagematrix.model import fields, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Row
@@ -52,6 +58,99 @@ def newer(releases: list[Release], than: str | None, *, since: str | None = None
     return picked[:limit] if limit is not None else picked
 
 
+# --- what is checked beyond resolution --------------------------------------------------------------------------
+
+# What no check here covers: a proposal is resolved and checked against the rules, never installed or imported.
+NOT_CHECKED = "imports and GPU runs (no image is built)"
+NOT_CHECKED_WHY = "no image is built: the smoke tests import and run it once the row is added and built"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One rule's result over a proposed row. status: passed, n/a, warned (a warn rule), failed, or unchecked (a
+    fail rule whose facts could not be read or are unverified: it refuses as a failure does)."""
+
+    rule: str
+    status: str
+    message: str
+
+    @property
+    def refuses(self) -> bool:
+        return self.status in ("failed", "unchecked")
+
+    def headline(self) -> str:
+        """The message up to its symptom (rule messages read 'what: symptom')."""
+        return self.message.split(": ", 1)[0]
+
+
+@dataclass
+class Vetting:
+    """A pairing checked beyond uv's resolution: the rules over the row add-row would write (checks), or why no
+    row could be proposed for it (error: then nothing was checked and it is not offered)."""
+
+    checks: list[Check] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def refused(self) -> list[Check]:
+        return [c for c in self.checks if c.refuses]
+
+    @property
+    def offered(self) -> bool:
+        return self.error is None and bool(self.checks) and not self.refused
+
+    def rules_with(self, status: str) -> list[str]:
+        """The rules whose every result has this status (passed, n/a), or any result (warned), in rules.yaml order."""
+        by_rule: dict[str, set[str]] = {}
+        for c in self.checks:
+            by_rule.setdefault(c.rule, set()).add(c.status)
+        if status == "warned":
+            return [rule for rule, seen in by_rule.items() if "warned" in seen]
+        return [rule for rule, seen in by_rule.items() if seen == {status}]
+
+    def words(self) -> str:
+        """One line, plain text: why it is not offered, or what was checked and what was not."""
+        if self.error is not None:
+            return f"not offered: not checked, {self.error}"
+        if self.refused:
+            seen: dict[str, str] = {}
+            for c in self.refused:
+                how = " could not be checked" if c.status == "unchecked" else ""
+                seen.setdefault(c.rule, f"rule {c.rule}{how} ({c.headline()})")
+            return "not offered: " + "; ".join(seen.values())
+        parts = [f"checked: uv resolution; rules passed: {', '.join(self.rules_with('passed'))}"]  # n/a: in to_json
+        if self.rules_with("warned"):
+            parts.append(f"warned: {', '.join(self.rules_with('warned'))}")
+        return "; ".join(parts) + f"; not checked: {NOT_CHECKED}"
+
+    def to_json(self) -> dict:
+        return {"offered": self.offered, "words": self.words(), "error": self.error, "checked": "uv resolution, rules",
+                "rules": [{"rule": c.rule, "status": c.status, "message": c.message} for c in self.checks],
+                "not_checked": NOT_CHECKED, "not_checked_why": NOT_CHECKED_WHY}
+
+
+def vet(proposal: addrow.Proposal) -> Vetting:
+    """Every rule of knowledge/rules.yaml over the row add-row would write for the proposal, with uv's resolution
+    (the facts the rules read come from the requires.answered_by in force: outdated's snapshot)."""
+    ruleset = rules.load()
+    severity = {spec.id: spec.severity for spec in ruleset.rules}
+    checks = []
+    for r in rules.evaluate(proposal.row(), proposal.resolution, ruleset=ruleset):
+        status = "unchecked" if r.status == "warned" and severity.get(r.rule) == "fail" else r.status
+        checks.append(Check(r.rule, status, r.message))
+    return Vetting(checks)
+
+
+def vet_pairing(p: pairing.Pairing, *, snapshot: Snapshot, resolver: Callable, python: str) -> Vetting:
+    """A nearest pairing (found by resolution alone) proposed as add-row --vllm X --verl V would, then vetted."""
+    try:
+        return vet(addrow.propose(p.vllm, python, p.verl, index=snapshot, resolver=resolver))
+    except InputError as exc:
+        return Vetting(error=first_line(exc.message))
+    except RuntimeFailure as exc:
+        return Vetting(error=first_line(str(exc)))
+
+
 # --- proposals -------------------------------------------------------------------------------------------------
 
 
@@ -64,17 +163,23 @@ class Outcome:
     uploaded: str | None = None
     in_matrix: bool = False  # a row already pins this version (nothing proposed)
     proposal: addrow.Proposal | None = None
+    vetting: Vetting | None = None  # the proposal checked beyond resolution (offered only when it passes)
     row_id: str | None = None
-    reason: str | None = None  # why no row can be proposed
+    reason: str | None = None  # why no row can be proposed, or why the proposal is not offered
     hints: list[str] = field(default_factory=list)  # the nearest pairings that resolve, in words
     tried: list[tuple[str, str]] = field(default_factory=list)  # (pairing, uv's cause) of each pairing tried
     # "vllm": the newest vLLM that resolves with the newest (or given) verl; "verl": the newest verl that resolves
-    # with this vLLM; each {"verl", "vllm", "override"} or None when none does
+    # with this vLLM; each {"verl", "vllm", "override"} and its Vetting's JSON ("offered", "words", "rules"...), or
+    # None when none resolves
     nearest: dict[str, dict | None] = field(default_factory=dict)
 
     @property
+    def offered(self) -> bool:
+        return self.proposal is not None and self.vetting is not None and self.vetting.offered
+
+    @property
     def addable(self) -> bool:
-        return self.proposal is not None and not self.in_matrix
+        return self.offered and not self.in_matrix
 
     def to_json(self) -> dict:
         row = None
@@ -82,15 +187,17 @@ class Outcome:
             row = {"id": self.row_id, "pins": self.proposal.pins, "extras": self.proposal.extras,
                    "overrides": {name: {"version": self.proposal.pins[name], "reason": reason}
                                  for name, reason in self.proposal.overrides.items()},
-                   "why": self.proposal.why}
+                   "why": self.proposal.why, **(self.vetting.to_json() if self.vetting else {"offered": False})}
         return {"package": self.package, "version": self.version, "uploaded": self.uploaded,
                 "in_matrix": self.in_matrix, "row": row, "reason": self.reason,
                 "tried": [{"pairing": label, "cause": cause} for label, cause in self.tried],
                 "nearest": self.nearest, "hints": self.hints}
 
 
-def _pairing_json(p: pairing.Pairing | None) -> dict | None:
-    return None if p is None else {"verl": p.verl, "vllm": p.vllm, "override": p.overridden}
+def _pairing_json(p: pairing.Pairing | None, vetting: Vetting | None = None) -> dict | None:
+    if p is None:
+        return None
+    return {"verl": p.verl, "vllm": p.vllm, "override": p.overridden, **(vetting.to_json() if vetting else {})}
 
 
 def vllm_for_verl(snapshot: Snapshot, verl: str, python: str) -> str | None:
@@ -111,8 +218,15 @@ def first_line(text: str) -> str:
 
 
 def outcome(package: str, release: Release, *, snapshot: Snapshot, resolver: Callable, python: str,
-            rows: tuple[Row, ...] | list[Row]) -> Outcome:
-    """The Outcome for one new release: add-row's proposal over the snapshot, or the reason there is none."""
+            rows: tuple[Row, ...] | list[Row], answers: requires.Answers | None = None) -> Outcome:
+    """The Outcome for one new release: add-row's proposal over the snapshot, checked against the rules, or the
+    reason there is none. `answers`: the facts the rules read (default: the snapshot's, never the network)."""
+    with requires.answered_by(answers or snapshot.answers(live=False)):
+        return _outcome(package, release, snapshot=snapshot, resolver=resolver, python=python, rows=rows)
+
+
+def _outcome(package: str, release: Release, *, snapshot: Snapshot, resolver: Callable, python: str,
+             rows: tuple[Row, ...] | list[Row]) -> Outcome:
     result = Outcome(package=package, version=release.version, uploaded=release.uploaded)
     if any(Version(getattr(r, package)) == Version(release.version) for r in rows):
         result.in_matrix = True
@@ -136,7 +250,12 @@ def outcome(package: str, release: Release, *, snapshot: Snapshot, resolver: Cal
         result.reason = f"no verl tried resolves with vLLM {exc.vllm} on Python {python}"
         result.tried = exc.causes
         result.hints = exc.hints()
-        result.nearest = {"vllm": _pairing_json(exc.by_vllm), "verl": _pairing_json(exc.by_verl)}
+        result.nearest = {}
+        for i, (key, found) in enumerate((("vllm", exc.by_vllm), ("verl", exc.by_verl))):
+            vetting = None if found is None else vet_pairing(found, snapshot=snapshot, resolver=resolver, python=python)
+            result.nearest[key] = _pairing_json(found, vetting)
+            if vetting is not None and not vetting.offered:
+                result.hints[i] += f" ({vetting.words()})"
         return result
     except resolutions.NotCached:
         result.reason = "not in the cache: uv was never asked about it online (run `build.py outdated` without --offline)"
@@ -148,6 +267,12 @@ def outcome(package: str, release: Release, *, snapshot: Snapshot, resolver: Cal
         result.reason = f"failed: {first_line(str(exc))}"
         return result
     result.proposal = proposal
+    try:
+        result.vetting = vet(proposal)
+    except InputError as exc:  # the rules file itself: nothing checked
+        result.vetting = Vetting(error=first_line(exc.message))
+    if not result.vetting.offered:
+        result.reason = result.vetting.words()
     pins = proposal.pins
     result.row_id = tags.row_id(verl=pins["verl"], vllm=pins["vllm"], torch=pins["torch"], cuda=pins["cuda"],
                                 python=pins["python"])
@@ -203,8 +328,11 @@ def build_report(rows: tuple[Row, ...] | list[Row], snapshot: Snapshot, resolver
            for p in PACKAGES}
     targets = [("vllm", r) for r in new["vllm"]] + [("verl", r) for r in new["verl"]]
 
+    answers = snapshot.answers(live=not offline)  # online, a fact the snapshot lacks is read and recorded in it
+
     def one(target: tuple[str, Release]) -> Outcome:
-        return outcome(target[0], target[1], snapshot=snapshot, resolver=resolver, python=python, rows=rows)
+        return outcome(target[0], target[1], snapshot=snapshot, resolver=resolver, python=python, rows=rows,
+                       answers=answers)
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         outcomes = list(pool.map(one, targets))

@@ -155,13 +155,32 @@ def candidates(index: Index, vllm: str, verl: str | None = None) -> list[tuple[P
     return out
 
 
-def short_cause(stderr: str) -> str:
-    """uv's explanation in one line: its first 'Because ...' clause, else its first line."""
+def shorten(text: str, width: int) -> str:
+    """text on one line, at most `width` characters where it has to be shortened: cut at a word boundary, never
+    inside a word, and marked with "…" (a first word longer than `width` is kept whole)."""
+    words = text.split()
+    line = " ".join(words)
+    if len(line) <= width:
+        return line
+    kept = [words[0]]
+    for word in words[1:]:
+        if len(" ".join([*kept, word])) + 2 > width:  # room for " …"
+            break
+        kept.append(word)
+    return line if len(kept) == len(words) else " ".join(kept) + " …"
+
+
+def cause(stderr: str) -> str:
+    """uv's explanation in one line, whole: its first 'Because ...' clause, else its first line."""
     text = " ".join(stderr.split())
     found = re.search(r"Because (.*?)(?:,? we can conclude|,? and because|$)", text, re.I)
     line = found.group(1) if found else (stderr.strip().splitlines() or ["(uv said nothing)"])[0]
-    line = line.removeprefix("error: ").strip()
-    return line if len(line) <= 240 else line[:237] + "..."
+    return " ".join(line.removeprefix("error: ").split())
+
+
+def short_cause(stderr: str) -> str:
+    """cause(), shortened to 240 characters at a word boundary."""
+    return shorten(cause(stderr), 240)
 
 
 def first_ok(items: list, check: Callable[[object], bool], jobs: int = SEARCH_JOBS):
@@ -186,7 +205,7 @@ class Unpairable(InputError):
         self.newest_verl = newest_verl.verl if newest_verl else None
         self.by_vllm, self.by_verl = newest_vllm, newest_verl  # the pairings found (None: none resolves)
         self.vllm_tries, self.verl_tries = vllm_tries, verl_tries
-        self.causes = [(p.label(), short_cause(r.stderr)) for p, r in tried]
+        self.causes = [(p.label(), cause(r.stderr)) for p, r in tried]  # whole (outdated --json shows them)
         blocks = []
         for i, (p, r) in enumerate(tried):
             blocks.append(f"{p.label()} on Python {python} cannot be installed{' either' if i else ''}:\n"

@@ -9,8 +9,9 @@ import json
 from packaging.version import InvalidVersion, Version
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from imagematrix.assist import addrow, index_snapshot, outdated, resolutions
+from imagematrix.assist import addrow, index_snapshot, outdated, pairing, resolutions
 from imagematrix.cli.common import checked, err, matrix_option, out
 from imagematrix.model import fields, secrets
 from imagematrix.model import matrix as matrix_mod
@@ -60,8 +61,18 @@ def releases_table(report: outdated.Report) -> Table:
     return table
 
 
-def _short(text: str, width: int = 110) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
+# A note's line longer than this is shortened at a word boundary (--json has every text whole); the table wraps
+# the rest at spaces.
+NOTE_WIDTH = 200
+CHECKED_WIDTH = 400  # what was checked: every rule named, as a rule is rarely named twice
+
+
+def _checked(found: dict) -> str:
+    """What a nearest pairing's check says: offered and what was checked, or why it is not offered."""
+    words = found.get("words")
+    if not words:
+        return ""
+    return " — " + ("" if found.get("offered") is False else "offered; ") + pairing.shorten(words, CHECKED_WIDTH)
 
 
 def _nearest(o: outdated.Outcome) -> list[str]:
@@ -69,39 +80,45 @@ def _nearest(o: outdated.Outcome) -> list[str]:
     by_vllm, by_verl = o.nearest.get("vllm"), o.nearest.get("verl")
     if by_vllm:
         lines.append(f"→ verl {by_vllm['verl']}: newest vLLM that resolves {by_vllm['vllm']}"
-                     + (" (override)" if by_vllm["override"] else ""))
+                     + (" (override)" if by_vllm["override"] else "") + _checked(by_vllm))
     elif "vllm" in o.nearest:
         lines.append("→ no vLLM resolves with the newest verl")
     if by_verl:
         lines.append(f"→ vLLM {o.version if o.package == 'vllm' else by_verl['vllm']}: newest verl that resolves "
-                     f"{by_verl['verl']}" + (" (override)" if by_verl["override"] else ""))
+                     f"{by_verl['verl']}" + (" (override)" if by_verl["override"] else "") + _checked(by_verl))
     elif "verl" in o.nearest:
         lines.append("→ no verl release resolves with it")
     return lines
 
 
-def _note(o: outdated.Outcome) -> str:
-    """One table cell: what to do with the release, or why no row and the nearest pairings that resolve."""
+def _note(o: outdated.Outcome) -> Text:
+    """One table cell: what to do with the release and what was checked, or why no row (or why the proposal is not
+    offered) and the nearest pairings that resolve. Each line is shortened at a word boundary, never inside a word.
+    Plain text with a styled lead, never markup: uv's and the index's words are shown as they are."""
     if o.in_matrix:
-        return "[dim]in the matrix[/]"
+        return Text("in the matrix", style="dim")
     if o.proposal is None:
-        lines = [o.reason or ""]
+        lines = [pairing.shorten(o.reason or "", NOTE_WIDTH)]
         if o.tried:
             label, cause = o.tried[0]
             more = f" (+{len(o.tried) - 1} more tried)" if len(o.tried) > 1 else ""
-            lines.append(_short(f"{label}: {cause}") + more)
+            lines.append(pairing.shorten(f"{label}: {cause}", NOTE_WIDTH - len(more)) + more)
         lines += _nearest(o)
-        return "[yellow]no row[/]: " + escape("\n".join(lines))
+        return Text.assemble(("no row", "yellow"), ": " + "\n".join(lines))
     notes = [f"override: {reason.split(';')[0]}" for reason in o.proposal.overrides.values()]
     notes += [f"extras: {name} {version}" for name, version in o.proposal.extras.items()]
-    return escape("; ".join(notes)) if notes else "[green]can be added[/]"
+    checked = pairing.shorten(o.vetting.words(), CHECKED_WIDTH) if o.vetting else "not offered: not checked"
+    if not o.offered:
+        return Text.assemble(("not offered", "yellow"), ": " + "\n".join([checked.removeprefix("not offered: "), *notes]))
+    return Text.assemble(("can be added", "green"), (": " + "; ".join(notes)) if notes else "", "\n" + checked)
 
 
 COLUMNS = tuple(k for k in addrow.ROW_ORDER if k not in ("flash_attn", "python"))  # add-row proposes neither
 
 
 def rows_table(report: outdated.Report) -> Table:
-    table = Table("release", "date", *COLUMNS, "note", title=f"what add-row would propose (Python {report.python})")
+    table = Table("release", "date", *COLUMNS, title=f"what add-row would propose (Python {report.python})")
+    table.add_column("note", overflow="fold")  # wrapped at spaces; a word wider than the column folds, never "…"
     for o in report.outcomes:
         pins = o.proposal.pins if o.proposal else {}
         table.add_row(f"{o.package} {o.version}", (o.uploaded or "")[:10], *(pins.get(k, "") for k in COLUMNS),
@@ -144,6 +161,8 @@ def run(args) -> int:
     with err.status("proposing rows (uv; answers cached by their inputs)"):
         report = outdated.build_report(m.rows, snapshot, resolver, python=python, now=now, offline=args.offline,
                                        since_vllm=args.since_vllm, limit=args.limit, jobs=args.jobs)
+    if not args.offline:
+        index_snapshot.save(snapshot)  # again: with the facts the rules read that it lacked (an --offline run's)
     if args.json:
         print(secrets.redact_text(render_json(report)))
     else:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
+from imagematrix.knowledge import requires
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Row
-from imagematrix.tools import pypi
 
 
 def check(row: Row) -> list[InputError]:
@@ -15,7 +15,7 @@ def check(row: Row) -> list[InputError]:
     for package, version in sorted(row.pins().items()):
         if package == "flash-attn":  # a prebuilt wheel per cpXY: its name carries the Python
             continue
-        declared = pypi.requires_python(package, version)
+        declared = requires.requires_python(package, version)
         try:
             spec = SpecifierSet(declared or "")
         except InvalidSpecifier:

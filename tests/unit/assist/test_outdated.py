@@ -1,7 +1,8 @@
 """`build.py outdated` and add-row's pairing search, over a faked index and a faked uv.
 
-The index (releases, upload times, Requires-Python, verl's declared vLLM ranges) and uv's answers are recorded data
-written into this file, trimmed from a real run against PyPI: these tests are about the logic (version comparison,
+The index (releases, upload times, Requires-Python, verl's declared vLLM ranges, the Requires-Dist the rules read)
+and uv's answers are recorded data written into this file, trimmed from a real run against PyPI (no test here reads
+the index: the `no_index` fixture fails any that tries): these tests are about the logic (version comparison,
 "newer than the matrix", the pairing order, rendering, exit codes, the offline cache and its age), not about PyPI,
 which tests/integration/test_outdated_pypi.py reads for real.
 """
@@ -18,9 +19,10 @@ from rich.console import Console
 
 from imagematrix.assist import addrow, index_snapshot, outdated, pairing, resolutions
 from imagematrix.cli import outdated as cli_outdated
+from imagematrix.knowledge import requires
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import RuntimeFailure
-from imagematrix.tools import pypi_releases
+from imagematrix.tools import pypi, pypi_releases
 from imagematrix.tools.pypi_releases import File, Release
 
 NOW = datetime.datetime(2026, 12, 2, 12, 0, tzinfo=datetime.timezone.utc)
@@ -63,7 +65,35 @@ def snapshot() -> index_snapshot.Snapshot:
         },
         vllm_ranges={"0.9.1": "==0.24.0", "0.9.0": ">=0.18.0", "0.8.0": "<=0.12.0,>=0.8.5"},
         vllm_includes={"0.9.1": ["verl-core"], "0.9.0": ["verl-core"]},  # as verl's METADATA says
+        requires_dist={f"{package}=={version}": lines for (package, version), lines in REQUIRES_DIST.items()},
     )
+
+
+# Requires-Dist the rules read (trimmed to the lines they check): verl's declared ranges, vLLM's floors
+REQUIRES_DIST = {
+    ("verl", "0.9.1"): ["ray[default]>=2.41.0", "tensordict!=0.9.0,<=0.10.0,>=0.8.0", "transformers!=5.6.0,<5.11,>=5.5.3",
+                        'verl[verl-core]; extra == "vllm"', 'torch==2.11.0; extra == "vllm"',
+                        'vllm==0.24.0; extra == "vllm"', 'transformers==5.9.0; extra == "vllm"'],
+    ("verl", "0.9.0"): ["ray[default]>=2.41.0", "tensordict!=0.9.0,<=0.10.0,>=0.8.0", "transformers<5.11,>=5.5.3",
+                        'verl[verl-core]; extra == "vllm"', 'vllm>=0.18.0; extra == "vllm"'],
+    ("verl", "0.8.0"): ["ray[default]>=2.41.0", "tensordict!=0.9.0,<=0.10.0,>=0.8.0", "transformers",
+                        'vllm<=0.12.0,>=0.8.5; extra == "vllm"'],
+    ("vllm", "0.33.0"): ["transformers<5.21.0,>=5.16.1", "torch==2.15.0"],
+    ("vllm", "0.31.0"): ["transformers<5.18,>=5.10.4", "torch==2.13.0"],
+    ("vllm", "0.25.0"): ["transformers>=5.5.3", "torch==2.11.0"],
+    ("vllm", "0.24.0"): ["transformers>=5.5.3", "torch==2.11.0"],
+    ("vllm", "0.12.0"): ["transformers<5,>=4.56.0", "torch==2.9.0"],
+}
+
+
+@pytest.fixture(autouse=True)
+def no_index(monkeypatch):
+    """The rules read their facts from the snapshot: reading the index instead fails the test."""
+    def asked(*args, **kwargs):
+        pytest.fail(f"the index was read: {args}")
+
+    monkeypatch.setattr(requires, "read_requires_dist", asked)
+    monkeypatch.setattr(pypi, "requires_python", asked)
 
 
 # uv's answers, recorded (stacks trimmed to what a proposal reads): (verl, vllm, with verl's [vllm] extra) -> pins
@@ -276,8 +306,9 @@ def test_report_lists_what_is_newer_and_proposes_a_row_per_new_vllm(matrix):
     assert [x.version for x in r.newer["flash-attn"]] == ["2.8.3.post1"]  # sdist-only releases count
     assert r.newer["verl"] == [] and [x.version for x in r.newer["torch"]] == ["2.13.0"]
     by = {o.version: o for o in r.outcomes}
-    assert by["0.33.0"].proposal is None and by["0.33.0"].nearest["vllm"] == {"verl": "0.9.1", "vllm": "0.31.0",
-                                                                                "override": True}
+    nearest = by["0.33.0"].nearest["vllm"]
+    assert by["0.33.0"].proposal is None and (nearest["verl"], nearest["vllm"], nearest["override"]) == ("0.9.1", "0.31.0", True)
+    assert nearest["offered"] is True  # it passes the rules too
     # the newest verl first: 0.9.1 without its extra (override) for 0.31.0; 0.9.0 (declared) for 0.25.0, with which
     # 0.9.1 does not resolve
     assert by["0.31.0"].row_id == "verl0.9.1-vllm0.31.0-torch2.13.0-cu130-py311" and "vllm" in by["0.31.0"].proposal.overrides

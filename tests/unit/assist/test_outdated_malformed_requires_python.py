@@ -60,7 +60,7 @@ def test_a_malformed_requires_python_fits_no_python():
 
 def test_a_pinned_release_with_a_malformed_requires_python_is_one_line(write_matrix, monkeypatch):
     row = matrix_mod.load(write_matrix(MATRIX)).rows[0]
-    monkeypatch.setattr(requires_python.pypi, "requires_python",
+    monkeypatch.setattr(requires_python.requires.pypi, "requires_python",
                         lambda package, version: BAD if package == "vllm" else "")
     with pytest.raises(RuntimeFailure) as caught:
         requires_python.check(row)

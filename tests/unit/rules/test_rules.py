@@ -117,7 +117,7 @@ def test_rules_data_loads_with_the_issue_list():
     ids = {r.id for r in rules.load().rules}
     assert ids == {"tensordict-forkingpickler", "vllm-transformers-5", "flash-attn-prebuilt-wheel", "vllm-env-knobs",
                    "verl-declared-ranges", "python-requires", "pyarrow-26-numpy-1", "verl-training-flash-attn",
-                   "vllm-0.20-deepgemm-cp312", "vllm-declared-floors"}
+                   "vllm-0.20-deepgemm-cp312", "vllm-declared-floors", "verl-transformers-5"}
     for rule in rules.load().rules:
         assert rule.symptom and rule.fix and rule.source
 
@@ -182,6 +182,9 @@ CASES = [
           overrides={**OVERRIDE_05, "transformers": ("4.51.3", "as the published verl image has it")}),
      dict(verl="0.5.0", vllm="0.10.0", torch="2.7.1", cuda="12.6", tensordict="0.8.3", transformers="4.55.4",
           overrides=OVERRIDE_05)),
+    ("verl-transformers-5",  # verl < 0.7.1 imports AutoModelForVision2Seq, which transformers 5 no longer has
+     dict(verl="0.6.1", vllm="0.11.0", torch="2.8.0", cuda="12.8", tensordict="0.8.3", transformers="5.0.0"),
+     dict(verl="0.6.1", vllm="0.11.0", torch="2.8.0", cuda="12.8", tensordict="0.8.3", transformers="4.57.1")),
 ]
 
 
@@ -211,6 +214,16 @@ def test_transformers_5_is_fine_from_vllm_0_11_1(make_row):
     assert "all_special_tokens_extended" in result.message and "below 5" in result.fix
     row = make_row(**{**CASES[1][1], "vllm": "0.11.1", "torch": "2.9.0"})
     assert status(row, "vllm-transformers-5") == "passed"
+
+
+def test_verl_from_0_7_1_takes_transformers_5(make_row):
+    """verl 0.7.1 falls back to AutoModelForImageTextToText (verl/utils/transformers_compat.py); older verls import
+    AutoModelForVision2Seq, which no transformers 5 release defines."""
+    result = failure(make_row(verl="0.4.1", vllm="0.8.5", torch="2.6.0", tensordict="0.6.2", transformers="5.9.0"),
+                     "verl-transformers-5")
+    assert "verl 0.4.1 with transformers 5.9.0" in result.message and "AutoModelForVision2Seq" in result.message
+    row = make_row(verl="0.7.1", vllm="0.12.0", torch="2.9.0", cuda="12.8", tensordict="0.8.3", transformers="5.0.0")
+    assert status(row, "verl-transformers-5") == "passed"
 
 
 def test_flash_attn_wheel_rule_names_the_missing_wheel_and_the_releases_that_have_it(make_row):
@@ -435,8 +448,8 @@ def test_warnings_do_not_become_errors(make_row):
 def test_explain_lists_every_rule_per_row_with_its_status(make_row):
     good, bad = make_row(), make_row(**CASES[0][1])
     text = rules.explain([(good, rules.evaluate(good)), (bad, rules.evaluate(bad))])
-    assert f"{good.id}: 8 passed, 2 n/a" in text  # no pyarrow/numpy versions without a resolution
-    assert f"{bad.id}: 1 failed, 7 passed, 2 n/a" in text
+    assert f"{good.id}: 9 passed, 2 n/a" in text  # no pyarrow/numpy versions without a resolution
+    assert f"{bad.id}: 1 failed, 8 passed, 2 n/a" in text
     assert "  n/a     flash-attn-prebuilt-wheel  no flash_attn pin" in text
     assert "  failed  tensordict-forkingpickler" in text and "fix: pin tensordict >= 0.6" in text
     for rule in rules.load().rules:
