@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -167,3 +168,18 @@ def hostile(mode: str, body: bytes | Callable[[str], bytes] = b"{}", content_typ
         do_GET = do_HEAD = _answer
 
     return Handler
+
+
+# A GPU run's raw results (tests/smoke/gpu/run_host.sh's OUT), the least gpu-record accepts: for the record tests.
+GPU_ROW = "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312"
+GPU_JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
+<testcase classname="test_gpu_cuda" name="test_torch_sees_a_gpu" time="4.5"/></testsuite></testsuites>"""
+
+
+def gpu_raw_results(raw):
+    raw.mkdir()
+    (raw / "junit.xml").write_text(GPU_JUNIT)
+    (raw / "gpu.csv").write_text("NVIDIA H200, 580.159.04, 143771 MiB, 9.0\n")
+    (raw / "env.json").write_text(json.dumps({"row": GPU_ROW, "python": "3.12.3", "torch_cuda": "13.0",
+                                              "versions": {"torch": "2.11.0+cu130"}}))
+    return raw

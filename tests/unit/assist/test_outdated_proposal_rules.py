@@ -22,21 +22,13 @@ from imagematrix.assist import addrow, index_snapshot, outdated
 from imagematrix.cli import outdated as cli_outdated
 from imagematrix.knowledge import requires
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.tools import pypi
-from tests.unit.assist.test_outdated import MATRIX, NOW, STACKS, FakeResolver, rel, snapshot
+from tests.unit.assist.test_outdated import MATRIX, NOW, STACKS, FakeResolver, no_index, rel, snapshot  # noqa: F401 (no_index: the autouse guard against index reads)
 
 # verl 0.4.1 as PyPI has it (Requires-Dist trimmed to what the rules read): no transformers bound, tensordict<=0.6.2
 VERL_041 = ["ray[default]>=2.41.0", "tensordict<=0.6.2", "transformers", 'tensordict<=0.6.2; extra == "vllm"',
             'vllm<=0.8.5; extra == "vllm"']
 
 
-@pytest.fixture(autouse=True)
-def no_index(monkeypatch):
-    def asked(*args, **kwargs):
-        pytest.fail(f"the index was read: {args}")
-
-    monkeypatch.setattr(requires, "read_requires_dist", asked)
-    monkeypatch.setattr(pypi, "requires_python", asked)
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ message naming --date, nothing written anywhere. Through build.py as a process; 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -15,10 +14,8 @@ from imagematrix.model import gpurun
 from imagematrix.model.errors import InputError
 from imagematrix.stages import gpu_record
 from tests.conftest import ROOT
-
-ROW = "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312"
-JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
-<testcase classname="test_gpu_cuda" name="test_torch_sees_a_gpu" time="4.5"/></testsuite></testsuites>"""
+from tests.support import GPU_ROW as ROW
+from tests.support import gpu_raw_results
 
 
 def _tree(folder) -> dict[str, int]:
@@ -37,13 +34,7 @@ def runs_untouched():
 
 @pytest.fixture
 def raw(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "junit.xml").write_text(JUNIT)
-    (raw / "gpu.csv").write_text("NVIDIA H200, 580.159.04, 143771 MiB, 9.0\n")
-    (raw / "env.json").write_text(json.dumps({"row": ROW, "python": "3.12.3", "torch_cuda": "13.0",
-                                              "versions": {"torch": "2.11.0+cu130"}}))
-    return raw
+    return gpu_raw_results(tmp_path / "raw")
 
 
 def _gpu_record(raw, date: str) -> subprocess.CompletedProcess:

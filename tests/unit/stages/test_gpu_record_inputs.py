@@ -23,10 +23,16 @@ from imagematrix.model.errors import InputError
 from imagematrix.model.yamlio import MAX_BYTES  # the one limit on data files (model/datafile.py)
 from imagematrix.stages import gpu_docs, gpu_record
 from tests.conftest import ROOT
+from tests.support import GPU_JUNIT as JUNIT
+from tests.support import GPU_ROW as ROW
+from tests.support import gpu_raw_results
 
-ROW = "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312"
-JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
-<testcase classname="test_gpu_cuda" name="test_torch_sees_a_gpu" time="4.5"/></testsuite></testsuites>"""
+
+@pytest.fixture
+def raw(tmp_path):
+    return gpu_raw_results(tmp_path / "raw")
+
+
 GOOD_RECORD = sorted(gpurun.RUNS.glob(f"*-{ROW}-1.json"))[0]  # the committed H200 run: numbers, wheels, tests
 DEEP = "[" * 100_000 + "]" * 100_000
 
@@ -59,15 +65,6 @@ def project(tmp_path, monkeypatch):
     return root
 
 
-@pytest.fixture
-def raw(tmp_path):
-    raw = tmp_path / "raw"
-    raw.mkdir()
-    (raw / "junit.xml").write_text(JUNIT)
-    (raw / "gpu.csv").write_text("NVIDIA H200, 580.159.04, 143771 MiB, 9.0\n")
-    (raw / "env.json").write_text(json.dumps({"row": ROW, "python": "3.12.3", "torch_cuda": "13.0",
-                                              "versions": {"torch": "2.11.0+cu130"}}))
-    return raw
 
 
 def _gpu_record(run, project, raw, *extra):
