@@ -25,7 +25,7 @@ import io
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -108,6 +108,22 @@ def _redirect(mp: pytest.MonkeyPatch, root: Path) -> None:
     mp.setattr(schema.load.__wrapped__, "__defaults__", (knowledge / "rules.yaml",))
     mp.setattr(patches.load, "__defaults__", (root / "dockerfiles" / "patches",))
     mp.setattr(render_stage.render, "__defaults__", (root / "dockerfiles" / "patches",))
+
+
+@contextlib.contextmanager
+def _project_with(pristine: Path, name: str, text: str) -> Iterator[Path]:
+    """A copy of the project whose data file `name` holds `text`, the loaders pointed at it, caches clear."""
+    with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "project"
+        shutil.copytree(pristine, root)
+        (root / name).write_text(text, encoding="utf-8")
+        mp.setenv("IMAGEMATRIX_CACHE", str(Path(tmp) / "cache"))
+        _redirect(mp, root)
+        _clear_caches()
+        try:
+            yield root
+        finally:
+            _clear_caches()
 
 
 def _clear_caches() -> None:
@@ -474,18 +490,8 @@ def test_an_oversized_data_file_is_refused_before_parsing(name, pristine):
     """Issue 13, item 13: any data file over the size limit (a 1.1 MB comment line took 16 s to parse in matrix.yaml)
     is bad input naming the file and the limit, from its loader and through the commands that read it (exit 2)."""
     text = (ROOT / name).read_text(encoding="utf-8") + "# " + "x" * 1_100_000 + "\n"
-    with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "project"
-        shutil.copytree(pristine, root)
-        (root / name).write_text(text, encoding="utf-8")
-        mp.setenv("IMAGEMATRIX_CACHE", str(Path(tmp) / "cache"))
-        _redirect(mp, root)
-        _clear_caches()
-        try:
-            with pytest.raises(InputError, match="over the limit"):
-                _loaders(name, root)
-        finally:
-            _clear_caches()
+    with _project_with(pristine, name, text) as root, pytest.raises(InputError, match="over the limit"):
+        _loaders(name, root)
     assert set(_check(name, text, pristine)) <= {2}
 
 
@@ -576,21 +582,12 @@ def test_every_data_file_has_its_readers():
 def test_a_data_file_whose_top_level_is_not_a_mapping_is_bad_input_naming_it(name, kind, pristine):
     """Every data file, with every wrong top-level type, through each of its readers: an InputError naming the file,
     never another exception nor a silent default."""
-    text = WRONG_TOP_LEVELS[kind]
-    with pytest.MonkeyPatch.context() as mp, tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "project"
-        shutil.copytree(pristine, root)
-        (root / name).write_text(text, encoding="utf-8")
-        mp.setenv("IMAGEMATRIX_CACHE", str(Path(tmp) / "cache"))
-        _redirect(mp, root)
-        try:
-            for reader, call in _readers(name, root).items():
-                _clear_caches()
-                with pytest.raises(InputError) as caught:
-                    call()
-                assert str(root / name) in str(caught.value), (reader, str(caught.value))
-        finally:
+    with _project_with(pristine, name, WRONG_TOP_LEVELS[kind]) as root:
+        for reader, call in _readers(name, root).items():
             _clear_caches()
+            with pytest.raises(InputError) as caught:
+                call()
+            assert str(root / name) in str(caught.value), (reader, str(caught.value))
 
 
 @pytest.mark.parametrize("name", FILES)
