@@ -80,6 +80,12 @@ def plan(args) -> dict:
     config = manifest.get("config") if isinstance(manifest, dict) else None
     if not isinstance(config, dict):
         raise BadInput(f"--manifest {args.manifest}: no image config")
+    for key in ("WorkingDir", "User"):
+        value = config.get(key)
+        if value is not None and (not isinstance(value, str) or "\0" in value):
+            raise BadInput(f"--manifest {args.manifest}: config.{key} is not a string")
+    if not isinstance(config.get("Env", []), list):
+        raise BadInput(f"--manifest {args.manifest}: config.Env is not a list")
     env = {}
     for item in list(config.get("Env") or []) + list(args.env):
         name, eq, value = str(item).partition("=")

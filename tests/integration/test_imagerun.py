@@ -124,3 +124,11 @@ def test_a_rootfs_outside_the_work_folder_is_refused_before_any_mount(image, tmp
 def test_a_bad_bind_is_refused(image, bind, message):
     proc = subprocess.run(_cmd(image, "exit 0", "--bind", bind), capture_output=True, text=True)
     assert proc.returncode == 2 and message in proc.stderr
+
+
+@pytest.mark.parametrize("config", [{"Env": "PATH=/bin"}, {"Env": ["no-equals"]}, {"WorkingDir": ["/srv"]},
+                                    {"User": 0}, {"Env": ["BAD-NAME=1"]}])
+def test_an_image_config_of_the_wrong_shape_is_refused_before_any_mount(image, config):
+    image["manifest"].write_text(json.dumps({"config": config}))
+    proc = subprocess.run(_cmd(image, "exit 0"), capture_output=True, text=True)
+    assert proc.returncode == 2 and "bad input" in proc.stderr
