@@ -13,11 +13,33 @@ from imagematrix.model.datafile import MAX_BYTES  # noqa: F401 (the one limit on
 from imagematrix.model.errors import InputError
 
 
+MAX_VALUES = 200_000  # values a data file may expand to, aliases counted each time they are used: an alias bomb of
+# under 1 KB expands to billions (the largest committed file, a matrix of 12 rows, holds a few thousand)
+
+
+def _bounded(doc: Any, path: Path) -> Any:
+    """`doc` when walking it, every alias expanded as its users see it, visits at most MAX_VALUES values."""
+    todo, seen = [doc], 0
+    while todo:
+        node = todo.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise InputError(f"the YAML expands to more than {MAX_VALUES} values (anchors and aliases, `&a` / `*a`, "
+                             "used over and over)", where=str(path), fix="write the values out without aliases")
+        if isinstance(node, dict):
+            todo.extend(node.keys())
+            todo.extend(node.values())
+        elif isinstance(node, list | tuple | set):
+            todo.extend(node)
+    return doc
+
+
 def load(path: Path) -> Any:
-    """Load a YAML file (round-trip, keeping positions). Duplicate keys and syntax errors are InputErrors."""
+    """Load a YAML file (round-trip, keeping positions). Duplicate keys, syntax errors and alias bombs are
+    InputErrors."""
     text = datafile.read_text(path)
     try:
-        return YAML(typ="rt").load(text)
+        return _bounded(YAML(typ="rt").load(text), path)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
