@@ -12,7 +12,6 @@ from imagematrix.model import datafile
 from imagematrix.model.datafile import MAX_BYTES  # noqa: F401 (the one limit on data files, read here first)
 from imagematrix.model.errors import InputError
 
-
 MAX_VALUES = 200_000  # values a data file may expand to, aliases counted each time they are used: an alias bomb of
 # under 1 KB expands to billions (the largest committed file, a matrix of 12 rows, holds a few thousand)
 
