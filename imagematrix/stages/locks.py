@@ -2,11 +2,14 @@
 and locks/tools.txt; staleness.
 
 A lock records `# exclude-newer: <time>`: re-locking an unchanged row resolves as the index stood then (uv
---exclude-newer), so it rewrites nothing; a changed row, or `lock --refresh`, takes the present time."""
+--exclude-newer), so it rewrites nothing; a changed row, or `lock --refresh`, takes the present time. `lock --check`
+(check_locks) re-resolves each lock at its time and lists what differs: a lock is what its cutoff resolves to."""
 
 from __future__ import annotations
 
 import datetime
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
@@ -103,13 +106,18 @@ def parse_as_of(text: str) -> str:
 
 def lock_tools(matrix: Matrix, refresh: bool = False) -> str:
     """Hash-pinned lock of the build tools installed in every image (uv), from dockerfiles/tools.in."""
-    spec = paths.DOCKERFILES / "tools.in"
     cutoff = (None if refresh else recorded_time(tools_lock_path(matrix))) or now()
-    proc = uv.compile_file(spec, exclude_newer=cutoff)
+    return (f"{lockfile.LOCK_HEADER}\n# build tools, from dockerfiles/tools.in\n# exclude-newer: {cutoff}\n"
+            + _compile_tools(cutoff))
+
+
+def _compile_tools(cutoff: str) -> str:
+    """uv's hash-pinned resolution of dockerfiles/tools.in as the index stood at cutoff (its cache revalidated)."""
+    spec = paths.DOCKERFILES / "tools.in"
+    proc = uv.compile_file(spec, exclude_newer=cutoff, refresh=True)
     if proc.returncode != 0:
         raise RuntimeFailure(f"uv pip compile {spec.name} failed:\n{resolve._indent(proc.stderr)}")
-    return (f"{lockfile.LOCK_HEADER}\n# build tools, from dockerfiles/tools.in\n# exclude-newer: {cutoff}\n"
-            + proc.stdout)
+    return proc.stdout
 
 
 def lock_text(row: Row, compiled: str, exclude_newer: str) -> str:
@@ -258,6 +266,81 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
         paths.write_atomic(path, text)
         written.append((path, changed, len(parsed[row.id]), changes(old, compiled) if changed and old else None))
     return written
+
+
+@dataclass
+class Checked:
+    """One lock against what its cutoff resolves to now (check_locks)."""
+
+    path: Path
+    cutoff: str
+    packages: int = 0  # in the resolution
+    seconds: float = 0.0  # the resolution's wall time
+    differences: list[str] = field(default_factory=list)  # `package: locked -> resolved` (changes()); empty: same
+    error: InputError | RuntimeFailure | None = None  # the resolution did not finish
+
+
+def _compare(old: str, new_body: str) -> list[str]:
+    """What differs between a lock and a new resolution of it: each moved pin (changes()), and, when the pins and
+    hashes are the same, the annotations."""
+    _, body = lockfile.split(old)
+    lines = changes(body, new_body)
+    if not lines and body != new_body:
+        lines.append("(same pins and hashes; the `# via` annotations differ)")
+    return lines
+
+
+def check_locks(matrix: Matrix, rows: list[Row], jobs: int = 4, tools: bool = False) -> list[Checked]:
+    """Re-resolve each row's lock at the cutoff it records (uv --exclude-newer with the header's time, uv's cache
+    revalidated with the index: the resolution `lock` makes) and compare: a lock is what its cutoff resolves to, or
+    its Checked lists what moved. tools: locks/tools.txt too. Writes nothing. InputErrors before any resolution for
+    locks that are not current (missing, stale, broken) or record no cutoff."""
+    problems, cutoffs = [], {}
+    for row in rows:
+        status = lock_status(matrix, row)
+        if status != "ok":
+            problems.append(InputError(status_message(matrix, row, status), where=f"row {row.id}",
+                                       fix=lock_fix(matrix, row)))
+        elif not (cutoff := recorded_time(lock_path(matrix, row))):
+            problems.append(InputError(f"{lock_path(matrix, row).relative_to(matrix.root)} records no "
+                                       "`# exclude-newer:` time to re-resolve at", where=f"row {row.id}",
+                                       fix=f"run `python build.py lock --row {row.id}`"))
+        else:
+            cutoffs[row.id] = cutoff
+    tools_path = tools_lock_path(matrix)
+    if tools and not (tools_path.is_file() and recorded_time(tools_path)):
+        problems.append(InputError(f"{tools_path.relative_to(matrix.root)} is missing or records no "
+                                   "`# exclude-newer:` time", where=str(tools_path), fix="run `python build.py lock`"))
+    if problems:
+        raise InputErrors(problems)
+
+    def one(row: Row) -> Checked:
+        path = lock_path(matrix, row)
+        checked = Checked(path=path, cutoff=cutoffs[row.id])
+        started = time.monotonic()
+        try:
+            body = resolve.resolve(row, hashes=True, exclude_newer=checked.cutoff, cache_first=False,
+                                   matrix_path=matrix.path)
+            checked.differences = _compare(path.read_text(encoding="utf-8"), body)
+            checked.packages = len(lockfile.parse(body))
+        except (InputError, RuntimeFailure) as exc:
+            checked.error = exc
+        checked.seconds = time.monotonic() - started
+        return checked
+
+    results = [checked for _, checked in resolve.parallel(one, rows, jobs)]
+    if tools:
+        checked = Checked(path=tools_path, cutoff=recorded_time(tools_path))
+        started = time.monotonic()
+        try:
+            body = _compile_tools(checked.cutoff)
+            checked.differences = _compare(tools_path.read_text(encoding="utf-8"), body)
+            checked.packages = len(lockfile.parse(body))
+        except RuntimeFailure as exc:
+            checked.error = exc
+        checked.seconds = time.monotonic() - started
+        results.append(checked)
+    return results
 
 
 def current_pins(matrix: Matrix, row: Row) -> str | None:
