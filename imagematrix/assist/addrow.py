@@ -231,7 +231,7 @@ def apply(matrix: Matrix, row: Row, text: str) -> Path:
     problems = rules.to_errors(row, rules.evaluate(row, lockfile.parse(compiled)), matrix.path)
     if problems:
         raise InputErrors(problems)
-    lock = locks.lock_text(row, compiled, cutoff)
+    lock = locks.lock_text(row, compiled, cutoff, locks.index_sdist(row) if row.flash_attn else None)
     paths.write_atomic(matrix.path, text)
     paths.write_atomic(locks.lock_path(matrix, row), lock)
     new_matrix = matrix_mod.load(matrix.path)

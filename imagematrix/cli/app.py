@@ -17,7 +17,7 @@ from imagematrix.model.errors import InputError, RuntimeFailure
 # name -> its line in `build.py --help`; its module is imagematrix/cli/<name with `_` for `-`>.py
 COMMANDS = {
     "validate": "check rows: schema, resolution with uv, CUDA of torch, locks, patches",
-    "lock": "write hash-pinned locks/<row-id>.txt (and locks/tools.txt)",
+    "lock": "write hash-pinned locks/<row-id>.txt (and locks/tools.txt); --check: are they what their cutoffs resolve to",
     "render": "write dockerfiles/generated/<row-id>/ from the templates",
     "setup": "install/start what builds need: dockerd, buildx, the embedded registry, debootstrap, cosign",
     "plan": "rows whose input digest differs from the registry's, as text, bake file or CI matrix",

@@ -1,8 +1,12 @@
-"""`build.py lock`: hash-pinned locks/<row-id>.txt (and locks/tools.txt)."""
+"""`build.py lock`: hash-pinned locks/<row-id>.txt (and locks/tools.txt); `lock --check`: are they what their
+cutoffs resolve to."""
 
 from __future__ import annotations
 
+import time
+
 from imagematrix.cli.common import err, load, out, row_options
+from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.stages import locks
 
 
@@ -15,10 +19,19 @@ def add_arguments(p) -> None:
     p.add_argument("--as-of", metavar="DATE", default=None,
                    help="resolve as the index stood at DATE (YYYY-MM-DD, UTC), e.g. shortly after the newest release "
                         "among the row's pins: the dependencies its upstream users ran; recorded in the lock")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing: re-resolve each lock at the cutoff it records (`# exclude-newer`, uv's cache "
+                        "revalidated) and exit 1 listing each pin that differs (name: locked -> resolved); every "
+                        "row also checks locks/tools.txt")
 
 
 def run(args) -> int:
     m, rows = load(args)
+    if args.check:
+        if args.refresh or args.as_of:
+            raise InputError("--check re-resolves each lock at its own cutoff: it takes neither --refresh nor --as-of",
+                             fix="drop --refresh/--as-of (or drop --check to re-lock)")
+        return _check(m, rows, args)
     as_of = locks.parse_as_of(args.as_of) if args.as_of else None
     with err.status(f"locking {len(rows)} row(s) with uv (hashes)" + (f" as of {as_of}" if as_of else "")):
         written = locks.lock_rows(m, rows, args.jobs, args.refresh, as_of)
@@ -28,4 +41,38 @@ def run(args) -> int:
             out.print(f"  {line}", markup=False, highlight=False)
         if changed and moved == []:
             out.print("  no package changed (only the header: the cutoff or the resolution input)")
+    return 0
+
+
+def _check(m, rows, args) -> int:
+    started = time.monotonic()
+    with err.status(f"re-resolving {len(rows)} lock(s) at their cutoffs with uv"):
+        results = locks.check_locks(m, rows, args.jobs, tools=not args.rows)
+    differ, errors, failures = [], [], []
+    for checked in results:
+        name = checked.path.relative_to(m.root)
+        if checked.error is not None:
+            (errors if isinstance(checked.error, InputError) else failures).append(checked.error)
+            out.print(f"not checked {name} (cutoff {checked.cutoff}, {checked.seconds:.1f} s): see below",
+                      markup=False, highlight=False)
+        elif checked.differences:
+            differ.append(checked)
+            out.print(f"differs {name} (cutoff {checked.cutoff}, {checked.seconds:.1f} s): locked -> resolved",
+                      markup=False, highlight=False)
+            for line in checked.differences:
+                out.print(f"  {line}", markup=False, highlight=False)
+        else:
+            out.print(f"matches {name} (cutoff {checked.cutoff}, {checked.packages} packages, {checked.seconds:.1f} s)",
+                      markup=False, highlight=False)
+    out.print(f"checked {len(results)} lock(s) in {time.monotonic() - started:.1f} s: {len(differ)} differ")
+    if errors:
+        raise InputErrors(errors)
+    if failures:
+        raise RuntimeFailure("\n".join(str(f) for f in failures))
+    if differ:
+        relock = "".join(f" --row {c.path.stem}" for c in differ if c.path != locks.tools_lock_path(m))
+        err.print(f"{len(differ)} lock(s) are not what their cutoff resolves to (resolved from a stale cache?)\n"
+                  f"  fix: run `python build.py lock{relock}` (it resolves at the same cutoffs), then "
+                  "`python build.py render`, and commit locks/ and dockerfiles/generated/", markup=False, highlight=False)
+        return 1
     return 0

@@ -17,21 +17,30 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    """Each row on its own: a row with bad input is not written (exit 2 at the end, naming it), the others are."""
     m, rows = load(args)
-    rendered = render.render(m, rows, args.patches)
+    rendered, failed = render.render_each(m, rows, args.patches)
+    keep = frozenset(failed)
     if args.check:
-        problems = render.drift(m, rendered, full=not args.rows)
+        problems = render.drift(m, rendered, full=not args.rows, keep=keep)
         if problems:
             err.print("generated Dockerfiles differ from what matrix.yaml renders:\n  " + "\n  ".join(problems)
                       + "\n  fix: run `python build.py render` and commit the result")
+        if failed:
+            raise render.errors_of(failed)
+        if problems:
             return 1
         out.print(f"dockerfiles/generated is up to date ({len(rendered)} row(s))")
         return 0
-    changed = render.write(m, rendered, prune=not args.rows)
+    changed = render.write(m, rendered, prune=not args.rows, keep=keep) if rendered else []
     for item in rendered:
         mark = "wrote" if item.row.id in changed else "unchanged"
         out.print(f"{mark} dockerfiles/generated/{item.row.id}/ (input {item.context_digest()[:19]})")
     for name in changed:
         if name not in {item.row.id for item in rendered}:
             out.print(f"removed dockerfiles/generated/{name}/ (no longer in the matrix)")
+    for row_id in failed:
+        out.print(f"not written dockerfiles/generated/{row_id}/ (bad input: see below)")
+    if failed:
+        raise render.errors_of(failed)
     return 0

@@ -1,5 +1,6 @@
-"""The lock file format: uv's hash-pinned requirements (the body) under a header with the input digest and the
-body's own digest (so a hand edit of the body, a changed hash included, is found offline); parsed entries."""
+"""The lock file format: uv's hash-pinned requirements (the body) under a header with the input digest, the
+body's own digest (so a hand edit of the body, a changed hash included, is found offline) and, for a flash-attn row,
+the flash-attn sdist; parsed entries."""
 
 from __future__ import annotations
 
@@ -20,6 +21,27 @@ LOCK_HEADER = "# DO NOT EDIT: written by `python build.py lock` from matrix.yaml
 DIGEST_RE = re.compile(r"^# input-digest: (sha256:[0-9a-f]{64})$", re.M)
 EXCLUDE_NEWER_RE = re.compile(r"^# exclude-newer: (\S+)$", re.M)
 BODY_DIGEST_RE = re.compile(r"^# body-digest: (sha256:[0-9a-f]{64})\n", re.M)
+# The flash-attn sdist a row compiles from (PyPI has no flash-attn wheel, so it is no entry of uv's body): its file
+# name and sha256 as the index's simple page gives them, written by `lock` for a row with flash_attn.
+FLASH_ATTN_SDIST_LINE_RE = re.compile(r"^# flash-attn-sdist:(.*)\n", re.M)
+FLASH_ATTN_SDIST_RE = re.compile(r" (?P<file>[A-Za-z0-9_.+-]+\.tar\.gz) sha256:(?P<sha256>[0-9a-f]{64})")
+
+
+def flash_attn_sdist_line(file: str, sha256: str) -> str:
+    return f"# flash-attn-sdist: {file} sha256:{sha256}"
+
+
+def flash_attn_sdist(text: str) -> tuple[str, str] | None:
+    """(file name, sha256) the lock's header records for the flash-attn sdist; None when it records none.
+    ValueError for a line that is not of the form flash_attn_sdist_line writes (its file name goes into a RUN line)."""
+    header, _ = split(text)
+    match = FLASH_ATTN_SDIST_LINE_RE.search(header)
+    if match is None:
+        return None
+    parsed = FLASH_ATTN_SDIST_RE.fullmatch(match.group(1))
+    if parsed is None:
+        raise ValueError(f"its flash-attn-sdist line is not `<file>.tar.gz sha256:<64 hex digits>`: {match.group(1)[:80]!r}")
+    return parsed.group("file"), parsed.group("sha256")
 
 
 def split(text: str) -> tuple[str, str]:
@@ -49,10 +71,14 @@ def body_digest_problem(text: str) -> str | None:
 
 def file_sha256(text: str) -> str:
     """The lock's sha256 as image labels, provenance and GPU records carry it: the file without its body-digest
-    line. That line is a function of the rest (and came after the first images were published), so leaving it out
-    keeps every published digest valid."""
+    line and its flash-attn-sdist line. The first is a function of the rest; the sdist's file name and sha256 reach
+    the image's input digest through the Dockerfile's compile stage, where the row can compile (nowhere else does a
+    build read them). Both came after the first images were
+    published, so leaving them out keeps every published digest valid (and a lock that gains the sdist line, the
+    same pins, renders the same context)."""
     header, body = split(text)
-    return hashlib.sha256((BODY_DIGEST_RE.sub("", header, count=1) + body).encode()).hexdigest()
+    header = FLASH_ATTN_SDIST_LINE_RE.sub("", BODY_DIGEST_RE.sub("", header, count=1), count=1)
+    return hashlib.sha256((header + body).encode()).hexdigest()
 
 
 

@@ -167,7 +167,7 @@ def describe(row: Row, registry: str | None, ask_registry: bool = True) -> tuple
     if release and release.evidence == "verified" and flash_attn_wheel.wheel_key(row) in release.wheels():
         name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
         return "prebuilt", f"prebuilt {name} from the mirror (default: GitHub's releases) or an index"
-    if flashattn.sdist(row.flash_attn) and flashattn.toolchain(row.cuda) and flashattn.archs(row):
+    if flashattn.toolchain(row.cuda) and flashattn.archs(row):  # the sdist: the row's lock records it
         archs = flashattn.archs(row)
         minutes = flashattn.compile_estimate(len(archs), 16) / 60
         return "compile", (f"compiles key {key} from the sdist (about {minutes:.0f} min on 16 cores), "

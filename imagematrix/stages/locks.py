@@ -2,21 +2,27 @@
 and locks/tools.txt; staleness.
 
 A lock records `# exclude-newer: <time>`: re-locking an unchanged row resolves as the index stood then (uv
---exclude-newer), so it rewrites nothing; a changed row, or `lock --refresh`, takes the present time."""
+--exclude-newer), so it rewrites nothing; a changed row, or `lock --refresh`, takes the present time. `lock --check`
+(check_locks) re-resolves each lock at its time and lists what differs: a lock is what its cutoff resolves to.
+A flash-attn row's lock also records the flash-attn sdist from the index (index_sdist), which the render compiles."""
 
 from __future__ import annotations
 
 import datetime
+import time
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from imagematrix.model import lockfile, paths
+from imagematrix.knowledge import flashattn
+from imagematrix.model import lockfile, paths, secrets
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import resolve
-from imagematrix.tools import uv
+from imagematrix.tools import pypi, pypi_releases, uv
 
 
 def lock_path(matrix: Matrix, row: Row) -> Path:
@@ -103,16 +109,54 @@ def parse_as_of(text: str) -> str:
 
 def lock_tools(matrix: Matrix, refresh: bool = False) -> str:
     """Hash-pinned lock of the build tools installed in every image (uv), from dockerfiles/tools.in."""
-    spec = paths.DOCKERFILES / "tools.in"
     cutoff = (None if refresh else recorded_time(tools_lock_path(matrix))) or now()
-    proc = uv.compile_file(spec, exclude_newer=cutoff)
+    return (f"{lockfile.LOCK_HEADER}\n# build tools, from dockerfiles/tools.in\n# exclude-newer: {cutoff}\n"
+            + _compile_tools(cutoff))
+
+
+def _compile_tools(cutoff: str) -> str:
+    """uv's hash-pinned resolution of dockerfiles/tools.in as the index stood at cutoff (its cache revalidated)."""
+    spec = paths.DOCKERFILES / "tools.in"
+    proc = uv.compile_file(spec, exclude_newer=cutoff, refresh=True)
     if proc.returncode != 0:
         raise RuntimeFailure(f"uv pip compile {spec.name} failed:\n{resolve._indent(proc.stderr)}")
-    return (f"{lockfile.LOCK_HEADER}\n# build tools, from dockerfiles/tools.in\n# exclude-newer: {cutoff}\n"
-            + proc.stdout)
+    return proc.stdout
 
 
-def lock_text(row: Row, compiled: str, exclude_newer: str) -> str:
+def index_sdist(row: Row) -> flashattn.Sdist:
+    """The sdist of the row's flash-attn on the index: its file name and sha256 from the simple page (PEP 503), as
+    `lock` records them. InputError when the index has no such sdist, or when knowledge/flash-attn.yaml lists another
+    file or hash for the version; RuntimeFailure when the page cannot be read or gives no usable name and hash."""
+    index = pypi.index_url()
+    found = []
+    for url, sha256 in pypi.links("flash-attn", index):
+        name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+        parsed = pypi_releases.version_of(name, "flash-attn")
+        if parsed and not parsed[1] and name.endswith(".tar.gz") and parsed[0] == Version(row.flash_attn):
+            found.append((name, sha256))
+    shown = secrets.redact_url(index)
+    if not found:
+        raise InputError(f"flash-attn {row.flash_attn} has no sdist (.tar.gz) on the index {shown}/flash-attn/",
+                         where=f"row {row.id}, field flash_attn",
+                         fix="pin a flash-attn version the index has (pypi.org/simple/flash-attn/)")
+    name, sha256 = found[0]
+    try:
+        sdist = flashattn.Sdist(file=name, sha256=sha256 or "")
+    except ValueError:  # pydantic's ValidationError: a name that cannot go into a RUN line, no or a bad sha256
+        raise RuntimeFailure(f"the index {shown} gives the flash-attn {row.flash_attn} sdist as {name[:80]!r} with "
+                             f"sha256 {(sha256 or 'none')[:80]!r}: not a .tar.gz name of letters, digits and ._+- "
+                             "with 64 hex digits (PyPI's simple page gives both)") from None
+    listed = flashattn.sdist(row.flash_attn)
+    if listed and listed != sdist:
+        raise InputError(f"flash-attn {row.flash_attn}: the index has {sdist.file} sha256:{sdist.sha256}, "
+                         f"{paths.FLASH_ATTN.relative_to(paths.ROOT)} lists {listed.file} sha256:{listed.sha256}",
+                         where=f"row {row.id}", fix="check both against pypi.org/simple/flash-attn/ and correct the "
+                                                    "data file (or the index the variables name)")
+    return sdist
+
+
+def lock_text(row: Row, compiled: str, exclude_newer: str, sdist: flashattn.Sdist | None = None) -> str:
+    """The lock file: header and uv's body; sdist: the row's flash-attn sdist (index_sdist), for a flash-attn row."""
     spec = resolve.inputs(row)
     header = [
         lockfile.LOCK_HEADER,
@@ -121,6 +165,7 @@ def lock_text(row: Row, compiled: str, exclude_newer: str) -> str:
         f"# body-digest: {lockfile.body_digest(compiled)}",
         f"# python: {row.python}  platform: {uv.PLATFORM}",
         f"# exclude-newer: {exclude_newer}",
+        *([lockfile.flash_attn_sdist_line(sdist.file, sdist.sha256)] if sdist else []),
         "# resolution input:",
         *[f"#   {line}" for line in spec.requirements.splitlines()],
         *[f"#   override {line}" for line in spec.overrides.splitlines()],
@@ -161,7 +206,42 @@ def body_problems(row: Row, text: str) -> list[str]:
     unhashed = sorted(e.name for e in entries.values() if "--hash=sha256:" not in e.text)
     if unhashed:
         problems.append(f"entries without hashes: {', '.join(unhashed[:5])}")
-    return problems
+    problem = sdist_problem(row, text)
+    return problems + ([problem] if problem else [])
+
+
+def sdist_problem(row: Row, text: str) -> str | None:
+    """What is wrong with the flash-attn sdist of the row's lock: a row with flash_attn needs the line `lock`
+    writes, for this version (the input digest does not cover flash_attn: its wheel is installed apart), or, for a
+    lock written before locks recorded it, an entry in knowledge/flash-attn.yaml; a row without flash_attn, none."""
+    try:
+        recorded = lockfile.flash_attn_sdist(text)
+    except ValueError as exc:
+        return str(exc)
+    if not row.flash_attn:
+        return f"it records a flash-attn sdist ({recorded[0]}), the row has no flash_attn" if recorded else None
+    if recorded is None:
+        if flashattn.sdist(row.flash_attn) is None:
+            return (f"it records no flash-attn sdist, and {paths.FLASH_ATTN.relative_to(paths.ROOT)} lists none for "
+                    f"{row.flash_attn} (`lock` records its file name and sha256 from the index)")
+        return None
+    parsed = pypi_releases.version_of(recorded[0], "flash-attn")
+    if parsed is None or parsed[0] != Version(row.flash_attn):
+        return f"it records the flash-attn sdist {recorded[0]}, the row pins flash_attn {row.flash_attn}"
+    listed = flashattn.sdist(row.flash_attn)
+    if listed and (listed.file, listed.sha256) != recorded:
+        return (f"its flash-attn sdist ({recorded[0]} sha256:{recorded[1][:12]}...) is not the one "
+                f"{paths.FLASH_ATTN.relative_to(paths.ROOT)} lists ({listed.file} sha256:{listed.sha256[:12]}...)")
+    return None
+
+
+def flash_attn_sdist(text: str, row: Row) -> flashattn.Sdist | None:
+    """The sdist the row compiles flash-attn from: the one its lock records, else (a lock written before locks
+    recorded it) knowledge/flash-attn.yaml's; None when neither has one (sdist_problem says so for a lock)."""
+    recorded = lockfile.flash_attn_sdist(text)
+    if recorded:
+        return flashattn.Sdist(file=recorded[0], sha256=recorded[1])
+    return flashattn.sdist(row.flash_attn) if row.flash_attn else None
 
 
 def status_message(matrix: Matrix, row: Row, status: str) -> str:
@@ -229,7 +309,8 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
     """Resolve every row with hashes and write its lock (and locks/tools.txt); all or nothing: a row that does
     not resolve stops the stage before any file is written. Returns (path, changed, packages, changes) per row,
     changes being what moved against the lock it replaced (see changes()), None where there was none to compare.
-    as_of: resolve the rows as the index stood then (the tools lock keeps its own time)."""
+    as_of: resolve the rows as the index stood then (the tools lock keeps its own time). A flash-attn row's lock
+    also records the flash-attn sdist (index_sdist), which the render compiles from."""
     blocked = _not_files(matrix, rows)
     if blocked:
         raise InputErrors(blocked)
@@ -240,6 +321,15 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
     failures = [str(r) for _, r in results if isinstance(r, RuntimeFailure)]
     parsed = {row.id: lockfile.parse(r) for row, r in results if isinstance(r, str)}
     errors += [e for row, r in results if row.id in parsed and (e := resolve.check_cuda(row, parsed[row.id], matrix.path))]
+    sdists = {}
+    for row in rows:
+        if row.flash_attn and row.id in parsed:
+            try:
+                sdists[row.id] = index_sdist(row)
+            except InputError as exc:
+                errors.append(exc)
+            except RuntimeFailure as exc:
+                failures.append(f"row {row.id}: {exc}")
     if errors:
         raise InputErrors(errors)
     if failures:  # the rows' own causes first: a tools resolution would only hide them behind its own error
@@ -249,7 +339,7 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
     written = []
     for row, compiled in results:
         path = lock_path(matrix, row)
-        text = lock_text(row, compiled, times[row.id])
+        text = lock_text(row, compiled, times[row.id], sdists.get(row.id))
         try:
             old = path.read_text(encoding="utf-8") if path.is_file() else None
         except (OSError, UnicodeDecodeError):  # an unreadable lock is replaced whole
@@ -258,6 +348,88 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
         paths.write_atomic(path, text)
         written.append((path, changed, len(parsed[row.id]), changes(old, compiled) if changed and old else None))
     return written
+
+
+@dataclass
+class Checked:
+    """One lock against what its cutoff resolves to now (check_locks)."""
+
+    path: Path
+    cutoff: str
+    packages: int = 0  # in the resolution
+    seconds: float = 0.0  # the resolution's wall time
+    differences: list[str] = field(default_factory=list)  # `package: locked -> resolved` (changes()); empty: same
+    error: InputError | RuntimeFailure | None = None  # the resolution did not finish
+
+
+def _compare(old: str, new_body: str, sdist: flashattn.Sdist | None = None) -> list[str]:
+    """What differs between a lock and a new resolution of it: each moved pin (changes()), the flash-attn sdist it
+    records against `sdist` (the index's now, when given), and, when the pins and hashes are the same, the
+    annotations."""
+    _, body = lockfile.split(old)
+    lines = changes(body, new_body)
+    if not lines and body != new_body:
+        lines.append("(same pins and hashes; the `# via` annotations differ)")
+    recorded = lockfile.flash_attn_sdist(old)
+    if recorded and sdist and recorded != (sdist.file, sdist.sha256):
+        lines.append(f"flash-attn sdist: {recorded[0]} sha256:{recorded[1][:12]}... -> "
+                     f"{sdist.file} sha256:{sdist.sha256[:12]}...")
+    return lines
+
+
+def check_locks(matrix: Matrix, rows: list[Row], jobs: int = 4, tools: bool = False) -> list[Checked]:
+    """Re-resolve each row's lock at the cutoff it records (uv --exclude-newer with the header's time, uv's cache
+    revalidated with the index: the resolution `lock` makes) and compare: a lock is what its cutoff resolves to, or
+    its Checked lists what moved. tools: locks/tools.txt too. Writes nothing. InputErrors before any resolution for
+    locks that are not current (missing, stale, broken) or record no cutoff."""
+    problems, cutoffs = [], {}
+    for row in rows:
+        status = lock_status(matrix, row)
+        if status != "ok":
+            problems.append(InputError(status_message(matrix, row, status), where=f"row {row.id}",
+                                       fix=lock_fix(matrix, row)))
+        elif not (cutoff := recorded_time(lock_path(matrix, row))):
+            problems.append(InputError(f"{lock_path(matrix, row).relative_to(matrix.root)} records no "
+                                       "`# exclude-newer:` time to re-resolve at", where=f"row {row.id}",
+                                       fix=f"run `python build.py lock --row {row.id}`"))
+        else:
+            cutoffs[row.id] = cutoff
+    tools_path = tools_lock_path(matrix)
+    if tools and not (tools_path.is_file() and recorded_time(tools_path)):
+        problems.append(InputError(f"{tools_path.relative_to(matrix.root)} is missing or records no "
+                                   "`# exclude-newer:` time", where=str(tools_path), fix="run `python build.py lock`"))
+    if problems:
+        raise InputErrors(problems)
+
+    def one(row: Row) -> Checked:
+        path = lock_path(matrix, row)
+        checked = Checked(path=path, cutoff=cutoffs[row.id])
+        started = time.monotonic()
+        try:
+            body = resolve.resolve(row, hashes=True, exclude_newer=checked.cutoff, cache_first=False,
+                                   matrix_path=matrix.path)
+            text = path.read_text(encoding="utf-8")
+            sdist = index_sdist(row) if lockfile.flash_attn_sdist(text) else None  # a lock before the line: none
+            checked.differences = _compare(text, body, sdist)
+            checked.packages = len(lockfile.parse(body))
+        except (InputError, RuntimeFailure) as exc:
+            checked.error = exc
+        checked.seconds = time.monotonic() - started
+        return checked
+
+    results = [checked for _, checked in resolve.parallel(one, rows, jobs)]
+    if tools:
+        checked = Checked(path=tools_path, cutoff=recorded_time(tools_path))
+        started = time.monotonic()
+        try:
+            body = _compile_tools(checked.cutoff)
+            checked.differences = _compare(tools_path.read_text(encoding="utf-8"), body)
+            checked.packages = len(lockfile.parse(body))
+        except RuntimeFailure as exc:
+            checked.error = exc
+        checked.seconds = time.monotonic() - started
+        results.append(checked)
+    return results
 
 
 def current_pins(matrix: Matrix, row: Row) -> str | None:

@@ -1,7 +1,8 @@
 """Render each row to dockerfiles/generated/<row-id>/: a Dockerfile plus the build context files it needs.
 
 Output is byte-for-byte deterministic and committed; `render --check` reports drift. Every row is rendered in
-memory first, so bad input leaves nothing written; each row directory is then swapped in whole.
+memory first, so a row with bad input gets nothing written (its directory stays as it was) while the other rows are
+written; each row directory is swapped in whole.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jinja2
 
 from imagematrix.knowledge import envdefaults, flashattn, patches, training
 from imagematrix.model import fields, labels, lockfile, paths, tags
-from imagematrix.model.errors import InputError
+from imagematrix.model.errors import InputError, InputErrors
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks
 
@@ -151,7 +152,7 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
     base_names = {e.name for e in base_entries}
     selection = patches.select(row, patch_list)
     env = envdefaults.for_row(row, env_defaults)
-    fa = _flash_attn(row)
+    fa = _flash_attn(row, lock)
     lock_sha = lockfile.file_sha256(lock)
     row_labels = image_labels(row, lock_sha, selection, fa["key"] if fa else None)
     dockerfile = render_template(
@@ -186,19 +187,21 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
     return Rendered(row=row, files=files)
 
 
-def _flash_attn(row: Row) -> dict | None:
-    """What the Dockerfile needs to compile the row's flash-attn: the sdist (data), the architectures, the key."""
+def _flash_attn(row: Row, lock: str) -> dict | None:
+    """What the Dockerfile needs to compile the row's flash-attn: the sdist (the one the row's lock records, else
+    knowledge/flash-attn.yaml's), the architectures, the key."""
     if not row.flash_attn:
         return None
-    sdist = flashattn.sdist(row.flash_attn)
-    if sdist is None:
-        raise InputError(f"row {row.id}: flash-attn {row.flash_attn} has no sdist entry in "
-                         f"{paths.FLASH_ATTN.relative_to(paths.ROOT)}",
-                         fix="add its file name and sha256 from PyPI's simple index (pypi.org/simple/flash-attn/)")
+    sdist = locks.flash_attn_sdist(lock, row)
+    if sdist is None:  # read_lock refuses such a lock first (locks.sdist_problem)
+        raise InputError(f"flash-attn {row.flash_attn}: the row's lock records no sdist", where=f"row {row.id}",
+                         fix=f"run `python build.py lock --row {row.id}` (it records the sdist's file name and sha256 "
+                             "from the index)")
     archs = flashattn.archs(row)
     if not archs:
-        raise InputError(f"row {row.id}: no GPU architecture that flash-attn {row.flash_attn} and torch {row.torch} "
-                         f"(CUDA {row.cuda}) both support", fix="set flash_attn_archs, or pick other versions")
+        raise InputError(f"no GPU architecture that flash-attn {row.flash_attn} and torch {row.torch} "
+                         f"(CUDA {row.cuda}) both support", where=f"row {row.id}",
+                         fix="set flash_attn_archs, or pick other versions")
     return {"key": flashattn.key(row), "file": sdist.file, "sha256": sdist.sha256,
             "toolchain": flashattn.toolchain(row.cuda) is not None,
             "archs": ";".join(a.replace(".", "") for a in archs),
@@ -217,19 +220,42 @@ def _tools_lock(matrix: Matrix) -> str:
                          fix="remove it, then run `python build.py lock`") from None
 
 
-def render(matrix: Matrix, rows: list[Row], patch_dir: Path = paths.PATCHES) -> list[Rendered]:
-    """Render rows in memory; raises InputError before anything is written."""
+def render_each(matrix: Matrix, rows: list[Row],
+                patch_dir: Path = paths.PATCHES) -> tuple[list[Rendered], dict[str, InputError]]:
+    """Render rows in memory, each on its own: (the rendered rows, {row id: why it did not render}). What every row
+    reads (patches, env defaults) stops all of them (InputError)."""
     patch_list = patches.load(patch_dir)
     env_defaults = envdefaults.load()
-    return [render_row(matrix, row, patch_list, env_defaults) for row in rows]
+    done, failed = [], {}
+    for row in rows:
+        try:
+            done.append(render_row(matrix, row, patch_list, env_defaults))
+        except InputError as exc:
+            failed[row.id] = exc
+    return done, failed
+
+
+def errors_of(failed: dict[str, InputError]) -> InputError:
+    """The rows' render errors as one (a template's error, the same for every row, once)."""
+    unique = list({exc.render(): exc for exc in failed.values()}.values())
+    return unique[0] if len(unique) == 1 else InputErrors(unique)
+
+
+def render(matrix: Matrix, rows: list[Row], patch_dir: Path = paths.PATCHES) -> list[Rendered]:
+    """Render rows in memory; raises InputError (every row's) before anything is written."""
+    done, failed = render_each(matrix, rows, patch_dir)
+    if failed:
+        raise errors_of(failed)
+    return done
 
 
 def generated_dir(matrix: Matrix) -> Path:
     return matrix.root / "dockerfiles" / "generated"
 
 
-def write(matrix: Matrix, rendered: list[Rendered], *, prune: bool) -> list[str]:
-    """Write each row directory atomically; with prune, remove directories of rows no longer in the matrix.
+def write(matrix: Matrix, rendered: list[Rendered], *, prune: bool, keep: frozenset[str] = frozenset()) -> list[str]:
+    """Write each row directory atomically; with prune, remove directories of rows no longer in the matrix (keep:
+    ids of rows in the matrix that did not render, whose directories stay).
 
     Returns the names of the row directories that changed.
     """
@@ -259,7 +285,7 @@ def write(matrix: Matrix, rendered: list[Rendered], *, prune: bool) -> list[str]
                 staging.rename(target)
             changed.append(item.row.id)
         if prune:
-            for stale in _stale_dirs(out, rendered):
+            for stale in _stale_dirs(out, rendered, keep):
                 shutil.rmtree(stale)
                 changed.append(stale.name)
     return changed
@@ -273,11 +299,12 @@ def _leftovers(out: Path) -> list[Path]:
     return sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith(".")) if out.is_dir() else []
 
 
-def _stale_dirs(out: Path, rendered: list[Rendered]) -> list[Path]:
-    """Row directories under out that no rendered row produces (staging dirs, which start with '.', aside)."""
+def _stale_dirs(out: Path, rendered: list[Rendered], kept: frozenset[str] = frozenset()) -> list[Path]:
+    """Row directories under out that no rendered row produces, nor a row in `kept` (staging dirs, which start with
+    '.', aside)."""
     if not out.is_dir():
         return []
-    keep = {item.row.id for item in rendered}
+    keep = {item.row.id for item in rendered} | set(kept)
     return sorted(p for p in out.iterdir() if p.is_dir() and p.name not in keep and not p.name.startswith("."))
 
 
@@ -287,8 +314,9 @@ def _read_tree(path: Path) -> dict[str, bytes] | None:
     return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
 
 
-def drift(matrix: Matrix, rendered: list[Rendered], *, full: bool) -> list[str]:
-    """Differences between committed output and what the matrix renders (empty when in sync)."""
+def drift(matrix: Matrix, rendered: list[Rendered], *, full: bool, keep: frozenset[str] = frozenset()) -> list[str]:
+    """Differences between committed output and what the matrix renders (empty when in sync); keep: ids of rows in
+    the matrix that did not render (their directories are not stale)."""
     out = generated_dir(matrix)
     problems = []
     for item in rendered:
@@ -304,6 +332,6 @@ def drift(matrix: Matrix, rendered: list[Rendered], *, full: bool) -> list[str]:
             elif on_disk[name] != item.files[name]:
                 problems.append(f"{item.row.id}/{name}: differs")
     if full:
-        problems += [f"{p.name}: no such row in the matrix" for p in _stale_dirs(out, rendered)]
+        problems += [f"{p.name}: no such row in the matrix" for p in _stale_dirs(out, rendered, keep)]
     problems += [f"{p.name}: left by a render that did not finish (`render` removes it)" for p in _leftovers(out)]
     return problems

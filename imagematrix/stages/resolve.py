@@ -57,15 +57,16 @@ def inputs(row: Row) -> Inputs:
 
 
 def compile_(row: Row, *, hashes: bool, offline: bool = False, exclude_newer: str | None = None,
-             matrix_path: Path | None = None) -> str:
-    """Run `uv pip compile` for the row; returns uv's requirements output.
+             matrix_path: Path | None = None, refresh: bool = False) -> str:
+    """Run `uv pip compile` for the row; returns uv's requirements output. refresh: uv revalidates its whole cache
+    with the index (uv.compile_requirements).
 
     Unsatisfiable pins raise InputError with the resolver's explanation (at the row's line in matrix_path, when
     given); anything else RuntimeFailure.
     """
     spec = inputs(row)
     proc = uv.compile_requirements(spec.requirements, row.python, overrides=spec.overrides, hashes=hashes, offline=offline,
-                                   exclude_newer=exclude_newer)
+                                   exclude_newer=exclude_newer, refresh=refresh)
     if proc.returncode == 0:
         return proc.stdout
     message = secrets.redact_text(proc.stderr.strip())  # an index URL with credentials stays out of messages
@@ -80,13 +81,15 @@ def resolve(row: Row, *, hashes: bool = False, exclude_newer: str | None = None,
             matrix_path: Path | None = None) -> str:
     """Check the row's Python against its pins, then resolve: from uv's cache first (fast when warm; validate),
     then over the network. exclude_newer: resolve as the index stood then (a lock's recorded time). A lock
-    resolves over the network only (cache_first=False): a cache older than exclude_newer would pick older files.
+    resolves over the network only (cache_first=False), with uv's cache revalidated (--refresh): a cache older
+    than exclude_newer would pick older files, and uv served index pages from its cache even when online.
     matrix_path: the row's matrix file, so a conflict names its file and line."""
     errors = requires_python.check(row)
     if errors:
         raise InputErrors(errors)
     if not cache_first:
-        return compile_(row, hashes=hashes, offline=False, exclude_newer=exclude_newer, matrix_path=matrix_path)
+        return compile_(row, hashes=hashes, offline=False, exclude_newer=exclude_newer, matrix_path=matrix_path,
+                        refresh=True)
     try:
         return compile_(row, hashes=hashes, offline=True, exclude_newer=exclude_newer)
     except RuntimeFailure:

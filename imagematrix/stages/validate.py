@@ -1,5 +1,6 @@
 """Validate stage: every row's schema (already checked by loading), resolution with uv, compatibility rules,
-source patches, CUDA of the torch wheel and lock freshness, as one report per row. Nothing is written."""
+source patches, CUDA of the torch wheel, lock freshness and, for a row whose lock is current, its render (in memory:
+what render would refuse, validate refuses first), as one report per row. Nothing is written."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagematrix import rules
-from imagematrix.knowledge import patches
+from imagematrix.knowledge import envdefaults, patches
 from imagematrix.model import lockfile
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import locks, resolve
+from imagematrix.stages import locks, render, resolve
 
 
 @dataclass
@@ -41,6 +42,7 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
     results = resolve.parallel(
         lambda r: lockfile.parse(resolve.resolve(r, exclude_newer=times[r.id], matrix_path=matrix.path)), rows, jobs)
     report = Report()
+    env_defaults: list = []  # loaded once, for the first row that renders
     for row, result in results:
         # Compatibility rules, with uv's resolution when there is one (for ray & co). A row whose resolution
         # stopped on Requires-Python has already reported what python-requires would.
@@ -72,4 +74,19 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
         if entry.lock != "ok":
             report.errors.append(InputError(locks.status_message(matrix, row, entry.lock), where=f"row {row.id}",
                                             fix=locks.lock_fix(matrix, row)))
+        elif entry.patches != "invalid":  # a template's or a data file's error, the same for every row: once
+            seen = {e.render() for e in report.errors}
+            report.errors.extend(e for e in _render_problems(matrix, row, patch_list, env_defaults) if e.render() not in seen)
     return report
+
+
+def _render_problems(matrix: Matrix, row: Row, patch_list, env_defaults: list) -> list[InputError]:
+    """Why render would refuse the row (its context rendered in memory, nothing written): [] when it would not.
+    env_defaults: a one-item cache of the loaded defaults, shared by the rows of one validate."""
+    try:
+        if not env_defaults:
+            env_defaults.append(envdefaults.load())
+        render.render_row(matrix, row, patch_list, env_defaults[0])
+    except InputError as exc:
+        return [exc]
+    return []

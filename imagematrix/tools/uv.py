@@ -31,20 +31,23 @@ def binary() -> str:
 
 
 
-def compile_file(spec: Path, exclude_newer: str | None = None) -> subprocess.CompletedProcess:
-    """`uv pip compile SPEC` with hashes for PLATFORM (the build tools' lock)."""
+def compile_file(spec: Path, exclude_newer: str | None = None, refresh: bool = False) -> subprocess.CompletedProcess:
+    """`uv pip compile SPEC` with hashes for PLATFORM (the build tools' lock); refresh: as compile_requirements."""
     cmd = [binary(), "pip", "compile", str(spec), "--python-platform", PLATFORM, "--generate-hashes",
            "--no-header", "--quiet", "--color", "never", *(["--exclude-newer", exclude_newer] if exclude_newer else []),
-           "--default-index", pypi.index_url()]
+           *(["--refresh"] if refresh else []), "--default-index", pypi.index_url()]
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
 def compile_requirements(requirements: str, python: str, *, overrides: str = "", constraints: str = "",
-                         hashes: bool = False, offline: bool = False,
-                         exclude_newer: str | None = None) -> subprocess.CompletedProcess:
+                         hashes: bool = False, offline: bool = False, exclude_newer: str | None = None,
+                         refresh: bool = False) -> subprocess.CompletedProcess:
     """`uv pip compile` of requirements text for python on PLATFORM; uv's process (stdout: the resolution).
 
-    exclude_newer (RFC 3339): only files uploaded before then, so a resolution can be repeated."""
+    exclude_newer (RFC 3339): only files uploaded before then, so a resolution can be repeated.
+    refresh (uv --refresh): revalidate every cached index page and file with the index. Without it uv answers from
+    its cache a page it holds as fresh (PyPI's pages say max-age=600), and a page read before a release misses it:
+    a lock or a check so resolved can pin older transitive releases than its cutoff gives (issue 26, item 11)."""
     with tempfile.TemporaryDirectory(prefix="uv-", dir=paths.scratch_dir()) as tmp:
         Path(tmp, "requirements.in").write_text(requirements)
         # Paths relative to the temp dir (uv runs there): uv writes `# via -r <path>` into the lock, and a random
@@ -62,6 +65,8 @@ def compile_requirements(requirements: str, python: str, *, overrides: str = "",
             cmd.append("--offline")
         if exclude_newer:
             cmd += ["--exclude-newer", exclude_newer]
+        if refresh:
+            cmd.append("--refresh")
         cmd += ["--default-index", pypi.index_url()]  # the same index the metadata reader uses (PIP_INDEX_URL too)
         return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}, cwd=tmp)
 

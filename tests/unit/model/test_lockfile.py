@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from imagematrix.model import lockfile
 
 LOCK = """\
@@ -53,3 +55,15 @@ def test_the_pins_digest_ignores_the_header_and_annotations():
     digest = lockfile.pins_digest(LOCK)
     assert lockfile.pins_digest("# exclude-newer: 2026-12-02T00:00:00Z\n" + LOCK) == digest
     assert lockfile.pins_digest(LOCK.replace("torch==2.5.1", "torch==2.5.0")) != digest
+
+
+def test_the_flash_attn_sdist_line_is_read_and_left_out_of_the_lock_digest():
+    """A lock that gains the sdist line (issue 26, item 12) keeps the digest images carry: the same pins render the
+    same context; the sdist reaches the input digest through the Dockerfile's compile stage."""
+    header = "# DO NOT EDIT\n# body-digest: sha256:" + "0" * 64 + "\n# exclude-newer: 2026-12-02T06:42:07Z\n"
+    line = lockfile.flash_attn_sdist_line("flash_attn-2.8.3.tar.gz", "a" * 64) + "\n"
+    assert lockfile.flash_attn_sdist(header + LOCK) is None
+    assert lockfile.flash_attn_sdist(header + line + LOCK) == ("flash_attn-2.8.3.tar.gz", "a" * 64)
+    assert lockfile.file_sha256(header + line + LOCK) == lockfile.file_sha256(header + LOCK)
+    with pytest.raises(ValueError, match="not `<file>.tar.gz sha256:"):  # its file name would go into a RUN line
+        lockfile.flash_attn_sdist(header + "# flash-attn-sdist: x.tar.gz;rm -rf / sha256:" + "a" * 64 + "\n" + LOCK)

@@ -49,11 +49,27 @@ def test_drift_is_reported_and_render_repairs_it(run, project_copy):
     assert run("render", "--matrix", project_copy, "--check").code == 0
 
 
-def test_missing_lock_exits_2_and_writes_nothing(run, project_copy):
+def test_missing_lock_exits_2_and_the_other_rows_are_written(run, project_copy):
+    """One bad row no longer stops the others (issue 26, item 12): they are written, the bad row is not, and render
+    exits 2 at the end naming it; its committed directory is kept, not pruned."""
     (project_copy.parent / "locks" / f"{ROW_LAST}.txt").unlink()
     result = run("render", "--matrix", project_copy)
     assert result.code == 2 and "lock is missing" in result.err and f"lock --row {ROW_LAST}" in result.err
-    assert not (project_copy.parent / "dockerfiles").exists()
+    generated = project_copy.parent / "dockerfiles" / "generated"
+    rows = {r.id for r in matrix.load(project_copy).rows}
+    assert {p.name for p in generated.iterdir() if p.is_dir()} == rows - {ROW_LAST}
+    for row_id in rows - {ROW_LAST}:
+        assert _tree(generated / row_id) == _tree(ROOT / "dockerfiles" / "generated" / row_id), row_id
+    (generated / ROW_LAST).mkdir()
+    (generated / ROW_LAST / "Dockerfile").write_text("FROM scratch\n")
+    result = run("render", "--matrix", project_copy)
+    assert result.code == 2 and (generated / ROW_LAST / "Dockerfile").read_text() == "FROM scratch\n"
+    check = run("render", "--check", "--matrix", project_copy)
+    assert check.code == 2 and "lock is missing" in check.err and "no such row" not in check.err, check
+
+
+def _tree(path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
 
 
 def test_dockerfile_header_stages_and_sources(rendered):
