@@ -377,8 +377,14 @@ class Applier:
         os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
 
 
-def unpack(manifest: dict, store: str, rootfs: str, sites: list[str], log=print) -> dict:
-    """Apply every layer of `manifest` from `store` into a new `rootfs` (skipped when it is already unpacked)."""
+def unpack(manifest: dict, store: str, rootfs: str, sites: list[str], log=print, layers: int | None = None) -> dict:
+    """Apply every layer of `manifest` from `store` into a new `rootfs` (skipped when it is already unpacked).
+    layers: only the lowest N (a partial tree, e.g. the OS and torch before the rest has been carried)."""
+    if layers is not None:
+        if not 1 <= layers <= len(manifest["layers"]):
+            raise BadInput(f"--layers {layers}: the image has {len(manifest['layers'])} layers")
+        manifest = {**manifest, "layers": manifest["layers"][:layers],
+                    "manifest_digest": f"{manifest['manifest_digest']} layers 1-{layers}"}
     done_marker = rootfs.rstrip("/") + DONE
     if os.path.isdir(rootfs) and os.path.isfile(done_marker):
         with open(done_marker) as fh:
@@ -433,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--store", required=True, help="where this host keeps parts (content-addressed)")
         if name == "unpack":
             p.add_argument("--rootfs", required=True)
+            p.add_argument("--layers", type=int, default=None, help="only the lowest N layers (a partial tree)")
             p.add_argument("--site", action="append", default=[])
     args = parser.parse_args(argv)
     try:
@@ -451,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "missing":
             print(json.dumps({"missing": missing(manifest, args.store)}))
         else:
-            print(json.dumps(unpack(manifest, args.store, os.path.abspath(args.rootfs), site_dirs(args.site),
+            print(json.dumps(unpack(manifest, args.store, os.path.abspath(args.rootfs), site_dirs(args.site), layers=args.layers,
                                     log=lambda line: print(line, file=sys.stderr, flush=True))))
         return 0
     except BadInput as exc:

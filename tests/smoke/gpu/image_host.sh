@@ -8,6 +8,7 @@
 #   tests/smoke/gpu/image_host.sh have OUTFILE          # {"have": [...]}: the parts already here (carry.py --have)
 #   tests/smoke/gpu/image_host.sh start ROW PY RUN [SITE..] [-- PYTEST_ARGS]
 #                                 # detached: unpack ROW's image (once), then run_image.sh inside it as run RUN
+#   tests/smoke/gpu/image_host.sh early ROW LAYERS DIR  # the lowest LAYERS layers only: torch asked for the GPU
 #   tests/smoke/gpu/image_host.sh status ROW RUN        # the step it is at, and the log's tail
 #   tests/smoke/gpu/image_host.sh results ROW RUN DIR   # DIR/ROW.RUN.tgz: the raw results (`gpu-record --mode image`)
 #
@@ -80,6 +81,26 @@ start)
         fi' _ "$IM" "$row" "$py" "$manifest" "$run" "${sites[@]}" </dev/null >/dev/null 2>&1 &
     echo "started $row ($run)"
     ;;
+early)
+    # before the whole image is here: its lowest LAYERS layers (the OS, Python and torch) unpacked apart, and
+    # torch inside them asked for the GPU: nvidia-smi and a matmul, through the same runner as the suite
+    row=$1 layers=$2 dest=$3
+    manifest=$IM/manifests/$row.json
+    mkdir -p "$dest"
+    python3 "$repo/imagematrix/in_image/imagefs.py" unpack --manifest "$manifest" --store "$IM/store" \
+        --rootfs "$IM/rootfs/$row.early" --layers "$layers" >"$dest/early-unpack.json" 2>"$dest/early-unpack.log" \
+        || { tail -3 "$dest/early-unpack.log"; exit 1; }
+    python3 "$repo/imagematrix/in_image/imagerun.py" --work "$IM/rootfs" --rootfs "$IM/rootfs/$row.early" \
+        --manifest "$manifest" --workdir /tmp -- /bin/sh -c 'nvidia-smi -L; /opt/venv/bin/python -c "
+import sys, torch
+x = torch.randn(4096, 4096, device=\"cuda\")
+print(sys.executable, torch.__version__, torch.version.cuda, torch.cuda.get_device_name(0),
+      torch.cuda.get_device_capability(0), torch.cuda.get_arch_list())
+print(\"matmul exact:\", bool(torch.equal((torch.eye(4096, device=\"cuda\") @ x), x)))
+"' >"$dest/early.txt" 2>&1
+    echo "early: exit $? ($(cat "$dest/early-unpack.json"))"
+    cat "$dest/early.txt"
+    ;;
 status)
     row=$1 run=$2
     echo "state: $(cat "$IM/state/$row.$run" 2>/dev/null || echo none)"
@@ -95,7 +116,7 @@ results)
     ls -la "$dest"
     ;;
 *)
-    echo "usage: image_host.sh setup|pending|stash|have|start|status|results ..." >&2
+    echo "usage: image_host.sh setup|pending|stash|have|start|early|status|results ..." >&2
     exit 2
     ;;
 esac

@@ -223,3 +223,19 @@ def test_the_command_line_exits_2_on_a_manifest_that_is_not_json(tmp_path, capsy
     path.write_bytes(b"\xff[")
     assert imagefs.main(["missing", "--manifest", str(path), "--store", str(tmp_path)]) == 2
     assert "not a JSON manifest" in capsys.readouterr().err
+
+
+def test_a_partial_tree_takes_only_the_lowest_layers_and_needs_only_their_parts(tmp_path):
+    carried, store = tmp_path / "carried", tmp_path / "store"
+    carried.mkdir()
+    manifest = _export(carried, [_tar([("file", "os", b"1")]), _tar([("file", "rest", b"2")])])
+    upper = manifest["layers"][1]["parts"][0]["name"]
+    os.unlink(carried / upper)  # the upper layer is not carried yet
+    imagefs.stash(str(carried), manifest, str(store))
+    root = tmp_path / "partial"
+    imagefs.unpack(manifest, str(store), str(root), [], log=lambda _line: None, layers=1)
+    assert (root / "os").exists() and not (root / "rest").exists()
+    with pytest.raises(imagefs.Failed, match="lacks 1 part"):
+        imagefs.unpack(manifest, str(store), str(tmp_path / "whole"), [], log=lambda _line: None)
+    with pytest.raises(imagefs.BadInput, match="has 2 layers"):
+        imagefs.unpack(manifest, str(store), str(root), [], layers=3)
