@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from imagematrix.model import datafile, gpurun, lockfile, paths, tags
+from imagematrix.model import datafile, gpurun, labels, lockfile, paths, tags
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks
@@ -180,11 +180,13 @@ def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str 
     tests = tests_from_junit(raw / "junit.xml")
     wheels = _wheels(raw, len(lockfile.parse(lock_text)))
     found = numbers(raw)
-    image = _image(raw) if mode == "image" else None
+    image, image_lock = _image(raw) if mode == "image" else (None, None)
+    lock_sha256, pins = lockfile.file_sha256(lock_text), lockfile.pins_digest(lock_text)
+    if image_lock is not None and image_lock != lock_sha256:  # the image was built from another lock than today's
+        lock_sha256, pins = image_lock, ""
     try:
         return gpurun.GpuRun(
-            date=date, row=row.id, lock_sha256=lockfile.file_sha256(lock_text),
-            lock_pins_sha256=lockfile.pins_digest(lock_text), mode=mode, gpu=name,
+            date=date, row=row.id, lock_sha256=lock_sha256, lock_pins_sha256=pins, mode=mode, gpu=name,
             gpus=count, capability=capability, driver=driver, python=env.python, torch=env.versions.get("torch") or "",
             torch_cuda=env.torch_cuda or "", versions=env.versions, wheels=wheels, tests=tests, numbers=found,
             note=note, image=image)
@@ -193,16 +195,20 @@ def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str 
                          fix=f"{RAW_FIX}; --note is one line") from None
 
 
-def _image(raw: Path) -> gpurun.ImageRef:
-    """image.json of an image-mode run (tests/smoke/gpu/run_image.sh): the exported image's reference and digest."""
+def _image(raw: Path) -> tuple[gpurun.ImageRef, str | None]:
+    """image.json of an image-mode run (tests/smoke/gpu/run_image.sh): the exported image's reference and digest,
+    and the digest of the lock it was built from (its label), which is the run's lock, whatever the lock is today."""
     path = raw / "image.json"
     fix = "pass the OUT folder of tests/smoke/gpu/run_image.sh, or --mode host"
     data = datafile.load_json(path, fix=fix) if path.is_file() else None
     try:
+        lock = (data.get("labels") or {}).get(labels.LOCK_SHA256)
+        if lock is not None and not (isinstance(lock, str) and re.fullmatch(r"[0-9a-f]{64}", lock)):
+            raise ValueError(f"label {labels.LOCK_SHA256} is not 64 hex digits")
         return gpurun.ImageRef(ref=data["image"], manifest_digest=data["manifest_digest"],
                                runner="imagerun: overlay over the unpacked layers, own mount and PID namespaces, "
-                                      "host network, no cgroups")
-    except (ValueError, TypeError, KeyError) as exc:
+                                      "host network, no cgroups"), lock
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise InputError(f"{path}: not the image.json of an image-mode run ({type(exc).__name__})", fix=fix) from None
 
 

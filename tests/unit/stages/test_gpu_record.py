@@ -128,3 +128,16 @@ def test_a_host_mode_record_cannot_claim_an_image_nor_an_image_mode_one_lack_it(
         gpurun.GpuRun.model_validate({**data, "mode": "image"})
     with pytest.raises(ValueError, match="names its image"):
         gpurun.GpuRun.model_validate({**data, "image": {"ref": "x", "manifest_digest": DIGEST}})
+
+
+def test_an_image_mode_record_takes_the_lock_the_image_was_built_from(raw):
+    """A row re-locked after its image was built: the record names the image's lock (its label), not today's, and
+    claims no pins digest it cannot know."""
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    image = {"image": "127.0.0.1:5000/imagematrix/verl:x", "manifest_digest": DIGEST}
+    (raw / "image.json").write_text(json.dumps({**image, "labels": {"io.imagematrix.lock.sha256": "ef" * 32}}))
+    run = gpu_record.record(m, m.select([ROW])[0], raw, "2026-12-07", "image")
+    assert (run.lock_sha256, run.lock_pins_sha256) == ("ef" * 32, "")
+    (raw / "image.json").write_text(json.dumps({**image, "labels": {"io.imagematrix.lock.sha256": "x\n"}}))
+    with pytest.raises(InputError, match="image.json"):
+        gpu_record.record(m, m.select([ROW])[0], raw, "2026-12-07", "image")
