@@ -130,6 +130,31 @@ def driver_files(root: str, caps: list[str]) -> dict:
 
 # ---- inside the new namespaces ------------------------------------------------------------------------------------
 
+def at(root: str, path: str, limit: int = 64) -> str:
+    """`path` of the image as a path of this host under `root`, every symlink on the way followed as if `root` were /
+    (an image's link never leads a mount point or a written file out of its tree). imagefs.resolve is the same."""
+    todo = [p for p in path.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    while todo:
+        part = todo.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        here = os.path.join(root, *done, part)
+        if os.path.islink(here):
+            limit -= 1
+            if limit < 0:
+                raise RuntimeError(f"too many levels of symlinks under {path!r} in the image")
+            target = os.readlink(here)
+            if target.startswith("/"):
+                done = []
+            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
+            continue
+        done.append(part)
+    return os.path.join(root, *done)
+
+
 def sh(*cmd: str) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -170,7 +195,7 @@ def root_of(spec: dict) -> str:
 
 
 def setup_dev(root: str, shm: str) -> None:
-    dev = os.path.join(root, "dev")
+    dev = at(root, "/dev")
     os.makedirs(dev, exist_ok=True)
     sh("mount", "-t", "tmpfs", "-o", "nosuid,mode=755,size=65536k", "tmpfs", dev)
     for name in DEV_NODES + tuple(n for n in sorted(os.listdir("/dev")) if NVIDIA_NODES.fullmatch(n)):
@@ -190,7 +215,7 @@ def setup_dev(root: str, shm: str) -> None:
 
 def setup_driver(root: str, driver: dict) -> list[str]:
     """Bind the driver's files read-only under DRIVER_MOUNT, register its lib folder with the image's loader."""
-    base = root + DRIVER_MOUNT
+    base = at(root, DRIVER_MOUNT)
     os.makedirs(base, exist_ok=True)
     sh("mount", "-t", "tmpfs", "-o", "mode=755,size=1024k", "tmpfs", base)
     os.makedirs(f"{base}/lib")
@@ -205,10 +230,13 @@ def setup_driver(root: str, driver: dict) -> list[str]:
                 bind(os.path.realpath(path), dst, ro=True)
     bins = []
     for path in driver["bin"]:  # where the NVIDIA runtime puts them: /usr/bin
-        bind(path, f"{root}/usr/bin/{os.path.basename(path)}", ro=True)
+        bind(path, at(root, f"/usr/bin/{os.path.basename(path)}"), ro=True)
         bins.append(os.path.basename(path))
-    os.makedirs(os.path.dirname(root + LDCONF), exist_ok=True)
-    with open(root + LDCONF, "w") as fh:
+    conf = at(root, LDCONF)
+    os.makedirs(os.path.dirname(conf), exist_ok=True)
+    if os.path.lexists(conf):
+        os.unlink(conf)
+    with open(conf, "w") as fh:
         fh.write(f"{DRIVER_MOUNT}/lib\n")
     return bins
 
@@ -220,7 +248,7 @@ def image_user(root: str, user: str) -> tuple[int, int]:
     uid = gid = None
     if name.isdigit():
         uid = int(name)
-    with open(os.path.join(root, "etc/passwd"), encoding="utf-8", errors="replace") as fh:
+    with open(at(root, "/etc/passwd"), encoding="utf-8", errors="replace") as fh:
         for line in fh:
             f = line.split(":")
             if len(f) > 3 and (f[0] == name or (uid is not None and f[2] == name)):
@@ -235,20 +263,22 @@ def image_user(root: str, user: str) -> tuple[int, int]:
 def inner(spec: dict) -> int:
     """PID 1 of the new PID namespace, in a private mount namespace: mount, then run the command as a child."""
     root = root_of(spec)
-    sh("mount", "-t", "proc", "-o", "nosuid,nodev,noexec", "proc", f"{root}/proc")
+    os.makedirs(at(root, "/proc"), exist_ok=True)
+    os.makedirs(at(root, "/sys"), exist_ok=True)
+    sh("mount", "-t", "proc", "-o", "nosuid,nodev,noexec", "proc", at(root, "/proc"))
     try:
-        sh("mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", f"{root}/sys")
+        sh("mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs", at(root, "/sys"))
     except RuntimeError:
-        bind("/sys", f"{root}/sys", ro=True)
+        bind("/sys", at(root, "/sys"), ro=True)
     setup_dev(root, spec["shm"])
     for name in ("hosts", "hostname", "resolv.conf"):
         if os.path.isfile(f"/etc/{name}"):
-            bind(f"/etc/{name}", f"{root}/etc/{name}", ro=True)
+            bind(f"/etc/{name}", at(root, f"/etc/{name}"), ro=True)
     for b in spec["binds"]:
-        bind(b["src"], root + b["dst"], ro=b["ro"])
+        bind(b["src"], at(root, b["dst"]), ro=b["ro"])
     setup_driver(root, spec["driver"])  # after the binds, as the NVIDIA runtime's hook comes after the mounts
     uid, gid = image_user(root, spec["user"])
-    ldconfig = next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.exists(root + p)), None)
+    ldconfig = next((p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.exists(at(root, p))), None)
     if ldconfig:
         subprocess.run(["chroot", root, ldconfig], check=False)
     env = spec["env"]

@@ -132,3 +132,18 @@ def test_an_image_config_of_the_wrong_shape_is_refused_before_any_mount(image, c
     image["manifest"].write_text(json.dumps({"config": config}))
     proc = subprocess.run(_cmd(image, "exit 0"), capture_output=True, text=True)
     assert proc.returncode == 2 and "bad input" in proc.stderr
+
+
+@pytest.mark.parametrize("link", ["relative", "absolute"])
+def test_an_image_link_never_leads_a_mount_point_out_of_the_image(image, tmp_path, link):
+    """The image's /imagematrix and /etc/hosts are links that climb out of its tree: the runner's mount points and
+    files land inside the tree, never on this host."""
+    escaped = tmp_path / "escaped"
+    target = ("../" * 20 + str(escaped).lstrip("/")) if link == "relative" else str(escaped)
+    (image["root"] / "imagematrix").symlink_to(target)
+    (image["root"] / "etc" / "hosts").symlink_to(f"{target}/hosts")
+    proc = subprocess.run(_cmd(image, "test -d /imagematrix/gpu && test -r /etc/hosts", "--bind",
+                               "/usr/lib:/imagematrix/gpu:ro"), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert not escaped.exists()
+    assert _mounts_under(image["work"]) == [] and _mounts_under(tmp_path) == []
