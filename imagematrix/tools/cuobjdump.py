@@ -91,7 +91,7 @@ def list_archs(path: Path, *, timeout: float = TIMEOUT_S) -> tuple[frozenset[str
         proc = subprocess.run([require(), "--list-elf", "--list-ptx", str(path)], capture_output=True, text=True,
                               errors="replace", timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise RuntimeFailure(f"cuobjdump --list-elf --list-ptx {path}: did not finish within {timeout:.0f} s") from None
+        raise RuntimeFailure(f"cuobjdump --list-elf --list-ptx {path}: did not finish within {timeout:g} s") from None
     if proc.returncode != 0:
         if _NO_DEVICE_CODE in proc.stderr or _NO_DEVICE_CODE in proc.stdout:
             return frozenset(), frozenset()
