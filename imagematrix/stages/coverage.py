@@ -1,0 +1,122 @@
+"""CUDA architecture coverage of binaries: which GPUs their device code runs on (issue 28).
+
+`read(paths)` lists, per file, the SASS architectures and PTX versions compiled into it (through cuobjdump, on the
+CPU: no GPU needed), cached per file content (sha256) under the project cache. `verdict(coverage, capability)` says
+how one file's device code runs on a GPU of that compute capability: `native` (machine code it can run), `ptx-jit`
+(only PTX, which the driver JIT-compiles at first use: slow start, and a driver at least as new as the PTX's
+toolkit), or `none` ("no kernel image is available for execution on the device").
+
+The rules, from NVIDIA's CUDA C++ Programming Guide ("Binary Compatibility", "PTX Compatibility", and
+"Feature Set Compiler Targets": arch-specific `a` and family-specific `f` targets, CUDA 12.0 / 12.9) and the
+blog post "NVIDIA Blackwell and NVIDIA CUDA 12.9 Introduce Family-Specific Architecture Features"; they agree with
+imagematrix.in_image.preflight.coverage, which every image carries (a test holds both to the same answers):
+
+| suffix | SASS `sm_XY…` runs on capability C.D when | PTX `compute_XY…` is JIT-compiled on C.D when |
+|---|---|---|
+| none | C == X and D >= Y (a cubin for X.y runs on X.z, z >= y) | (C, D) >= (X, Y): PTX is forward compatible |
+| `a` (sm_90a, sm_100a) | (C, D) == (X, Y): arch-specific features exist on that architecture only | (C, D) == (X, Y) |
+| `f` (sm_100f, sm_120f) | C == X and D >= Y: the family (sm_100f on 10.0 and 10.3, sm_120f on 12.0 and 12.1) | C == X and D >= Y |
+
+(The guide's caveat, not modelled here: binary compatibility between Tegra/Jetson and discrete GPUs of the same
+major, e.g. sm_87 Orin and 8.6, is not promised.)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from imagematrix.model import paths
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.tools import cuobjdump
+
+Coverage = tuple[frozenset[str], frozenset[str]]  # (SASS sm_XY[af], PTX compute_XY[af])
+Capability = tuple[int, int]
+
+NATIVE, PTX_JIT, NONE = "native", "ptx-jit", "none"
+CACHE_VERSION = 1  # bump when what is cached changes
+
+_ARCH_RE = re.compile(r"^(sm|compute)_(\d{1,2})(\d)([af]?)$")
+
+
+def _same(built: Capability, cap: Capability) -> bool:
+    return built == cap
+
+
+def _same_major_newer_minor(built: Capability, cap: Capability) -> bool:
+    return built[0] == cap[0] and built[1] <= cap[1]
+
+
+def _any_newer(built: Capability, cap: Capability) -> bool:
+    return built <= cap
+
+
+# (kind, suffix) -> when code built for `built` runs on a GPU of capability `cap` (the table above)
+RULES = {
+    ("sm", ""): _same_major_newer_minor,
+    ("sm", "a"): _same,
+    ("sm", "f"): _same_major_newer_minor,
+    ("compute", ""): _any_newer,
+    ("compute", "a"): _same,
+    ("compute", "f"): _same_major_newer_minor,
+}
+
+
+def _runs(entry: str, cap: Capability) -> bool:
+    match = _ARCH_RE.match(entry)
+    if not match:
+        raise ValueError(f"not a CUDA architecture: {entry!r} (expected sm_XY or compute_XY, optionally a or f)")
+    kind, major, minor, suffix = match.groups()
+    return RULES[kind, suffix]((int(major), int(minor)), tuple(cap))
+
+
+def verdict(coverage: Coverage, capability: Capability) -> str:
+    """`native`, `ptx-jit` or `none`: how device code with these SASS and PTX architectures runs on capability."""
+    sass, ptx = coverage
+    if any(_runs(entry, capability) for entry in sass):
+        return NATIVE
+    if any(_runs(entry, capability) for entry in ptx):
+        return PTX_JIT
+    return NONE
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_file(sha256: str) -> Path:
+    return paths.cache_dir() / "coverage" / f"v{CACHE_VERSION}" / f"{sha256}.json"
+
+
+def _cached(cache: Path) -> Coverage | None:
+    try:
+        data = json.loads(cache.read_text())
+        sass, ptx = data["sass"], data["ptx"]
+        if all(isinstance(e, str) and _ARCH_RE.match(e) for e in [*sass, *ptx]):
+            return frozenset(sass), frozenset(ptx)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None  # absent or unreadable: read the file again, and rewrite the entry
+
+
+def read(files: Iterable[Path | str]) -> dict[Path, Coverage]:
+    """{file: (SASS architectures, PTX versions)} of each file; a file cuobjdump cannot read is a RuntimeFailure."""
+    out: dict[Path, Coverage] = {}
+    for file in map(Path, files):
+        try:
+            cache = _cache_file(_sha256(file))
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot read {file}: {exc.strerror or exc}") from None
+        found = _cached(cache)
+        if found is None:
+            found = cuobjdump.list_archs(file)
+            paths.write_atomic(cache, json.dumps({"sass": sorted(found[0]), "ptx": sorted(found[1])}) + "\n")
+        out[file] = found
+    return out
