@@ -60,7 +60,10 @@ def row(request, matrix) -> matrix_mod.Row:
 def image(request, cli, row) -> str:
     ref = (_option(request.config, "--cluster-image", "IMAGEMATRIX_CLUSTER_IMAGE")
            or f"{tags.repository(tags.DEFAULT_REGISTRY)}:{row.id}")
-    if subprocess.run([cli, "image", "inspect", ref], capture_output=True).returncode != 0:
+    missing = subprocess.run([cli, "image", "inspect", ref], capture_output=True).returncode != 0
+    if missing:  # published but not in this daemon (build skips a row the registry already has): pull it
+        missing = subprocess.run([cli, "pull", "-q", ref], capture_output=True, timeout=1800).returncode != 0
+    if missing:
         pytest.skip(f"no image {ref} on this Docker host: build it with `python build.py build --row {row.id}` "
                     "(or pass --cluster-image REF)")
     return ref
