@@ -30,6 +30,11 @@ import subprocess
 import sys
 import time
 
+try:  # as part of the project (tests) or as a script beside imagefs.py on the GPU host
+    from imagematrix.in_image.imagefs import Failed, resolve
+except ImportError:  # pragma: no cover - the GPU host runs `python3 imagerun.py` from its folder
+    from imagefs import Failed, resolve
+
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
 NVIDIA_NODES = re.compile(r"nvidia(\d+|ctl|-uvm|-uvm-tools|-modeset)")
 # What libnvidia-container mounts per capability (its `nvc_info` lists), by library and binary name.
@@ -130,29 +135,13 @@ def driver_files(root: str, caps: list[str]) -> dict:
 
 # ---- inside the new namespaces ------------------------------------------------------------------------------------
 
-def at(root: str, path: str, limit: int = 64) -> str:
+def at(root: str, path: str) -> str:
     """`path` of the image as a path of this host under `root`, every symlink on the way followed as if `root` were /
-    (an image's link never leads a mount point or a written file out of its tree). imagefs.resolve is the same."""
-    todo = [p for p in path.split("/") if p not in ("", ".")]
-    done: list[str] = []
-    while todo:
-        part = todo.pop(0)
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        here = os.path.join(root, *done, part)
-        if os.path.islink(here):
-            limit -= 1
-            if limit < 0:
-                raise RuntimeError(f"too many levels of symlinks under {path!r} in the image")
-            target = os.readlink(here)
-            if target.startswith("/"):
-                done = []
-            todo = [p for p in target.split("/") if p not in ("", ".")] + todo
-            continue
-        done.append(part)
-    return os.path.join(root, *done)
+    (an image's link never leads a mount point or a written file out of its tree): imagefs.resolve."""
+    try:
+        return resolve(root, path)
+    except Failed as exc:
+        raise RuntimeError(str(exc)) from None
 
 
 def sh(*cmd: str) -> None:
