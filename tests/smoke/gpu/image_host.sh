@@ -13,7 +13,8 @@
 #   tests/smoke/gpu/image_host.sh results ROW RUN DIR   # DIR/ROW.RUN.tgz: the raw results (`gpu-record --mode image`)
 #
 # $IM (default /root/im) holds store/ (parts by name), manifests/<row>.json, rootfs/<row> (unpacked), repo/ (a copy
-# of the files the run needs, since the carried checkout changes between calls), results/<row>/ and state/<row>.
+# of the files the run needs, since the carried checkout changes between calls), results/<row>.<run>/ and
+# state/<row>.<run>.
 # SITE: site-packages folders of images unpacked here earlier, relative to $IM/rootfs (e.g.
 # ROW1/opt/venv/lib/python3.11/site-packages): files an export thinned against them are copied from there.
 set -u
