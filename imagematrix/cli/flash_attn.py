@@ -94,7 +94,7 @@ def _checked_import(row, args) -> tuple[str, str]:
         if ";".join(record.archs) != want:
             raise InputError(f"{args.record} says archs {record.archs}, the row's key needs {want}",
                              fix="compile for the row's flash_attn_archs, or change them")
-    sha = flash_attn.sha256_of(wheel)
+    sha = paths.file_sha256(wheel)
     if record is not None and record.sha256 and record.sha256 != sha:
         raise InputError(f"{wheel} has sha256 {sha}, its record says {record.sha256}", fix="pass the matching pair")
     if record is None:

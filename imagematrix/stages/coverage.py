@@ -23,7 +23,6 @@ major, e.g. sm_87 Orin and 8.6, is not promised.)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -83,14 +82,6 @@ def verdict(coverage: Coverage, capability: Capability) -> str:
     return NONE
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_file(sha256: str) -> Path:
     return paths.cache_dir() / "coverage" / f"v{CACHE_VERSION}" / f"{sha256}.json"
 
@@ -111,7 +102,7 @@ def read(files: Iterable[Path | str]) -> dict[Path, Coverage]:
     out: dict[Path, Coverage] = {}
     for file in map(Path, files):
         try:
-            cache = _cache_file(_sha256(file))
+            cache = _cache_file(paths.file_sha256(file))
         except OSError as exc:
             raise RuntimeFailure(f"cannot read {file}: {exc.strerror or exc}") from None
         found = _cached(cache)

@@ -308,14 +308,6 @@ def write_layers_map(out_dir: Path, layers: dict[str, dict]) -> None:
                                                         sort_keys=True) + "\n")
 
 
-def _file_sha256(path: Path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
 def reusable(entry: dict, out_dir: Path, diff_id: str, codec: str) -> bool:
     """entry (from the map) is a well-formed layer entry for diff_id and codec whose every part is in out_dir with
     its size and sha256."""
@@ -329,7 +321,7 @@ def reusable(entry: dict, out_dir: Path, diff_id: str, codec: str) -> bool:
             if part["name"] != part_name(stream, codec, i) or not HEX64.fullmatch(part["sha256"]):
                 return False
             path = out_dir / part["name"]
-            if not path.is_file() or path.stat().st_size != part["size"] or _file_sha256(path) != part["sha256"]:
+            if not path.is_file() or path.stat().st_size != part["size"] or paths.file_sha256(path) != part["sha256"]:
                 return False
     except (KeyError, TypeError):
         return False
@@ -367,7 +359,7 @@ def carry_layer(layer_file: Path, diff_id: str, *, codec: str, part_size: int, i
                              "fix: export it again, or rebuild and push the image")
     for path, part in parts:
         target = out_dir / part.name
-        if target.is_file() and target.stat().st_size == part.size and _file_sha256(target) == part.sha256:
+        if target.is_file() and target.stat().st_size == part.size and paths.file_sha256(target) == part.sha256:
             path.unlink()
         else:
             os.replace(path, target)
@@ -494,7 +486,7 @@ def _export(row: Row, image_ref: str, source: str, manifest_doc: dict | None, ou
         raise RuntimeFailure(f"{source}: skopeo copied config {config_digest}, the manifest names "
                              f"{manifest_doc['config'].get('digest')}")
     config_file = _blob(copy_dir, config_digest)
-    if f"sha256:{_file_sha256(config_file)}" != config_digest:
+    if f"sha256:{paths.file_sha256(config_file)}" != config_digest:
         raise RuntimeFailure(f"{source}: the config blob does not have its digest {config_digest}")
     config = _json(config_file.read_bytes(), f"the config of {image_ref}")
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []

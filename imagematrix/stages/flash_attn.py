@@ -14,7 +14,6 @@ a wheel from (a), (b) or (d) is pushed as flash-attn-wheels:<key>, so other mach
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -252,14 +251,6 @@ def export(wheel: Wheel, row: Row, dest: Path) -> Path | None:
     return target
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None, indexes: list[str],
            secrets_files: dict[str, Path], log_dir: Path, log: Callable[[str], None], allow_compile: bool = True,
            push: bool = True, build_args: dict[str, str] | None = None) -> Wheel:
@@ -286,7 +277,7 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
         found, why = fetch()
         if found:
             log(f"flash-attn: using {why}")
-            return publish(package(found, sha256_of(found), why, ref, log_dir / "flash-attn-image.log"))
+            return publish(package(found, paths.file_sha256(found), why, ref, log_dir / "flash-attn-image.log"))
         reasons.append(f"{source}: {why}")
         log(f"flash-attn: {source}: {why}")
     wheel, why = from_registry(row, registry)
@@ -309,7 +300,7 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
         f"(no source has key {key}; measured cost suggests about {estimate / 60:.0f} min on {os.cpu_count()} cores)")
     compiled, record = compile_wheel(row, context, secrets_files, dest / "compiled", log_dir / "flash-attn-compile.log",
                                      lambda msg: log(f"flash-attn: {msg}"), build_args)
-    sha = sha256_of(compiled)
+    sha = paths.file_sha256(compiled)
     origin = (f"compiled from {record.get('sdist', 'the sdist')} in {record.get('seconds', '?')} s, "
               f"{record.get('units', '?')} units, MAX_JOBS={record.get('jobs', '?')}")
     log(f"flash-attn: {origin}: {compiled.name} sha256 {sha[:12]}")
