@@ -31,7 +31,7 @@ import time
 
 FORMAT = "imagematrix-export/1"
 INVENTORY_FORMAT = "imagematrix-host-inventory/1"
-PAX_SHA = "IMAGEMATRIX.sha256"  # stages/export.py writes the same names (a test keeps them in step)
+PAX_SHA = "IMAGEMATRIX.sha256"  # stages/export.py writes with these very names (it imports them)
 PAX_SIZE = "IMAGEMATRIX.size"
 MIN_THIN = 1 << 20  # only files of at least 1 MiB are thinned
 HEX64 = re.compile(r"[0-9a-f]{64}")

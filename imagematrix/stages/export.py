@@ -38,33 +38,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from imagematrix.in_image import imagefs
 from imagematrix.model import paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Row
 from imagematrix.stages.sizes import human
 from imagematrix.tools import skopeo
 
-FORMAT = "imagematrix-export/1"
-INVENTORY_FORMAT = "imagematrix-host-inventory/1"
+# The format's names and limits are the GPU host's reader's (in_image/imagefs.py): one definition for both sides.
+FORMAT, INVENTORY_FORMAT, CODECS, HEX64 = imagefs.FORMAT, imagefs.INVENTORY_FORMAT, imagefs.CODECS, imagefs.HEX64
+PAX_SHA256, PAX_SIZE = imagefs.PAX_SHA, imagefs.PAX_SIZE
 LAYERS_FORMAT = "imagematrix-export-layers/1"
 MANIFEST = "manifest.json"
 LAYERS_MAP = ".layers.json"
 
 MIB = 1 << 20
-THIN_MIN = MIB  # smaller files are always carried
+THIN_MIN = imagefs.MIN_THIN  # smaller files are always carried
 INVENTORY_MAX = 64 * MIB
 PART_MIB_MIN, PART_MIB_MAX = 1, 60  # a carry is at most 64 MiB together with the repository
 DEFAULT_PART_MIB = 48
 MAX_PARTS = 1000  # NNN: three digits
-CODECS = {"gzip": "gz", "xz": "xz"}
 GZIP_LEVEL = 6
 XZ_PRESET = 1
 CHUNK = MIB
 
-PAX_SHA256 = "IMAGEMATRIX.sha256"
-PAX_SIZE = "IMAGEMATRIX.size"
-
-HEX64 = re.compile(r"[0-9a-f]{64}")
 PART_NAME = re.compile(r"([0-9a-f]{32})\.(gz|xz)\.(\d{3})")
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 
