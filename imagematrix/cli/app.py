@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from types import ModuleType
 
 from imagematrix.model.errors import InputError, RuntimeFailure
@@ -76,8 +78,31 @@ def parser(*, fill: bool = False) -> argparse.ArgumentParser:
     return top
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (a CI job cancelled, `kill`): raised like Ctrl-C, so that every `finally` of the command runs
+    (temporary root filesystems and work folders removed, child processes killed by subprocess.run)."""
+
+    signum = signal.SIGTERM
+
+
+def _terminated(_signum, _frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    handle = main_thread and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    if handle:
+        signal.signal(signal.SIGTERM, _terminated)  # commands with their own handling (cluster) set theirs over it
+    try:
+        return _run(args)
+    finally:
+        if handle:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _run(args: argparse.Namespace) -> int:
     from imagematrix.cli.common import err  # the consoles (rich), once a command runs: not for --help
     from imagematrix.model.secrets import redact_text
 
