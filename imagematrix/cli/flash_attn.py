@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from imagematrix.cli.common import build_input_options, build_inputs, load, out, registry_options, row_options
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge import flash_attn as fa_knowledge
 from imagematrix.model import paths, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.stages import builder, flash_attn, render
@@ -40,7 +40,7 @@ def run(args) -> int:
     if args.action == "show":
         for row in rows:
             source, sentence = flash_attn.describe(row, args.registry)
-            out.print(f"{row.id}: key {flashattn.key(row)}\n  {source}: {sentence}", soft_wrap=True)
+            out.print(f"{row.id}: key {fa_knowledge.key(row)}\n  {source}: {sentence}", soft_wrap=True)
         return 0
     if len(rows) != 1:
         raise InputError(f"`flash-attn {args.action}` takes one row", fix="pass --row ID")
@@ -83,14 +83,14 @@ def _checked_import(row, args) -> tuple[str, str]:
     wheel = args.wheel
     if wheel is None or not wheel.is_file():
         raise InputError(f"import needs an existing wheel file (got {wheel})", fix="pass the .whl path")
-    if not flashattn.index_match(wheel.name, row):
-        raise InputError(f"{wheel.name} is not a flash-attn {row.flash_attn} wheel for {flashattn.local_version(row)} "
+    if not fa_knowledge.index_match(wheel.name, row):
+        raise InputError(f"{wheel.name} is not a flash-attn {row.flash_attn} wheel for {fa_knowledge.local_version(row)} "
                          f"cp{row.python.replace('.', '')}",
                          fix=f"compile it for the row (flash_attn_compile.py names it flash_attn-{row.flash_attn}+"
-                             f"{flashattn.local_version(row)}-cp{row.python.replace('.', '')}-...)")
+                             f"{fa_knowledge.local_version(row)}-cp{row.python.replace('.', '')}-...)")
     record = flash_attn.compile_record(args.record) if args.record else None
     if record is not None:
-        want = ";".join(a.replace(".", "") for a in flashattn.archs(row))
+        want = ";".join(a.replace(".", "") for a in fa_knowledge.archs(row))
         if ";".join(record.archs) != want:
             raise InputError(f"{args.record} says archs {record.archs}, the row's key needs {want}",
                              fix="compile for the row's flash_attn_archs, or change them")
@@ -108,7 +108,7 @@ def _checked_import(row, args) -> tuple[str, str]:
 
 def _import(row, args, log_dir: Path, sha: str, origin: str) -> int:
     wheel = args.wheel
-    ref = f"{flash_attn.wheel_repository(args.registry)}:{flashattn.key(row)}"
+    ref = f"{flash_attn.wheel_repository(args.registry)}:{fa_knowledge.key(row)}"
     image = flash_attn.package(wheel, sha, origin, ref, log_dir / "flash-attn-image.log")
     proc = docker.run("push", image.ref)
     if proc.returncode != 0:

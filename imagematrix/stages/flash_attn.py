@@ -3,7 +3,7 @@
 Sources, in order, each printed with its reason:
   (a) a release-layout mirror (--flash-attn-mirror; default GitHub's releases): v<version>/<upstream wheel name>
   (b) PEP 503 indexes (--flash-attn-index, repeatable): a wheel whose local version names the row's CUDA, torch
-      and C++ ABI (knowledge.flashattn.index_match)
+      and C++ ABI (knowledge.flash_attn.index_match)
   (c) the registry: <registry>/flash-attn-wheels:<key>, a wheel compiled earlier for the same key
   (d) compiling PyPI's sdist: the row Dockerfile's flash-attn-compile stage (target flash-attn-wheel-out)
 
@@ -28,12 +28,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from imagematrix import rules
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge import flash_attn
 from imagematrix.model import datafile, labels, paths, secrets
 from imagematrix.model.datafile import Short
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Row
-from imagematrix.rules import flash_attn_wheel
+from imagematrix.rules import flash_attn as fa_rule
 from imagematrix.tools import docker, http, pypi
 from imagematrix.tools import registry as registry_api
 
@@ -53,7 +53,7 @@ class Wheel:
 
 
 def wheel_repository(registry: str | None) -> str:
-    return f"{registry.rstrip('/')}/{flashattn.WHEEL_REPOSITORY}" if registry else LOCAL_REPOSITORY
+    return f"{registry.rstrip('/')}/{flash_attn.WHEEL_REPOSITORY}" if registry else LOCAL_REPOSITORY
 
 
 def _wheels_dir(key: str) -> Path:
@@ -90,9 +90,9 @@ def _download_wheel(url: str, dest: Path, name: str, timeout: float = 60) -> tup
 def from_mirror(row: Row, mirror: str | None, dest: Path) -> tuple[Path | None, str]:
     """The upstream-named wheel under v<version>/ of the mirror (fetched here, on the host: build steps never
     reach the mirror, so a loopback mirror works)."""
-    base = mirror or flashattn.RELEASES
-    name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
-    url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)
+    base = mirror or flash_attn.RELEASES
+    name = flash_attn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
+    url = flash_attn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)
     sha, problem = _download_wheel(url, dest, name, timeout=30)
     if problem:
         return None, problem
@@ -110,11 +110,11 @@ def from_indexes(row: Row, indexes: list[str], dest: Path) -> tuple[Path | None,
         except RuntimeFailure as exc:
             reasons.append(str(exc))
             continue
-        fitting = [(url, sha) for url, sha in links if flashattn.index_match(_file_name(url), row)]
+        fitting = [(url, sha) for url, sha in links if flash_attn.index_match(_file_name(url), row)]
         followed = [(url, sha) for url, sha in fitting if urllib.parse.urlsplit(url).scheme in FOLLOWED_SCHEMES]
         if not followed:
             reasons.append(f"{secrets.redact_url(index)} has no flash-attn {row.flash_attn} wheel for "
-                           f"{flashattn.local_version(row)} cp{row.python.replace('.', '')}"
+                           f"{flash_attn.local_version(row)} cp{row.python.replace('.', '')}"
                            + (f" (its link {secrets.redact_url(fitting[0][0])} is not http(s): not followed)"
                               if fitting else ""))
             continue
@@ -141,7 +141,7 @@ def from_registry(row: Row, registry: str | None) -> tuple[Wheel | None, str]:
     if not registry:
         return None, "no registry given"
     repo = wheel_repository(registry)
-    key = flashattn.key(row)
+    key = flash_attn.key(row)
     try:
         found = registry_api.labels(repo, key)
     except RuntimeFailure as exc:
@@ -156,19 +156,19 @@ def from_registry(row: Row, registry: str | None) -> tuple[Wheel | None, str]:
 def describe(row: Row, registry: str | None, ask_registry: bool = True) -> tuple[str, str]:
     """(source, sentence): where a build of the row would get its flash-attn wheel, for `plan` and CI.
     source is one of registry, prebuilt, compile, none."""
-    key = flashattn.key(row)
+    key = flash_attn.key(row)
     if registry and ask_registry:
         wheel, _ = from_registry(row, registry)
         if wheel:
             return "registry", f"reuses {wheel.ref} (sha256 {wheel.sha256[:12]})"
     ruleset = rules.load()
-    release = flash_attn_wheel.flash_attn_wheels(ruleset, row.flash_attn)
-    if release and release.evidence == "verified" and flash_attn_wheel.wheel_key(row) in release.wheels():
-        name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
+    release = fa_rule.flash_attn_wheels(ruleset, row.flash_attn)
+    if release and release.evidence == "verified" and fa_rule.wheel_key(row) in release.wheels():
+        name = flash_attn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
         return "prebuilt", f"prebuilt {name} from the mirror (default: GitHub's releases) or an index"
-    if flashattn.toolchain(row.cuda) and flashattn.archs(row):  # the sdist: the row's lock records it
-        archs = flashattn.archs(row)
-        minutes = flashattn.compile_estimate(len(archs), 16) / 60
+    if flash_attn.toolchain(row.cuda) and flash_attn.archs(row):  # the sdist: the row's lock records it
+        archs = flash_attn.archs(row)
+        minutes = flash_attn.compile_estimate(len(archs), 16) / 60
         return "compile", (f"compiles key {key} from the sdist (about {minutes:.0f} min on 16 cores), "
                            "unless a mirror or an index has it")
     return "none", f"no prebuilt wheel and no compile for key {key}: give a --flash-attn-mirror or --flash-attn-index"
@@ -256,7 +256,7 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
            push: bool = True, build_args: dict[str, str] | None = None) -> Wheel:
     """The row's wheel image, from the first source that has the wheel; each choice is logged with its reason.
     build_args go to the compile's build (the base's BASE_REGISTRY)."""
-    key = flashattn.key(row)
+    key = flash_attn.key(row)
     ref = f"{wheel_repository(registry)}:{key}"
     dest = _wheels_dir(key)
     dest.mkdir(parents=True, exist_ok=True)
@@ -286,7 +286,7 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
         return wheel
     reasons.append(f"registry: {why}")
     log(f"flash-attn: registry: {why}")
-    if allow_compile and flashattn.toolchain(row.cuda) is None:
+    if allow_compile and flash_attn.toolchain(row.cuda) is None:
         reasons.append(f"compile: no CUDA {row.cuda} compiler wheels in {paths.FLASH_ATTN.relative_to(paths.ROOT)} "
                        "(toolchains)")
         allow_compile = False
@@ -295,8 +295,8 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
                              + "\n  ".join(reasons)
                              + "\n  fix: pass --flash-attn-mirror or --flash-attn-index, push a compiled wheel to "
                                f"{wheel_repository(registry or '<registry>')}:{key}, or allow the compile")
-    estimate = flashattn.compile_estimate(len(flashattn.archs(row)), os.cpu_count() or 1)
-    log(f"flash-attn: compiling {row.flash_attn} from the sdist for sm_{', sm_'.join(a.replace('.', '') for a in flashattn.archs(row))} "
+    estimate = flash_attn.compile_estimate(len(flash_attn.archs(row)), os.cpu_count() or 1)
+    log(f"flash-attn: compiling {row.flash_attn} from the sdist for sm_{', sm_'.join(a.replace('.', '') for a in flash_attn.archs(row))} "
         f"(no source has key {key}; measured cost suggests about {estimate / 60:.0f} min on {os.cpu_count()} cores)")
     compiled, record = compile_wheel(row, context, secrets_files, dest / "compiled", log_dir / "flash-attn-compile.log",
                                      lambda msg: log(f"flash-attn: {msg}"), build_args)

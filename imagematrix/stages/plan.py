@@ -12,7 +12,7 @@ import fnmatch
 import json
 from dataclasses import dataclass
 
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge import flash_attn as fa_knowledge
 from imagematrix.model import labels, tags
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
@@ -72,7 +72,7 @@ def github_matrix(planned: list[Planned]) -> dict:
     tag of the row's wheel in flash-attn-wheels, "" without flash-attn)."""
     return {"include": [{"row": p.row.id, "vllm": p.row.vllm, "cuda": p.row.cuda, "flash_attn": p.row.flash_attn or "",
                          "flash_attn_source": p.flash_attn[0] if p.flash_attn else "",
-                         "flash_attn_key": flashattn.key(p.row) if p.flash_attn else "",
+                         "flash_attn_key": fa_knowledge.key(p.row) if p.flash_attn else "",
                          "candidate": p.candidate} for p in planned]}
 
 
@@ -83,7 +83,7 @@ def flash_attn_matrix(planned: list[Planned]) -> dict:
     keys: dict[str, str] = {}
     for p in planned:
         if p.flash_attn and p.flash_attn[0] == "compile":
-            keys.setdefault(flashattn.key(p.row), p.row.id)
+            keys.setdefault(fa_knowledge.key(p.row), p.row.id)
     return {"include": [{"key": key, "row": row} for key, row in keys.items()]}
 
 

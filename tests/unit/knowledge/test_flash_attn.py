@@ -1,10 +1,10 @@
-"""flash-attn prebuilt wheel names, URLs and the C++ ABI boundary (knowledge/flashattn.py)."""
+"""flash-attn prebuilt wheel names, URLs and the C++ ABI boundary (knowledge/flash_attn.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge import flash_attn
 
 
 @pytest.mark.parametrize(("fa", "torch", "cuda", "py", "name"), [
@@ -15,19 +15,19 @@ from imagematrix.knowledge import flashattn
     ("2.8.3", "2.8.0", "12.8", "3.12", "flash_attn-2.8.3+cu12torch2.8cxx11abiTRUE-cp312-cp312-linux_x86_64.whl"),
 ])
 def test_flash_attn_wheel_name(fa, torch, cuda, py, name):
-    assert flashattn.wheel_name(flash_attn=fa, cuda=cuda, torch=torch, python=py) == name
+    assert flash_attn.wheel_name(flash_attn=fa, cuda=cuda, torch=torch, python=py) == name
 
 
 def test_flash_attn_url_and_mirror():
     kw = dict(flash_attn="2.8.1", cuda="12.6", torch="2.7.1", python="3.11")
-    assert flashattn.wheel_url(**kw) == (
+    assert flash_attn.wheel_url(**kw) == (
         "https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.1/"
         "flash_attn-2.8.1+cu12torch2.7cxx11abiTRUE-cp311-cp311-linux_x86_64.whl")
-    assert flashattn.wheel_url(**kw, base="http://mirror.local/fa/").startswith("http://mirror.local/fa/v2.8.1/")
+    assert flash_attn.wheel_url(**kw, base="http://mirror.local/fa/").startswith("http://mirror.local/fa/v2.8.1/")
 
 
 def test_cxx11abi_boundary_is_torch_2_7():
-    assert [flashattn.cxx11abi(t) for t in ("2.4.1", "2.6.0", "2.7.0", "2.8.0", "2.11.0")] == [False, False, True, True, True]
+    assert [flash_attn.cxx11abi(t) for t in ("2.4.1", "2.6.0", "2.7.0", "2.8.0", "2.11.0")] == [False, False, True, True, True]
 
 
 # ---- compiling from the sdist: knowledge/flash-attn.yaml ------------------------------------------------------
@@ -44,19 +44,19 @@ def _row(**overrides):
 
 def test_default_archs_are_what_flash_attn_and_torch_both_support():
     row = _row(flash_attn_archs=None)
-    assert flashattn.archs(row) == ["8.0", "9.0", "10.0", "12.0"]  # torch 2.11 cu130 has sm_75..sm_120
-    assert flashattn.archs(_row(flash_attn_archs=None, flash_attn="2.7.4.post1")) == ["8.0", "9.0"]
-    assert flashattn.archs(_row()) == ["9.0"]  # the row's own flash_attn_archs
-    assert flashattn.key(_row()) == "2.8.3-cu130-torch2.11.0-cp312-cxx11abiTRUE-sm90"
-    assert flashattn.local_version(_row()) == "cu13torch2.11cxx11abiTRUE"
+    assert flash_attn.archs(row) == ["8.0", "9.0", "10.0", "12.0"]  # torch 2.11 cu130 has sm_75..sm_120
+    assert flash_attn.archs(_row(flash_attn_archs=None, flash_attn="2.7.4.post1")) == ["8.0", "9.0"]
+    assert flash_attn.archs(_row()) == ["9.0"]  # the row's own flash_attn_archs
+    assert flash_attn.key(_row()) == "2.8.3-cu130-torch2.11.0-cp312-cxx11abiTRUE-sm90"
+    assert flash_attn.local_version(_row()) == "cu13torch2.11cxx11abiTRUE"
 
 
 def test_every_sdist_and_toolchain_line_is_hash_pinned():
-    data = flashattn.data()
+    data = flash_attn.data()
     assert {"2.7.4.post1", "2.8.1", "2.8.3"} <= set(data.sdists)
     assert all(len(s.sha256) == 64 for s in data.sdists.values())
-    assert any(line.startswith("nvidia-cuda-nvcc==13.0.") for line in flashattn.toolchain("13.0"))
-    assert flashattn.toolchain("12.4") is None
+    assert any(line.startswith("nvidia-cuda-nvcc==13.0.") for line in flash_attn.toolchain("13.0"))
+    assert flash_attn.toolchain("12.4") is None
 
 
 @pytest.mark.parametrize(("text", "where", "says"), [
@@ -72,7 +72,7 @@ def test_a_malformed_data_file_is_bad_input_with_file_and_line(tmp_path, text, w
     path = tmp_path / "flash-attn.yaml"
     path.write_text(text)
     with pytest.raises(InputError) as failure:
-        flashattn.data.__wrapped__(path)
+        flash_attn.data.__wrapped__(path)
     assert str(path) in failure.value.where and failure.value.where.endswith(where) and says in str(failure.value)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from packaging.version import Version
 
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge import flash_attn
 from imagematrix.model import paths
 from imagematrix.model.matrix import Row
 from imagematrix.rules import common, schema
@@ -13,7 +13,7 @@ from imagematrix.rules import common, schema
 def wheel_key(row: Row) -> tuple[str, str, str, bool]:
     """(CUDA major, torch major.minor, Python, cxx11 ABI) of the flash-attn wheel a row needs."""
     torch_mm = ".".join(str(p) for p in Version(row.torch).release[:2])
-    return row.cuda.split(".")[0], torch_mm, row.python, flashattn.cxx11abi(row.torch)
+    return row.cuda.split(".")[0], torch_mm, row.python, flash_attn.cxx11abi(row.torch)
 
 
 def flash_attn_wheels(ruleset: schema.Ruleset, version: str) -> schema.WheelRelease | None:
@@ -29,7 +29,7 @@ def check(spec: schema.RuleSpec, row: Row, resolution: dict | None, ruleset: sch
     if row.flash_attn is None:
         return [common.result(spec, row, passed=True, applicable=False, message="no flash_attn pin (flash-attn not installed)")]
     key = wheel_key(row)
-    name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
+    name = flash_attn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
     alternatives = [v for r in ruleset.flash_attn_wheels if r.evidence == "verified" and key in r.wheels()
                     for v in r.versions]
     alt = f"; releases with that wheel: {', '.join(alternatives)}" if alternatives else ""
@@ -63,7 +63,7 @@ def check(spec: schema.RuleSpec, row: Row, resolution: dict | None, ruleset: sch
 
 def _why_no_compile(row: Row) -> str:
     data = paths.FLASH_ATTN.relative_to(paths.ROOT)
-    if flashattn.toolchain(row.cuda) is None:
+    if flash_attn.toolchain(row.cuda) is None:
         return f"{data} has no CUDA {row.cuda} compiler wheels (toolchains)"
     return f"no GPU architecture that flash-attn {row.flash_attn} and torch {row.torch} both support"
 
@@ -71,10 +71,10 @@ def _why_no_compile(row: Row) -> str:
 def _compiled(row: Row) -> str | None:
     """How the build gets the wheel without a prebuilt one: compiled once per key from PyPI's sdist (which `lock`
     records in the row's lock, from the index: no data entry needed)."""
-    if flashattn.toolchain(row.cuda) is None or not flashattn.archs(row):
+    if flash_attn.toolchain(row.cuda) is None or not flash_attn.archs(row):
         return None
-    archs = flashattn.archs(row)
-    minutes = flashattn.compile_estimate(len(archs), 16) / 60
+    archs = flash_attn.archs(row)
+    minutes = flash_attn.compile_estimate(len(archs), 16) / 60
     return (f"the build compiles it from PyPI's sdist for sm_{', sm_'.join(a.replace('.', '') for a in archs)} "
-            f"(about {minutes:.0f} min on 16 cores) once per key, then reuses flash-attn-wheels:{flashattn.key(row)} "
+            f"(about {minutes:.0f} min on 16 cores) once per key, then reuses flash-attn-wheels:{flash_attn.key(row)} "
             "from the registry; a --flash-attn-mirror or --flash-attn-index with that wheel skips the compile")
