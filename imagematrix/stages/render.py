@@ -197,15 +197,14 @@ def _flash_attn(row: Row, lock: str) -> dict | None:
         raise InputError(f"flash-attn {row.flash_attn}: the row's lock records no sdist", where=f"row {row.id}",
                          fix=f"run `python build.py lock --row {row.id}` (it records the sdist's file name and sha256 "
                              "from the index)")
-    archs = flash_attn.archs(row)
-    if not archs:
+    wheel = flash_attn.wheel_spec(row)
+    if not wheel.archs:
         raise InputError(f"no GPU architecture that flash-attn {row.flash_attn} and torch {row.torch} "
                          f"(CUDA {row.cuda}) both support", where=f"row {row.id}",
                          fix="set flash_attn_archs, or pick other versions")
-    return {"key": flash_attn.key(row), "file": sdist.file, "sha256": sdist.sha256,
+    return {"key": wheel.key, "file": sdist.file, "sha256": sdist.sha256,
             "toolchain": flash_attn.toolchain(row.cuda) is not None,
-            "archs": ";".join(a.replace(".", "") for a in archs),
-            "sm": ", sm_".join(a.replace(".", "") for a in archs)}
+            "archs": ";".join(wheel.arch_tags), "sm": ", sm_".join(wheel.arch_tags)}
 
 
 def _tools_lock(matrix: Matrix) -> str:

@@ -1,39 +1,15 @@
-"""flash-attn prebuilt wheel names, URLs and the C++ ABI boundary (knowledge/flash_attn.py)."""
+"""flash-attn facts (knowledge/flash_attn.py): the data file, the default architectures and the one constructor of
+a row's wheel spec (its names: tests/unit/model/test_flash_attn_spec.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from imagematrix.knowledge import flash_attn
-
-
-@pytest.mark.parametrize(("fa", "torch", "cuda", "py", "name"), [
-    # names as published on the flash-attention GitHub releases
-    ("2.7.4.post1", "2.6.0", "12.4", "3.11", "flash_attn-2.7.4.post1+cu12torch2.6cxx11abiFALSE-cp311-cp311-linux_x86_64.whl"),
-    ("2.7.4.post1", "2.5.1", "12.4", "3.10", "flash_attn-2.7.4.post1+cu12torch2.5cxx11abiFALSE-cp310-cp310-linux_x86_64.whl"),
-    ("2.8.1", "2.7.1", "12.6", "3.11", "flash_attn-2.8.1+cu12torch2.7cxx11abiTRUE-cp311-cp311-linux_x86_64.whl"),
-    ("2.8.3", "2.8.0", "12.8", "3.12", "flash_attn-2.8.3+cu12torch2.8cxx11abiTRUE-cp312-cp312-linux_x86_64.whl"),
-])
-def test_flash_attn_wheel_name(fa, torch, cuda, py, name):
-    assert flash_attn.wheel_name(flash_attn=fa, cuda=cuda, torch=torch, python=py) == name
-
-
-def test_flash_attn_url_and_mirror():
-    kw = dict(flash_attn="2.8.1", cuda="12.6", torch="2.7.1", python="3.11")
-    assert flash_attn.wheel_url(**kw) == (
-        "https://github.com/Dao-AILab/flash-attention/releases/download/v2.8.1/"
-        "flash_attn-2.8.1+cu12torch2.7cxx11abiTRUE-cp311-cp311-linux_x86_64.whl")
-    assert flash_attn.wheel_url(**kw, base="http://mirror.local/fa/").startswith("http://mirror.local/fa/v2.8.1/")
-
-
-def test_cxx11abi_boundary_is_torch_2_7():
-    assert [flash_attn.cxx11abi(t) for t in ("2.4.1", "2.6.0", "2.7.0", "2.8.0", "2.11.0")] == [False, False, True, True, True]
-
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model.errors import InputError, InputErrors
 
 # ---- compiling from the sdist: knowledge/flash-attn.yaml ------------------------------------------------------
-
-from imagematrix.model import matrix as matrix_mod  # noqa: E402
-from imagematrix.model.errors import InputError, InputErrors  # noqa: E402
 
 
 def _row(**overrides):
@@ -44,11 +20,11 @@ def _row(**overrides):
 
 def test_default_archs_are_what_flash_attn_and_torch_both_support():
     row = _row(flash_attn_archs=None)
-    assert flash_attn.archs(row) == ["8.0", "9.0", "10.0", "12.0"]  # torch 2.11 cu130 has sm_75..sm_120
-    assert flash_attn.archs(_row(flash_attn_archs=None, flash_attn="2.7.4.post1")) == ["8.0", "9.0"]
-    assert flash_attn.archs(_row()) == ["9.0"]  # the row's own flash_attn_archs
-    assert flash_attn.key(_row()) == "2.8.3-cu130-torch2.11.0-cp312-cxx11abiTRUE-sm90"
-    assert flash_attn.local_version(_row()) == "cu13torch2.11cxx11abiTRUE"
+    assert list(flash_attn.wheel_spec(row).archs) == ["8.0", "9.0", "10.0", "12.0"]  # torch 2.11 cu130 has sm_75..sm_120
+    assert list(flash_attn.wheel_spec(_row(flash_attn_archs=None, flash_attn="2.7.4.post1")).archs) == ["8.0", "9.0"]
+    assert list(flash_attn.wheel_spec(_row()).archs) == ["9.0"]  # the row's own flash_attn_archs
+    assert flash_attn.wheel_spec(_row()).key == "2.8.3-cu130-torch2.11.0-cp312-cxx11abiTRUE-sm90"
+    assert flash_attn.wheel_spec(_row()).local_version == "cu13torch2.11cxx11abiTRUE"
 
 
 def test_every_sdist_and_toolchain_line_is_hash_pinned():
@@ -100,3 +76,94 @@ def test_flash_attn_archs_without_flash_attn_is_an_error(write_matrix):
         '    transformers: "4.51.3"\n    flash_attn_archs: ["9.0"]\n')
     with pytest.raises((InputError, InputErrors), match="pins no flash_attn"):
         matrix_mod.load(path)
+
+
+# ---- one spec per row (issue 27, item 2) ------------------------------------------------------------------------
+
+import json  # noqa: E402
+import re  # noqa: E402
+
+from imagematrix import rules  # noqa: E402
+from imagematrix.model import paths  # noqa: E402
+from imagematrix.model.flash_attn import WheelSpec  # noqa: E402
+from imagematrix.rules import flash_attn as flash_attn_rule  # noqa: E402
+from imagematrix.stages import flash_attn as flash_attn_stage  # noqa: E402
+from imagematrix.stages import plan, render  # noqa: E402
+
+RELEASE_NAME = re.compile(r"flash_attn-(?P<version>[^-+]+)\+(?P<local>[^-]+)-(?P<py>cp\d+)-(?P<abi>cp\d+)-linux_x86_64\.whl")
+# Compile records the project keeps: what flash_attn_compile.py named the wheel it compiled on a GPU host
+COMPILE_RECORDS = [paths.ROOT / "bench" / "records" / "flash-attn-2.8.3-sm90-h200.json",
+                   *sorted((paths.ROOT / "docs" / "gpu-runs" / "logs").glob("*.flash_attn_record.json"))]
+
+
+def test_the_spec_is_built_once_per_row_and_rules_render_plan_and_the_stage_take_that_one(monkeypatch):
+    built = []
+
+    class Counted(WheelSpec):
+        def __post_init__(self, table) -> None:
+            built.append(self.version)
+            super().__post_init__(table)
+
+    monkeypatch.setattr(flash_attn, "WheelSpec", Counted)
+    flash_attn._spec.cache_clear()
+    try:
+        m = matrix_mod.load()
+        fa_rows = [r for r in m.rows if r.flash_attn]
+        distinct = {(r.flash_attn, r.cuda, r.torch, r.python, r.flash_attn_archs) for r in fa_rows}
+        assert len(fa_rows) > len(distinct) > 1, "the matrix has two rows sharing a wheel, and more than one wheel"
+        ruleset = rules.load()
+        rule = next(spec for spec in ruleset.rules if spec.kind == "flash-attn-wheel")
+        render.render(m, list(m.rows))
+        planned = plan.plan(m, list(m.rows), "r.example/o", ask_registry=False)
+        plan.github_outputs(planned)
+        for row in fa_rows:
+            flash_attn_rule.check(rule, row, None, ruleset)
+            flash_attn_stage.describe(flash_attn.wheel_spec(row), None)
+            assert flash_attn.wheel_spec(row) is flash_attn.wheel_spec(row)
+        assert len(built) == len(distinct), built
+        assert all(type(flash_attn.wheel_spec(r)) is Counted for r in fa_rows)
+        assert all(flash_attn.wheel_spec(r) is None for r in m.rows if not r.flash_attn)
+    finally:
+        flash_attn._spec.cache_clear()
+
+
+def test_the_spec_agrees_with_the_committed_contexts_and_the_data():
+    m = matrix_mod.load()
+    for row in (r for r in m.rows if r.flash_attn):
+        spec = flash_attn.wheel_spec(row)
+        name = RELEASE_NAME.fullmatch(spec.filename)
+        assert name and name["version"] == spec.version == row.flash_attn and name["py"] == name["abi"] == spec.cp
+        assert name["local"] == spec.local_version == f"cu{spec.cuda_major}torch{spec.torch_mm}cxx11abi{spec.abi}"
+        assert spec.fits(spec.filename) and spec.release_path == f"v{row.flash_attn}/{spec.filename}"
+        assert spec.key == (f"{row.flash_attn}-cu{row.cuda.replace('.', '')}-torch{row.torch}-{spec.cp}-cxx11abi"
+                            f"{spec.abi}-" + "-".join(f"sm{a}" for a in spec.arch_tags))
+        assert spec.abi == ("TRUE" if spec.cxx11abi else "FALSE") and spec.table_key[3] is spec.cxx11abi
+        dockerfile = (paths.ROOT / "dockerfiles" / "generated" / row.id / "Dockerfile").read_text()
+        assert f'io.imagematrix.flash-attn.wheel="{spec.key}"' in dockerfile
+        release = flash_attn.prebuilt_release(row.flash_attn)
+        assert spec.prebuilt == (release.evidence if release and spec.table_key in release.wheels() else None)
+
+
+@pytest.mark.parametrize("path", COMPILE_RECORDS, ids=lambda p: p.name)
+def test_the_spec_names_the_wheel_a_real_compile_wrote(path):
+    record = json.loads(path.read_text())
+    torch = record["torch"].split("+")[0]
+    row = next(r for r in matrix_mod.load().rows if r.flash_attn and record["sdist"] == f"flash_attn-{r.flash_attn}.tar.gz"
+               and r.torch == torch and r.cuda == record["torch_cuda"]
+               and flash_attn.wheel_spec(r).arch_tags == tuple(record["archs"]))
+    spec = flash_attn.wheel_spec(row)
+    assert spec.local_version == record["local_version"] and spec.cxx11abi is record["cxx11_abi"]
+    assert spec.fits(record["wheel"]) and record["sdist"] == flash_attn.sdist(spec.version).file
+
+
+def test_every_wheel_of_the_table_round_trips_through_the_spec():
+    for release in flash_attn.data().prebuilt_wheels:
+        wheels = release.wheels()
+        for cuda, torch, python, abi in wheels:
+            version = release.versions[0]
+            spec = WheelSpec(version=version, cuda=f"{cuda}.0", torch=f"{torch}.0", python=python,
+                             table=lambda key, wheels=wheels, release=release: release.evidence if key in wheels else None)
+            if spec.cxx11abi != abi:  # the table lists both ABIs for older torch: a spec follows PyPI torch's
+                continue
+            assert spec.table_key == (cuda, torch, python, abi) and spec.prebuilt == release.evidence
+            assert spec.fits(spec.filename) and f"+cu{cuda}torch{torch}cxx11abi{'TRUE' if abi else 'FALSE'}-" in spec.filename
