@@ -15,8 +15,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge import flash_attn as fa_knowledge
 from imagematrix.model import matrix as matrix_mod
+from imagematrix.model.flash_attn import WHEEL_REPOSITORY
 
 from .common import ROOT, Context, OutcomeError, build_py, log, median, timed
 from .report import line
@@ -41,13 +42,13 @@ def _local_units(path: Path) -> tuple[int, int, float] | None:
 def flash_attn(ctx: Context) -> dict[str, Any]:
     record = json.loads(HOST_RECORD.read_text())
     row = next(r for r in matrix_mod.load(ROOT / "matrix.yaml").rows
-               if r.flash_attn == "2.8.3" and flashattn.key(r).endswith("-sm90"))
+               if r.flash_attn == "2.8.3" and fa_knowledge.wheel_spec(r).key.endswith("-sm90"))
     wheel = Path(os.environ.get(WHEEL_ENV) or ROOT / ".gpu" / "fa" / record["wheel"])
     if not wheel.is_file():
         raise FileNotFoundError(f"{wheel}: set {WHEEL_ENV} to the compiled wheel of {HOST_RECORD.name}")
     namespace = f"127.0.0.1:5000/imagematrix-bench-{ctx.nonce}"
     ctx.janitor.namespaces.append(namespace.split("/", 1)[1])
-    ref = f"{namespace}/{flashattn.WHEEL_REPOSITORY}:{flashattn.key(row)}"
+    ref = f"{namespace}/{WHEEL_REPOSITORY}:{fa_knowledge.wheel_spec(row).key}"
     log(f"flash-attn: import {wheel.name} as {ref}")
     imported = timed(build_py("flash-attn", "import", str(wheel), "--record", str(HOST_RECORD), "--row", row.id,
                                "--registry", namespace, "--log-dir", str(ctx.work / "logs")))

@@ -73,3 +73,15 @@ def line_of(node: Any, key: Any = None) -> int | None:
         return lc.key(key)[0] + 1
     except (KeyError, IndexError, TypeError, AttributeError):
         return lc.line + 1
+
+
+def line_at(doc: Any, loc: tuple | list) -> int | None:
+    """1-based line of the deepest node on the path `loc` (a pydantic error's location) that ruamel recorded."""
+    node, line = doc, None
+    for part in loc:
+        try:
+            line = line_of(node, part) or line  # a scalar (a key's value) has no line of its own
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+    return line

@@ -3,7 +3,7 @@
 `evaluate(row, resolution)` returns one or more RuleResult per rule: passed, failed (severity fail: validate exits
 2), warned, or not applicable, each with a message that names the symptom users see and a fix. `to_errors` turns
 failures into InputErrors that point at matrix file, line, row and field; `explain` renders `validate --explain`.
-One module per rule kind (conflict, flash_attn_wheel, vllm_env, verl_ranges, python_requires), the engine that
+One module per rule kind (conflict, flash_attn, vllm_env, verl_ranges, python_requires), the engine that
 dispatches to them, the schema of the rules file and the report.
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from imagematrix.model.matrix import Row
 from imagematrix.rules import (
     conflict,
-    flash_attn_wheel,
+    flash_attn,
     pin_requires,
     python_requires,
     schema,
@@ -18,7 +18,7 @@ from imagematrix.rules import (
     vllm_env,
 )
 
-KINDS = {"conflict": conflict.check, "flash-attn-wheel": flash_attn_wheel.check, "vllm-env": vllm_env.check,
+KINDS = {"conflict": conflict.check, "flash-attn-wheel": flash_attn.check, "vllm-env": vllm_env.check,
          "verl-ranges": verl_ranges.check, "python-requires": python_requires.check,
          "training-attention": training_attention.check, "pin-requires": pin_requires.check}
 

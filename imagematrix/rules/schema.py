@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from imagematrix.model import fields, paths, yamlio
@@ -93,16 +91,7 @@ def _row_key(name: str) -> str:
     return name
 
 
-def _version(value: str) -> str:
-    try:
-        Version(value)
-    except InvalidVersion:
-        raise ValueError(f"{value!r} is not a version (write e.g. \"2.6\")") from None
-    return value
-
-
 Specifier = Annotated[str, AfterValidator(_specifier)]
-TorchVersion = Annotated[str, AfterValidator(_version)]  # sorted as versions by the flash-attn-wheel rule
 VersionedName = Annotated[str, AfterValidator(_versioned_name)]  # a row field or a package
 RowKey = Annotated[str, AfterValidator(_row_key)]
 
@@ -119,40 +108,6 @@ class RuleSpec(_Strict):
     when: dict[VersionedName, Specifier] = {}
     packages: list[VersionedName] = []
     of: list[VersionedName] = []  # pin-requires: the pins whose Requires-Dist is checked
-
-
-class WheelAxes(_Strict):
-    cuda: list[str] = []
-    torch: list[TorchVersion] = []
-    python: list[str] = []
-    abi: list[bool] = []
-
-
-class WheelSingle(_Strict):
-    cuda: str
-    torch: TorchVersion
-    python: str
-    abi: bool
-
-
-class WheelRelease(_Strict):
-    versions: list[str]
-    evidence: Literal["verified", "assumed"]
-    source: str
-    matrix: WheelAxes
-    exclude: list[WheelAxes] = []
-    extra: list[WheelSingle] = []
-
-    def wheels(self) -> set[tuple[str, str, str, bool]]:
-        """Every (CUDA major, torch major.minor, Python, cxx11 ABI) with a prebuilt wheel."""
-        m = self.matrix
-        out = set(itertools.product(m.cuda, m.torch, m.python, m.abi))
-        for ex in self.exclude:
-            out = {w for w in out if not all(
-                not axis or value in axis
-                for axis, value in zip((ex.cuda, ex.torch, ex.python, ex.abi), w, strict=True))}
-        out |= {(e.cuda, e.torch, e.python, e.abi) for e in self.extra}
-        return out
 
 
 class ValueRange(_Strict):
@@ -175,26 +130,18 @@ class VllmEnv(_Strict):
 
 class Ruleset(_Strict):
     rules: list[RuleSpec]
-    flash_attn_wheels: list[WheelRelease]
     vllm_env: VllmEnv
 
 
 @functools.cache
 def load(path: Path = paths.RULES) -> Ruleset:
-    doc = yamlio.load_mapping(path, keys="`rules`, `flash_attn_wheels` and `vllm_env`")
+    doc = yamlio.load_mapping(path, keys="`rules` and `vllm_env`")
     try:
         ruleset = Ruleset.model_validate(dict(doc))
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"] if p != "[key]")  # pydantic's marker of a bad mapping key
-        node: Any = doc
-        line = None
-        for part in first["loc"]:
-            try:
-                line = yamlio.line_of(node, part) or line  # a scalar (a key's value) has no line of its own
-                node = node[part]
-            except (KeyError, IndexError, TypeError):
-                break
+        line = yamlio.line_at(doc, first["loc"])
         raise InputError(f"invalid rules data at {loc}: {first['msg']}", where=f"{path}:{line}" if line else str(path),
                          fix="see the header of the file for the allowed keys") from None
     seen: set[str] = set()

@@ -3,7 +3,7 @@
 Sources, in order, each printed with its reason:
   (a) a release-layout mirror (--flash-attn-mirror; default GitHub's releases): v<version>/<upstream wheel name>
   (b) PEP 503 indexes (--flash-attn-index, repeatable): a wheel whose local version names the row's CUDA, torch
-      and C++ ABI (knowledge.flashattn.index_match)
+      and C++ ABI (WheelSpec.fits)
   (c) the registry: <registry>/flash-attn-wheels:<key>, a wheel compiled earlier for the same key
   (d) compiling PyPI's sdist: the row Dockerfile's flash-attn-compile stage (target flash-attn-wheel-out)
 
@@ -25,15 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from imagematrix import rules
-from imagematrix.knowledge import flashattn
-from imagematrix.model import datafile, labels, paths, secrets
-from imagematrix.model.datafile import Short
-from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.knowledge import flash_attn
+from imagematrix.model import labels, paths, secrets
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.flash_attn import RELEASES, WHEEL_REPOSITORY, WheelSpec
 from imagematrix.model.matrix import Row
-from imagematrix.rules import flash_attn_wheel
 from imagematrix.tools import docker, http, pypi
 from imagematrix.tools import registry as registry_api
 
@@ -53,7 +49,7 @@ class Wheel:
 
 
 def wheel_repository(registry: str | None) -> str:
-    return f"{registry.rstrip('/')}/{flashattn.WHEEL_REPOSITORY}" if registry else LOCAL_REPOSITORY
+    return f"{registry.rstrip('/')}/{WHEEL_REPOSITORY}" if registry else LOCAL_REPOSITORY
 
 
 def _wheels_dir(key: str) -> Path:
@@ -87,22 +83,20 @@ def _download_wheel(url: str, dest: Path, name: str, timeout: float = 60) -> tup
     return sha, None
 
 
-def from_mirror(row: Row, mirror: str | None, dest: Path) -> tuple[Path | None, str]:
+def from_mirror(wheel: WheelSpec, mirror: str | None, dest: Path) -> tuple[Path | None, str]:
     """The upstream-named wheel under v<version>/ of the mirror (fetched here, on the host: build steps never
     reach the mirror, so a loopback mirror works)."""
-    base = mirror or flashattn.RELEASES
-    name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
-    url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python, base=base)
-    sha, problem = _download_wheel(url, dest, name, timeout=30)
+    url = wheel.url(mirror or RELEASES)
+    sha, problem = _download_wheel(url, dest, wheel.filename, timeout=30)
     if problem:
         return None, problem
-    return dest / name, f"mirror {secrets.redact_url(url)} (sha256 {sha[:12]})"
+    return dest / wheel.filename, f"mirror {secrets.redact_url(url)} (sha256 {sha[:12]})"
 
 
 FOLLOWED_SCHEMES = ("http", "https")  # an index's links, made absolute against its page: never file:, ftp:, ...
 
 
-def from_indexes(row: Row, indexes: list[str], dest: Path) -> tuple[Path | None, str]:
+def from_indexes(wheel: WheelSpec, indexes: list[str], dest: Path) -> tuple[Path | None, str]:
     reasons = []
     for index in indexes:
         try:
@@ -110,11 +104,10 @@ def from_indexes(row: Row, indexes: list[str], dest: Path) -> tuple[Path | None,
         except RuntimeFailure as exc:
             reasons.append(str(exc))
             continue
-        fitting = [(url, sha) for url, sha in links if flashattn.index_match(_file_name(url), row)]
+        fitting = [(url, sha) for url, sha in links if wheel.fits(_file_name(url))]
         followed = [(url, sha) for url, sha in fitting if urllib.parse.urlsplit(url).scheme in FOLLOWED_SCHEMES]
         if not followed:
-            reasons.append(f"{secrets.redact_url(index)} has no flash-attn {row.flash_attn} wheel for "
-                           f"{flashattn.local_version(row)} cp{row.python.replace('.', '')}"
+            reasons.append(f"{secrets.redact_url(index)} has no {wheel.wanted}"
                            + (f" (its link {secrets.redact_url(fitting[0][0])} is not http(s): not followed)"
                               if fitting else ""))
             continue
@@ -137,11 +130,10 @@ def _file_name(url: str) -> str:
     return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
 
 
-def from_registry(row: Row, registry: str | None) -> tuple[Wheel | None, str]:
+def from_registry(wheel: WheelSpec, registry: str | None) -> tuple[Wheel | None, str]:
     if not registry:
         return None, "no registry given"
-    repo = wheel_repository(registry)
-    key = flashattn.key(row)
+    repo, key = wheel_repository(registry), wheel.key
     try:
         found = registry_api.labels(repo, key)
     except RuntimeFailure as exc:
@@ -153,25 +145,21 @@ def from_registry(row: Row, registry: str | None) -> tuple[Wheel | None, str]:
             f"{repo}:{key} exists")
 
 
-def describe(row: Row, registry: str | None, ask_registry: bool = True) -> tuple[str, str]:
+def describe(wheel: WheelSpec, registry: str | None, ask_registry: bool = True) -> tuple[str, str]:
     """(source, sentence): where a build of the row would get its flash-attn wheel, for `plan` and CI.
     source is one of registry, prebuilt, compile, none."""
-    key = flashattn.key(row)
     if registry and ask_registry:
-        wheel, _ = from_registry(row, registry)
-        if wheel:
-            return "registry", f"reuses {wheel.ref} (sha256 {wheel.sha256[:12]})"
-    ruleset = rules.load()
-    release = flash_attn_wheel.flash_attn_wheels(ruleset, row.flash_attn)
-    if release and release.evidence == "verified" and flash_attn_wheel.wheel_key(row) in release.wheels():
-        name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
-        return "prebuilt", f"prebuilt {name} from the mirror (default: GitHub's releases) or an index"
-    if flashattn.toolchain(row.cuda) and flashattn.archs(row):  # the sdist: the row's lock records it
-        archs = flashattn.archs(row)
-        minutes = flashattn.compile_estimate(len(archs), 16) / 60
-        return "compile", (f"compiles key {key} from the sdist (about {minutes:.0f} min on 16 cores), "
+        found, _ = from_registry(wheel, registry)
+        if found:
+            return "registry", f"reuses {found.ref} (sha256 {found.sha256[:12]})"
+    if wheel.prebuilt == "verified":
+        return "prebuilt", f"prebuilt {wheel.filename} from the mirror (default: GitHub's releases) or an index"
+    if flash_attn.toolchain(wheel.cuda) and wheel.archs:  # the sdist: the row's lock records it
+        minutes = flash_attn.compile_estimate(len(wheel.archs), 16) / 60
+        return "compile", (f"compiles key {wheel.key} from the sdist (about {minutes:.0f} min on 16 cores), "
                            "unless a mirror or an index has it")
-    return "none", f"no prebuilt wheel and no compile for key {key}: give a --flash-attn-mirror or --flash-attn-index"
+    return "none", (f"no prebuilt wheel and no compile for key {wheel.key}: give a --flash-attn-mirror or "
+                    "--flash-attn-index")
 
 
 def compile_wheel(row: Row, context: Path, secrets_files: dict[str, Path], dest: Path, log_path: Path,
@@ -200,31 +188,6 @@ def compile_wheel(row: Row, context: Path, secrets_files: dict[str, Path], dest:
     return wheels[-1], record
 
 
-class CompileRecord(BaseModel):
-    """What `flash-attn import --record` takes of flash_attn_compile.py's record.json (its other keys unread)."""
-    model_config = ConfigDict(extra="allow")
-
-    archs: list[Short] = []
-    sha256: Short = ""
-    sdist: Short | None = None
-    seconds: float | None = None
-    units: int | None = None
-    jobs: int | None = None
-    nvcc_release: Short | None = None
-
-
-def compile_record(path: Path) -> CompileRecord:
-    """A compile's record.json; one that is not (not JSON, the wrong shape or types, too large) is an InputError
-    naming it."""
-    fix = "pass the record.json the compile wrote (flash_attn_compile.py --record)"
-    data = datafile.load_json(path, fix=fix)
-    try:
-        return CompileRecord.model_validate(data, strict=True)
-    except ValidationError as exc:
-        raise InputError(f"not a flash-attn compile record: {datafile.describe(exc)}", where=str(path), fix=fix) \
-            from None
-
-
 def package(wheel: Path, sha256: str, origin: str, ref: str, log_path: Path) -> Wheel:
     """An image holding only the wheel (FROM scratch), labelled with its file name, sha256 and origin."""
     with tempfile.TemporaryDirectory(prefix="fa-image-", dir=paths.scratch_dir()) as tmp:
@@ -238,14 +201,14 @@ def package(wheel: Path, sha256: str, origin: str, ref: str, log_path: Path) -> 
     return Wheel(ref, wheel.name, sha256, origin, file=wheel)
 
 
-def export(wheel: Wheel, row: Row, dest: Path) -> Path | None:
+def export(wheel: Wheel, spec: WheelSpec, dest: Path) -> Path | None:
     """Copy the wheel file into dest laid out like the releases, dest/v<version>/<file name>, so that
     `--flash-attn-mirror file://DEST` hands it to a build elsewhere (CI: pull requests from forks, which cannot push
     it to the registry). Compiled and mirror wheels carry the upstream file name the mirror lookup asks for.
     None for a wheel taken from the registry: there is no file here, and the registry already serves it."""
     if wheel.file is None:
         return None
-    target = dest / f"v{row.flash_attn}" / wheel.file.name
+    target = dest / f"v{spec.version}" / wheel.file.name
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(wheel.file, target)
     return target
@@ -256,7 +219,8 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
            push: bool = True, build_args: dict[str, str] | None = None) -> Wheel:
     """The row's wheel image, from the first source that has the wheel; each choice is logged with its reason.
     build_args go to the compile's build (the base's BASE_REGISTRY)."""
-    key = flashattn.key(row)
+    spec = flash_attn.wheel_spec(row)
+    key = spec.key
     ref = f"{wheel_repository(registry)}:{key}"
     dest = _wheels_dir(key)
     dest.mkdir(parents=True, exist_ok=True)
@@ -271,8 +235,8 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
                 log(f"flash-attn: pushed {wheel.ref} for reuse")
         return wheel
 
-    file_sources = (("mirror", lambda: from_mirror(row, mirror, dest)),
-                    ("indexes", lambda: from_indexes(row, indexes, dest)))
+    file_sources = (("mirror", lambda: from_mirror(spec, mirror, dest)),
+                    ("indexes", lambda: from_indexes(spec, indexes, dest)))
     for source, fetch in file_sources:  # in order: the first that has the wheel wins
         found, why = fetch()
         if found:
@@ -280,13 +244,13 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
             return publish(package(found, paths.file_sha256(found), why, ref, log_dir / "flash-attn-image.log"))
         reasons.append(f"{source}: {why}")
         log(f"flash-attn: {source}: {why}")
-    wheel, why = from_registry(row, registry)
+    wheel, why = from_registry(spec, registry)
     if wheel:
         log(f"flash-attn: using {wheel.origin}")
         return wheel
     reasons.append(f"registry: {why}")
     log(f"flash-attn: registry: {why}")
-    if allow_compile and flashattn.toolchain(row.cuda) is None:
+    if allow_compile and flash_attn.toolchain(row.cuda) is None:
         reasons.append(f"compile: no CUDA {row.cuda} compiler wheels in {paths.FLASH_ATTN.relative_to(paths.ROOT)} "
                        "(toolchains)")
         allow_compile = False
@@ -295,8 +259,8 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
                              + "\n  ".join(reasons)
                              + "\n  fix: pass --flash-attn-mirror or --flash-attn-index, push a compiled wheel to "
                                f"{wheel_repository(registry or '<registry>')}:{key}, or allow the compile")
-    estimate = flashattn.compile_estimate(len(flashattn.archs(row)), os.cpu_count() or 1)
-    log(f"flash-attn: compiling {row.flash_attn} from the sdist for sm_{', sm_'.join(a.replace('.', '') for a in flashattn.archs(row))} "
+    estimate = flash_attn.compile_estimate(len(spec.archs), os.cpu_count() or 1)
+    log(f"flash-attn: compiling {spec.version} from the sdist for sm_{', sm_'.join(spec.arch_tags)} "
         f"(no source has key {key}; measured cost suggests about {estimate / 60:.0f} min on {os.cpu_count()} cores)")
     compiled, record = compile_wheel(row, context, secrets_files, dest / "compiled", log_dir / "flash-attn-compile.log",
                                      lambda msg: log(f"flash-attn: {msg}"), build_args)

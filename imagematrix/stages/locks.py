@@ -17,7 +17,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge import flash_attn
 from imagematrix.model import lockfile, paths, secrets
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
@@ -123,7 +123,7 @@ def _compile_tools(cutoff: str) -> str:
     return proc.stdout
 
 
-def index_sdist(row: Row) -> flashattn.Sdist:
+def index_sdist(row: Row) -> flash_attn.Sdist:
     """The sdist of the row's flash-attn on the index: its file name and sha256 from the simple page (PEP 503), as
     `lock` records them. InputError when the index has no such sdist, or when knowledge/flash-attn.yaml lists another
     file or hash for the version; RuntimeFailure when the page cannot be read or gives no usable name and hash."""
@@ -141,12 +141,12 @@ def index_sdist(row: Row) -> flashattn.Sdist:
                          fix="pin a flash-attn version the index has (pypi.org/simple/flash-attn/)")
     name, sha256 = found[0]
     try:
-        sdist = flashattn.Sdist(file=name, sha256=sha256 or "")
+        sdist = flash_attn.Sdist(file=name, sha256=sha256 or "")
     except ValueError:  # pydantic's ValidationError: a name that cannot go into a RUN line, no or a bad sha256
         raise RuntimeFailure(f"the index {shown} gives the flash-attn {row.flash_attn} sdist as {name[:80]!r} with "
                              f"sha256 {(sha256 or 'none')[:80]!r}: not a .tar.gz name of letters, digits and ._+- "
                              "with 64 hex digits (PyPI's simple page gives both)") from None
-    listed = flashattn.sdist(row.flash_attn)
+    listed = flash_attn.sdist(row.flash_attn)
     if listed and listed != sdist:
         raise InputError(f"flash-attn {row.flash_attn}: the index has {sdist.file} sha256:{sdist.sha256}, "
                          f"{paths.FLASH_ATTN.relative_to(paths.ROOT)} lists {listed.file} sha256:{listed.sha256}",
@@ -155,7 +155,7 @@ def index_sdist(row: Row) -> flashattn.Sdist:
     return sdist
 
 
-def lock_text(row: Row, compiled: str, exclude_newer: str, sdist: flashattn.Sdist | None = None) -> str:
+def lock_text(row: Row, compiled: str, exclude_newer: str, sdist: flash_attn.Sdist | None = None) -> str:
     """The lock file: header and uv's body; sdist: the row's flash-attn sdist (index_sdist), for a flash-attn row."""
     spec = resolve.inputs(row)
     header = [
@@ -221,27 +221,27 @@ def sdist_problem(row: Row, text: str) -> str | None:
     if not row.flash_attn:
         return f"it records a flash-attn sdist ({recorded[0]}), the row has no flash_attn" if recorded else None
     if recorded is None:
-        if flashattn.sdist(row.flash_attn) is None:
+        if flash_attn.sdist(row.flash_attn) is None:
             return (f"it records no flash-attn sdist, and {paths.FLASH_ATTN.relative_to(paths.ROOT)} lists none for "
                     f"{row.flash_attn} (`lock` records its file name and sha256 from the index)")
         return None
     parsed = pypi_releases.version_of(recorded[0], "flash-attn")
     if parsed is None or parsed[0] != Version(row.flash_attn):
         return f"it records the flash-attn sdist {recorded[0]}, the row pins flash_attn {row.flash_attn}"
-    listed = flashattn.sdist(row.flash_attn)
+    listed = flash_attn.sdist(row.flash_attn)
     if listed and (listed.file, listed.sha256) != recorded:
         return (f"its flash-attn sdist ({recorded[0]} sha256:{recorded[1][:12]}...) is not the one "
                 f"{paths.FLASH_ATTN.relative_to(paths.ROOT)} lists ({listed.file} sha256:{listed.sha256[:12]}...)")
     return None
 
 
-def flash_attn_sdist(text: str, row: Row) -> flashattn.Sdist | None:
+def flash_attn_sdist(text: str, row: Row) -> flash_attn.Sdist | None:
     """The sdist the row compiles flash-attn from: the one its lock records, else (a lock written before locks
     recorded it) knowledge/flash-attn.yaml's; None when neither has one (sdist_problem says so for a lock)."""
     recorded = lockfile.flash_attn_sdist(text)
     if recorded:
-        return flashattn.Sdist(file=recorded[0], sha256=recorded[1])
-    return flashattn.sdist(row.flash_attn) if row.flash_attn else None
+        return flash_attn.Sdist(file=recorded[0], sha256=recorded[1])
+    return flash_attn.sdist(row.flash_attn) if row.flash_attn else None
 
 
 def status_message(matrix: Matrix, row: Row, status: str) -> str:
@@ -362,7 +362,7 @@ class Checked:
     error: InputError | RuntimeFailure | None = None  # the resolution did not finish
 
 
-def _compare(old: str, new_body: str, sdist: flashattn.Sdist | None = None) -> list[str]:
+def _compare(old: str, new_body: str, sdist: flash_attn.Sdist | None = None) -> list[str]:
     """What differs between a lock and a new resolution of it: each moved pin (changes()), the flash-attn sdist it
     records against `sdist` (the index's now, when given), and, when the pins and hashes are the same, the
     annotations."""

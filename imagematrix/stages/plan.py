@@ -12,7 +12,7 @@ import fnmatch
 import json
 from dataclasses import dataclass
 
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge import flash_attn as fa_knowledge
 from imagematrix.model import labels, tags
 from imagematrix.model.errors import InputError
 from imagematrix.model.matrix import Matrix, Row
@@ -60,7 +60,8 @@ def plan(matrix: Matrix, rows: list[Row], registry: str, *, ask_registry: bool =
     out = []
     for item in render.render(matrix, rows):
         remote = publish.remote_labels(registry, item.row.id) if ask_registry else None
-        fa = flash_attn.describe(item.row, registry, ask_wheels) if item.row.flash_attn else None
+        wheel = fa_knowledge.wheel_spec(item.row)
+        fa = flash_attn.describe(wheel, registry, ask_wheels) if wheel else None
         out.append(Planned(item=item, candidate=f"{repo}:{tags.candidate_tag(item.row.id, item.context_digest())}",
                            published=(remote or {}).get(labels.INPUT_DIGEST), flash_attn=fa))
     return out
@@ -72,7 +73,7 @@ def github_matrix(planned: list[Planned]) -> dict:
     tag of the row's wheel in flash-attn-wheels, "" without flash-attn)."""
     return {"include": [{"row": p.row.id, "vllm": p.row.vllm, "cuda": p.row.cuda, "flash_attn": p.row.flash_attn or "",
                          "flash_attn_source": p.flash_attn[0] if p.flash_attn else "",
-                         "flash_attn_key": flashattn.key(p.row) if p.flash_attn else "",
+                         "flash_attn_key": fa_knowledge.wheel_spec(p.row).key if p.flash_attn else "",
                          "candidate": p.candidate} for p in planned]}
 
 
@@ -83,7 +84,7 @@ def flash_attn_matrix(planned: list[Planned]) -> dict:
     keys: dict[str, str] = {}
     for p in planned:
         if p.flash_attn and p.flash_attn[0] == "compile":
-            keys.setdefault(flashattn.key(p.row), p.row.id)
+            keys.setdefault(fa_knowledge.wheel_spec(p.row).key, p.row.id)
     return {"include": [{"key": key, "row": row} for key, row in keys.items()]}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import jinja2
 
-from imagematrix.knowledge import envdefaults, flashattn, patches, training
+from imagematrix.knowledge import envdefaults, flash_attn, patches, training
 from imagematrix.model import fields, labels, lockfile, paths, tags
 from imagematrix.model.errors import InputError, InputErrors
 from imagematrix.model.matrix import Matrix, Row
@@ -181,8 +181,8 @@ def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_de
         }, indent=2, sort_keys=True) + "\n").encode(),
     }
     if fa:
-        files["flash-attn-build.txt"] = ("".join(f"{line}\n" for line in flashattn.data().build_requirements)).encode()
-        files["cuda-toolchain.txt"] = ("".join(f"{line}\n" for line in flashattn.toolchain(row.cuda) or [])).encode()
+        files["flash-attn-build.txt"] = ("".join(f"{line}\n" for line in flash_attn.data().build_requirements)).encode()
+        files["cuda-toolchain.txt"] = ("".join(f"{line}\n" for line in flash_attn.toolchain(row.cuda) or [])).encode()
         files["flash_attn_compile.py"] = (paths.IN_IMAGE / "flash_attn_compile.py").read_bytes()
     return Rendered(row=row, files=files)
 
@@ -197,15 +197,14 @@ def _flash_attn(row: Row, lock: str) -> dict | None:
         raise InputError(f"flash-attn {row.flash_attn}: the row's lock records no sdist", where=f"row {row.id}",
                          fix=f"run `python build.py lock --row {row.id}` (it records the sdist's file name and sha256 "
                              "from the index)")
-    archs = flashattn.archs(row)
-    if not archs:
+    wheel = flash_attn.wheel_spec(row)
+    if not wheel.archs:
         raise InputError(f"no GPU architecture that flash-attn {row.flash_attn} and torch {row.torch} "
                          f"(CUDA {row.cuda}) both support", where=f"row {row.id}",
                          fix="set flash_attn_archs, or pick other versions")
-    return {"key": flashattn.key(row), "file": sdist.file, "sha256": sdist.sha256,
-            "toolchain": flashattn.toolchain(row.cuda) is not None,
-            "archs": ";".join(a.replace(".", "") for a in archs),
-            "sm": ", sm_".join(a.replace(".", "") for a in archs)}
+    return {"key": wheel.key, "file": sdist.file, "sha256": sdist.sha256,
+            "toolchain": flash_attn.toolchain(row.cuda) is not None,
+            "archs": ";".join(wheel.arch_tags), "sm": ", sm_".join(wheel.arch_tags)}
 
 
 def _tools_lock(matrix: Matrix) -> str:

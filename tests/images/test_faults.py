@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge import flash_attn
 from imagematrix.model import labels, lockfile, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import publish, render
@@ -218,7 +218,7 @@ def test_flash_attn_row_without_a_wheel_source_fails_before_any_build_step(daemo
                  "--flash-attn-mirror", f"http://user:{token}@127.0.0.1:9/fa")
     assert proc.returncode == 1 and time.monotonic() - started < 300
     error = (tmp_path / "a" / FA_ROW / "error.txt").read_text()
-    assert f"row {FA_ROW}, stage flash-attn: no source has the wheel for key {flashattn.key(row)}" in error
+    assert f"row {FA_ROW}, stage flash-attn: no source has the wheel for key {flash_attn.wheel_spec(row).key}" in error
     assert "compile: no CUDA 12.4 compiler wheels in knowledge/flash-attn.yaml" in error
     assert "registry: " in error and "does not exist" in error
     assert not (tmp_path / "a" / FA_ROW / "build.log").exists()

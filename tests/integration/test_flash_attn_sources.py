@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge.flash_attn import wheel_spec
 from imagematrix.model import labels
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import RuntimeFailure
@@ -75,16 +75,16 @@ def _index(www: Path, files: dict[str, bytes], claimed: dict[str, str] | None = 
 
 
 def test_index_match_picks_only_the_rows_torch_cuda_python_and_abi(row):
-    assert flashattn.index_match(WHEEL, row)
-    assert flashattn.index_match("flash_attn-2.8.3+cu130torch2.11cxx11abiTRUE-cp312-cp312-linux_x86_64.whl", row)
-    assert flashattn.index_match("flash_attn-2.8.3+cu130pt211-cp312-cp312-linux_x86_64.whl", row)
+    assert wheel_spec(row).fits(WHEEL)
+    assert wheel_spec(row).fits("flash_attn-2.8.3+cu130torch2.11cxx11abiTRUE-cp312-cp312-linux_x86_64.whl")
+    assert wheel_spec(row).fits("flash_attn-2.8.3+cu130pt211-cp312-cp312-linux_x86_64.whl")
     for other in ("flash_attn-2.8.3+cu12torch2.11cxx11abiTRUE-cp312-cp312-linux_x86_64.whl",   # CUDA 12
                   "flash_attn-2.8.3+cu13torch2.10cxx11abiTRUE-cp312-cp312-linux_x86_64.whl",   # torch 2.10
                   "flash_attn-2.8.3+cu13torch2.11cxx11abiFALSE-cp312-cp312-linux_x86_64.whl",  # old ABI
                   "flash_attn-2.8.3+cu13torch2.11cxx11abiTRUE-cp311-cp311-linux_x86_64.whl",   # Python 3.11
                   "flash_attn-2.8.2+cu13torch2.11cxx11abiTRUE-cp312-cp312-linux_x86_64.whl",   # version
                   "flash_attn-2.8.3+cu131torch2.11cxx11abiTRUE-cp312-cp312-linux_x86_64.whl"):  # CUDA 13.1
-        assert not flashattn.index_match(other, row), other
+        assert not wheel_spec(row).fits(other), other
 
 
 def test_sources_in_order_with_reasons_and_no_credentials(server, row, tmp_path):
@@ -93,20 +93,20 @@ def test_sources_in_order_with_reasons_and_no_credentials(server, row, tmp_path)
     dest = tmp_path / "dl"
     dest.mkdir()
     # (a) the mirror has nothing yet: 404, reported with the URL but never its credentials
-    found, why = flash_attn.from_mirror(row, f"http://user:{token}@{base.removeprefix('http://')}/mirror", dest)
+    found, why = flash_attn.from_mirror(wheel_spec(row), f"http://user:{token}@{base.removeprefix('http://')}/mirror", dest)
     assert found is None and "answered HTTP 404" in why and token not in why and "***" in why
     # (b) an index with wheels for other keys, and the row's wheel whose claimed digest is wrong: refused
     good = stand_in_wheel()
     _index(www, {"flash_attn-2.8.3+cu12torch2.11cxx11abiTRUE-cp312-cp312-linux_x86_64.whl": b"x", WHEEL: good},
            claimed={WHEEL: "0" * 64})
-    found, why = flash_attn.from_indexes(row, [f"{base}/simple"], dest)
+    found, why = flash_attn.from_indexes(wheel_spec(row), [f"{base}/simple"], dest)
     assert found is None and "differs from the index's" in why and not (dest / WHEEL).exists()
     _index(www, {WHEEL: good})
-    found, why = flash_attn.from_indexes(row, ["http://127.0.0.1:9/simple", f"{base}/simple"], dest)
+    found, why = flash_attn.from_indexes(wheel_spec(row), ["http://127.0.0.1:9/simple", f"{base}/simple"], dest)
     assert found == dest / WHEEL and found.read_bytes() == good and why.startswith(f"index {base}/simple")
     # (a) again: a mirror laid out like the releases wins over everything else
     (www / "mirror" / "v2.8.3" / WHEEL).write_bytes(good)
-    found, why = flash_attn.from_mirror(row, f"{base}/mirror", dest)
+    found, why = flash_attn.from_mirror(wheel_spec(row), f"{base}/mirror", dest)
     assert found == dest / WHEEL and why.startswith("mirror ") and hashlib.sha256(good).hexdigest()[:12] in why
 
 
@@ -115,7 +115,7 @@ def test_no_source_and_no_compile_fails_before_any_build_with_every_reason(row, 
         flash_attn.ensure(row, context=tmp_path, registry=None, mirror="http://127.0.0.1:9/m", indexes=[],
                           secrets_files={}, log_dir=tmp_path, log=lambda msg: None, allow_compile=False)
     text = str(failure.value)
-    assert f"row {FA_ROW}, stage flash-attn: no source has the wheel for key {flashattn.key(row)}" in text
+    assert f"row {FA_ROW}, stage flash-attn: no source has the wheel for key {wheel_spec(row).key}" in text
     for part in ("mirror: http://127.0.0.1:9/m/v2.8.3/", "indexes: no --flash-attn-index given",
                  "registry: no registry given", "fix: pass --flash-attn-mirror or --flash-attn-index"):
         assert part in text
@@ -131,7 +131,7 @@ def test_wheel_image_is_pushed_once_and_reused_from_the_registry(server, row, tm
     first = flash_attn.ensure(row, context=tmp_path, registry=registry_ns, mirror=f"{base}/no-mirror",
                               indexes=[f"{base}/simple"], secrets_files={}, log_dir=tmp_path, log=logged.append,
                               allow_compile=False)
-    key = flashattn.key(row)
+    key = wheel_spec(row).key
     assert first.ref == f"{registry_ns}/flash-attn-wheels:{key}"
     assert first.sha256 == hashlib.sha256(good).hexdigest() and first.origin.startswith("index ")
     assert any(m.startswith(f"flash-attn: pushed {first.ref}") for m in logged), logged

@@ -35,7 +35,7 @@ from ruamel.yaml import YAML
 
 from imagematrix import rules
 from imagematrix.cli import app
-from imagematrix.knowledge import envdefaults, extras, flashattn, gpus, patches, training, vllm_advice
+from imagematrix.knowledge import envdefaults, extras, flash_attn, gpus, patches, training, vllm_advice
 from imagematrix.model import fields, lockfile, paths
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, RuntimeFailure
@@ -103,7 +103,7 @@ def _redirect(mp: pytest.MonkeyPatch, root: Path) -> None:
     mp.setattr(training, "TRAINING", knowledge / "training.yaml")
     # default arguments bound at import time
     mp.setattr(envdefaults.load, "__defaults__", (knowledge / "env-defaults.yaml",))
-    mp.setattr(flashattn.data.__wrapped__, "__defaults__", (knowledge / "flash-attn.yaml",))
+    mp.setattr(flash_attn.data.__wrapped__, "__defaults__", (knowledge / "flash-attn.yaml",))
     mp.setattr(gpus.data.__wrapped__, "__defaults__", (knowledge / "gpus.yaml",))
     mp.setattr(schema.load.__wrapped__, "__defaults__", (knowledge / "rules.yaml",))
     mp.setattr(patches.load, "__defaults__", (root / "dockerfiles" / "patches",))
@@ -128,7 +128,7 @@ def _project_with(pristine: Path, name: str, text: str) -> Iterator[Path]:
 
 def _clear_caches() -> None:
     for cached in (fields.bootstrap_suites, schema.load, envdefaults._env_defaults, envdefaults._env_default_lines,
-                   gpus.data, training.bands, flashattn.data, extras.entries, vllm_advice.entries):
+                   gpus.data, training.bands, flash_attn.data, flash_attn._spec, extras.entries, vllm_advice.entries):
         cached.cache_clear()
 
 
@@ -321,10 +321,10 @@ def _loaders(name: str, root: Path) -> None:
         for row in m.rows:
             training.attention(row)
     elif name == "knowledge/flash-attn.yaml":
-        flashattn.data(path)
+        flash_attn.data(path)
         for row in m.rows:
             if row.flash_attn:
-                flashattn.sdist(row.flash_attn), flashattn.toolchain(row.cuda), flashattn.key(row)
+                flash_attn.sdist(row.flash_attn), flash_attn.toolchain(row.cuda), flash_attn.wheel_spec(row).key
     elif name == "knowledge/extras.yaml":
         known = extras.load(path)
         for row in m.rows:
@@ -506,7 +506,7 @@ def test_an_oversized_data_file_is_refused_before_parsing(name, pristine):
     ("knowledge/gpus.yaml", '"8.0": [A100, A800, A30]', '"8.0": 160'),  # TypeError: 'int' is not iterable
     ("knowledge/gpus.yaml", '  "12.4": {toolkit: 550.54.14, compat: 525.60.13}', '  "12.4": null'),  # AttributeError
     ("knowledge/training.yaml", None, "a"),  # AttributeError: 'str' object has no attribute 'get'
-    ("knowledge/rules.yaml", 'torch: ["2.2", "2.3", "2.4", "2.5", "2.6"]', 'torch: ["verl"]'),  # InvalidVersion
+    ("knowledge/flash-attn.yaml", 'torch: ["2.2", "2.3", "2.4", "2.5", "2.6"]', 'torch: ["verl"]'),  # InvalidVersion
     ("knowledge/training.yaml", None, "attention: 4\n"),  # TypeError: 'int' object is not iterable
     # rendered without complaint, into a Dockerfile label and a RUN line: instructions injected from the data
     ("knowledge/training.yaml", 'override: "+actor_rollout_ref.model.override_config.attn_implementation=sdpa"',
@@ -566,9 +566,9 @@ def _readers(name: str, root: Path) -> dict[str, Callable[[], object]]:
                                  "matrix.load": lambda: matrix_mod.load(root / "matrix.yaml")},
         "knowledge/training.yaml": {"training.bands": training.bands,
                                     "training.attention": lambda: training.attention(row())},
-        "knowledge/flash-attn.yaml": {"flashattn.data": lambda: flashattn.data(path),
-                                      "flashattn.toolchain": lambda: flashattn.toolchain("13.0"),
-                                      "flashattn.key": lambda: flashattn.key(row(flash_attn=True))},
+        "knowledge/flash-attn.yaml": {"flash_attn.data": lambda: flash_attn.data(path),
+                                      "flash_attn.toolchain": lambda: flash_attn.toolchain("13.0"),
+                                      "flash_attn.wheel_spec": lambda: flash_attn.wheel_spec(row(flash_attn=True))},
         "knowledge/extras.yaml": {"extras.load": lambda: extras.load(path), "extras.entries": extras.entries,
                                   "extras.smoke_plan": lambda: extras.smoke_plan(row(flash_attn=True, extras=True))},
         "knowledge/vllm-advice.yaml": {"vllm_advice.load": lambda: vllm_advice.load(path),

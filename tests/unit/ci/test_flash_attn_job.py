@@ -12,7 +12,7 @@ import re
 import pytest
 
 from imagematrix.cli import app as cli
-from imagematrix.knowledge import flashattn
+from imagematrix.knowledge.flash_attn import wheel_spec
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import flash_attn, plan
 from tests.conftest import ROOT
@@ -44,9 +44,9 @@ def test_plan_lists_each_key_to_compile_once_with_a_row_that_compiles_it():
     # the same key twice (two rows sharing a wheel) is compiled once; rows with another source are not compiled
     others = [dataclasses.replace(p, flash_attn=("registry", "reuses it")) for p in compiling]
     value = plan.flash_attn_matrix([first, *others, first, *planned])
-    assert value["include"][0] == {"key": flashattn.key(first.row), "row": first.row.id}
+    assert value["include"][0] == {"key": wheel_spec(first.row).key, "row": first.row.id}
     keys = [e["key"] for e in value["include"]]
-    assert len(keys) == len(set(keys)) == len({flashattn.key(p.row) for p in compiling})
+    assert len(keys) == len(set(keys)) == len({wheel_spec(p.row).key for p in compiling})
     assert all(isinstance(v, str) for e in value["include"] for v in e.values())
     assert actions_expand(value) == value["include"]
     # nothing to compile: an empty matrix (an error in Actions), so the job is guarded by flash_attn_count
@@ -59,7 +59,7 @@ def test_each_row_of_the_build_matrix_names_its_wheel_key():
     planned = _planned()
     include = plan.github_matrix(planned)["include"]
     for p, entry in zip(planned, include, strict=True):
-        assert entry["flash_attn_key"] == (flashattn.key(p.row) if p.row.flash_attn else "")
+        assert entry["flash_attn_key"] == (wheel_spec(p.row).key if p.row.flash_attn else "")
     compile_keys = {e["flash_attn_key"] for e in include if e["flash_attn_source"] == "compile"}
     assert compile_keys == {e["key"] for e in plan.flash_attn_matrix(planned)["include"]}
 
@@ -80,9 +80,9 @@ def test_plan_all_still_asks_the_registry_for_wheels_so_a_compiled_key_is_not_co
     3-hour compile every week."""
     asked = []
 
-    def in_registry(row, registry):
-        asked.append(row.id)
-        return flash_attn.Wheel(f"{registry}/flash-attn-wheels:{flashattn.key(row)}", "f.whl", "0" * 64, "x"), "exists"
+    def in_registry(wheel, registry):
+        asked.append(wheel.key)
+        return flash_attn.Wheel(f"{registry}/flash-attn-wheels:{wheel.key}", "f.whl", "0" * 64, "x"), "exists"
 
     monkeypatch.setattr(flash_attn, "from_registry", in_registry)
     monkeypatch.setattr(plan.publish, "remote_labels", lambda *a: pytest.fail("--all reads no final tag"))
@@ -90,7 +90,7 @@ def test_plan_all_still_asks_the_registry_for_wheels_so_a_compiled_key_is_not_co
     monkeypatch.setenv("GITHUB_OUTPUT", str(out_file))
     result = run("plan", "--github", "--all", "--registry", "r.example/o")
     assert result.code == 0, result
-    assert asked and set(asked) == {r.id for r in matrix_mod.load(ROOT / "matrix.yaml").rows if r.flash_attn}
+    assert asked and set(asked) == {wheel_spec(r).key for r in matrix_mod.load(ROOT / "matrix.yaml").rows if r.flash_attn}
     outputs = dict(line.split("=", 1) for line in out_file.read_text().splitlines())
     assert outputs["flash_attn_count"] == "0" and "registry" in {e["flash_attn_source"]
                                                                  for e in json.loads(outputs["matrix"])["include"]}
@@ -205,25 +205,24 @@ def test_a_row_build_never_compiles_flash_attn(tmp_path):
 
 def test_export_lays_a_wheel_out_as_a_mirror_reads_it(tmp_path):
     row = next(r for r in matrix_mod.load(ROOT / "matrix.yaml").rows if r.flash_attn == "2.8.3")
-    name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
+    name = wheel_spec(row).filename
     wheel_file = tmp_path / "compiled" / name
     wheel_file.parent.mkdir()
     wheel_file.write_bytes(b"wheel")
     wheel = flash_attn.Wheel("r/flash-attn-wheels:k", name, "0" * 64, "compiled", file=wheel_file)
-    copied = flash_attn.export(wheel, row, tmp_path / "mirror")
-    url = flashattn.wheel_url(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python,
-                              base=f"file://{tmp_path / 'mirror'}")
+    copied = flash_attn.export(wheel, wheel_spec(row), tmp_path / "mirror")
+    url = wheel_spec(row).url(f"file://{tmp_path / 'mirror'}")
     assert copied and copied.read_bytes() == b"wheel" and url == f"file://{copied}"
-    assert flash_attn.export(dataclasses.replace(wheel, file=None), row, tmp_path / "other") is None
+    assert flash_attn.export(dataclasses.replace(wheel, file=None), wheel_spec(row), tmp_path / "other") is None
 
 
 @pytest.fixture
 def fake_get(monkeypatch, tmp_path):
     """`flash-attn get` with its work replaced: no daemon, no base image, ensure() hands back a local wheel."""
-    from imagematrix.cli import flash_attn as cli_flash_attn
+    from imagematrix.stages import flash_attn_store
 
     row = next(r for r in matrix_mod.load(ROOT / "matrix.yaml").rows if r.flash_attn == "2.8.3")
-    name = flashattn.wheel_name(flash_attn=row.flash_attn, cuda=row.cuda, torch=row.torch, python=row.python)
+    name = wheel_spec(row).filename
     wheel_file = tmp_path / "wheels" / name
     wheel_file.parent.mkdir()
     wheel_file.write_bytes(b"wheel")
@@ -234,9 +233,9 @@ def fake_get(monkeypatch, tmp_path):
         return flash_attn.Wheel(f"{kwargs['registry']}/flash-attn-wheels:k", name, "0" * 64, "compiled",
                                 file=wheel_file)
 
-    monkeypatch.setattr(cli_flash_attn.docker, "require_daemon", lambda: None)
-    monkeypatch.setattr(cli_flash_attn.render, "drift", lambda *a, **k: [])
-    monkeypatch.setattr(cli_flash_attn.builder, "ensure_base", lambda *a: "base")
+    monkeypatch.setattr(flash_attn_store.docker, "require_daemon", lambda: None)
+    monkeypatch.setattr(flash_attn_store.render, "drift", lambda *a, **k: [])
+    monkeypatch.setattr(flash_attn_store.builder, "ensure_base", lambda *a: "base")
     monkeypatch.setattr(flash_attn, "ensure", ensure)
     return row, seen
 

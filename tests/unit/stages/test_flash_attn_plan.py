@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from imagematrix.knowledge.flash_attn import wheel_spec
 from imagematrix.model import matrix
 from imagematrix.stages import flash_attn, plan
 
@@ -9,12 +10,12 @@ from imagematrix.stages import flash_attn, plan
 def test_each_flash_attn_row_names_its_source():
     m = matrix.load()
     by_fa = {r.flash_attn: r for r in m.rows if r.flash_attn}
-    source, sentence = flash_attn.describe(by_fa["2.7.4.post1"], None)
+    source, sentence = flash_attn.describe(wheel_spec(by_fa["2.7.4.post1"]), None)
     assert source == "prebuilt" and "flash_attn-2.7.4.post1+cu12torch2.6cxx11abiFALSE-cp311-cp311" in sentence
-    source, sentence = flash_attn.describe(by_fa["2.8.3"], None)
+    source, sentence = flash_attn.describe(wheel_spec(by_fa["2.8.3"]), None)
     assert source == "compile" and "2.8.3-cu130-torch2.11.0-cp312-cxx11abiTRUE-sm90" in sentence
     odd = by_fa["2.8.1"].__class__(**{**by_fa["2.8.1"].__dict__, "torch": "2.8.0", "cuda": "12.8"})
-    source, sentence = flash_attn.describe(odd, None)
+    source, sentence = flash_attn.describe(wheel_spec(odd), None)
     assert source == "none" and "--flash-attn-mirror" in sentence
     planned = plan.plan(m, list(m.rows), "127.0.0.1:5000/imagematrix", ask_registry=False)
     include = plan.github_matrix(planned)["include"]

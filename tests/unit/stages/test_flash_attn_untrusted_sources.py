@@ -15,6 +15,7 @@ import zipfile
 
 import pytest
 
+from imagematrix.knowledge.flash_attn import wheel_spec
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import flash_attn
 from tests.support import answering, serving
@@ -62,9 +63,9 @@ def test_a_mirror_or_index_answer_that_is_no_wheel_is_not_cached(case, row, tmp_
     page = f'<a href="/files/{WHEEL}#sha256={sha}">{WHEEL}</a>'.encode()
     with _site({f"/m/v2.8.3/{WHEEL}": data, "/simple/flash-attn/": page, f"/files/{WHEEL}": data}) as server:
         base = f"http://127.0.0.1:{server.server_port}"
-        found, why = flash_attn.from_mirror(row, f"{base}/m", dest)
+        found, why = flash_attn.from_mirror(wheel_spec(row), f"{base}/m", dest)
         assert found is None and "not a wheel" in why, why
-        found, why = flash_attn.from_indexes(row, [f"{base}/simple"], dest)
+        found, why = flash_attn.from_indexes(wheel_spec(row), [f"{base}/simple"], dest)
         assert found is None and "not a wheel" in why, why
     assert list(dest.iterdir()) == []
 
@@ -75,9 +76,9 @@ def test_a_wheel_from_the_mirror_or_an_index_is_taken(row, tmp_path):
     page = f'<a href="../../files/{WHEEL}#sha256={hashlib.sha256(GOOD).hexdigest()}">{WHEEL}</a>'.encode()
     with _site({f"/m/v2.8.3/{WHEEL}": GOOD, "/simple/flash-attn/": page, f"/files/{WHEEL}": GOOD}) as server:
         base = f"http://127.0.0.1:{server.server_port}"
-        assert flash_attn.from_mirror(row, f"{base}/m", dest)[0] == dest / WHEEL
+        assert flash_attn.from_mirror(wheel_spec(row), f"{base}/m", dest)[0] == dest / WHEEL
         (dest / WHEEL).unlink()
-        found, why = flash_attn.from_indexes(row, [f"{base}/simple"], dest)  # a relative link, made absolute
+        found, why = flash_attn.from_indexes(wheel_spec(row), [f"{base}/simple"], dest)  # a relative link, made absolute
         assert found == dest / WHEEL and found.read_bytes() == GOOD, why
     assert sorted(p.name for p in dest.iterdir()) == [WHEEL]
 
@@ -92,6 +93,6 @@ def test_an_index_link_that_is_not_http_is_never_followed(link, row, tmp_path):
     dest.mkdir()
     page = f'<a href="{link.format(local=local)}">{WHEEL}</a>'.encode()
     with _site({"/simple/flash-attn/": page}) as server:
-        found, why = flash_attn.from_indexes(row, [f"http://127.0.0.1:{server.server_port}/simple"], dest)
+        found, why = flash_attn.from_indexes(wheel_spec(row), [f"http://127.0.0.1:{server.server_port}/simple"], dest)
     assert found is None and "not http(s): not followed" in why, why
     assert list(dest.iterdir()) == []

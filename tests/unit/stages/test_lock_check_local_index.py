@@ -125,11 +125,11 @@ def test_lock_check_of_a_missing_lock_or_with_refresh_is_bad_input(index, write_
 # --- item 12: the flash-attn sdist in the lock -----------------------------------------------------------------------
 
 def test_a_row_with_an_unlisted_flash_attn_locks_its_sdist_and_renders(index, write_matrix, run, monkeypatch):
-    from imagematrix.knowledge import flashattn
+    from imagematrix.knowledge import flash_attn
 
-    assert flashattn.sdist(FA) is None
+    assert flash_attn.sdist(FA) is None
     # CUDA 12.4 has no compiler wheels in the data file, and without them the compile stage names no sdist
-    monkeypatch.setattr(flashattn, "toolchain", lambda cuda: flashattn.data().toolchains["13.0"])
+    monkeypatch.setattr(flash_attn, "toolchain", lambda cuda: flash_attn.data().toolchains["13.0"])
     path = write_matrix(TWO_ROWS)
     result = run("lock", "--matrix", path)
     assert result.code == 0, result

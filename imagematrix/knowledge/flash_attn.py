@@ -1,56 +1,31 @@
-"""Prebuilt flash-attn wheels (PyPI has only the sdist, whose setup.py silently compiles for hours when the
-wheel download fails). The Dockerfile installs the wheel by URL; a mirror replaces the release base URL at
-build time without changing the rendered Dockerfile.
+"""flash-attn facts (knowledge/flash-attn.yaml) and the one constructor of a row's wheel spec, `wheel_spec(row)`.
 
-Name: flash_attn-{ver}+cu{CUDA major}torch{torch major.minor}cxx11abi{TRUE|FALSE}-cp{XY}-cp{XY}-linux_x86_64.whl
-C++ ABI: PyPI torch wheels use the old ABI up to torch 2.6 (FALSE) and the new one from 2.7 (TRUE).
+PyPI has only the sdist, whose setup.py silently compiles for hours when the wheel download fails. The Dockerfile
+installs a wheel image; the wheel comes from a mirror of the GitHub releases, an index, the registry or a compile of
+the sdist (stages/flash_attn.py). The data: the sdists, the architectures flash-attn compiles for, the build
+requirements and CUDA compiler wheels of the compile, its measured cost, and the prebuilt wheels of each release.
+The spec's names (file name, local version, key, ABI) are model/flash_attn.py's.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from pathlib import Path
 from typing import Annotated
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import Version
-from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
+from packaging.version import InvalidVersion, Version
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, ValidationError, field_validator
 
 from imagematrix.knowledge import gpus
 from imagematrix.model import fields, paths, yamlio
 from imagematrix.model.errors import InputError
+from imagematrix.model.flash_attn import Evidence, WheelSpec
 from imagematrix.model.matrix import Row
 
-RELEASES = "https://github.com/Dao-AILab/flash-attention/releases/download"
-
-
-def cxx11abi(torch: str) -> bool:
-    return Version(torch).release[:2] >= (2, 7)
-
-
-def wheel_name(*, flash_attn: str, cuda: str, torch: str, python: str) -> str:
-    cuda_major = cuda.split(".")[0]
-    torch_mm = ".".join(str(p) for p in Version(torch).release[:2])
-    cp = "cp" + python.replace(".", "")
-    abi = "TRUE" if cxx11abi(torch) else "FALSE"
-    return f"flash_attn-{flash_attn}+cu{cuda_major}torch{torch_mm}cxx11abi{abi}-{cp}-{cp}-linux_x86_64.whl"
-
-
-def wheel_path(*, flash_attn: str, cuda: str, torch: str, python: str) -> str:
-    """Path below the release base URL (or a mirror laid out the same way)."""
-    return f"v{flash_attn}/{wheel_name(flash_attn=flash_attn, cuda=cuda, torch=torch, python=python)}"
-
-
-def wheel_url(*, flash_attn: str, cuda: str, torch: str, python: str, base: str = RELEASES) -> str:
-    return f"{base.rstrip('/')}/{wheel_path(flash_attn=flash_attn, cuda=cuda, torch=torch, python=python)}"
-
-
-
-
-# ---- compiling from the sdist (data: knowledge/flash-attn.yaml) -------------------------------------------------
-
-WHEEL_REPOSITORY = "flash-attn-wheels"  # <registry>/flash-attn-wheels:<key>: compiled wheels, one small image each
+# ---- the data: knowledge/flash-attn.yaml --------------------------------------------------------------------------
 
 
 class Sdist(BaseModel):
@@ -92,6 +67,55 @@ class CompileCost(BaseModel):
     units: int
 
 
+def _version(value: str) -> str:
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise ValueError(f"{value!r} is not a version (write e.g. \"2.6\")") from None
+    return value
+
+
+TorchVersion = Annotated[str, AfterValidator(_version)]  # sorted as versions by the flash-attn-wheel rule
+
+
+class WheelAxes(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cuda: list[str] = []
+    torch: list[TorchVersion] = []
+    python: list[str] = []
+    abi: list[bool] = []
+
+
+class WheelSingle(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    cuda: str
+    torch: TorchVersion
+    python: str
+    abi: bool
+
+
+class WheelRelease(BaseModel):
+    """The prebuilt wheels of one or more flash-attn releases (GitHub release assets)."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    versions: list[str]
+    evidence: Evidence
+    source: str
+    matrix: WheelAxes
+    exclude: list[WheelAxes] = []
+    extra: list[WheelSingle] = []
+
+    def wheels(self) -> set[tuple[str, str, str, bool]]:
+        """Every (CUDA major, torch major.minor, Python, cxx11 ABI) with a prebuilt wheel (WheelSpec.table_key)."""
+        m = self.matrix
+        out = set(itertools.product(m.cuda, m.torch, m.python, m.abi))
+        for ex in self.exclude:
+            out = {w for w in out if not all(
+                not axis or value in axis
+                for axis, value in zip((ex.cuda, ex.torch, ex.python, ex.abi), w, strict=True))}
+        out |= {(e.cuda, e.torch, e.python, e.abi) for e in self.extra}
+        return out
+
+
 class Data(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     sdists: dict[str, Sdist]
@@ -99,6 +123,7 @@ class Data(BaseModel):
     build_requirements: list[str]
     toolchains: dict[str, list[str]]
     compile_cost: CompileCost
+    prebuilt_wheels: list[WheelRelease]
 
     @field_validator("build_requirements")
     @classmethod
@@ -125,14 +150,14 @@ def _check_hashed(line: str) -> None:
 
 @functools.cache
 def data(path: Path = paths.FLASH_ATTN) -> Data:
-    doc = yamlio.load_mapping(path, keys="the sdists, toolchains, archs and compile cost of flash-attn")
+    doc = yamlio.load_mapping(path, keys="the sdists, archs, toolchains, compile cost and prebuilt wheels of flash-attn")
     try:
         return Data.model_validate(doc)
     except (ValidationError, InvalidSpecifier) as exc:
         if isinstance(exc, ValidationError):
             first = exc.errors()[0]
             loc = [str(p) for p in first["loc"]]
-            line = yamlio.line_of(doc, loc[0]) if isinstance(doc, dict) and loc and loc[0] in doc else None
+            line = yamlio.line_at(doc, first["loc"])
             message = f"{'.'.join(loc) or 'top level'}: {first['msg'].removeprefix('Value error, ')}"
         else:
             line, message = None, str(exc)
@@ -174,29 +199,12 @@ def torch_capabilities(torch: str, cuda: str) -> list[str] | None:
     return sorted(set(out), key=_cap_key)
 
 
-def archs(row: Row) -> list[str]:
-    """The capabilities a compiled wheel of the row covers: the row's flash_attn_archs, else every capability
-    that both flash-attn and the row's torch support (torch's list unknown: flash-attn's)."""
-    if row.flash_attn_archs:
-        return list(row.flash_attn_archs)
-    fa = supported_archs(row.flash_attn, row.cuda)
-    torch_caps = torch_capabilities(row.torch, row.cuda)
+def default_archs(flash_attn: str, torch: str, cuda: str) -> list[str]:
+    """The capabilities a compiled wheel covers when the row names none (flash_attn_archs): every capability that
+    both flash-attn and the row's torch support (torch's list unknown: flash-attn's)."""
+    fa = supported_archs(flash_attn, cuda)
+    torch_caps = torch_capabilities(torch, cuda)
     return [a for a in fa if torch_caps is None or a in torch_caps]
-
-
-def local_version(row: Row) -> str:
-    """The local version label of the wheel, in flash-attn's release naming: cu13torch2.11cxx11abiTRUE."""
-    torch_mm = ".".join(str(p) for p in Version(row.torch).release[:2])
-    return f"cu{row.cuda.split('.')[0]}torch{torch_mm}cxx11abi{'TRUE' if cxx11abi(row.torch) else 'FALSE'}"
-
-
-def key(row: Row) -> str:
-    """The identity of a compiled wheel (an image tag): version, CUDA, torch, Python, C++ ABI, architectures.
-    e.g. 2.8.3-cu130-torch2.11.0-cp312-cxx11abiTRUE-sm90"""
-    sm = "-".join("sm" + a.replace(".", "") for a in archs(row))
-    abi = "TRUE" if cxx11abi(row.torch) else "FALSE"
-    return (f"{row.flash_attn}-cu{row.cuda.replace('.', '')}-torch{row.torch}-cp{row.python.replace('.', '')}"
-            f"-cxx11abi{abi}-{sm}")
 
 
 def compile_estimate(n_archs: int, cores: int) -> float:
@@ -205,21 +213,21 @@ def compile_estimate(n_archs: int, cores: int) -> float:
     return cost.core_seconds_per_unit * cost.units * max(1, n_archs) / max(1, cores)
 
 
-_WHEEL_RE = re.compile(r"^flash_attn-(?P<version>[^-+]+)\+(?P<local>[^-]+)-(?P<py>cp\d+)-(?P<abi>cp\d+)-linux_x86_64\.whl\Z")
+def prebuilt_release(version: str) -> WheelRelease | None:
+    """The wheel table's entry of a flash-attn release, None when the table does not list it."""
+    return next((r for r in data().prebuilt_wheels if version in r.versions), None)
 
 
-def index_match(filename: str, row: Row) -> bool:
-    """Whether a wheel file on an index fits the row: same version, CPython tag, and a local version naming the
-    row's CUDA major, torch major.minor and C++ ABI (flash-attn's naming, cu13 or cu130; pt211 for torch 2.11)."""
-    match = _WHEEL_RE.fullmatch(filename)
-    cp = "cp" + row.python.replace(".", "")
-    if not match or match.group("version") != row.flash_attn or match.group("py") != cp or match.group("abi") != cp:
-        return False
-    local = match.group("local").lower()
-    major, minor = row.cuda.split(".")
-    torch_mm = Version(row.torch).release[:2]
-    cuda_ok = re.search(rf"cu{major}(?:{minor})?(?!\d)", local) is not None
-    torch_ok = (f"torch{torch_mm[0]}.{torch_mm[1]}" in local) or re.search(rf"pt{torch_mm[0]}{torch_mm[1]}(?!\d)", local) is not None
-    abi = re.search(r"cxx11abi(true|false)", local)
-    abi_ok = abi is None or (abi.group(1) == "true") == cxx11abi(row.torch)
-    return cuda_ok and torch_ok and abi_ok
+def wheel_spec(row: Row) -> WheelSpec | None:
+    """The row's flash-attn wheel (None without flash-attn): built once per row, every layer takes this one."""
+    if not row.flash_attn:
+        return None
+    return _spec(row.flash_attn, row.cuda, row.torch, row.python, row.flash_attn_archs)
+
+
+@functools.cache
+def _spec(version: str, cuda: str, torch: str, python: str, row_archs: tuple[str, ...] | None) -> WheelSpec:
+    release = prebuilt_release(version)
+    return WheelSpec(version=version, cuda=cuda, torch=torch, python=python,
+                     archs=tuple(row_archs) if row_archs else tuple(default_archs(version, torch, cuda)),
+                     table=(lambda key: release.evidence if key in release.wheels() else None) if release else None)
