@@ -29,7 +29,7 @@ from imagematrix.model import fields, lockfile, paths, tags, yamlio
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import locks, render, resolve
+from imagematrix.stages import generated, locks, render, resolve
 
 # Constraints the resolver alone would get wrong (no upper bound upstream); each names the symptom it avoids.
 # They apply rule vllm-transformers-5 of knowledge/rules.yaml up front; the rules still check the result.
@@ -235,5 +235,5 @@ def apply(matrix: Matrix, row: Row, text: str) -> Path:
     paths.write_atomic(matrix.path, text)
     paths.write_atomic(locks.lock_path(matrix, row), lock)
     new_matrix = matrix_mod.load(matrix.path)
-    render.write(new_matrix, render.render(new_matrix, [row]), prune=False)
+    generated.write(new_matrix, render.render(new_matrix, [row]), prune=False)
     return locks.lock_path(matrix, row)

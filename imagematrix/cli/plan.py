@@ -8,7 +8,7 @@ from pathlib import Path
 
 from imagematrix.cli.common import err, out, registry_options, row_options
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.stages import builder, render
+from imagematrix.stages import builder, generated
 from imagematrix.stages import plan as plan_stage
 
 
@@ -34,7 +34,7 @@ def run(args) -> int:
     if args.bake:
         secrets = {"build-env": Path("<secrets>/build-env"), "ca-cert": Path("<secrets>/ca-cert")}
         items = [(p.item, p.candidate) for p in planned]
-        out.print_json(json.dumps(builder.bake_definition(items, render.generated_dir(m), secrets)))
+        out.print_json(json.dumps(builder.bake_definition(items, generated.generated_dir(m), secrets)))
         return 0
     todo = [p for p in planned if args.all or p.changed]
     if args.github:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from imagematrix.cli.common import err, load, out, row_options
 from imagematrix.model import paths
-from imagematrix.stages import render
+from imagematrix.stages import generated, render
 
 
 def add_arguments(p) -> None:
@@ -22,7 +22,7 @@ def run(args) -> int:
     rendered, failed = render.render_each(m, rows, args.patches)
     keep = frozenset(failed)
     if args.check:
-        problems = render.drift(m, rendered, full=not args.rows, keep=keep)
+        problems = generated.drift(m, rendered, full=not args.rows, keep=keep, patch_dir=args.patches)
         if problems:
             err.print("generated Dockerfiles differ from what matrix.yaml renders:\n  " + "\n  ".join(problems)
                       + "\n  fix: run `python build.py render` and commit the result")
@@ -32,7 +32,7 @@ def run(args) -> int:
             return 1
         out.print(f"dockerfiles/generated is up to date ({len(rendered)} row(s))")
         return 0
-    changed = render.write(m, rendered, prune=not args.rows, keep=keep) if rendered else []
+    changed = generated.write(m, rendered, prune=not args.rows, keep=keep, patch_dir=args.patches) if rendered else []
     for item in rendered:
         mark = "wrote" if item.row.id in changed else "unchanged"
         out.print(f"{mark} dockerfiles/generated/{item.row.id}/ (input {item.context_digest()[:19]})")

@@ -7,11 +7,8 @@ written; each row directory is swapped in whole.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -246,91 +243,3 @@ def render(matrix: Matrix, rows: list[Row], patch_dir: Path = paths.PATCHES) -> 
     if failed:
         raise errors_of(failed)
     return done
-
-
-def generated_dir(matrix: Matrix) -> Path:
-    return matrix.root / "dockerfiles" / "generated"
-
-
-def write(matrix: Matrix, rendered: list[Rendered], *, prune: bool, keep: frozenset[str] = frozenset()) -> list[str]:
-    """Write each row directory atomically; with prune, remove directories of rows no longer in the matrix (keep:
-    ids of rows in the matrix that did not render, whose directories stay).
-
-    Returns the names of the row directories that changed.
-    """
-    out = generated_dir(matrix)
-    out.mkdir(parents=True, exist_ok=True)
-    changed = []
-    # One render at a time (a second waits for the first), and what a killed one left (staging or .old
-    # directories, which start with '.') is swept before anything is written.
-    with open(out / LOCK_FILE, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        for leftover in _leftovers(out):
-            shutil.rmtree(leftover, ignore_errors=True)
-        for item in rendered:
-            target = out / item.row.id
-            if _read_tree(target) == item.files:
-                continue
-            staging = Path(tempfile.mkdtemp(prefix=f".{item.row.id}.", dir=out))
-            staging.chmod(0o755)
-            for name, content in item.files.items():
-                (staging / name).write_bytes(content)
-            if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{item.row.id}.old.", dir=out))
-                target.rename(old / "x")
-                staging.rename(target)
-                shutil.rmtree(old)
-            else:
-                staging.rename(target)
-            changed.append(item.row.id)
-        if prune:
-            for stale in _stale_dirs(out, rendered, keep):
-                shutil.rmtree(stale)
-                changed.append(stale.name)
-    return changed
-
-
-LOCK_FILE = ".render.lock"
-
-
-def _leftovers(out: Path) -> list[Path]:
-    """Staging and .old directories of a render that did not finish (a kill between its renames)."""
-    return sorted(p for p in out.iterdir() if p.is_dir() and p.name.startswith(".")) if out.is_dir() else []
-
-
-def _stale_dirs(out: Path, rendered: list[Rendered], kept: frozenset[str] = frozenset()) -> list[Path]:
-    """Row directories under out that no rendered row produces, nor a row in `kept` (staging dirs, which start with
-    '.', aside)."""
-    if not out.is_dir():
-        return []
-    keep = {item.row.id for item in rendered} | set(kept)
-    return sorted(p for p in out.iterdir() if p.is_dir() and p.name not in keep and not p.name.startswith("."))
-
-
-def _read_tree(path: Path) -> dict[str, bytes] | None:
-    if not path.is_dir():
-        return None
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.is_file()}
-
-
-def drift(matrix: Matrix, rendered: list[Rendered], *, full: bool, keep: frozenset[str] = frozenset()) -> list[str]:
-    """Differences between committed output and what the matrix renders (empty when in sync); keep: ids of rows in
-    the matrix that did not render (their directories are not stale)."""
-    out = generated_dir(matrix)
-    problems = []
-    for item in rendered:
-        on_disk = _read_tree(out / item.row.id)
-        if on_disk is None:
-            problems.append(f"{item.row.id}: not rendered")
-            continue
-        for name in sorted(set(on_disk) | set(item.files)):
-            if name not in on_disk:
-                problems.append(f"{item.row.id}/{name}: missing")
-            elif name not in item.files:
-                problems.append(f"{item.row.id}/{name}: not produced by the matrix")
-            elif on_disk[name] != item.files[name]:
-                problems.append(f"{item.row.id}/{name}: differs")
-    if full:
-        problems += [f"{p.name}: no such row in the matrix" for p in _stale_dirs(out, rendered, keep)]
-    problems += [f"{p.name}: left by a render that did not finish (`render` removes it)" for p in _leftovers(out)]
-    return problems
