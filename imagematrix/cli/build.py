@@ -1,11 +1,27 @@
-"""`build.py build`: build, smoke-test, then push each row (only when its tests pass)."""
+"""`build.py build`: build, smoke-test, then push each row (only when its tests pass); the progress on the console
+(ConsoleProgress: each row's current step with that step's timer) and the summary."""
 
 from __future__ import annotations
 
 import argparse
+import time
 
-from imagematrix.cli.common import build_input_options, build_inputs, err, load, out, registry_options, row_options
-from imagematrix.stages import pipeline, publish, sizes
+from rich.markup import escape
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from imagematrix.cli.common import (
+    build_input_options,
+    build_inputs,
+    err,
+    flash_attn_sources,
+    load,
+    out,
+    registry_options,
+    row_options,
+    sign_key,
+)
+from imagematrix.stages import attest, pipeline, publish, sizes
 
 
 def add_arguments(p) -> None:
@@ -43,10 +59,95 @@ def _margin(text: str) -> float:
 
 def run(args) -> int:
     m, rows = load(args)
-    outcomes = pipeline.publish(m, rows, args.registry, build_inputs(args), args.log_dir, out, args.push,
-                                args.cache_registry, args.rebuild, args.size_margin, args.record_size)
+    request = pipeline.BuildRequest(
+        matrix=m, registry=args.registry, log_dir=args.log_dir, buildkit=build_inputs(args),
+        flash_attn=flash_attn_sources(args), signing=attest.Signing(sign_key(args.sign_key)), push=args.push,
+        cache_registry=args.cache_registry, rebuild=args.rebuild, size_margin=args.size_margin,
+        record_size=args.record_size)
+    with ConsoleProgress(out) as progress:
+        outcomes = pipeline.publish(request, rows, progress)
+    summary(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         err.print(f"[red]{len(failed)} of {len(outcomes)} row(s) failed[/] (nothing of theirs was pushed; "
                   f"logs in {args.log_dir}/<row-id>/)")
     return 1 if failed else 0
+
+
+class ConsoleProgress:
+    """pipeline.Progress on a console. A terminal shows one line per row: its current step, what the step is doing
+    (the BuildKit step, the layers being exported) and the step's own timer. A log (CI) gets a line per step and per
+    message other than BuildKit's, and each row's step times when it ends."""
+
+    def __init__(self, console) -> None:
+        self.console = console
+        self.bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                            transient=True)
+        self.rows: dict[str, tuple] = {}  # row id -> (task, label, [(step, started)])
+
+    def __enter__(self) -> ConsoleProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def _log(self, text: str) -> None:
+        self.bar.console.print(escape(text), soft_wrap=True)
+
+    def note(self, message: str) -> None:
+        self._log(message)
+
+    def row_started(self, row_id: str, index: int, total: int) -> None:
+        label = f"[{index}/{total}] {row_id}"
+        self.rows[row_id] = (self.bar.add_task(escape(label)), label, [])
+
+    def step(self, row_id: str, name: str) -> None:
+        task, label, times = self.rows[row_id]
+        times.append((name, time.monotonic()))
+        self.bar.reset(task, description=escape(f"{label}: {name}"))  # the timer counts this step
+        if not self.console.is_terminal:
+            self._log(f"{label}: {name}")
+
+    def say(self, row_id: str, message: str) -> None:
+        task, label, times = self.rows[row_id]
+        step = times[-1][0] if times else ""
+        self.bar.update(task, description=escape(f"{label}: {step}: {message}" if step else f"{label}: {message}"))
+        # A log (CI) gets what a step does, but not BuildKit's lines (build.log has them); a terminal keeps the
+        # flash-attn source decisions too.
+        buildkit = message.startswith("[") or builder_export(message)
+        if (not self.console.is_terminal and not buildkit) or message.startswith("flash-attn:"):
+            self._log(f"{label}: {message}")
+
+    def row_done(self, outcome: publish.Outcome) -> None:
+        task, _, times = self.rows.pop(outcome.row)
+        self.bar.remove_task(task)
+        ended = [*(started for _, started in times[1:]), time.monotonic()]
+        took = ", ".join(f"{name} {end - start:.0f} s" for (name, start), end in zip(times, ended, strict=False))
+        where = f" at {outcome.stage}" if outcome.stage else ""
+        self._log(f"{outcome.row}: {outcome.status}{where} in {outcome.seconds:.0f} s ({took})")
+        if outcome.status != "failed":  # a failure's detail comes whole after the summary
+            for line in outcome.detail.splitlines()[1:]:  # the size check's note
+                self._log(f"  {line}")
+
+
+def builder_export(message: str) -> bool:
+    return message.split(" ", 1)[0] in ("exporting", "writing", "naming", "sending", "importing", "unpacking")
+
+
+def summary(outcomes: list[publish.Outcome]) -> None:
+    """The table of rows, then each row's whole reference (pushed, tested or already there): never cut, whatever the
+    width, so it can be copied; then each failure's detail."""
+    table = Table("row", "result", "stopped at", "time", title="build summary")
+    for o in outcomes:
+        colour = {"pushed": "green", "tested": "green", "skipped": "cyan", "failed": "red"}[o.status]
+        table.add_row(o.row, f"[{colour}]{o.status}[/]", o.stage or "-", f"{o.seconds:.0f} s")
+    out.print(table)
+    for o in outcomes:
+        first = o.detail.splitlines()[0] if o.detail else ""
+        if o.status != "failed" and first:
+            out.print(f"{o.row}: {o.status}: {escape(first)}", soft_wrap=True)
+    for o in outcomes:
+        if o.status == "failed":
+            out.print(f"[red]{o.row}[/] failed at stage {o.stage}:\n  " + escape(o.detail.replace("\n", "\n  ")),
+                      soft_wrap=True)

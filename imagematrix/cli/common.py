@@ -12,7 +12,7 @@ from rich.console import Console  # noqa: E402  (kept beside the consoles it mak
 from imagematrix.model import fields, paths, secrets, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError
-from imagematrix.stages import builder
+from imagematrix.stages import builder, flash_attn
 
 
 class RedactingConsole(Console):
@@ -80,6 +80,9 @@ def build_input_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-flash-attn-compile", action="store_true",
                    help="fail a flash-attn row when no mirror, index or registry has its wheel, instead of "
                         "compiling it from the sdist (hours on few cores)")
+    g.add_argument("--flash-attn-wheel", metavar="REF",
+                   help="take the row's flash-attn wheel from this wheel image (REGISTRY/flash-attn-wheels:<key>, "
+                        "the key `plan` names) without searching any source (CI: the flash-attn job's wheel)")
 
 
 def sign_key(key: Path | None) -> Path | None:
@@ -94,18 +97,23 @@ def sign_key(key: Path | None) -> Path | None:
 
 
 def build_inputs(args) -> builder.BuildInputs:
+    """The BuildKit secrets and network settings of --ca-cert, the indexes, the apt mirror and the proxies."""
     ca = args.ca_cert
     if ca is None and os.environ.get("SSL_CERT_FILE") and Path(os.environ["SSL_CERT_FILE"]).is_file():
         ca = Path(os.environ["SSL_CERT_FILE"])
         err.print(f"CA bundle for the build: {ca} (from SSL_CERT_FILE; --ca-cert to change)")
     if ca is not None and not ca.is_file():
         raise InputError(f"--ca-cert {ca}: no such file", fix="pass a PEM bundle")
-    key = sign_key(getattr(args, "sign_key", None))
-    return builder.BuildInputs(sign_key=key, ca_cert=ca, pip_index_url=args.pip_index_url, extra_index_url=args.extra_index_url,
+    return builder.BuildInputs(ca_cert=ca, pip_index_url=args.pip_index_url, extra_index_url=args.extra_index_url,
                                apt_mirror=args.apt_mirror, http_proxy=args.http_proxy, https_proxy=args.https_proxy,
-                               no_proxy=args.no_proxy, flash_attn_mirror=args.flash_attn_mirror,
-                               flash_attn_indexes=tuple(args.flash_attn_index),
-                               flash_attn_compile=not args.no_flash_attn_compile)
+                               no_proxy=args.no_proxy)
+
+
+def flash_attn_sources(args) -> flash_attn.Sources:
+    """Where the flash-attn wheel may come from: --flash-attn-mirror, --flash-attn-index, the compile, or one wheel
+    image (--flash-attn-wheel)."""
+    return flash_attn.Sources(mirror=args.flash_attn_mirror, indexes=tuple(args.flash_attn_index),
+                              compile=not args.no_flash_attn_compile, wheel=args.flash_attn_wheel)
 
 
 def load(args) -> tuple[matrix_mod.Matrix, list[matrix_mod.Row]]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imagematrix.cli.common import build_input_options, build_inputs, load, out, registry_options, row_options
+from imagematrix.cli.common import (
+    build_input_options,
+    build_inputs,
+    flash_attn_sources,
+    load,
+    out,
+    registry_options,
+    row_options,
+)
 from imagematrix.knowledge.flash_attn import wheel_spec
 from imagematrix.model.errors import InputError
 from imagematrix.stages import flash_attn, flash_attn_store
@@ -44,7 +52,7 @@ def run(args) -> int:
         raise InputError(f"`flash-attn {args.action}` takes one row", fix="pass --row ID")
     row, spec = rows[0], wheel_spec(rows[0])
     checked = flash_attn_store.checked_import(spec, args.wheel, args.record) if args.action == "import" else None
-    inputs = build_inputs(args)
+    inputs, sources = build_inputs(args), flash_attn_sources(args)
     flash_attn_store.prepare(args.registry, say)
     log_dir = args.log_dir / row.id
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -53,7 +61,7 @@ def run(args) -> int:
         image = flash_attn_store.import_wheel(spec, args.wheel, sha, origin, args.registry, log_dir)
         say(f"{row.id}: pushed {image.ref} (sha256 {sha}; {origin})")
         return 0
-    wheel = flash_attn_store.get(m, row, inputs, registry=args.registry, push=not args.no_push, log_dir=log_dir,
+    wheel = flash_attn_store.get(m, row, inputs, sources, registry=args.registry, push=not args.no_push, log_dir=log_dir,
                                  log=say)
     say(f"{row.id}: {wheel.ref} holds {wheel.filename or 'the wheel'} (sha256 {wheel.sha256})")
     if not args.no_push:

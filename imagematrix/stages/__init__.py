@@ -1,1 +1,1 @@
-"""The pipeline stages, one module each; pipeline.py runs one row through check, base, build, smoke, push."""
+"""The pipeline stages, one module each; steps.py makes the build's steps of them, pipeline.py walks each row through those."""

@@ -20,14 +20,16 @@ import datetime
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
 from imagematrix.model import labels, lockfile
 from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.fields import bootstrap_suites
 from imagematrix.model.matrix import Row
-from imagematrix.tools import cosign
+from imagematrix.tools import cosign, docker
 
 BUILD_TYPE = "https://imagematrix.dev/build/v1"  # names this project's build recipe (row -> lock -> Dockerfile)
 PROVENANCE_TYPE = "slsaprovenance1"  # cosign's name for https://slsa.dev/provenance/v1
@@ -163,3 +165,40 @@ def attach(ref_digest: str, sbom_path: Path, prov_path: Path, key: Path, passwor
     cosign.attest(ref_digest, sbom_path, SBOM_TYPE, key, password)
     cosign.attest(ref_digest, prov_path, PROVENANCE_TYPE, key, password)
     cosign.sign(ref_digest, key, password)
+
+
+@dataclass(frozen=True)
+class Signing:
+    """A cosign private key: each pushed digest gets its SBOM and provenance attested and is signed; the key's
+    password comes from COSIGN_PASSWORD when signing. Read on the host only, never by a build step."""
+
+    key: Path | None = None
+
+
+def for_build(row: Row, ref_digest: str, row_logs: Path, *, lock_text: str, input_digest: str, base_ref: str | None,
+              flash_attn: dict | None, started: str) -> tuple[Path, Path]:
+    """The SBOM and provenance of a pushed digest (REPO@sha256:...) of a row's build, written into row_logs beside
+    its manifest.json and smoke.log; returns their paths."""
+    if not ref_digest.split("@", 1)[1]:
+        raise RuntimeFailure(f"row {row.id}, stage attest: the registry reported no digest for the push")
+    manifest = json.loads((row_logs / "manifest.json").read_text())
+    distro = bootstrap_suites()[row.bootstrap_suite]["distro"] if row.bootstrap_suite else "debian"
+    base_ref = base_ref or row.base_image
+    # a published base is pulled by BuildKit, by digest: its digest is its identity (no local image to inspect)
+    base_id = (row.base_digest if row.base_digest else
+               docker.run("image", "inspect", "--format", "{{.Id}}", base_ref).stdout.strip())
+    tools = {"imagematrix": _version(), "docker": docker.run("version", "--format", "{{.Server.Version}}").stdout.strip()}
+    predicate = provenance(
+        row, image=manifest["image"], digest=ref_digest.split("@", 1)[1], lock_text=lock_text,
+        input_digest=input_digest, base=base_ref, base_id=base_id, smoke=smoke_summary(row_logs / "smoke.log"),
+        tools=tools, started=started, finished=now(), flash_attn=flash_attn)
+    return write(row_logs, sbom(row, manifest, lock_text, distro), predicate)
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("imagematrix")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"

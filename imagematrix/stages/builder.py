@@ -23,11 +23,16 @@ from imagematrix.tools import registry as registry_api
 
 # A BuildKit plain-progress step line: "#12 [torch 1/1] RUN --mount=... uv pip install ..."
 STEP_RE = re.compile(r"^#\d+ \[([^\]]+)\] (\S.*)")
+# What BuildKit does after the last step, which takes minutes for a large image: "#23 exporting layers",
+# "#23 exporting to image", "#24 exporting cache to registry", "#23 sending tarball", "#23 naming to ...".
+EXPORT_RE = re.compile(r"^#\d+ ((?:exporting|writing image|naming to|sending tarball|importing to docker|unpacking)\b.*)")
 
 
 @dataclass(frozen=True)
 class BuildInputs:
-    """Build inputs that must never persist in an image: handed to BuildKit as secrets only."""
+    """Build inputs that must never persist in an image (a CA, indexes, an apt mirror, proxies): handed to BuildKit
+    as secrets only. Where the flash-attn wheel comes from is stages/flash_attn.Sources; the signing key,
+    stages/attest.Signing."""
 
     ca_cert: Path | None = None
     pip_index_url: str | None = None
@@ -36,13 +41,6 @@ class BuildInputs:
     http_proxy: str | None = None
     https_proxy: str | None = None
     no_proxy: str | None = None
-    # Where the flash-attn wheel may come from (stages/flash_attn.py); read on the host, not by the build steps.
-    flash_attn_mirror: str | None = None
-    flash_attn_indexes: tuple[str, ...] = ()
-    flash_attn_compile: bool = True
-    # A cosign private key: pushed digests get their SBOM and provenance attested and are signed (stages/attest.py);
-    # its password comes from COSIGN_PASSWORD. Read on the host only, never by a build step.
-    sign_key: Path | None = None
 
     def env_lines(self) -> str:
         names = {"pip_index_url": "PIP_INDEX_URL", "extra_index_url": "PIP_EXTRA_INDEX_URL",
@@ -296,9 +294,12 @@ def build(item: render.Rendered, candidate: str, context_root: Path, secrets: di
         env = {**os.environ, "DOCKER_BUILDKIT": "1"}
 
     def on_line(line: str) -> None:
-        step = STEP_RE.match(line)
-        if step and progress:
-            progress(f"[{step.group(1)}] {_step_text(step.group(2))}")
+        if progress:
+            step, export = STEP_RE.match(line), EXPORT_RE.match(line)
+            if step:
+                progress(f"[{step.group(1)}] {_step_text(step.group(2))}")
+            elif export:
+                progress(_step_text(export.group(1)))
 
     if docker.run_logged(cmd[1:], log_path, env=env, on_line=on_line) != 0:
         tail = log_path.read_text().splitlines()[-25:]

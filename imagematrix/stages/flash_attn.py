@@ -27,7 +27,7 @@ from pathlib import Path
 
 from imagematrix.knowledge import flash_attn
 from imagematrix.model import labels, paths, secrets
-from imagematrix.model.errors import RuntimeFailure
+from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.flash_attn import RELEASES, WHEEL_REPOSITORY, WheelSpec
 from imagematrix.model.matrix import Row
 from imagematrix.tools import docker, http, pypi
@@ -46,6 +46,18 @@ class Wheel:
 
     def build_labels(self) -> dict[str, str]:
         return {labels.FLASH_ATTN_SHA256: self.sha256, labels.FLASH_ATTN_ORIGIN: self.origin}
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where a row's flash-attn wheel may come from, read on the build machine (never by a build step): a mirror,
+    indexes, the registry, a compile (allowed unless --no-flash-attn-compile); or one wheel image named outright
+    (--flash-attn-wheel: CI's build jobs take the flash-attn job's wheel this way, without searching again)."""
+
+    mirror: str | None = None
+    indexes: tuple[str, ...] = ()
+    compile: bool = True
+    wheel: str | None = None
 
 
 def wheel_repository(registry: str | None) -> str:
@@ -133,7 +145,10 @@ def _file_name(url: str) -> str:
 def from_registry(wheel: WheelSpec, registry: str | None) -> tuple[Wheel | None, str]:
     if not registry:
         return None, "no registry given"
-    repo, key = wheel_repository(registry), wheel.key
+    return _wheel_image(wheel_repository(registry), wheel.key)
+
+
+def _wheel_image(repo: str, key: str) -> tuple[Wheel | None, str]:
     try:
         found = registry_api.labels(repo, key)
     except RuntimeFailure as exc:
@@ -143,6 +158,19 @@ def from_registry(wheel: WheelSpec, registry: str | None) -> tuple[Wheel | None,
     return (Wheel(f"{repo}:{key}", found.get(labels.FLASH_ATTN_FILE, ""), found[labels.FLASH_ATTN_SHA256],
                   f"registry {repo}:{key} ({found.get(labels.FLASH_ATTN_ORIGIN, 'origin unknown')})"),
             f"{repo}:{key} exists")
+
+
+def given(row: Row, spec: WheelSpec, ref: str) -> Wheel:
+    """The wheel image that --flash-attn-wheel names, taken as it is (no mirror, index or compile is tried): its tag
+    must be the row's key and the registry must have it with the wheel's labels."""
+    repo, _, key = ref.rpartition(":")
+    if not repo or "/" in key or key != spec.key:
+        raise InputError(f"--flash-attn-wheel {ref}: row {row.id} needs the wheel tagged {spec.key}",
+                         fix=f"pass REGISTRY/{WHEEL_REPOSITORY}:{spec.key}, or leave the option out to search")
+    wheel, why = _wheel_image(repo, key)
+    if wheel is None:
+        raise RuntimeFailure(f"row {row.id}, stage flash-attn: --flash-attn-wheel {ref}: {why}")
+    return wheel
 
 
 def describe(wheel: WheelSpec, registry: str | None, ask_registry: bool = True) -> tuple[str, str]:

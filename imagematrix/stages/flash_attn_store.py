@@ -17,7 +17,7 @@ from imagematrix.model.datafile import Short
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.flash_attn import WheelSpec
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import builder, flash_attn, render
+from imagematrix.stages import builder, flash_attn, generated
 from imagematrix.tools import docker, host
 
 
@@ -53,20 +53,17 @@ def prepare(registry: str, log: Callable[[str], None]) -> None:
         host.ensure_registry(log)
 
 
-def get(matrix: Matrix, row: Row, inputs: builder.BuildInputs, *, registry: str, push: bool, log_dir: Path,
-        log: Callable[[str], None]) -> flash_attn.Wheel:
-    """The row's wheel image (stages/flash_attn.ensure, from the row's generated context and base image), pushed
-    with push (check_pushed tells whether the push landed)."""
-    drift = render.drift(matrix, render.render(matrix, [row]), full=False)
-    if drift:
-        raise InputError("the generated build context differs from the matrix:\n  " + "\n  ".join(drift),
-                         fix="run `python build.py render` (and commit the result)")
+def get(matrix: Matrix, row: Row, inputs: builder.BuildInputs, sources: flash_attn.Sources, *, registry: str,
+        push: bool, log_dir: Path, log: Callable[[str], None]) -> flash_attn.Wheel:
+    """The row's wheel image (stages/flash_attn.ensure, from the row's generated context as render left it and its
+    base image), pushed with push (check_pushed tells whether the push landed)."""
+    generated.read(matrix, [row])  # a stale context is refused with the fix, as by `build`
     builder.ensure_base(row, inputs, log, registry)
     with tempfile.TemporaryDirectory(prefix="secrets-", dir=paths.scratch_dir()) as secret_dir:
-        wheel = flash_attn.ensure(row, context=render.generated_dir(matrix) / row.id, registry=registry,
-                                  mirror=inputs.flash_attn_mirror, indexes=list(inputs.flash_attn_indexes),
+        wheel = flash_attn.ensure(row, context=generated.generated_dir(matrix) / row.id, registry=registry,
+                                  mirror=sources.mirror, indexes=list(sources.indexes),
                                   secrets_files=inputs.write_secrets(Path(secret_dir)), log_dir=log_dir, log=log,
-                                  allow_compile=inputs.flash_attn_compile, push=push,
+                                  allow_compile=sources.compile, push=push,
                                   build_args=builder.base_build_args(row, registry))
     return wheel
 

@@ -25,6 +25,7 @@ class Planned:
     candidate: str  # full reference of the candidate tag
     published: str | None  # input digest the row's final tag carries in the registry (None: absent, or not asked)
     flash_attn: tuple[str, str] | None = None  # (source, sentence) of the row's flash-attn wheel (stages/flash_attn)
+    wheel_ref: str = ""  # the wheel image a build takes as it is (source registry or compile: flash-attn-wheels:<key>)
 
     @property
     def row(self) -> Row:
@@ -62,18 +63,22 @@ def plan(matrix: Matrix, rows: list[Row], registry: str, *, ask_registry: bool =
         remote = publish.remote_labels(registry, item.row.id) if ask_registry else None
         wheel = fa_knowledge.wheel_spec(item.row)
         fa = flash_attn.describe(wheel, registry, ask_wheels) if wheel else None
+        ref = f"{flash_attn.wheel_repository(registry)}:{wheel.key}" if fa and fa[0] in ("registry", "compile") else ""
         out.append(Planned(item=item, candidate=f"{repo}:{tags.candidate_tag(item.row.id, item.context_digest())}",
-                           published=(remote or {}).get(labels.INPUT_DIGEST), flash_attn=fa))
+                           published=(remote or {}).get(labels.INPUT_DIGEST), flash_attn=fa, wheel_ref=ref))
     return out
 
 
 def github_matrix(planned: list[Planned]) -> dict:
     """A `strategy.matrix` value: {"include": [{row, vllm, cuda, flash_attn, flash_attn_source, flash_attn_key,
-    candidate}, ...]} (strings only; flash_attn_source: registry, prebuilt, compile or none; flash_attn_key: the
-    tag of the row's wheel in flash-attn-wheels, "" without flash-attn)."""
+    flash_attn_wheel, candidate}, ...]} (strings only; flash_attn_source: registry, prebuilt, compile or none;
+    flash_attn_key: the tag of the row's wheel in flash-attn-wheels, "" without flash-attn; flash_attn_wheel: that
+    wheel image, which the build job takes with --flash-attn-wheel, when the registry has it or the flash-attn job
+    puts it there, else "")."""
     return {"include": [{"row": p.row.id, "vllm": p.row.vllm, "cuda": p.row.cuda, "flash_attn": p.row.flash_attn or "",
                          "flash_attn_source": p.flash_attn[0] if p.flash_attn else "",
                          "flash_attn_key": fa_knowledge.wheel_spec(p.row).key if p.flash_attn else "",
+                         "flash_attn_wheel": p.wheel_ref,
                          "candidate": p.candidate} for p in planned]}
 
 

@@ -1,5 +1,5 @@
 """Publish stage: push a tested image's tags, read a tag's labels from the registry, write the row's manifest
-(pip freeze, dpkg list, labels, digest, size). stages/pipeline.py decides when."""
+(pip freeze, dpkg list, labels, digest, size). The build's push step (stages/steps.py) decides when."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from imagematrix.tools import registry as registry_api
 @dataclass
 class Outcome:
     row: str
-    status: str  # pushed | skipped | failed
-    stage: str
+    status: str  # pushed | tested | skipped | failed
+    stage: str  # the step the row stopped at (check for a skip, the failing one); '' when it ran every step
     seconds: float
     detail: str = ""
 
@@ -56,12 +56,15 @@ def write_manifest(image: str, pushed: dict[str, str], path: Path) -> None:
 PUSH_MODES = ("final", "candidate", "none")
 
 
-def _push(row: Row, ref: str) -> str:
-    """docker push ref; returns the manifest digest the registry reported."""
+def push(row: Row, image: str, ref: str) -> str:
+    """The one route by which a built image reaches the registry: tag image as ref (unless it is ref already), then
+    docker push ref; returns the manifest digest the registry reported."""
+    if ref != image:
+        proc = docker.run("tag", image, ref)
+        if proc.returncode != 0:
+            raise RuntimeFailure(f"row {row.id}, stage push: docker tag {ref} failed: {proc.stderr.strip()}")
     proc = docker.run("push", ref)
     if proc.returncode != 0:
         raise RuntimeFailure(f"row {row.id}, stage push: docker push {ref} failed: {proc.stderr.strip()[-600:]}")
     found = re.search(r"digest: (sha256:[0-9a-f]{64})", proc.stdout)
     return found.group(1) if found else ""
-
-

@@ -4,18 +4,20 @@ its row did not change (same input digest as the baseline's) fails, with the gro
 
 A changed row (another input digest), or a row without a baseline, records its new size instead of comparing; a
 passing check leaves the baseline as it is, so growth cannot creep in under the margin one rebuild at a time.
-Everything but `measure` (docker) and the file reading and writing is pure. stages/pipeline.py decides when.
+Everything but `measure` (docker) and the file reading and writing is pure. The build's size step
+(stages/steps.py) runs `check_image` before the push and `record_note` after it.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagematrix.model import paths
-from imagematrix.model.errors import InputError
+from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.tools import docker
 
 DEFAULT_MARGIN = 0.05
@@ -255,3 +257,29 @@ def gb(size: int) -> str:
 def measure(image: str) -> Measurement:
     """The local image's total size and its layers (docker)."""
     return from_history(docker.history(image), docker.image_size(image))
+
+
+def check_image(matrix, row, digest: str, image: str, row_logs: Path, margin: float,
+                rerecord: bool) -> tuple[Verdict, Baseline]:
+    """The size step: the image measured (also into build-logs/<row>/size.json, in the baseline's format) and
+    checked against the row's baseline; a RuntimeFailure, naming the layers that grew, when it grew too much."""
+    measured = measure(image)
+    stamp = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    now = Baseline(row.id, digest, measured.size, measured.layers, stamp)
+    (row_logs / "size.json").write_text(to_json(now))
+    verdict = check(row.id, digest, measured, load(baseline_path(matrix.root, row.id)), margin, rerecord)
+    if verdict.action == "fail":
+        raise RuntimeFailure(f"{verdict.message}\nthe image stays here as {image}")
+    return verdict, now
+
+
+def record_note(matrix, verdict: Verdict, measured: Baseline, write_it: bool) -> str:
+    """After the push: the size note of the row's outcome; the new baseline written when the verdict says to record
+    and write_it (something was pushed, or --record-size)."""
+    if verdict.action != "record":
+        return f"size: {verdict.message}"
+    if not write_it:
+        return f"size: {verdict.message} - not recorded, nothing was pushed (--record-size records it)"
+    path = baseline_path(matrix.root, measured.row)
+    write(path, measured)
+    return f"size: {verdict.message}, in {path}"

@@ -1,17 +1,48 @@
-"""Smoke stage (CPU): tests/smoke against an image, output into the row's smoke.log. The GPU suite is smoke_gpu."""
+"""Smoke stage (CPU): tests/smoke against an image, output into the row's smoke.log. The GPU suite is smoke_gpu.
+
+The build runs them once per built image (run_once): a pass is kept under the cache, keyed by the image's id and the
+suite's files, so building the same image again (`--rebuild` with nothing changed, the same row pushed to a second
+namespace) hands back that pass and its log instead of running the suite on identical bytes a second time.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import sys
 from pathlib import Path
 
+from imagematrix.model import paths
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.paths import ROOT
-from imagematrix.tools import process
+from imagematrix.tools import docker, process
+
+SUITE = ROOT / "tests" / "smoke"
 
 
 def run_smoke(matrix: Matrix, row: Row, image: str, log_path: Path, extra: list[str] | None = None) -> bool:
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "tests" / "smoke"), "-p", "no:cacheprovider", "-q", "-rs",
+    cmd = [sys.executable, "-m", "pytest", str(SUITE), "-p", "no:cacheprovider", "-q", "-rs",
            "--image", image, "--row", row.id, "--matrix", str(matrix.path), *(extra or [])]
     return process.run_logged(cmd, log_path, cwd=ROOT) == 0
 
+
+def run_once(matrix: Matrix, row: Row, image: str, log_path: Path) -> tuple[bool, str | None]:
+    """(passed, image id when the pass was kept from an earlier run on the same image, else None)."""
+    image_id = docker.run("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
+    kept = _kept(row, image_id) if image_id else None
+    if kept is not None and kept.is_file():
+        log_path.write_text(f"# the smoke tests passed earlier on this image ({image_id}, the same suite): not run "
+                            "again; the log of that run follows\n" + kept.read_text(errors="replace"))
+        return True, image_id
+    passed = run_smoke(matrix, row, image, log_path)
+    if passed and kept is not None:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log_path, kept)
+    return passed, None
+
+
+def _kept(row: Row, image_id: str) -> Path:
+    h = hashlib.sha256(f"{row.id}\0{image_id}\0".encode())
+    for path in sorted((*SUITE.glob("*.py"), paths.KNOWLEDGE / "extras.yaml")):
+        h.update(path.name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return paths.cache_dir() / "smoke-passed" / f"{h.hexdigest()[:32]}.log"

@@ -1,5 +1,5 @@
 """Size baseline against the real Docker daemon (issue 17, item 5): two tiny images that differ in one layer (1 MB
-and 20 MB) go through the build's size stage (`pipeline._check_size` / `_record_size`, as `build.py build` runs
+and 20 MB) go through the build's size stage (`sizes.check_image` / `record_note`, as `build.py build` runs
 them between smoke and push): the first records the baseline, the second, with the same input digest, fails naming
 the layer that grew; with another input digest it records instead. A row's real build adds nothing to what is
 checked here."""
@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from imagematrix.model.errors import RuntimeFailure
-from imagematrix.stages import pipeline, sizes
+from imagematrix.stages import sizes
 from imagematrix.tools import docker
 
 ROW = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
@@ -70,9 +70,9 @@ def test_an_image_grown_past_the_margin_with_the_same_inputs_fails_naming_the_la
     small, big = build_tiny(variant, 1_000_000), build_tiny(variant, 20_000_000)
 
     # no baseline yet: the first image is measured and recorded (after its push)
-    verdict, measured = pipeline._check_size(matrix, row, DIGEST, small, logs, sizes.DEFAULT_MARGIN, False)
+    verdict, measured = sizes.check_image(matrix, row, DIGEST, small, logs, sizes.DEFAULT_MARGIN, False)
     assert verdict.action == "record" and "no size baseline" in verdict.message
-    note = pipeline._record_size(matrix, verdict, measured, write=True)
+    note = sizes.record_note(matrix, verdict, measured, write_it=True)
     path = tmp_path / "project" / "sizes" / f"{ROW}.json"
     assert str(path) in note
     recorded = json.loads(path.read_text())
@@ -81,14 +81,14 @@ def test_an_image_grown_past_the_margin_with_the_same_inputs_fails_naming_the_la
     assert json.loads((logs / "size.json").read_text())["size_bytes"] == recorded["size_bytes"]
 
     # the same image again: within the margin, the baseline stays as it was
-    verdict, _ = pipeline._check_size(matrix, row, DIGEST, small, logs, sizes.DEFAULT_MARGIN, False)
+    verdict, _ = sizes.check_image(matrix, row, DIGEST, small, logs, sizes.DEFAULT_MARGIN, False)
     assert verdict.action == "pass"
-    assert pipeline._record_size(matrix, verdict, measured, write=True).startswith("size: ")
+    assert sizes.record_note(matrix, verdict, measured, write_it=True).startswith("size: ")
     assert json.loads(path.read_text()) == recorded
 
     # 19 MB more with the same input digest: past 5% of ~6 MB (or of the 200 MB base): fails, naming the layer
     with pytest.raises(RuntimeFailure) as failure:
-        pipeline._check_size(matrix, row, DIGEST, big, logs, sizes.DEFAULT_MARGIN, False)
+        sizes.check_image(matrix, row, DIGEST, big, logs, sizes.DEFAULT_MARGIN, False)
     text = str(failure.value)
     grown = [line for line in text.splitlines() if line.lstrip().startswith("+")]
     _, instruction = VARIANTS[variant]
@@ -98,13 +98,13 @@ def test_an_image_grown_past_the_margin_with_the_same_inputs_fails_naming_the_la
     assert json.loads(path.read_text()) == recorded  # a failure records nothing
 
     # a wide enough margin lets it through
-    verdict, _ = pipeline._check_size(matrix, row, DIGEST, big, logs, 100.0, False)
+    verdict, _ = sizes.check_image(matrix, row, DIGEST, big, logs, 100.0, False)
     assert verdict.action == "pass"
 
     # the row changed (another input digest): the new size is recorded, not compared
     other = "sha256:" + "2" * 64
-    verdict, measured = pipeline._check_size(matrix, row, other, big, logs, sizes.DEFAULT_MARGIN, False)
+    verdict, measured = sizes.check_image(matrix, row, other, big, logs, sizes.DEFAULT_MARGIN, False)
     assert verdict.action == "record" and "the row changed" in verdict.message
-    pipeline._record_size(matrix, verdict, measured, write=True)
+    sizes.record_note(matrix, verdict, measured, write_it=True)
     assert json.loads(path.read_text())["input_digest"] == other
     assert sizes.load(path).size == docker.image_size(big)

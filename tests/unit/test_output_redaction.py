@@ -14,7 +14,7 @@ import pytest
 from imagematrix.cli import app
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, RuntimeFailure
-from imagematrix.stages import builder, pipeline, publish, render
+from imagematrix.stages import pipeline, publish, render
 from tests.conftest import ROOT
 
 PLANTED = "S3cr3tPlanted"
@@ -40,6 +40,13 @@ def test_the_last_handler_never_prints_url_credentials(exc, monkeypatch, capsys)
     assert "https://***@mirror.example:8443/simple" in err, err
 
 
+class Silent:
+    """A pipeline.Progress that shows nothing."""
+
+    def __getattr__(self, name):
+        return lambda *a, **k: None
+
+
 def test_a_failed_rows_error_file_and_outcome_never_hold_url_credentials(tmp_path, monkeypatch):
     m = matrix_mod.load(ROOT / "matrix.yaml")
     item = render.Rendered(m.rows[0], {"Dockerfile": b"FROM scratch\n"})
@@ -47,9 +54,9 @@ def test_a_failed_rows_error_file_and_outcome_never_hold_url_credentials(tmp_pat
     def unreachable(registry, tag):
         raise RuntimeFailure(f"registry answered a redirect to {URL}/v2/ (log in again)")
 
-    monkeypatch.setattr(pipeline, "remote_labels", unreachable)
-    outcome = pipeline.publish_row(m, item, "127.0.0.1:9/ns", builder.BuildInputs(), tmp_path, lambda *a: None,
-                                   [item.row.id])
+    monkeypatch.setattr(publish, "remote_labels", unreachable)
+    request = pipeline.BuildRequest(matrix=m, registry="127.0.0.1:9/ns", log_dir=tmp_path)
+    outcome = pipeline.run_row(request, item, [item.row.id], Silent())
     error = (tmp_path / item.row.id / "error.txt").read_text()
     assert outcome.status == "failed"
     assert PLANTED not in error and PLANTED not in outcome.detail, (error, outcome.detail)

@@ -234,7 +234,7 @@ def fake_get(monkeypatch, tmp_path):
                                 file=wheel_file)
 
     monkeypatch.setattr(flash_attn_store.docker, "require_daemon", lambda: None)
-    monkeypatch.setattr(flash_attn_store.render, "drift", lambda *a, **k: [])
+    monkeypatch.setattr(flash_attn_store.generated, "read", lambda *a, **k: [])
     monkeypatch.setattr(flash_attn_store.builder, "ensure_base", lambda *a: "base")
     monkeypatch.setattr(flash_attn, "ensure", ensure)
     return row, seen
@@ -263,3 +263,33 @@ def test_get_only_options_are_refused_elsewhere(run):
     row = next(r for r in matrix_mod.load(ROOT / "matrix.yaml").rows if r.flash_attn == "2.8.3")
     result = run("flash-attn", "show", "--row", row.id, "--no-push")
     assert result.code == 2 and "options of `flash-attn get`" in result.err
+
+
+# --- issue 27: `ensure` ran twice in CI; the build takes the flash-attn job's wheel as the plan names it ----------
+
+def test_the_plan_names_the_wheel_image_a_build_takes_without_searching():
+    planned = _planned()
+    for p, entry in zip(planned, plan.github_matrix(planned)["include"], strict=True):
+        source = p.flash_attn[0] if p.flash_attn else ""
+        if source in ("registry", "compile"):
+            assert entry["flash_attn_wheel"] == f"127.0.0.1:5000/imagematrix/flash-attn-wheels:{wheel_spec(p.row).key}"
+        else:
+            assert entry["flash_attn_wheel"] == "", (p.row.id, source)
+    assert any(e["flash_attn_wheel"] for e in plan.github_matrix(planned)["include"])
+
+
+def test_a_trusted_build_takes_the_planned_wheel_image_and_searches_nothing(tmp_path):
+    step = step_calling(workflow()["jobs"]["build"], "build.py build")
+    assert step["env"]["FLASH_ATTN_WHEEL"] == "${{ matrix.flash_attn_wheel }}"
+    ref = "ghcr.io/o/flash-attn-wheels:2.8.3-cu130-torch2.11.0-cp312-cxx11abiTRUE-sm90"
+    for trusted, wheel, passed in (("true", ref, True), ("true", "", False), ("false", ref, False)):
+        run_dir = tmp_path / f"{trusted}-{bool(wheel)}"
+        run_dir.mkdir()
+        proc = run_script(step["run"], run_dir, {"TRUSTED": trusted, "ROW": "a-row", "REGISTRY": "ghcr.io/o",
+                                                 "FLASH_ATTN_WHEEL": wheel}, {"python": ""})
+        assert proc.returncode == 0, proc.stderr
+        [call] = calls(run_dir)
+        words = call.split()[2:]
+        assert ("--flash-attn-wheel" in words) is passed, call
+        args = cli.parser().parse_args(words)
+        assert args.flash_attn_wheel == (ref if passed else None)

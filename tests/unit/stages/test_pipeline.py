@@ -1,0 +1,231 @@
+"""Issue 27, item 3: the build as explicit steps. A request object, one row walking check -> base -> flash-attn ->
+build -> smoke -> size -> push -> attest, each step reported to a Progress; one push route; smoke once per image;
+render's output taken as it is. Every stage's work is replaced here: what is checked is the walk itself."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from imagematrix.cli import build as build_cli
+from imagematrix.knowledge.flash_attn import wheel_spec
+from imagematrix.model import labels
+from imagematrix.model import matrix as matrix_mod
+from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.stages import attest, builder, flash_attn, generated, pipeline, publish, sizes, smoke, steps
+from imagematrix.stages.publish import Outcome
+from tests.conftest import ROOT
+
+ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
+
+
+class Recorder:
+    """A pipeline.Progress that keeps what it is told."""
+
+    def __init__(self):
+        self.events = []
+
+    def note(self, message):
+        self.events.append(("note", message))
+
+    def row_started(self, row_id, index, total):
+        self.events.append(("row", row_id))
+
+    def step(self, row_id, name):
+        self.events.append(("step", name))
+
+    def say(self, row_id, message):
+        self.events.append(("say", message))
+
+    def row_done(self, outcome):
+        self.events.append(("done", outcome.status))
+
+    def steps(self):
+        return [name for kind, name in self.events if kind == "step"]
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """Every stage's work replaced; `calls` records what was done, `remote` is what the registry holds."""
+    calls, remote = [], {}
+    monkeypatch.setattr(publish, "remote_labels", lambda registry, tag: remote.get(tag))
+    monkeypatch.setattr(steps.docker, "cli", lambda: "docker")
+    monkeypatch.setattr(steps.docker, "run", lambda *a, **k: calls.append(("docker",) + a))
+    monkeypatch.setattr(builder, "ensure_base", lambda row, inputs, log, registry: calls.append(("base",)) or "base")
+    monkeypatch.setattr(builder, "build", lambda item, candidate, *a, **k: calls.append(("build", candidate, k)))
+    monkeypatch.setattr(smoke, "run_once", lambda m, row, image, log: calls.append(("smoke", image)) or (True, None))
+    verdict = sizes.Verdict("pass", "within the margin")
+    monkeypatch.setattr(sizes, "check_image", lambda *a: calls.append(("size",)) or (verdict, None))
+    monkeypatch.setattr(sizes, "record_note", lambda m, v, measured, write_it: f"size: noted ({write_it})")
+    monkeypatch.setattr(publish, "push", lambda row, image, ref: calls.append(("push", image, ref)) or "sha256:" + "a" * 64)
+    monkeypatch.setattr(publish, "write_manifest", lambda image, pushed, path: calls.append(("manifest", image)))
+    monkeypatch.setattr(attest, "for_build", lambda row, ref, logs, **k: calls.append(("attest", ref)) or ("s", "p"))
+    monkeypatch.setattr(pipeline.RowJob, "lock_text", lambda self: "lock")
+    return calls, remote
+
+
+def request(tmp_path, **kw) -> pipeline.BuildRequest:
+    return pipeline.BuildRequest(matrix=matrix_mod.load(ROOT / "matrix.yaml"), registry="r.example/o",
+                                 log_dir=tmp_path, **kw)
+
+
+def item(row_id: str = ROW1):
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    return generated.read(m, m.select([row_id]))[0]
+
+
+def test_a_row_walks_every_step_in_order_and_is_pushed_by_the_one_route(fake, tmp_path):
+    calls, _ = fake
+    progress = Recorder()
+    it = item()
+    outcome = pipeline.run_row(request(tmp_path), it, [ROW1, "vllm0.7.2"], progress)
+    assert progress.steps() == ["check", "base", "build", "smoke", "size", "push", "attest"]
+    candidate = f"r.example/o/verl:candidate-{ROW1}-{it.context_digest()[7:19]}"
+    assert [c for c in calls if c[0] == "push"] == [("push", candidate, f"r.example/o/verl:{ROW1}"),
+                                                    ("push", candidate, "r.example/o/verl:vllm0.7.2")]
+    assert [c[0] for c in calls].count("smoke") == 1
+    assert ("attest", f"r.example/o/verl@sha256:{'a' * 64}") in calls
+    assert ("docker", "rmi", candidate) in calls
+    assert outcome.status == "pushed" and outcome.stage == ""  # no "pushed at attest"
+    assert outcome.detail.splitlines()[0] == f"r.example/o/verl:{ROW1}, r.example/o/verl:vllm0.7.2 sha256:{'a' * 64}"
+
+
+@pytest.mark.parametrize("push, pushed", [("candidate", True), ("none", False)])
+def test_candidate_and_none_go_the_same_route(fake, tmp_path, push, pushed):
+    calls, _ = fake
+    progress = Recorder()
+    outcome = pipeline.run_row(request(tmp_path, push=push), item(), [ROW1], progress)
+    pushes = [c for c in calls if c[0] == "push"]
+    assert len(pushes) == int(pushed) and all(":candidate-" in c[2] for c in pushes)
+    assert outcome.status == ("pushed" if pushed else "tested")
+    assert ("attest" in progress.steps()) is pushed
+    assert not any(c[:2] == ("docker", "rmi") for c in calls)
+
+
+def test_a_row_the_registry_has_is_skipped_at_check_and_its_alias_tagged(fake, tmp_path, monkeypatch):
+    calls, remote = fake
+    it = item()
+    remote[ROW1] = {labels.INPUT_DIGEST: it.context_digest()}
+    retagged = []
+    monkeypatch.setattr(steps.registry_api, "retag", lambda repo, source, alias: retagged.append(alias))
+    progress = Recorder()
+    outcome = pipeline.run_row(request(tmp_path), it, [ROW1, "vllm0.7.2"], progress)
+    assert (outcome.status, outcome.stage) == ("skipped", "check") and "tagged vllm0.7.2" in outcome.detail
+    assert progress.steps() == ["check"] and retagged == ["vllm0.7.2"] and not calls
+
+
+def test_failing_smoke_tests_stop_the_row_before_size_and_push(fake, tmp_path, monkeypatch):
+    calls, _ = fake
+    monkeypatch.setattr(smoke, "run_once", lambda *a: (False, None))
+    progress = Recorder()
+    outcome = pipeline.run_row(request(tmp_path), item(), [ROW1], progress)
+    assert (outcome.status, outcome.stage) == ("failed", "smoke") and "nothing pushed" in outcome.detail
+    assert progress.steps()[-1] == "smoke" and not [c for c in calls if c[0] in ("size", "push")]
+
+
+def test_a_step_failure_names_its_step_and_writes_error_txt(fake, tmp_path, monkeypatch):
+    def broken(*a, **k):
+        raise RuntimeFailure(f"row {ROW1}, stage build: BuildKit build failed")
+
+    monkeypatch.setattr(builder, "build", broken)
+    outcome = pipeline.run_row(request(tmp_path), item(), [ROW1], Recorder())
+    assert (outcome.status, outcome.stage) == ("failed", "build")
+    assert "BuildKit build failed" in (tmp_path / ROW1 / "error.txt").read_text()
+
+
+def test_a_named_wheel_image_is_taken_without_any_search(fake, tmp_path, monkeypatch):
+    calls, _ = fake
+    m = matrix_mod.load(ROOT / "matrix.yaml")
+    row = next(r for r in m.rows if r.flash_attn == "2.8.3")
+    ref = f"r.example/o/flash-attn-wheels:{wheel_spec(row).key}"
+    monkeypatch.setattr(flash_attn, "ensure", lambda *a, **k: pytest.fail("a named wheel is not searched for"))
+    monkeypatch.setattr(flash_attn.registry_api, "labels", lambda repo, tag: {
+        labels.FLASH_ATTN_SHA256: "0" * 64, labels.FLASH_ATTN_FILE: "w.whl", labels.FLASH_ATTN_ORIGIN: "compiled"})
+    progress = Recorder()
+    outcome = pipeline.run_row(request(tmp_path, flash_attn=flash_attn.Sources(wheel=ref)), item(row.id), [row.id],
+                               progress)
+    assert outcome.status == "pushed" and "flash-attn" in progress.steps()
+    build = next(c for c in calls if c[0] == "build")
+    assert build[2]["build_args"]["FLASH_ATTN_WHEELS"] == ref
+    other = pipeline.run_row(request(tmp_path, flash_attn=flash_attn.Sources(wheel=ref + "x")), item(row.id),
+                             [row.id], Recorder())
+    assert (other.status, other.stage) == ("failed", "flash-attn") and wheel_spec(row).key in other.detail
+
+
+def test_the_request_refuses_an_unknown_push_mode(tmp_path):
+    with pytest.raises(ValueError):
+        request(tmp_path, push="sometimes")
+
+
+# --- render's output, taken as it is -----------------------------------------------------------------------------
+
+def test_a_stale_context_is_refused_by_reading_with_the_fix(project_copy, run):
+    assert run("render", "--matrix", project_copy).code == 0
+    m = matrix_mod.load(project_copy)
+    row = m.select([ROW1])[0]
+    assert [i.row.id for i in generated.read(m, [row])] == [ROW1]
+    lock = project_copy.parent / "locks" / f"{ROW1}.txt"
+    text = lock.read_text()
+    lock.write_text(text + "\n")  # the lock changed after render
+    with pytest.raises(InputError) as stale:
+        generated.read(m, [row])
+    assert "rendered from other inputs" in str(stale.value) and "python build.py render" in stale.value.render()
+    lock.write_text(text)
+    generated.read(m, [row])
+    dockerfile = project_copy.parent / "dockerfiles" / "generated" / ROW1 / "Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + "# edited\n")
+    with pytest.raises(InputError, match="changed after render"):
+        generated.read(m, [row])
+    (project_copy.parent / "dockerfiles" / "generated" / f"{ROW1}.inputs").unlink()
+    with pytest.raises(InputError, match="inputs: missing"):
+        generated.read(m, [row])
+    check = run("render", "--matrix", project_copy, "--check")
+    assert check.code == 1 and f"{ROW1}.inputs: missing" in check.err
+
+
+# --- the console ---------------------------------------------------------------------------------------------------
+
+def test_buildkit_export_lines_reach_the_progress(monkeypatch, tmp_path):
+    seen = []
+
+    def run_logged(cmd, log_path, env=None, on_line=None):
+        for line in ("#21 [image 9/9] COPY entrypoint.sh /usr/local/bin/", "#22 exporting to image",
+                     "#22 exporting layers 64.3s done", "#22 DONE 65.0s"):
+            on_line(line)
+        return 0
+
+    monkeypatch.setattr(builder.docker, "cli", lambda: "docker")
+    monkeypatch.setattr(builder.docker, "has_buildx", lambda cli: False)
+    monkeypatch.setattr(builder.docker, "run_logged", run_logged)
+    builder.build(item(), "c:t", tmp_path, {}, tmp_path / "build.log", seen.append)
+    assert seen == ["[image 9/9] COPY entrypoint.sh /usr/local/bin/", "exporting to image",
+                    "exporting layers 64.3s done"]
+
+
+@pytest.mark.parametrize("width", [80, 160])
+def test_the_summary_shows_the_whole_pushed_reference_at_any_width(monkeypatch, width):
+    console = Console(file=io.StringIO(), width=width, highlight=False)
+    monkeypatch.setattr(build_cli, "out", console)
+    reference = f"registry.example.com/some/namespace/verl:{ROW1}, registry.example.com/some/namespace/verl:vllm0.7.2"
+    digest = "sha256:" + "b" * 64
+    build_cli.summary([Outcome(ROW1, "pushed", "", 812.0, f"{reference} {digest}\nsize: recorded")])
+    text = console.file.getvalue()
+    assert f"{reference} {digest}" in text.replace("\n", "") and f"{reference} {digest}" in text
+    assert "attest" not in text
+
+
+def test_the_console_progress_times_each_step_and_names_the_true_one(monkeypatch):
+    console = Console(file=io.StringIO(), width=160, force_terminal=False, highlight=False)
+    with build_cli.ConsoleProgress(console) as progress:
+        progress.row_started(ROW1, 1, 1)
+        for name in ("check", "base", "build"):
+            progress.step(ROW1, name)
+            progress.say(ROW1, "[image 9/9] COPY entrypoint.sh" if name == "build" else f"doing {name}")
+        progress.say(ROW1, "exporting layers")
+        progress.row_done(Outcome(ROW1, "failed", "build", 3.0, "BuildKit build failed"))
+    text = console.file.getvalue()
+    assert f"[1/1] {ROW1}: base" in text and f"[1/1] {ROW1}: doing base" in text
+    assert "COPY entrypoint.sh" not in text and "exporting layers" not in text  # BuildKit's lines stay in build.log
+    assert f"{ROW1}: failed at build in 3 s (check 0 s, base 0 s, build 0 s)" in text
