@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from imagematrix.cli.common import build_input_options, build_inputs, out, registry_options
 from imagematrix.model import fields, paths, tags
-from imagematrix.stages import builder
+from imagematrix.stages import bases
 from imagematrix.tools import docker, host
 
 
@@ -22,14 +22,14 @@ def run(args) -> int:
     docker.require_daemon()
     if args.registry == tags.DEFAULT_REGISTRY:
         host.ensure_registry(lambda msg: out.print(msg, soft_wrap=True))
-    digest = builder.publish_base(args.suite, args.registry, build_inputs(args),
+    digest = bases.publish_base(args.suite, args.registry, build_inputs(args),
                                   lambda msg: out.print(msg, soft_wrap=True), image=args.image)
     ref = f"{args.registry.rstrip('/')}/{fields.BASE_REPOSITORY}@{digest}"
     out.print(f"published {ref}", soft_wrap=True)
     if not args.record:
         out.print(f"not recorded: `--record` writes {digest} into {paths.BASES.relative_to(paths.ROOT)}", soft_wrap=True)
         return 0
-    changed = builder.record_base_digest(args.suite, digest)
+    changed = bases.record_base_digest(args.suite, digest)
     out.print(f"{'recorded' if changed else 'already recorded'}: suite {args.suite} digest {digest} in "
               f"{paths.BASES.relative_to(paths.ROOT)}; run `python build.py render` and commit both "
               "(the input digest of every row on this suite changes)", soft_wrap=True)

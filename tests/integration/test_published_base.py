@@ -20,7 +20,7 @@ import pytest
 from imagematrix.model import fields
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import RuntimeFailure
-from imagematrix.stages import builder, render
+from imagematrix.stages import bases, builder, render
 from imagematrix.tools import docker
 from imagematrix.tools import registry as registry_api
 
@@ -49,7 +49,7 @@ def published(registry_ns, tmp_path, monkeypatch):
     local = f"imagematrix-test-base-{uuid.uuid4().hex[:8]}:tiny"
     assert docker.import_rootfs(rootfs, local) is None
     said = []
-    digest = builder.publish_base("bookworm", registry_ns, builder.BuildInputs(), said.append, image=local)
+    digest = bases.publish_base("bookworm", registry_ns, builder.BuildInputs(), said.append, image=local)
     assert fields.MANIFEST_DIGEST_RE.match(digest) and any("pushing" in s for s in said)
     docker.run("image", "rm", local, f"{registry_ns}/{fields.BASE_REPOSITORY}:bookworm")
     suites = {name: dict(s) for name, s in fields.bootstrap_suites().items()}

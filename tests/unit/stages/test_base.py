@@ -10,7 +10,7 @@ import pytest
 from imagematrix.model import fields
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, RuntimeFailure
-from imagematrix.stages import builder, render
+from imagematrix.stages import bases, builder, render
 
 ROOT = Path(__file__).resolve().parents[3]
 DIGEST = "sha256:" + "ab" * 32
@@ -58,24 +58,24 @@ def test_a_malformed_digest_in_bases_yaml_is_bad_input():
 def test_record_writes_the_digest_under_the_suite_keeping_comments(tmp_path, monkeypatch):
     path = tmp_path / "bases.yaml"
     path.write_text((ROOT / "knowledge" / "bases.yaml").read_text())
-    assert builder.record_base_digest("bookworm", DIGEST, path)
+    assert bases.record_base_digest("bookworm", DIGEST, path)
     text = path.read_text()
     assert text.startswith("# Bases that") and f"    digest: {DIGEST}" in text
     block = text.split("  bookworm:", 1)[1].split("  trixie:", 1)[0]
     assert f"digest: {DIGEST}" in block and 'python: ["3.11"]' in block
-    assert not builder.record_base_digest("bookworm", DIGEST, path), "the same digest again changes nothing"
+    assert not bases.record_base_digest("bookworm", DIGEST, path), "the same digest again changes nothing"
     other = "sha256:" + "cd" * 32
-    assert builder.record_base_digest("bookworm", other, path)
+    assert bases.record_base_digest("bookworm", other, path)
     assert path.read_text().count("digest: sha256:") == 1 and other in path.read_text()
-    builder.record_base_digest("noble", DIGEST, path)  # the last suite of the file
+    bases.record_base_digest("noble", DIGEST, path)  # the last suite of the file
     from imagematrix.model import yamlio
     data = yamlio.load(path)["debootstrap"]
     assert data["bookworm"]["digest"] == other and data["noble"]["digest"] == DIGEST
     assert "digest" not in data["trixie"]
     with pytest.raises(InputError):
-        builder.record_base_digest("bookworm", "sha256:short", path)
+        bases.record_base_digest("bookworm", "sha256:short", path)
     with pytest.raises(InputError):
-        builder.record_base_digest("nosuch", DIGEST, path)
+        bases.record_base_digest("nosuch", DIGEST, path)
 
 
 def test_a_published_base_is_taken_from_the_registry_without_bootstrapping(published, monkeypatch):
@@ -117,4 +117,4 @@ def test_publish_refuses_to_bootstrap_without_root(monkeypatch):
     monkeypatch.setattr(builder.os, "geteuid", lambda: 1001)
     monkeypatch.setattr(builder.debootstrap, "available", lambda: True)
     with pytest.raises(RuntimeFailure, match="needs root"):
-        builder.publish_base("bookworm", "r.example/o", builder.BuildInputs(), lambda msg: None)
+        bases.publish_base("bookworm", "r.example/o", builder.BuildInputs(), lambda msg: None)
