@@ -26,8 +26,7 @@ import pytest
 
 from imagematrix.cli import app
 from imagematrix.model import matrix as matrix_mod
-from imagematrix.stages import locks
-from imagematrix.stages import render as render_stage
+from imagematrix.stages import generated, locks
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILD = [sys.executable, str(ROOT / "build.py")]
@@ -62,7 +61,7 @@ def _strays(root: Path) -> list[str]:
     found = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if rel == Path("dockerfiles/generated") / render_stage.LOCK_FILE:
+        if rel == Path("dockerfiles/generated") / generated.LOCK_FILE:
             continue
         name = path.name
         if name.startswith(".") or name.endswith((".tmp", ".part", ".old")) or ".old." in name:
