@@ -118,9 +118,10 @@ def declared_conflicts(row: Row) -> list[str]:
     another pin fixes does not satisfy, e.g. `vllm==0.10.0 depends on torch==2.7.1, and you require torch==2.6.0`.
 
     Each line proves that uv finds no solution, whatever else the index holds or when it was read: an exact pin
-    leaves the resolver no other version, and a release's files, so its Requires-Dist, never change (uv itself
-    takes every wheel of a release to declare the same). A requirement on a package the row overrides does not
-    count (uv replaces it with the override). [] decides nothing: a conflict through unpinned packages, a marker
+    leaves the resolver no other version, and a release's files, so its Requires-Dist, never change. One assumption
+    remains: the METADATA read is that of the release's first linux x86_64 (or pure) wheel, as the rules read it
+    (tools/pypi.wheel_file), taken to declare what the wheel uv installs for the row declares. A requirement on a
+    package the row overrides does not count (uv replaces it with the override). [] decides nothing: a conflict through unpinned packages, a marker
     or specifier not decided here (requires.surely_*), a pin whose metadata cannot be read are left to uv."""
     spec = inputs(row)
     overridden = {canonicalize_name(Requirement(line).name) for line in spec.overrides.splitlines() if line}
