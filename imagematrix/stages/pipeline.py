@@ -11,6 +11,7 @@ import json
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rich.console import Console
@@ -24,16 +25,20 @@ from imagematrix.model.fields import bootstrap_suites
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.secrets import redact_text
 from imagematrix.stages import attest, builder, flash_attn, locks, render, sizes, smoke
-from imagematrix.stages.publish import Outcome, _push, remote_labels, write_manifest
+from imagematrix.stages.publish import Outcome, _push, remote_labels, remote_labels_of, write_manifest
 from imagematrix.tools import docker, host
 from imagematrix.tools import registry as registry_api
 
 
 def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: builder.BuildInputs,
                 log_dir: Path, status, final: list[str], push: str = "final", cache_registry: bool = False,
-                rebuild: bool = False, size_margin: float = sizes.DEFAULT_MARGIN, record_size: bool = False) -> Outcome:
+                rebuild: bool = False, size_margin: float = sizes.DEFAULT_MARGIN, record_size: bool = False,
+                known: dict[str, dict | None] | None = None) -> Outcome:
     """One row: skip when its final tag has the same input digest (unless rebuild), else base -> flash-attn ->
     build -> smoke -> size -> push -> manifest -> attest.
+
+    known: tags' labels read beforehand (publish reads every row's at once); a tag it lacks is read now, and a row
+    it does not let skip is read again now, before anything is built (a push meanwhile may have made it current).
 
     size: against the row's baseline (sizes/<row-id>.json beside the matrix) when it was measured for the same
     input digest, the image may grow by size_margin (a fraction) at most, else the row fails before the push. A
@@ -57,18 +62,26 @@ def publish_row(matrix: Matrix, item: render.Rendered, registry: str, inputs: bu
     started_at = attest.now()
     candidate_tag = tags.candidate_tag(row.id, digest)
     candidate = f"{repo}:{candidate_tag}"
+    known = dict(known or {})
+
+    def current(tag: str) -> bool:
+        """Whether the tag carries this input digest: as read beforehand, else (or when not) as read now; read now,
+        the row's other tags are read now too (what was read beforehand is older than what changed them)."""
+        if tag in known and (known[tag] or {}).get(labels.INPUT_DIGEST) == digest:
+            return True
+        known.clear()
+        found = remote_labels(registry, tag)
+        return bool(found) and found.get(labels.INPUT_DIGEST) == digest
+
     try:
         status(row.id, "checking the registry")
         # rebuild (CI's schedule): base images and the daemon change without changing the input digest
-        if push == "candidate" and not rebuild:
-            remote = remote_labels(registry, candidate_tag)
-            if remote and remote.get(labels.INPUT_DIGEST) == digest:
-                return done("skipped", f"{candidate} is already pushed")
-        remote = remote_labels(registry, row.id) if push == "final" and not rebuild else None
-        if remote and remote.get(labels.INPUT_DIGEST) == digest:
+        if push == "candidate" and not rebuild and current(candidate_tag):
+            return done("skipped", f"{candidate} is already pushed")
+        if push == "final" and not rebuild and current(row.id):
             moved = []
             for alias in final[1:]:  # an alias whose earlier push failed, or that moved to this row
-                alias_labels = remote_labels(registry, alias) or {}
+                alias_labels = (known[alias] if alias in known else remote_labels(registry, alias)) or {}
                 if alias_labels.get(labels.INPUT_DIGEST) != digest:
                     status(row.id, f"tagging {repo}:{alias}")
                     registry_api.retag(repo, row.id, alias)
@@ -203,19 +216,39 @@ def _version() -> str:
         return "unknown"
 
 
+def _read_tags(registry: str, rendered: list[render.Rendered], final: dict[str, list[str]], push: str,
+               rebuild: bool) -> dict[str, dict | None]:
+    """The labels of the tags that decide which rows are up to date (each row's final tags, or its candidate tag),
+    read together in parallel; {} when nothing is to be read, or when the reading fails (each row then reads its
+    own, and fails naming why)."""
+    if rebuild or push not in ("final", "candidate"):
+        return {}
+    wanted = [tag for item in rendered for tag in (
+        final[item.row.id] if push == "final" else [tags.candidate_tag(item.row.id, item.context_digest())])]
+    try:
+        return remote_labels_of(registry, wanted)
+    except RuntimeFailure:
+        return {}
+
+
 def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.BuildInputs, log_dir: Path,
             console: Console, push: str = "final", cache_registry: bool = False,
             rebuild: bool = False, size_margin: float = sizes.DEFAULT_MARGIN,
             record_size: bool = False) -> list[Outcome]:
-    docker.require_daemon()
-    if registry == tags.DEFAULT_REGISTRY:
-        host.ensure_registry(lambda msg: console.print(msg))
-    rendered = render.render(matrix, rows)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        daemon = pool.submit(docker.require_daemon)  # `docker info` runs while the rows render
+        try:
+            if registry == tags.DEFAULT_REGISTRY:
+                host.ensure_registry(lambda msg: console.print(msg))
+            rendered = render.render(matrix, rows)
+        finally:
+            daemon.result()  # no daemon is said first, as before anything else
     drift = render.drift(matrix, rendered, full=False)
     if drift:
         raise InputError("the generated build contexts differ from the matrix:\n  " + "\n  ".join(drift),
                          fix="run `python build.py render` (and commit the result)")
     final = tags.published_tags([(r.id, r.vllm) for r in matrix.rows])
+    known = _read_tags(registry, rendered, final, push, rebuild)
     outcomes = []
     columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as progress:
@@ -230,7 +263,7 @@ def publish(matrix: Matrix, rows: list[Row], registry: str, inputs: builder.Buil
                     progress.console.print(escape(f"{label}: {stage}"))
 
             outcome = publish_row(matrix, item, registry, inputs, log_dir, status, final[item.row.id], push,
-                                  cache_registry, rebuild, size_margin, record_size)
+                                  cache_registry, rebuild, size_margin, record_size, known)
             progress.remove_task(task)
             progress.console.print(f"{outcome.row}: {outcome.status} at {outcome.stage} in {outcome.seconds:.0f} s")
             if outcome.status != "failed":  # a failure's detail comes whole after the summary
