@@ -44,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--report-only", action="store_true", help="measure nothing: re-render --doc from --out")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 when a measured target is missed (a failed measure always exits 1, writing nothing)")
+    p.add_argument("--gate", action="store_true",
+                   help="exit 1 when a ratio measured side by side in this run misses its target (CI); a missed target "
+                        "on an absolute figure is reported, as information")
     p.add_argument("--keep-work", action="store_true",
                    help="keep all of bench/.work/<run>/ (build contexts, bake files), not only its logs/")
     return p
@@ -123,13 +126,17 @@ def main(argv: list[str] | None = None) -> int:
             log(f"failed: {text}")
         log(f"run failed: {args.out} and {args.doc} left as they were; this run's record: {kept}")
         return 1
-    missed = [f"{key}: {item['what']}" for key, metric in results["metrics"].items() if metric.get("run") == run_id
+    missed = [(key, item) for key, metric in results["metrics"].items() if metric.get("run") == run_id
               for item in metric.get("lines", []) if met(item) is False]
-    for text in missed:
-        log(f"target missed: {text}")
+    for key, item in missed:
+        kind = "ratio" if item["target"]["of"] == "ratio" else "absolute figure, information"
+        log(f"target missed ({kind}): {key}: {item['what']}")
     _write(results, args.out, args.doc)
     log(f"wrote {args.out} and {args.doc}")
-    return 1 if args.strict and missed else 0
+    ratios = [m for m in missed if m[1]["target"]["of"] == "ratio"]
+    if args.gate:
+        log(f"gate: {len(ratios)} ratio target(s) missed" if ratios else "gate: every ratio met its target")
+    return 1 if (args.strict and missed) or (args.gate and ratios) else 0
 
 
 def _prune(results: dict[str, Any], current: str) -> None:

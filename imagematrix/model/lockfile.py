@@ -95,22 +95,30 @@ def parse(text: str) -> dict[str, LockEntry]:
     """Parse uv's requirements output (split annotations) into entries keyed by canonical name."""
     entries: dict[str, LockEntry] = {}
     current: LockEntry | None = None
+    lines: list[str] = []  # the current entry's lines (joined once at its end: a lock has ~6000 hash lines)
     in_via = False
     for line in text.splitlines():
+        if line.startswith("    --hash"):  # most lines: the fast path of the branch below
+            if current is not None:
+                lines.append(line.rstrip() + "\n")
+            continue
         if not line.strip():
             continue
         if not line.startswith((" ", "#")):
+            if current is not None:
+                current.text = "".join(lines)
             name, _, rest = line.partition("==")
             version = rest.split()[0].rstrip("\\").strip()
             name = canonicalize_name(name.split("[")[0])
-            current = entries[name] = LockEntry(name=name, version=version, text=line.rstrip() + "\n")
+            current = entries[name] = LockEntry(name=name, version=version)
+            lines = [line.rstrip() + "\n"]
             in_via = False
             continue
         stripped = line.strip()
         if current is None:
             continue
         if stripped.startswith("--hash"):
-            current.text += line.rstrip() + "\n"
+            lines.append(line.rstrip() + "\n")
         elif stripped.startswith("# via"):
             after = stripped[len("# via"):].strip()
             in_via = not after
@@ -120,6 +128,8 @@ def parse(text: str) -> dict[str, LockEntry]:
             parent = stripped.lstrip("#").strip()
             if parent and not parent.startswith("-"):
                 current.via.add(canonicalize_name(parent.split()[0]))
+    if current is not None:
+        current.text = "".join(lines)
     return entries
 
 

@@ -175,26 +175,36 @@ def lock_text(row: Row, compiled: str, exclude_newer: str, sdist: flash_attn.Sdi
 
 def lock_status(matrix: Matrix, row: Row) -> str:
     """'ok', 'missing', 'stale' (written for other pins) or 'broken' (the body does not install the row)."""
+    return _lock_state(matrix, row)[0]
+
+
+def _lock_state(matrix: Matrix, row: Row) -> tuple[str, str | None, dict[str, lockfile.LockEntry] | None]:
+    """(lock_status, the lock's text when it could be read, its entries when they parsed)."""
     path = lock_path(matrix, row)
     if not path.is_file():
-        return "broken" if path.exists() else "missing"  # a directory (or a socket...) where the lock belongs
+        return ("broken" if path.exists() else "missing"), None, None  # a directory (or a socket...) where it belongs
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return "broken"
+        return "broken", None, None
     match = lockfile.DIGEST_RE.search(text)
     if not match or match.group(1) != resolve.inputs(row).digest():
-        return "stale"
-    return "broken" if body_problems(row, text) else "ok"
-
-
-def body_problems(row: Row, text: str) -> list[str]:
-    """What is wrong with a lock body for the row: it must be the body `lock` wrote under this header (its digest),
-    parse, lock every pin at its version, and carry hashes."""
+        return "stale", text, None
     try:
         entries = lockfile.parse(text)
-    except (IndexError, ValueError) as exc:
-        return [f"it does not parse ({exc})"]
+    except (IndexError, ValueError):
+        return "broken", text, None
+    return ("broken" if body_problems(row, text, entries) else "ok"), text, entries
+
+
+def body_problems(row: Row, text: str, entries: dict[str, lockfile.LockEntry] | None = None) -> list[str]:
+    """What is wrong with a lock body for the row: it must be the body `lock` wrote under this header (its digest),
+    parse, lock every pin at its version, and carry hashes. entries: the text already parsed."""
+    if entries is None:
+        try:
+            entries = lockfile.parse(text)
+        except (IndexError, ValueError) as exc:
+            return [f"it does not parse ({exc})"]
     problems = [p for p in [lockfile.body_digest_problem(text)] if p]
     for package, version in row.pins().items():
         if package == "flash-attn":  # a prebuilt wheel installed apart, never in the lock
@@ -270,10 +280,15 @@ def lock_fix(matrix: Matrix, row: Row) -> str:
 
 
 def read_lock(matrix: Matrix, row: Row) -> str:
-    status = lock_status(matrix, row)
-    if status != "ok":
+    return read_lock_entries(matrix, row)[0]
+
+
+def read_lock_entries(matrix: Matrix, row: Row) -> tuple[str, dict[str, lockfile.LockEntry]]:
+    """The row's current lock: its text and its entries (parsed once); InputError when it is not current."""
+    status, text, entries = _lock_state(matrix, row)
+    if status != "ok" or text is None or entries is None:
         raise InputError(status_message(matrix, row, status), where=f"row {row.id}", fix=lock_fix(matrix, row))
-    return lock_path(matrix, row).read_text()
+    return text, entries
 
 
 def _not_files(matrix: Matrix, rows: list[Row]) -> list[InputError]:

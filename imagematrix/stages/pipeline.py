@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -21,7 +22,7 @@ from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.secrets import redact_text
 from imagematrix.stages import attest, builder, flash_attn, generated, locks, sizes, steps
-from imagematrix.stages.publish import PUSH_MODES, Outcome
+from imagematrix.stages.publish import PUSH_MODES, Outcome, remote_labels_of
 from imagematrix.stages.render import Rendered
 from imagematrix.tools import docker, host
 
@@ -73,6 +74,7 @@ class RowJob:
     final: list[str]  # the row's published tags, its own first
     progress: Progress
     stack: contextlib.ExitStack
+    known: dict[str, dict | None] = field(default_factory=dict)  # tags' labels read for every row at once (check)
     started_at: str = field(default_factory=attest.now)
     base_ref: str | None = None
     wheel: flash_attn.Wheel | None = None
@@ -127,11 +129,14 @@ class RowJob:
         return Outcome(self.row.id, "pushed" if self.pushed else "tested", "", 0.0, f"{detail}\n{self.size_note}")
 
 
-def run_row(request: BuildRequest, item: Rendered, final: list[str], progress: Progress) -> Outcome:
-    """One row through the steps; a step's failure ends the row as failed at that step (error.txt in its logs)."""
+def run_row(request: BuildRequest, item: Rendered, final: list[str], progress: Progress,
+            known: dict[str, dict | None] | None = None) -> Outcome:
+    """One row through the steps; a step's failure ends the row as failed at that step (error.txt in its logs).
+    known: tags' labels read beforehand (publish reads every row's at once), which the check step trusts only to
+    skip: a tag it lacks, or one that does not let the row skip, is read again before anything is built."""
     started, name = time.monotonic(), "check"
     with contextlib.ExitStack() as stack:
-        job = RowJob(request, item, final, progress, stack)
+        job = RowJob(request, item, final, progress, stack, dict(known or {}))
         try:
             for step in steps.STEPS:
                 if not step.when(job):
@@ -153,15 +158,34 @@ def run_row(request: BuildRequest, item: Rendered, final: list[str], progress: P
 def publish(request: BuildRequest, rows: list[Row], progress: Progress) -> list[Outcome]:
     """Every row of the request, in order, after what they all need: the daemon, the embedded registry when it is
     the one named, and render's output for each row, not stale."""
-    docker.require_daemon()
-    if request.registry == tags.DEFAULT_REGISTRY:
-        host.ensure_registry(progress.note)
-    items = generated.read(request.matrix, rows)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        daemon = pool.submit(docker.require_daemon)  # `docker info` runs while the contexts are read
+        try:
+            if request.registry == tags.DEFAULT_REGISTRY:
+                host.ensure_registry(progress.note)
+            items = generated.read(request.matrix, rows)
+        finally:
+            daemon.result()  # no daemon is said first, as before anything else
     final = tags.published_tags([(r.id, r.vllm) for r in request.matrix.rows])
+    known = _read_tags(request, items, final)
     outcomes = []
     for index, item in enumerate(items, 1):
         progress.row_started(item.row.id, index, len(items))
-        outcome = run_row(request, item, final[item.row.id], progress)
+        outcome = run_row(request, item, final[item.row.id], progress, known)
         progress.row_done(outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def _read_tags(request: BuildRequest, items: list[Rendered], final: dict[str, list[str]]) -> dict[str, dict | None]:
+    """The labels of the tags that decide which rows are up to date (each row's final tags, or its candidate tag),
+    read together in parallel; {} when nothing is to be read, or when the reading fails (each row then reads its
+    own, and fails naming why)."""
+    if request.rebuild or request.push not in ("final", "candidate"):
+        return {}
+    wanted = [tag for item in items for tag in (
+        final[item.row.id] if request.push == "final" else [tags.candidate_tag(item.row.id, item.context_digest())])]
+    try:
+        return remote_labels_of(request.registry, wanted)
+    except RuntimeFailure:
+        return {}

@@ -29,6 +29,11 @@ def remote_labels(registry: str, tag: str) -> dict | None:
     return registry_api.labels(tags.repository(registry), tag)
 
 
+def remote_labels_of(registry: str, tag_list: list[str]) -> dict[str, dict | None]:
+    """remote_labels of each tag, read together: each tag's manifest once, each distinct image once, in parallel."""
+    return registry_api.labels_of_tags(tags.repository(registry), tag_list)
+
+
 def write_manifest(image: str, pushed: dict[str, str], path: Path) -> None:
     """pip freeze, dpkg list, labels, digest and size of the image, as JSON."""
     inspect = json.loads(docker.run("image", "inspect", image).stdout)[0]

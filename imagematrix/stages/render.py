@@ -7,6 +7,7 @@ written; each row directory is swapped in whole.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -63,13 +64,35 @@ class Rendered:
         return keys
 
 
-def _environment() -> jinja2.Environment:
+class _Loader(jinja2.FileSystemLoader):
+    """Templates from a directory, a compiled one reused while its file holds the same text (Jinja's own check,
+    the file's mtime, misses a rewrite within the same clock tick)."""
+
+    def get_source(self, environment, template):
+        source, filename, _ = super().get_source(environment, template)
+
+        def uptodate() -> bool:
+            try:
+                return Path(filename).read_text(encoding="utf-8") == source
+            except (OSError, UnicodeDecodeError):
+                return False
+
+        return source, filename, uptodate
+
+
+@functools.lru_cache(maxsize=4)
+def _environment_of(templates: str) -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(paths.TEMPLATES)),
+        loader=_Loader(templates),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
     )
+
+
+def _environment() -> jinja2.Environment:
+    """One environment per templates directory, so each template compiles once per process, not once per row."""
+    return _environment_of(str(paths.TEMPLATES))
 
 
 def _template_where(exc: Exception, name: str) -> str:
@@ -143,8 +166,7 @@ def _training(row: Row) -> dict:
 
 
 def render_row(matrix: Matrix, row: Row, patch_list: list[patches.Patch], env_defaults) -> Rendered:
-    lock = locks.read_lock(matrix, row)
-    entries = lockfile.parse(lock)
+    lock, entries = locks.read_lock_entries(matrix, row)
     base_entries = lockfile.torch_closure(entries)
     base_names = {e.name for e in base_entries}
     selection = patches.select(row, patch_list)

@@ -8,16 +8,19 @@ can tell when a lock no longer matches its row.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from imagematrix import rules
-from imagematrix.knowledge import requires_python, verl
+from imagematrix.knowledge import requires, requires_python, verl
 from imagematrix.model import lockfile, secrets
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Row
@@ -77,16 +80,23 @@ def compile_(row: Row, *, hashes: bool, offline: bool = False, exclude_newer: st
     raise RuntimeFailure(f"row {row.id}: uv pip compile failed:\n{_indent(message)}")
 
 
-def resolve(row: Row, *, hashes: bool = False, exclude_newer: str | None = None, cache_first: bool = True,
-            matrix_path: Path | None = None) -> str:
-    """Check the row's Python against its pins, then resolve: from uv's cache first (fast when warm; validate),
-    then over the network. exclude_newer: resolve as the index stood then (a lock's recorded time). A lock
+def resolve(row: Row, *, hashes: bool = False, exclude_newer: str | Callable[[], str | None] | None = None,
+            cache_first: bool = True, matrix_path: Path | None = None) -> str:
+    """Check the row's Python against its pins, then its pins against each other's declared requirements
+    (declared_conflicts: a conflict there is the verdict, without uv), then resolve: from uv's cache first (fast when
+    warm; validate), then over the network. exclude_newer: resolve as the index stood then (a lock's recorded time),
+    or a function giving that time, called only when uv runs (validate's era of a new row reads the index). A lock
     resolves over the network only (cache_first=False), with uv's cache revalidated (--refresh): a cache older
     than exclude_newer would pick older files, and uv served index pages from its cache even when online.
     matrix_path: the row's matrix file, so a conflict names its file and line."""
     errors = requires_python.check(row)
     if errors:
         raise InputErrors(errors)
+    causes = declared_conflicts(row)
+    if causes:
+        raise _conflict(row, "\n".join([*causes, DECLARED_VERDICT]), matrix_path)
+    if callable(exclude_newer):
+        exclude_newer = exclude_newer()
     if not cache_first:
         return compile_(row, hashes=hashes, offline=False, exclude_newer=exclude_newer, matrix_path=matrix_path,
                         refresh=True)
@@ -96,6 +106,58 @@ def resolve(row: Row, *, hashes: bool = False, exclude_newer: str | None = None,
         # Never a verdict: offline, uv answers "there is no version of X" for a cache miss (verl[vllm]==V), for an
         # index page cached before a release, and for a dead index alike. Only the network resolution decides.
         return compile_(row, hashes=hashes, offline=False, exclude_newer=exclude_newer, matrix_path=matrix_path)
+
+
+DECLARED_VERDICT = ("so the requirements are unsatisfiable (decided from the pins' declared requirements, their "
+                    "wheels' Requires-Dist, without running uv)")
+
+
+def declared_conflicts(row: Row) -> list[str]:
+    """The row's exact pins that exclude one another by what they declare: one line per requirement of a pin (its
+    wheel's Requires-Dist, for the row's Python on linux x86_64, with the extras the row installs) that the version
+    another pin fixes does not satisfy, e.g. `vllm==0.10.0 depends on torch==2.7.1, and you require torch==2.6.0`.
+
+    Each line proves that uv finds no solution, whatever else the index holds or when it was read: an exact pin
+    leaves the resolver no other version, and a release's files, so its Requires-Dist, never change. One assumption
+    remains: the METADATA read is that of the release's first linux x86_64 (or pure) wheel, as the rules read it
+    (tools/pypi.wheel_file), taken to declare what the wheel uv installs for the row declares. A requirement on a
+    package the row overrides does not count (uv replaces it with the override). [] decides nothing: a conflict through unpinned packages, a marker
+    or specifier not decided here (requires.surely_*), a pin whose metadata cannot be read are left to uv."""
+    spec = inputs(row)
+    overridden = {canonicalize_name(Requirement(line).name) for line in spec.overrides.splitlines() if line}
+    pinned: dict[str, tuple[Requirement, str]] = {}
+    for line in spec.requirements.splitlines():
+        req = Requirement(line)
+        version = requires.exact_pin(req)
+        if version is not None:
+            pinned[canonicalize_name(req.name)] = (req, version)
+
+    def declared(item: tuple[Requirement, str]) -> tuple[str, ...] | None:
+        try:
+            return requires.requires_dist(item[0].name, item[1])
+        except RuntimeFailure:
+            return None  # uv decides
+
+    # read in parallel, each in a copy of this context (requires.answered_by holds there): on a cold cache each is a
+    # few HTTP range reads of a wheel, warm a file on disk
+    contexts = [contextvars.copy_context() for _ in pinned]
+    with ThreadPoolExecutor(max_workers=len(pinned) or 1) as pool:
+        read = list(pool.map(lambda context, item: context.run(declared, item), contexts, pinned.values()))
+    causes = []
+    for (name, (req, version)), lines in zip(pinned.items(), read, strict=True):
+        if lines is None:
+            continue
+        # an overridden package is installed as its override says, without the extras of the row's line
+        extras = set() if name in overridden else set(req.extras)
+        for dep in requires.surely_applying(lines, req.name, extras, row.python, among=set(pinned)):
+            target = canonicalize_name(dep.name)
+            if target not in pinned or target in overridden or dep.url:
+                continue
+            pin = pinned[target][1]
+            if requires.surely_excludes(dep.specifier, pin):
+                causes.append(f"{req.name}=={version} depends on {dep.name}{requires.shown(dep.specifier)}, and you "
+                              f"require {pinned[target][0].name}=={pin}")
+    return causes
 
 
 def _where(row: Row, matrix_path: Path | None, field: str | None = None) -> str:

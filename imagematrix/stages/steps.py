@@ -36,21 +36,28 @@ def check(job) -> Finish | None:
     if request.rebuild or request.push == "none":
         return None
     if request.push == "candidate":
-        remote = publish_stage.remote_labels(request.registry, job.candidate_tag)
-        if remote and remote.get(labels.INPUT_DIGEST) == job.digest:
-            return Finish("skipped", f"{job.candidate} is already pushed")
-        return None
-    remote = publish_stage.remote_labels(request.registry, row.id)
-    if not remote or remote.get(labels.INPUT_DIGEST) != job.digest:
+        return Finish("skipped", f"{job.candidate} is already pushed") if _current(job, job.candidate_tag) else None
+    if not _current(job, row.id):
         return None
     moved = []
     for alias in job.final[1:]:  # an alias whose earlier push failed, or that moved to this row
-        if (publish_stage.remote_labels(request.registry, alias) or {}).get(labels.INPUT_DIGEST) != job.digest:
+        found = job.known[alias] if alias in job.known else publish_stage.remote_labels(request.registry, alias)
+        if (found or {}).get(labels.INPUT_DIGEST) != job.digest:
             job.say(f"tagging {job.repo}:{alias}")
             registry_api.retag(job.repo, row.id, alias)
             moved.append(alias)
     return Finish("skipped", f"{job.repo}:{row.id} already has input {job.digest[:19]}"
                   + (f"; tagged {', '.join(moved)}" if moved else ""))
+
+
+def _current(job, tag: str) -> bool:
+    """Whether the tag carries the row's input digest: as read beforehand, else (or when not) as read now; read now,
+    the row's other tags are read now too (what was read beforehand is older than what changed them)."""
+    if tag in job.known and (job.known[tag] or {}).get(labels.INPUT_DIGEST) == job.digest:
+        return True
+    job.known.clear()
+    found = publish_stage.remote_labels(job.request.registry, tag)
+    return bool(found) and found.get(labels.INPUT_DIGEST) == job.digest
 
 
 def base(job) -> None:

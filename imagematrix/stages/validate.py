@@ -37,10 +37,11 @@ class Report:
 
 def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -> Report:
     patch_list = patches.load(patch_path)
-    # each row as its lock was resolved (the lock's recorded time), so validate and lock agree
-    times = {row.id: locks.resolution_time(matrix, row) for row in rows}
+    # each row as its lock was resolved (the lock's recorded time), so validate and lock agree; asked only when uv
+    # runs (a new row's era reads the index; a row whose pins conflict by their declared requirements needs none)
     results = resolve.parallel(
-        lambda r: lockfile.parse(resolve.resolve(r, exclude_newer=times[r.id], matrix_path=matrix.path)), rows, jobs)
+        lambda r: lockfile.parse(resolve.resolve(r, exclude_newer=lambda: locks.resolution_time(matrix, r),
+                                                 matrix_path=matrix.path)), rows, jobs)
     report = Report()
     env_defaults: list = []  # loaded once, for the first row that renders
     for row, result in results:

@@ -22,6 +22,7 @@ import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from imagematrix.model import secrets
@@ -41,6 +42,7 @@ AUTH_HOSTS = {"registry-1.docker.io": "auth.docker.io"}
 # A bearer token as it goes into a header: printable ASCII, no space, no CR/LF (JWTs and opaque tokens alike)
 TOKEN_RE = re.compile(r"[\x21-\x7e]+")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")  # the OCI descriptor's digest grammar
 
 
 def split(repository: str) -> tuple[str, str]:
@@ -251,6 +253,15 @@ class Client:
 
     def image(self, name: str, tag: str) -> tuple[dict, dict] | None:
         """(manifest, image config) of name:tag (the linux/amd64 image of an index); None when the tag is absent."""
+        found = self._manifest(name, tag)
+        if found is None:
+            return None
+        manifest, config = found
+        return (manifest, {}) if config is None else (manifest, self._config(name, config))
+
+    def _manifest(self, name: str, tag: str) -> tuple[dict, str | None] | None:
+        """(manifest, its config digest) of name:tag, the linux/amd64 image's of an index (({}, None) when the index
+        has none); None when the tag is absent."""
         manifest = self.get_json(f"/v2/{name}/manifests/{tag}", MANIFEST_MEDIA)
         if manifest is None:
             return None
@@ -260,7 +271,7 @@ class Client:
                 chosen = next((m for m in manifest["manifests"]
                                if (m.get("platform") or {}).get("architecture") == "amd64"), None)
                 if chosen is None:
-                    return {}, {}
+                    return {}, None
                 path = f"/v2/{name}/manifests/{chosen['digest']}"
                 manifest = self.get_json(path, MANIFEST_MEDIA) or {}
             config = manifest["config"]["digest"]
@@ -273,13 +284,32 @@ class Client:
         if not all(size is None or (isinstance(size, int) and not isinstance(size, bool)) for size in sizes):
             raise RuntimeFailure(f"registry {self.host}: GET {path} answered a manifest whose config or layers have "
                                  "sizes that are not integers")
-        blob = f"/v2/{name}/blobs/{config}"
+        if not isinstance(config, str) or not DIGEST_RE.fullmatch(config):
+            raise RuntimeFailure(f"registry {self.host}: GET {path} answered a manifest whose config digest is not "
+                                 "a digest (algorithm:hex)")
+        return manifest, config
+
+    def _config(self, name: str, digest: str) -> dict:
+        """The image config blob `digest` of name, checked to be one (config.Labels a mapping, or absent)."""
+        blob = f"/v2/{name}/blobs/{digest}"
         found = self.get_json(blob) or {}
         inner = found.get("config")
         if not (inner is None or isinstance(inner, dict)) or not isinstance((inner or {}).get("Labels") or {}, dict):
             raise RuntimeFailure(f"registry {self.host}: GET {blob} answered a JSON object that is not an image "
                                  "config (config.Labels is not a mapping)")
-        return manifest, found
+        return found
+
+    def labels_of_tags(self, name: str, tag_list: list[str], jobs: int = 8) -> dict[str, dict | None]:
+        """{tag: labels of name:tag, None when the tag is absent}: each tag's manifest read once, each distinct image
+        config once (a row's tag and its aliases name one image), up to `jobs` reads at a time. The first failure
+        (RuntimeFailure) is raised."""
+        wanted = list(dict.fromkeys(tag_list))
+        with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(wanted)))) as pool:
+            manifests = dict(zip(wanted, pool.map(lambda tag: self._manifest(name, tag), wanted), strict=True))
+            digests = list(dict.fromkeys(found[1] for found in manifests.values() if found and found[1]))
+            configs = dict(zip(digests, pool.map(lambda digest: self._config(name, digest), digests), strict=True))
+        return {tag: None if found is None else labels_of(configs[found[1]]) if found[1] else {}
+                for tag, found in manifests.items()}
 
     def digest(self, name: str, tag: str) -> str | None:
         """The manifest digest (sha256:...) that name:tag points at, as cosign resolves it; None when absent."""
@@ -309,6 +339,12 @@ def labels_of(config: dict) -> dict:
 def labels(repository: str, tag: str) -> dict | None:
     host, name = split(repository)
     return Client(host).labels(name, tag)
+
+
+def labels_of_tags(repository: str, tag_list: list[str]) -> dict[str, dict | None]:
+    """Client.labels_of_tags of the repository's registry (one client: one authentication for all the reads)."""
+    host, name = split(repository)
+    return Client(host).labels_of_tags(name, tag_list)
 
 
 def digest(repository: str, tag: str) -> str | None:

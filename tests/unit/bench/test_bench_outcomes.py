@@ -107,3 +107,37 @@ def test_build_py_runs_under_the_bench_interpreter_not_the_first_python3_on_path
         (fake_bin / name).chmod(0o755)
     result = common.timed(common.build_py("--help"), env={**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"})
     assert result.rc == 0 and "usage: build.py" in result.out, result.out
+
+
+# --- the gate of CI (issue 30, item 2): a ratio measured side by side fails it, an absolute figure informs -------
+
+def _measure(lines):
+    def measure(ctx):
+        return {"title": "planted", "method": "", "notes": [], "lines": lines, "details": {}}
+    return measure
+
+
+@pytest.mark.parametrize("ratio, absolute, code", [(40.0, 0.5, 0), (20.0, 0.5, 1), (40.0, 5.0, 0)],
+                         ids=["both-met", "ratio-missed", "only-absolute-missed"])
+def test_the_gate_fails_only_on_a_missed_ratio(bench, monkeypatch, ratio, absolute, code):
+    from bench.report import line, target
+
+    run, out, doc = bench
+    planted = {"validate_all": _measure([
+        line("fail-fast", 1.0, "s", ref=ratio, ratio=ratio, target=target("ratio", ">=", 30)),
+        line("no-op", absolute, "s", target=target("ours", "<", 1))])}
+    monkeypatch.setattr(bench_main, "_measures", lambda: planted)
+    assert run(FAKE % ("", 0), "--only", "validate_all", "--gate") == code
+    assert json.loads(out.read_text())["metrics"]["validate_all"]["lines"][0]["ratio"] == ratio  # written either way
+    assert run(FAKE % ("", 0), "--only", "validate_all") == 0  # without --gate a missed target only shows
+
+
+def test_ci_runs_the_quick_tier_as_a_gate_without_touching_the_committed_results():
+    script = (ROOT / ".ci" / "run").read_text().splitlines()
+    (index,) = [i for i, text in enumerate(script) if text.startswith("python3 -m bench ")]
+    command = script[index]
+    assert "--quick" in command and "--gate" in command and command.endswith("|| bench_status=$?")
+    assert '--out "$bench_out/results.json"' in command and '--doc "$bench_out/benchmarks.md"' in command
+    # after the main job's build, which makes imagematrix-base:bookworm (the fail-fast peer builds FROM it)
+    assert index > script.index("python3 build.py build --row verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311")
+    assert script[-1] == "exit $bench_status" and '[ "$status" -ne 0 ] && exit $status' in script
