@@ -223,3 +223,22 @@ def test_a_layer_tar_is_scanned_without_unpacking(tmp_path, monkeypatch):
     assert list(scratch.iterdir()) == []  # the spooled member is gone
     with pytest.raises(RuntimeFailure, match="not a readable layer tar"):
         coverage_image.scan_tar(io.BytesIO(b"\x00garbage" * 100), scratch, "layer 1")
+
+
+def cubin_head(abi: int, flags: int) -> bytes:
+    head = bytearray((FIXTURES / "libnone.so").read_bytes()[:64])
+    head[8] = abi
+    head[18:20] = struct.pack("<H", 190)
+    head[48:52] = struct.pack("<I", flags)
+    return bytes(head)
+
+
+@pytest.mark.parametrize(("abi", "flags", "expected"), [
+    (8, 0x6402, "sm_100"), (8, 0x6404, "sm_100"), (8, 0x640C, "sm_100a"), (8, 0x670A, "sm_103a"),  # as cuobjdump says
+    (8, 0x6410, None),  # a bit never seen (a family cubin?): cuobjdump decides
+    (7, 0x5A, None),  # the older ABI: cuobjdump decides
+    (8, 0x0002, None),  # no architecture
+])
+def test_a_cubins_architecture_from_its_header_only_in_the_checked_form(abi, flags, expected):
+    found = coverage_image.cubin_archs(cubin_head(abi, flags))
+    assert found == (None if expected is None else (frozenset({expected}), frozenset()))
