@@ -29,6 +29,8 @@ class Library:
     since: Capability | None  # `from`: used from this capability on
     combine: str
     jit: str = ""
+    judged: bool = True  # false: its fatbin does not hold its kernels (cuFFT): listed, never judged
+    note: str = ""
 
     def matches(self, path: str) -> bool:
         return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.patterns)
@@ -80,7 +82,12 @@ def rules(path: Path = COVERAGE) -> Rules:
             if not isinstance(entry["required"], bool):
                 raise ValueError(f"library {name}: `required` must be true or false")
             since = _cap(entry["from"]) if entry.get("from") is not None else None
-            libraries.append(Library(name, tuple(patterns), entry["required"], since, combine, str(entry.get("jit", ""))))
+            judged = entry.get("judged", True)
+            if not isinstance(judged, bool):
+                raise ValueError(f"library {name}: `judged` must be true or false")
+            libraries.append(Library(name, tuple(patterns), entry["required"], since, combine,
+                                     " ".join(str(entry.get("jit", "")).split()), judged,
+                                     " ".join(str(entry.get("note", "")).split())))
         driver = doc["driver"]
         forward = driver["forward_compat"]
         return Rules(tuple(libraries), frozenset(_cap(c) for c in doc["arm64_only"]),

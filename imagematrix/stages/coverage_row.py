@@ -28,7 +28,7 @@ from imagematrix.stages import coverage
 from imagematrix.stages.coverage_image import FileCoverage, ImageScan
 
 FORMAT = 1
-NATIVE, PTX_JIT, NONE, NOT_USED = coverage.NATIVE, coverage.PTX_JIT, coverage.NONE, "not-used"
+NATIVE, PTX_JIT, NONE, NOT_USED, NOT_JUDGED = coverage.NATIVE, coverage.PTX_JIT, coverage.NONE, "not-used", "not-judged"
 RANK = {NONE: 0, PTX_JIT: 1, NATIVE: 2}
 SHORT = {NATIVE: "native", PTX_JIT: "JIT", NONE: "none"}
 
@@ -81,6 +81,8 @@ class LibraryVerdict:
 
 
 def library_verdict(lib: LibraryCoverage, cap: Capability, rule: rules_mod.Library | None) -> LibraryVerdict:
+    if rule is not None and not rule.judged:
+        return LibraryVerdict(lib.name, NOT_JUDGED)
     if rule is not None and not rule.used_on(cap):
         return LibraryVerdict(lib.name, NOT_USED)
     per_file = {path: coverage.verdict((frozenset(s), frozenset(x)), cap) for path, (s, x) in lib.files.items()}
