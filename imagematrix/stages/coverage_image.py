@@ -445,7 +445,7 @@ def scan_registry(ref: str) -> ImageScan:
         raise RuntimeFailure(f"{ref}: the manifest has {len(blobs)} layers, the config {len(diff_ids)} diff_ids")
     layers, cached, counter = [], 0, {}
     with tempfile.TemporaryDirectory(prefix="coverage-", dir=paths.scratch_dir()) as scratch:
-        for index, (blob, diff_id) in enumerate(zip(blobs, diff_ids)):
+        for index, (blob, diff_id) in enumerate(zip(blobs, diff_ids, strict=True)):
             layer = cached_layer(diff_id)
             if layer is not None:
                 cached += 1
