@@ -41,7 +41,7 @@ from imagematrix.stages import coverage
 from imagematrix.tools import docker, registry
 
 LAYER_CACHE_VERSION = 2  # bump when what a layer's scan finds changes (2: fatbin headers read where cuobjdump fails)
-MAX_FILE = 8 << 30  # a member larger than this is not read (the largest here: libtorch_cuda.so, about 1.5 GB)
+MAX_FILE = 4 << 30  # a member larger than this is not read (the largest here: libtorch_cuda.so 2.5.1, 0.9 GB)
 MAX_SECTIONS = 65535
 MAX_SHSTRTAB = 16 << 20
 SAVE_DEADLINE = 3600.0

@@ -21,7 +21,7 @@ from packaging.version import InvalidVersion, Version
 
 from imagematrix.knowledge import coverage as rules_mod
 from imagematrix.knowledge import gpus
-from imagematrix.model import lockfile, paths
+from imagematrix.model import datafile, lockfile, paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Row
 from imagematrix.stages import coverage
@@ -251,7 +251,8 @@ def from_json(text: str, where: str) -> Baseline:
 def load(path: Path) -> Baseline | None:
     if not path.is_file():
         return None
-    return from_json(path.read_text(), str(path))
+    return from_json(datafile.read_text(path, fix="restore it from git, or record it again: "
+                                              "`python build.py coverage --row ID --record`"), str(path))
 
 
 def write(path: Path, baseline: Baseline) -> None:

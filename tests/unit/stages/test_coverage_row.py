@@ -242,3 +242,11 @@ def cubin_head(abi: int, flags: int) -> bytes:
 def test_a_cubins_architecture_from_its_header_only_in_the_checked_form(abi, flags, expected):
     found = coverage_image.cubin_archs(cubin_head(abi, flags))
     assert found == (None if expected is None else (frozenset({expected}), frozenset()))
+
+
+def test_a_huge_baseline_file_is_refused_unread(tmp_path):
+    path = coverage_row.baseline_path(tmp_path, ROW.id)
+    path.parent.mkdir()
+    path.write_text(" " * 2_000_000)
+    with pytest.raises(InputError):
+        coverage_row.load(path)
