@@ -94,11 +94,11 @@ def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str |
             if judged.get("optional_lacking"):
                 notes.append(f"no {sm} kernel in {', '.join(judged['optional_lacking'])} (not deciding: "
                              "knowledge/coverage.yaml)")
-        if cap is not None and judged is None:
-            archs = gpus.torch_arch_list(row.torch, row.cuda)
+        if cap is not None:
+            archs = gpus.torch_arch_list(row.torch, row.cuda) if judged is None else []
             if archs is None:
                 notes.append(f"arch coverage of torch {row.torch}+cu{row.cuda.replace('.', '')} unknown")
-            elif not gpus.covers(archs, cap):
+            elif judged is None and not gpus.covers(archs, cap):
                 reasons.append(f"torch {row.torch} (CUDA {row.cuda}) has kernels for {' '.join(archs)}, not "
                                f"{gpus.format_capability(cap)}: \"no kernel image is available for execution on "
                                "the device\"")

@@ -70,6 +70,7 @@ def test_old_gpus_from_the_verdict(scanned, gpu):
         assert "no kernel for sm_70 in cublas, torch, vllm" in newer.excluded[NEW][0]
     else:
         assert newer.best.row.id == NEW
+        assert any("no bf16" in n for n in newer.best.notes)  # the GPU's own notes stay
 
 
 def test_the_driver_comes_from_the_scanned_libraries(scanned):
