@@ -19,6 +19,7 @@ from imagematrix.model import paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.fields import PIN_FIELDS, PIN_PACKAGES
 from imagematrix.model.matrix import Matrix, Row
+from imagematrix.stages import coverage_row
 from imagematrix.tools import docker
 
 PROBE = paths.IN_IMAGE / "probe.py"
@@ -108,10 +109,24 @@ def analyse(matrix: Matrix, facts: dict) -> Report:
             if result.failed or result.warned:
                 add(Finding("rule", f"{result.rule}: {result.message}", result.fix))
     torch = facts.get("torch") or {}
+    # the row's verdict read from its image's binaries, where this environment is that row's (no pin differs)
+    scanned = (coverage_row.load(coverage_row.baseline_path(matrix.root, row.id))
+               if row is not None and not any(f.kind == "mismatch" for f in report.findings) else None)
     for device in torch.get("gpus", []):
         cap = tuple(device["capability"])
         sm = gpus.format_capability(cap)
-        if torch.get("archs") and not gpus.covers(torch["archs"], cap):
+        judged = scanned.verdicts.get(f"{cap[0]}.{cap[1]}") if scanned else None
+        if judged is not None and judged["verdict"] == coverage_row.NONE:
+            add(Finding("gpu", f"{device['name']} is {sm}; {', '.join(judged['lacking'])} of row {row.id} have no "
+                               f"kernel for it (read from its binaries, coverage/{row.id}.json): \"no kernel image is "
+                               "available for execution on the device\"",
+                        f"use a row that runs on {sm}: `python build.py pick --gpu {sm}`"))
+        elif judged is not None and judged["verdict"] == coverage_row.PTX_JIT:
+            add(Finding("gpu", f"{device['name']} is {sm}; {', '.join(judged['jit'])} of row {row.id} have only PTX "
+                               "for it: the driver JIT-compiles it at first use (a slow first start)",
+                        f"expect minutes at the first start (the driver caches the result), or `python build.py pick "
+                        f"--gpu {sm}` for a row with machine code for it"))
+        elif judged is None and torch.get("archs") and not gpus.covers(torch["archs"], cap):
             add(Finding("gpu", f"{device['name']} is {sm}; torch {torch['version']} has kernels for "
                                f"{' '.join(torch['archs'])}: \"no kernel image is available for execution on the device\"",
                         f"use a row whose torch covers {sm}: `python build.py pick --gpu {sm}`"))

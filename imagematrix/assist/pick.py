@@ -1,7 +1,10 @@
 """pick: the best row (image) for a GPU, a driver and version wishes, and why every other row was left out.
 
-Best = among the rows that run on the GPU (its capability covered by the torch wheel's architectures) with the
-driver (new enough for the row's CUDA) and that match the version wishes: the newest vLLM, then the newest verl.
+Best = among the rows that run on the GPU and with the driver and that match the version wishes: the newest vLLM,
+then the newest verl. Whether a row runs on the GPU: the verdict read from its image's binaries where the row was
+scanned (coverage/<row-id>.json: every required library has a kernel, or PTX, for it), else the torch wheel's
+architectures (knowledge/gpus.yaml). The driver: the CUDA runtime its libraries need (the same baseline), else the
+row's CUDA.
 A known vLLM failure on that GPU (knowledge/vllm-advice.yaml, e.g. full CUDA graphs on FlashAttention-2) is a note.
 
 Whether the chosen row's final tag is in the registry (`publication`) is asked through stages/publish; with
@@ -20,7 +23,7 @@ from imagematrix.knowledge import gpus, training, vllm_advice
 from imagematrix.model import tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import publish
+from imagematrix.stages import coverage_row, publish
 
 # (registry, tag) -> the tag's labels, None when the tag is absent; raises RuntimeFailure when the registry cannot be
 # asked (unreachable, refusing, not a registry). publish.remote_labels by default; tests pass a fake.
@@ -63,6 +66,11 @@ def wish(text: str, what: str) -> SpecifierSet:
                          fix=f"write e.g. --{what} 0.5 or --{what} '>=0.8'") from None
 
 
+def coverage_of(matrix: Matrix, row: Row) -> coverage_row.Baseline | None:
+    """The row's GPU verdict read from its image's binaries (coverage/<row-id>.json), None when not scanned."""
+    return coverage_row.load(coverage_row.baseline_path(matrix.root, row.id))
+
+
 def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str | None = None,
          verl: str | None = None) -> Pick:
     cap = gpus.capability(gpu) if gpu else None
@@ -73,11 +81,24 @@ def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str |
         for key, spec in specs.items():
             if spec is not None and not spec.contains(getattr(row, key), prereleases=True):
                 reasons.append(f"{key} {getattr(row, key)} is not {spec}")
+        scanned = coverage_of(matrix, row)
+        judged = scanned.verdicts.get(f"{cap[0]}.{cap[1]}") if scanned and cap is not None else None
+        if judged is not None:  # read from the row's binaries (coverage/<row>.json)
+            sm = gpus.format_capability(cap)
+            if judged["verdict"] == coverage_row.NONE:
+                reasons.append(f"no kernel for {sm} in {', '.join(judged['lacking'])} (read from the image's binaries, "
+                               f"coverage/{row.id}.json): \"no kernel image is available for execution on the device\"")
+            elif judged["verdict"] == coverage_row.PTX_JIT:
+                notes.append(f"{sm} runs {', '.join(judged['jit'])} only through PTX JIT: slow first start (minutes), "
+                             "and a driver at least as new as the row's CUDA toolkit")
+            if judged.get("optional_lacking"):
+                notes.append(f"no {sm} kernel in {', '.join(judged['optional_lacking'])} (not deciding: "
+                             "knowledge/coverage.yaml)")
         if cap is not None:
-            archs = gpus.torch_arch_list(row.torch, row.cuda)
+            archs = gpus.torch_arch_list(row.torch, row.cuda) if judged is None else []
             if archs is None:
                 notes.append(f"arch coverage of torch {row.torch}+cu{row.cuda.replace('.', '')} unknown")
-            elif not gpus.covers(archs, cap):
+            elif judged is None and not gpus.covers(archs, cap):
                 reasons.append(f"torch {row.torch} (CUDA {row.cuda}) has kernels for {' '.join(archs)}, not "
                                f"{gpus.format_capability(cap)}: \"no kernel image is available for execution on "
                                "the device\"")
@@ -87,7 +108,18 @@ def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str |
             for match in vllm_advice.matching(row.vllm, [cap], gpu_only=True):
                 notes.append(f"vLLM {row.vllm} on {gpus.format_capability(cap)} [{match.advice.id}]: "
                              + vllm_advice.one_line(match.advice))
-        if driver:
+        if driver and scanned and scanned.driver:
+            need = scanned.driver
+            status = coverage_row.driver_status(driver, need)
+            if status == "too-old":
+                reason = (f"its libraries' CUDA {need['runtime_cuda']} runtime needs driver >= {need['minimum']}, "
+                          f"the host has {driver}")
+                exception = coverage_row.forward_compat_line(gpu, need)
+                reasons.append(reason + (f" ({exception})" if exception else ""))
+            elif status == "compat":
+                notes.append(f"driver {driver} runs it under minor-version compatibility: its libraries come from CUDA "
+                             f"{need['libraries_cuda']} (>= {need['full']} for full support, PTX JIT included)")
+        elif driver:
             status = gpus.driver_status(driver, row.cuda)
             if status == "too-old":
                 full = gpus.min_driver(row.cuda)

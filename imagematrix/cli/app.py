@@ -37,6 +37,7 @@ COMMANDS = {
     "outdated": "releases newer than the matrix covers, and the row add-row would propose for each new vLLM / verl",
     "base": "bootstrap a debootstrap:<suite> base, push it as REGISTRY/imagematrix-base:<suite>, record its digest",
     "disk": "check the free disk against what each row's build needs (from sizes/<row>.json); exit 1 when short",
+    "coverage": "which GPUs a row's image runs on, read from its binaries (SASS/PTX per library); compare with coverage/<row>.json",
     "export": "write a row's image as carried parts and manifest.json for image mode on a GPU host (docs/image-mode.md)",
 }
 

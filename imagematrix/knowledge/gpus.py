@@ -107,6 +107,11 @@ def _contains(haystack: tuple[str, ...], needle: tuple[str, ...]) -> bool:
     return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
 
 
+def names_match(name: str, model: str) -> bool:
+    """Whether the GPU name (any spelling: "NVIDIA A100-SXM4-80GB") names model ("A100"), as whole words."""
+    return _contains(_tokens(str(name)), _tokens(str(model)))
+
+
 def capability(name: str) -> Capability:
     """Compute capability of a GPU given by model name (any case, nvidia-smi spelling), `sm_75`, `sm75`,
     `compute_75` or `7.5`. Raises InputError for unknown or ambiguous names."""

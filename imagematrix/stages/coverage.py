@@ -97,17 +97,31 @@ def _cached(cache: Path) -> Coverage | None:
     return None  # absent or unreadable: read the file again, and rewrite the entry
 
 
+def read_one(file: Path, sha256: str | None = None, fallback=None) -> tuple[str, Coverage, bool]:
+    """(sha256, coverage, whether it came from the cache) of one file; sha256: the file's, when the caller has
+    hashed it already. A file cuobjdump cannot read is a RuntimeFailure, unless `fallback(file)` (a reader of the
+    fatbin headers) reads it; its answer is cached alike."""
+    try:
+        sha256 = sha256 or paths.file_sha256(file)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot read {file}: {exc.strerror or exc}") from None
+    cache = _cache_file(sha256)
+    found = _cached(cache)
+    if found is not None:
+        return sha256, found, True
+    try:
+        found = cuobjdump.list_archs(file)
+    except RuntimeFailure as exc:
+        if fallback is None:
+            raise
+        try:
+            found = fallback(file)
+        except RuntimeFailure:
+            raise exc from None
+    paths.write_atomic(cache, json.dumps({"sass": sorted(found[0]), "ptx": sorted(found[1])}) + "\n")
+    return sha256, found, False
+
+
 def read(files: Iterable[Path | str]) -> dict[Path, Coverage]:
     """{file: (SASS architectures, PTX versions)} of each file; a file cuobjdump cannot read is a RuntimeFailure."""
-    out: dict[Path, Coverage] = {}
-    for file in map(Path, files):
-        try:
-            cache = _cache_file(paths.file_sha256(file))
-        except OSError as exc:
-            raise RuntimeFailure(f"cannot read {file}: {exc.strerror or exc}") from None
-        found = _cached(cache)
-        if found is None:
-            found = cuobjdump.list_archs(file)
-            paths.write_atomic(cache, json.dumps({"sass": sorted(found[0]), "ptx": sorted(found[1])}) + "\n")
-        out[file] = found
-    return out
+    return {file: read_one(file)[1] for file in map(Path, files)}

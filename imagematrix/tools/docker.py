@@ -114,3 +114,23 @@ def image_size(image: str) -> int:
     if proc.returncode != 0:
         raise RuntimeFailure(f"docker image inspect {image} failed: {proc.stderr.strip()}")
     return int(proc.stdout.strip())
+
+
+def diff_ids(image: str) -> list[str]:
+    """The local image's layers as the sha256 of each uncompressed layer tar (RootFS.Layers), bottom first."""
+    proc = run("image", "inspect", "--format", "{{json .RootFS.Layers}}", image, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeFailure(f"docker image inspect {image} failed: {proc.stderr.strip()}")
+    try:
+        layers = json.loads(proc.stdout)
+    except ValueError:
+        layers = None
+    if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+        raise RuntimeFailure(f"docker image inspect {image}: RootFS.Layers is not a list of digests")
+    return layers
+
+
+def save_stream(image: str) -> subprocess.Popen:
+    """`docker save IMAGE` running, its tar on .stdout (binary); the caller reads it, then calls .wait() (or .kill()
+    to stop early). Its stderr goes to a pipe read after the end."""
+    return subprocess.Popen([cli(), "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1 << 20)

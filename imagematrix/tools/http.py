@@ -35,6 +35,9 @@ WHEEL_LIMIT = 2 << 30  # a downloaded flash-attn wheel (about 250 MB)
 DOWNLOAD_DEADLINE = 1800.0  # a whole downloaded file
 HEAD_DEADLINE = 30.0  # a HEAD that says whether a URL is there
 PROBE_DEADLINE = 2.0  # the embedded registry's /v2/ on loopback
+BLOB_LIMIT = 32 << 30  # one image layer streamed from a registry (the largest here: 2.8 GB gzip, 4.7 GB unpacked)
+BLOB_DEADLINE = 3600.0  # one whole layer, read while its files are scanned (stages/coverage_image)
+BLOB_IDLE = 120.0
 
 
 class Refused(Exception):

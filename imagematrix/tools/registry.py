@@ -149,9 +149,12 @@ class Client:
         self._auth: str | None = None
 
     def request(self, method: str, path: str, *, accept: str | None = None, data: bytes | None = None,
-                content_type: str | None = None) -> tuple[bytes, dict] | None:
+                content_type: str | None = None, sink=None) -> tuple[bytes, dict] | None:
         """One request to base+path; None on 404. Answers one auth challenge with the docker config's credentials.
-        The answer (a manifest or an image config) is read with http.MANIFEST_LIMIT and http.MANIFEST_DEADLINE."""
+        The answer (a manifest or an image config) is read with http.MANIFEST_LIMIT and http.MANIFEST_DEADLINE; with
+        `sink` (a blob) it is given to sink chunk by chunk, within http.BLOB_LIMIT, BLOB_DEADLINE and BLOB_IDLE."""
+        limits = ({"limit": http.MANIFEST_LIMIT, "deadline": http.MANIFEST_DEADLINE} if sink is None else
+                  {"limit": http.BLOB_LIMIT, "deadline": http.BLOB_DEADLINE, "idle": http.BLOB_IDLE, "sink": sink})
         for attempt in (1, 2):
             headers = {k: v for k, v in (("Accept", accept), ("Content-Type", content_type)) if v}
             req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
@@ -160,7 +163,7 @@ class Client:
                 # which must not receive the registry's token (and rejects the extra header)
                 req.add_unredirected_header("Authorization", self._auth)
             try:
-                answer = http.fetch(req, limit=http.MANIFEST_LIMIT, deadline=http.MANIFEST_DEADLINE)
+                answer = http.fetch(req, **limits)
                 return answer.body, dict(answer.headers)
             except urllib.error.HTTPError as exc:
                 if exc.code == 404:
@@ -310,6 +313,22 @@ class Client:
             configs = dict(zip(digests, pool.map(lambda digest: self._config(name, digest), digests), strict=True))
         return {tag: None if found is None else labels_of(configs[found[1]]) if found[1] else {}
                 for tag, found in manifests.items()}
+
+    def blob(self, name: str, digest: str, sink) -> None:
+        """Stream the blob `digest` of repository name to sink (bytes chunks), checking its sha256 at the end."""
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
+            raise RuntimeFailure(f"registry {self.host}: {digest[:80]!r} is not a sha256 blob digest")
+        hasher = hashlib.sha256()
+
+        def both(chunk: bytes) -> None:
+            hasher.update(chunk)
+            sink(chunk)
+
+        if self.request("GET", f"/v2/{name}/blobs/{digest}", sink=both) is None:
+            raise RuntimeFailure(f"registry {self.host}: blob {digest} of {name} is not there (404)")
+        if f"sha256:{hasher.hexdigest()}" != digest:
+            raise RuntimeFailure(f"registry {self.host}: blob {digest} of {name} arrived with another sha256 "
+                                 f"(sha256:{hasher.hexdigest()})")
 
     def digest(self, name: str, tag: str) -> str | None:
         """The manifest digest (sha256:...) that name:tag points at, as cosign resolves it; None when absent."""

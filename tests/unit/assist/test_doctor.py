@@ -68,3 +68,22 @@ def test_doctor_says_how_verl_trains_with_what_is_installed():
     with_fa = doctor.analyse(M, facts({**ROW1.pins(), "flash-attn": "2.7.4.post1"}))
     assert with_fa.training == "trains with flash_attention_2 (flash-attn 2.7.4.post1)"
     assert json.loads(with_fa.as_json())["training"] == with_fa.training
+
+
+def test_a_scanned_rows_gpu_verdict_comes_from_its_binaries(tmp_path):
+    """With coverage/<row>.json beside the matrix, doctor names the libraries without a kernel (not torch's list)."""
+    import shutil
+
+    from imagematrix.stages import coverage_row
+    from imagematrix.stages.coverage_image import FileCoverage, ImageScan
+
+    shutil.copy(ROOT / "matrix.yaml", tmp_path / "matrix.yaml")
+    m = matrix_mod.load(tmp_path / "matrix.yaml")
+    sp = "/opt/venv/lib/python3.11/site-packages"
+    files = {f"{sp}/torch/lib/libtorch_cuda.so": FileCoverage("0" * 64, 1, "so", tuple(CU124), ()),
+             f"{sp}/vllm/_moe_C.abi3.so": FileCoverage("0" * 64, 1, "so", ("sm_70", "sm_80"), ())}
+    coverage_row.write(coverage_row.baseline_path(tmp_path, ROW1.id),
+                       coverage_row.make_baseline(ROW1, ImageScan("r", files, {}, 1, 0, 0.1)))
+    report = doctor.analyse(m, facts(ROW1.pins(), [{"name": "Tesla P100-PCIE-16GB", "capability": [6, 0]}]))
+    assert any(f.kind == "gpu" and "vllm of row" in f.message and f"coverage/{ROW1.id}.json" in f.message
+               for f in report.findings)  # torch's list has sm_60: the old check saw nothing
