@@ -35,6 +35,7 @@ from ruamel.yaml import YAML
 
 from imagematrix import rules
 from imagematrix.cli import app
+from imagematrix.knowledge import coverage as coverage_rules
 from imagematrix.knowledge import envdefaults, extras, flash_attn, gpus, patches, training, vllm_advice
 from imagematrix.model import fields, lockfile, paths
 from imagematrix.model import matrix as matrix_mod
@@ -44,7 +45,7 @@ from imagematrix.stages import render as render_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 KNOWLEDGE_FILES = ("rules.yaml", "gpus.yaml", "env-defaults.yaml", "bases.yaml", "training.yaml", "flash-attn.yaml",
-                   "extras.yaml", "vllm-advice.yaml")
+                   "extras.yaml", "vllm-advice.yaml", "coverage.yaml")
 PATCH_FILES = tuple(f"dockerfiles/patches/{p.name}" for p in sorted((ROOT / "dockerfiles" / "patches").glob("*.yaml")))
 TEMPLATES = tuple(f"dockerfiles/templates/{p.name}" for p in sorted((ROOT / "dockerfiles" / "templates").iterdir()))
 JINJA = tuple(name for name in TEMPLATES if name.endswith(".j2"))  # the others are copied into each context as they are
@@ -105,6 +106,7 @@ def _redirect(mp: pytest.MonkeyPatch, root: Path) -> None:
     mp.setattr(envdefaults.load, "__defaults__", (knowledge / "env-defaults.yaml",))
     mp.setattr(flash_attn.data.__wrapped__, "__defaults__", (knowledge / "flash-attn.yaml",))
     mp.setattr(gpus.data.__wrapped__, "__defaults__", (knowledge / "gpus.yaml",))
+    mp.setattr(coverage_rules.rules.__wrapped__, "__defaults__", (knowledge / "coverage.yaml",))
     mp.setattr(schema.load.__wrapped__, "__defaults__", (knowledge / "rules.yaml",))
     mp.setattr(patches.load, "__defaults__", (root / "dockerfiles" / "patches",))
     mp.setattr(render_stage.render, "__defaults__", (root / "dockerfiles" / "patches",))
@@ -128,7 +130,8 @@ def _project_with(pristine: Path, name: str, text: str) -> Iterator[Path]:
 
 def _clear_caches() -> None:
     for cached in (fields.bootstrap_suites, schema.load, envdefaults._env_defaults, envdefaults._env_default_lines,
-                   gpus.data, training.bands, flash_attn.data, flash_attn._spec, extras.entries, vllm_advice.entries):
+                   gpus.data, training.bands, flash_attn.data, flash_attn._spec, extras.entries, vllm_advice.entries,
+                   coverage_rules.rules):
         cached.cache_clear()
 
 
@@ -140,6 +143,7 @@ def pristine(tmp_path_factory) -> Path:
     shutil.copy(ROOT / "matrix.yaml", root / "matrix.yaml")
     shutil.copytree(ROOT / "locks", root / "locks")
     shutil.copytree(ROOT / "knowledge", root / "knowledge")
+    shutil.copytree(ROOT / "coverage", root / "coverage")  # the rows' GPU verdicts: pick reads them
     for folder in ("generated", "patches", "templates"):
         shutil.copytree(ROOT / "dockerfiles" / folder, root / "dockerfiles" / folder)
     return root
@@ -325,6 +329,10 @@ def _loaders(name: str, root: Path) -> None:
         for row in m.rows:
             if row.flash_attn:
                 flash_attn.sdist(row.flash_attn), flash_attn.toolchain(row.cuda), flash_attn.wheel_spec(row).key
+    elif name == "knowledge/coverage.yaml":
+        found = coverage_rules.rules(path)
+        for lib in ("torch/lib/libtorch_cuda.so", "vllm/_C.abi3.so", "nvidia/nccl/lib/libnccl.so.2", "x.so"):
+            found.library_of(lib)
     elif name == "knowledge/extras.yaml":
         known = extras.load(path)
         for row in m.rows:
@@ -393,6 +401,9 @@ def _check(name: str, text: str | None, pristine: Path) -> list[int]:
                 commands = [["render", "--matrix", root / "matrix.yaml", *some]] if offline else []
                 if name == "matrix.yaml":
                     commands.append(["plan", "--bake", "--matrix", root / "matrix.yaml"])
+                if name == "knowledge/coverage.yaml":  # pick's driver check names the forward-compat package from it
+                    commands = [["pick", "--gpu", "H100", "--driver", "550.54.14", "--matrix", root / "matrix.yaml",
+                                 "--registry", "127.0.0.1:9/x"]]
                 if name == "knowledge/vllm-advice.yaml":  # pick names the advice for the GPU; the registry is dead
                     commands = [["pick", "--gpu", gpu, "--matrix", root / "matrix.yaml", "--registry", "127.0.0.1:9/x"]
                                 for gpu in ("H100", "T4")]
@@ -463,7 +474,7 @@ def test_unmutated_copy_renders_clean(pristine):
     """The harness itself: the unmutated copy loads, renders nothing new and plans (so the fuzz reaches render)."""
     for name in (*FILES, *TEMPLATES):
         expected = {"matrix.yaml": [0, 0], "knowledge/rules.yaml": [], "knowledge/extras.yaml": [],
-                    "knowledge/vllm-advice.yaml": [0, 0]}.get(name, [0])
+                    "knowledge/vllm-advice.yaml": [0, 0], "knowledge/coverage.yaml": [0]}.get(name, [0])
         assert _check(name, (ROOT / name).read_text(encoding="utf-8"), pristine) == expected
 
 
@@ -571,6 +582,8 @@ def _readers(name: str, root: Path) -> dict[str, Callable[[], object]]:
                                       "flash_attn.wheel_spec": lambda: flash_attn.wheel_spec(row(flash_attn=True))},
         "knowledge/extras.yaml": {"extras.load": lambda: extras.load(path), "extras.entries": extras.entries,
                                   "extras.smoke_plan": lambda: extras.smoke_plan(row(flash_attn=True, extras=True))},
+        "knowledge/coverage.yaml": {"coverage.rules": lambda: coverage_rules.rules(path),
+                                    "coverage.rules (default)": coverage_rules.rules},
         "knowledge/vllm-advice.yaml": {"vllm_advice.load": lambda: vllm_advice.load(path),
                                        "vllm_advice.entries": vllm_advice.entries,
                                        "vllm_advice.export": vllm_advice.export,
