@@ -345,6 +345,20 @@ def check_image(row: Row, image: str, root: Path, *, daemon: bool = False, recor
     return Outcome(verdict, new, written)
 
 
+def record_note(root: Path, outcome: Outcome, write_it: bool) -> str:
+    """After the build's push: the coverage note of the row's outcome; the scan written as the row's baseline
+    (coverage/<row-id>.json) when the check says to record and write_it (something was pushed, or
+    --record-coverage), as the size baseline is."""
+    first = outcome.check.message.splitlines()[0]
+    if outcome.check.action != "record":
+        return f"coverage: {first}"
+    if not write_it:
+        return f"coverage: {first} - not recorded, nothing was pushed (--record-coverage records it)"
+    path = baseline_path(root, outcome.baseline.row)
+    write(path, outcome.baseline)
+    return f"coverage: {first}, in {path}"
+
+
 def driver_status(driver: str, need: dict) -> str:
     """'ok' (>= the full-support driver, or the minimum where the full one is unknown), 'compat' (>= the minimum:
     minor-version compatibility) or 'too-old', for a baseline's `driver` entry."""
