@@ -316,6 +316,36 @@ def check(old: Baseline | None, new: Baseline, *, record: bool = False,
                                     f"`python build.py coverage --row {new.row} --record`"]), tuple(found))
 
 
+# --- the GPUs a row declares (pure) -------------------------------------------------------------------------------
+
+def declared(row: Row, baseline: Baseline) -> list[str]:
+    """What the row's declared GPUs lack in these binaries, one line each naming the GPU, its architecture and the
+    libraries: `gpus` need native kernels in every required library, `gpus_jit` at least PTX the driver compiles."""
+    problems = []
+    for name, jit_ok in [*((g, False) for g in row.gpus), *((g, True) for g in row.gpus_jit)]:
+        cap = gpus.capability(name)
+        sm = f"sm_{cap[0]}{cap[1]}"
+        judged = baseline.verdicts.get(cap_key(cap))
+        key = "gpus_jit" if jit_ok else "gpus"
+        if judged is None:
+            problems.append(f"{name} ({sm}, row key {key}): not judged: not a GPU these x86_64 images are read for "
+                            "(knowledge/coverage.yaml arm64_only)")
+        elif judged["verdict"] == NONE:
+            problems.append(f"{name} ({sm}, row key {key}): no {sm} kernel (SASS or PTX) in "
+                            f"{', '.join(judged['lacking'])}")
+        elif judged["verdict"] == PTX_JIT and not jit_ok:
+            problems.append(f"{name} ({sm}, row key gpus): no {sm} machine code in {', '.join(judged['jit'])}, only "
+                            f"PTX the driver compiles at first use (list {name} under gpus_jit to accept that)")
+    return problems
+
+
+def declared_failure(row: Row, problems: list[str]) -> str:
+    return "\n".join([f"the image's binaries do not cover the GPUs row {row.id} declares; nothing pushed:",
+                      *(f"  {p}" for p in problems),
+                      "fix: build the missing architectures into the library (another wheel, flash_attn_archs), or "
+                      "take the GPU out of the row's gpus / gpus_jit in matrix.yaml"])
+
+
 # --- the stage --------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

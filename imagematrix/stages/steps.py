@@ -122,8 +122,9 @@ def size(job) -> None:
 
 def coverage(job) -> None:
     """The GPU verdict read from the candidate's binaries (stages/coverage_row, cuobjdump on its layers) against the
-    row's baseline coverage/<row-id>.json: a library that lost a kernel fails the row, unpushed, naming the library
-    and the architecture. The scan goes to build-logs/<row>/coverage.json; the baseline is written after the push."""
+    row's baseline coverage/<row-id>.json and the GPUs the row declares (gpus, gpus_jit): a library that lost a kernel,
+    or a declared GPU that a required library has no kernel for, fails the row, unpushed, naming the library and the
+    architecture. The scan goes to build-logs/<row>/coverage.json; the baseline is written after the push."""
     request, row = job.request, job.row
     job.say("GPU coverage of its binaries")
     outcome = coverage_row.check_image(row, job.candidate, request.matrix.root, daemon=True,
@@ -133,6 +134,10 @@ def coverage(job) -> None:
         raise RuntimeFailure(f"row {row.id}, stage coverage: {outcome.check.message}\n"
                              f"  (a build records it with `python build.py build --row {row.id} --rebuild "
                              f"--record-coverage`)\nthe image stays here as {job.candidate}")
+    missing = coverage_row.declared(row, outcome.baseline)
+    if missing:
+        raise RuntimeFailure(f"row {row.id}, stage coverage: {coverage_row.declared_failure(row, missing)}\n"
+                             f"the image stays here as {job.candidate}")
     job.coverage = outcome
     job.say(f"coverage: {outcome.check.message.splitlines()[0]}")
 

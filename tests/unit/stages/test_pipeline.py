@@ -4,6 +4,7 @@ image; render's output taken as it is. Every stage's work is replaced here: what
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -24,6 +25,7 @@ from imagematrix.stages import (
     generated,
     pipeline,
     publish,
+    render,
     sizes,
     smoke,
     steps,
@@ -246,6 +248,24 @@ def test_a_pushed_row_without_a_baseline_records_it_and_its_manifest_carries_the
                               Recorder())
     assert pushed.status == "pushed" and f"coverage: no coverage baseline for {ROW1} yet" in pushed.detail
     assert coverage_row.load(baseline).verdicts["9.0"]["verdict"] == "native"
+
+
+def test_a_declared_gpu_the_binaries_do_not_cover_fails_the_coverage_step_and_nothing_is_pushed(
+        fake, tmp_path, monkeypatch, project_copy):
+    calls, _ = fake
+    m, _ = _with_real_coverage(monkeypatch, project_copy, scanned())  # no baseline: it would be recorded
+    it = item()
+    declaring = render.Rendered(dataclasses.replace(it.row, gpus=("H100", "A100"), gpus_jit=("B200",)), it.files)
+    outcome = pipeline.run_row(pipeline.BuildRequest(matrix=m, registry="r.example/o", log_dir=tmp_path), declaring,
+                               [ROW1], Recorder())
+    assert (outcome.status, outcome.stage) == ("failed", "coverage")
+    assert "B200 (sm_100, row key gpus_jit): no sm_100 kernel (SASS or PTX) in" in outcome.detail
+    assert "H100" not in outcome.detail and "nothing pushed" in outcome.detail
+    assert not [c for c in calls if c[0] in ("push", "manifest", "attest")]
+    assert not coverage_row.baseline_path(m.root, ROW1).exists()
+    covered = render.Rendered(dataclasses.replace(it.row, gpus=("H100", "A100", "T4")), it.files)
+    assert pipeline.run_row(pipeline.BuildRequest(matrix=m, registry="r.example/o", log_dir=tmp_path), covered,
+                            [ROW1], Recorder()).status == "pushed"
 
 
 def test_a_build_without_cuobjdump_fails_before_any_work(fake, tmp_path, monkeypatch):
