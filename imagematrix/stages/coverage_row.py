@@ -12,6 +12,7 @@ Everything but `check_image` (which scans) and the file reading and writing is p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -408,6 +409,34 @@ def forward_compat_line(gpu: str | None, need: dict, rules: rules_mod.Rules | No
     major, minor = need["runtime_cuda"].split(".")
     package = rules.forward_compat_package.format(major=major, minor=minor)
     return f"{gpu} is a data-centre GPU: {package} lets it run on an older driver branch ({rules.forward_compat_note})"
+
+
+COVERAGE_BYPRODUCT = "gpu coverage"  # the provenance's byproduct that carries the verdict (stages/attest)
+
+
+def byproduct(baseline: Baseline) -> dict:
+    """The verdict as a byproduct of the pushed digest's provenance (SLSA v1 ResourceDescriptor): per GPU capability
+    native / ptx-jit / none, the driver it needs, and the sha256 of the scan (build-logs/<row>/coverage.json). The
+    image cannot carry it as a label: labels are fixed before the tests and the scan; the provenance is written
+    after the push, attested and signed with the image, and `build.py verify` reads it back."""
+    return {"name": COVERAGE_BYPRODUCT, "uri": f"coverage/{baseline.row}.json",
+            "digest": {"sha256": hashlib.sha256(to_json(baseline).encode()).hexdigest()},
+            "annotations": manifest_entry(baseline)}
+
+
+def compare(signed: dict, committed: Baseline | None) -> tuple[list[str], list[str]]:
+    """(worse, better): the GPUs whose verdict in a published image's provenance (its byproduct's annotations) is
+    worse, or better, than the committed coverage/<row>.json says, which is what `pick` answers from."""
+    if committed is None:
+        return [], []
+    worse, better = [], []
+    for cap, verdict in sorted((signed.get("coverage") or {}).items(), key=lambda kv: tuple(map(int, kv[0].split(".")))):
+        claimed = (committed.verdicts.get(cap) or {}).get("verdict")
+        if verdict not in RANK or claimed not in RANK or verdict == claimed:
+            continue
+        line = f"sm_{cap.replace('.', '')}: image {verdict}, coverage/{committed.row}.json {claimed}"
+        (worse if RANK[verdict] < RANK[claimed] else better).append(line)
+    return worse, better
 
 
 def manifest_entry(baseline: Baseline) -> dict:

@@ -173,14 +173,16 @@ def _merge(path, entry: dict) -> None:
 
 
 def attest_pushed(job) -> None:
-    """SBOM and provenance of the pushed digest into build-logs/<row>/; attested and signed with a key."""
+    """SBOM and provenance (with the GPU verdict of the coverage step) of the pushed digest into build-logs/<row>/;
+    attested and signed with a key."""
     request, row, wheel = job.request, job.row, job.wheel
     ref_digest = f"{job.repo}@{next(iter(job.pushed.values()))}"
     job.say("SBOM and provenance")
     sbom_path, prov_path = attest.for_build(
         row, ref_digest, job.logs, lock_text=job.lock_text(), input_digest=job.digest, base_ref=job.base_ref,
         flash_attn={"file": wheel.filename, "sha256": wheel.sha256, "origin": wheel.origin} if wheel else None,
-        started=job.started_at)
+        started=job.started_at,
+        coverage=coverage_row.byproduct(job.coverage.baseline) if job.coverage is not None else None)
     if request.signing.key:
         job.say(f"attesting and signing {ref_digest}")
         attest.attach(ref_digest, sbom_path, prov_path, request.signing.key, os.environ.get("COSIGN_PASSWORD", ""))

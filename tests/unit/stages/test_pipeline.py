@@ -268,6 +268,14 @@ def test_a_declared_gpu_the_binaries_do_not_cover_fails_the_coverage_step_and_no
                             [ROW1], Recorder()).status == "pushed"
 
 
+def test_the_verdict_goes_into_the_provenance_of_the_pushed_digest(fake, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(attest, "for_build", lambda row, ref, logs, **k: seen.update(k) or ("s", "p"))
+    assert pipeline.run_row(request(tmp_path), item(), [ROW1], Recorder()).status == "pushed"
+    assert seen["coverage"]["name"] == coverage_row.COVERAGE_BYPRODUCT
+    assert seen["coverage"]["annotations"]["coverage"]["9.0"] == "native"
+
+
 def test_a_build_without_cuobjdump_fails_before_any_work(fake, tmp_path, monkeypatch):
     calls, _ = fake
     monkeypatch.setattr(cuobjdump, "find", lambda: None)
