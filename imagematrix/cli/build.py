@@ -44,6 +44,10 @@ def add_arguments(p) -> None:
     p.add_argument("--record-size", action="store_true",
                    help="record the image's size as the row's new baseline instead of checking it (growth that is "
                         "intended); also with --push none")
+    p.add_argument("--record-coverage", action="store_true",
+                   help="record the GPU coverage read from the image's binaries as the row's new baseline "
+                        "(coverage/<row-id>.json) instead of failing on a lost architecture (a loss that is "
+                        "intended); also with --push none")
     build_input_options(p)
 
 
@@ -63,7 +67,7 @@ def run(args) -> int:
         matrix=m, registry=args.registry, log_dir=args.log_dir, buildkit=build_inputs(args),
         flash_attn=flash_attn_sources(args), signing=attest.Signing(sign_key(args.sign_key)), push=args.push,
         cache_registry=args.cache_registry, rebuild=args.rebuild, size_margin=args.size_margin,
-        record_size=args.record_size)
+        record_size=args.record_size, record_coverage=args.record_coverage)
     with ConsoleProgress(out) as progress:
         outcomes = pipeline.publish(request, rows, progress)
     summary(outcomes)
@@ -127,7 +131,7 @@ class ConsoleProgress:
         where = f" at {outcome.stage}" if outcome.stage else ""
         self._log(f"{outcome.row}: {outcome.status}{where} in {outcome.seconds:.0f} s ({took})")
         if outcome.status != "failed":  # a failure's detail comes whole after the summary
-            for line in outcome.detail.splitlines()[1:]:  # the size check's note
+            for line in outcome.detail.splitlines()[1:]:  # the size and coverage checks' notes
                 self._log(f"  {line}")
 
 

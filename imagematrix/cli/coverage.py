@@ -1,5 +1,6 @@
 """`build.py coverage --row ID [--image REF] [--from registry|daemon] [--record]`: which GPUs the row's image runs
-on, read from its binaries (stages/coverage_row), compared with coverage/<row-id>.json."""
+on, read from its binaries (stages/coverage_row), compared with coverage/<row-id>.json and the GPUs the row
+declares (gpus, gpus_jit): exit 1 when it lost a kernel or misses a declared GPU."""
 
 from __future__ import annotations
 
@@ -55,4 +56,10 @@ def run(args) -> int:
                                                    soft_wrap=True)
     if outcome.written:
         out.print(f"wrote {outcome.written}", highlight=False)
-    return 1 if check.action == "fail" else 0
+    missing = coverage_row.declared(row, base)
+    if missing:
+        err.print(f"[red]fail[/]: {escape(coverage_row.declared_failure(row, missing))}", soft_wrap=True)
+    elif row.gpus or row.gpus_jit:
+        out.print(f"declared GPUs covered: {', '.join(row.gpus) or '-'} natively; {', '.join(row.gpus_jit) or '-'} "
+                  "at least through PTX JIT", highlight=False, soft_wrap=True)
+    return 1 if check.action == "fail" or missing else 0

@@ -51,6 +51,7 @@ MANIFEST_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 ROW_KEYS = (
     "id", "verl", "vllm", "torch", "cuda", "flash_attn", "tensordict", "transformers",
     "python", "base", "extras", "env", "overrides", "skip_patches", "rollout_only", "flash_attn_archs", "verl_extras",
+    "gpus", "gpus_jit",
 )
 
 
@@ -141,6 +142,41 @@ RowId = Annotated[Str, AfterValidator(_matching(tags.TAG_RE, "row id (it must be
 BaseRef = Annotated[Str, AfterValidator(_base)]
 
 
+def gpu_words(text: str) -> tuple[str, ...]:
+    return tuple(w for w in re.split(r"[\s_-]+", text.upper()) if w)
+
+
+@functools.cache
+def gpu_models() -> dict[tuple[str, ...], str]:
+    """The GPUs of knowledge/gpus.yaml (its `capabilities`), spelling as words -> capability "X.Y", with each
+    capability as `sm_XY` and `X.Y` too: what a row's `gpus` may name. knowledge/gpus.py reads the same section for
+    everything else (and says what is wrong with a malformed file; here only the names are taken)."""
+    doc = yamlio.load_mapping(paths.GPUS, keys="`capabilities`, `drivers` and `torch_arch_lists`")
+    section = doc.get("capabilities")
+    if not isinstance(section, dict):
+        raise InputError("expected a `capabilities` mapping of GPU models by compute capability",
+                         where=f"{paths.GPUS}:{yamlio.line_of(doc) or 1}", fix="see the comment above the section")
+    out: dict[tuple[str, ...], str] = {}
+    for cap, models in section.items():
+        cap = str(cap)
+        major, _, minor = cap.partition(".")
+        out[gpu_words(f"sm_{major}{minor}")] = out[gpu_words(cap)] = cap
+        for model in models if isinstance(models, list) else []:
+            out[gpu_words(str(model))] = cap
+    return out
+
+
+def _gpu(value: str) -> str:
+    if "\n" in value or gpu_words(value) not in gpu_models():
+        examples = "H100, A100, L40S, T4, B200, 'RTX 5090'"
+        raise ValueError(f"{value!r} is not a GPU of {paths.GPUS.relative_to(paths.ROOT)}: name a model as listed "
+                         f"there ({examples}) or a capability (sm_90, 9.0)")
+    return value
+
+
+GpuName = Annotated[Str, AfterValidator(_gpu)]
+
+
 CAPABILITY_RE = re.compile(r"^\d{1,2}\.\d\Z")
 Capability = Annotated[Str, AfterValidator(_matching(CAPABILITY_RE, "compute capability (write major.minor, e.g. \"9.0\")"))]
 
@@ -176,6 +212,10 @@ class RowFields(BaseModel):
     flash_attn_archs: list[Capability] | None = None
     # extras of verl installed besides the pins (e.g. verl-core when the row overrides vllm: see the README)
     verl_extras: list[PackageName] = []
+    # the GPUs the image must run on natively (SASS for each, in every required library; knowledge/gpus.yaml names),
+    # and those it must run on at least through PTX JIT: the build's coverage step fails an image that does not
+    gpus: list[GpuName] = []
+    gpus_jit: list[GpuName] = []
 
 
 REQUIRED = ("verl", "vllm", "torch", "cuda", "tensordict", "transformers", "python", "base")

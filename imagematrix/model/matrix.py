@@ -38,6 +38,8 @@ class Row:
     rollout_only: str | None = None  # the reason this image is for rollout, not verl training
     flash_attn_archs: tuple[str, ...] | None = None  # compute capabilities of a compiled flash-attn wheel
     verl_extras: tuple[str, ...] = ()  # verl's extras installed with it, besides [vllm] (verl-core under a vllm override)
+    gpus: tuple[str, ...] = ()  # GPUs its binaries must cover natively (checked by the build's coverage step)
+    gpus_jit: tuple[str, ...] = ()  # GPUs they must cover, PTX JIT accepted
     line: int | None = None
 
     def pins(self) -> dict[str, str]:
@@ -244,6 +246,17 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
         errors.append(InputError("verl_extras lists an extra twice, or `vllm` (added unless the row overrides vllm)",
                                  where=f"{where}, field verl_extras", fix="list each other extra once, e.g. [verl-core]"))
     merged["verl_extras"] = tuple(sorted(set(extras_of_verl)))
+    for key in ("gpus", "gpus_jit"):
+        words = [fields.gpu_words(g) for g in merged[key]]
+        if len(set(words)) != len(words):
+            errors.append(InputError(f"{key} lists a GPU twice", where=f"{where}, field {key}",
+                                     fix="list each GPU once, e.g. [H100, A100, L40S]"))
+        merged[key] = tuple(merged[key])
+    both = sorted({fields.gpu_words(g) for g in merged["gpus"]} & {fields.gpu_words(g) for g in merged["gpus_jit"]})
+    if both:
+        errors.append(InputError(f"{' '.join(both[0])} is in both gpus and gpus_jit",
+                                 where=f"{where}, field gpus_jit",
+                                 fix="keep it in gpus (native kernels required) or in gpus_jit (PTX JIT accepted)"))
     if errors:
         return None, errors
 

@@ -4,8 +4,9 @@
   (`uv pip freeze` inside it, from the row's manifest) with the sha256 the lock pins for it, the flash-attn wheel
   with the digest the build recorded, and every Debian/Ubuntu package (`dpkg-query` inside it).
 - Provenance (in-toto statement, SLSA provenance v1 predicate): the row, the lock's digest, the build context's
-  digest (the image's input digest), the base image, the flash-attn wheel, the builder and tool versions, and the
-  smoke-test result that gated the push.
+  digest (the image's input digest), the base image, the flash-attn wheel, the builder and tool versions, the
+  smoke-test result that gated the push, and the GPU verdict read from the image's binaries before it (byproduct
+  `gpu coverage`: per capability native / ptx-jit / none, the minimum driver).
 
 Both are written to build-logs/<row>/ (sbom.cdx.json, provenance.json). With a signing key, cosign attaches each to
 the pushed digest as a signed attestation and signs the digest itself; `build.py verify` checks all three.
@@ -91,8 +92,10 @@ def sbom(row: Row, manifest: dict, lock_text: str, distro: str) -> dict:
 
 def provenance(row: Row, *, image: str, digest: str, lock_text: str, input_digest: str, base: str,
                base_id: str, smoke: dict, tools: dict[str, str], started: str, finished: str,
-               flash_attn: dict | None = None) -> dict:
-    """The SLSA provenance v1 predicate of one pushed image (cosign wraps it in the in-toto statement)."""
+               flash_attn: dict | None = None, coverage: dict | None = None) -> dict:
+    """The SLSA provenance v1 predicate of one pushed image (cosign wraps it in the in-toto statement); coverage: the
+    GPU verdict read from its binaries before the push (stages/coverage_row.byproduct), a byproduct beside the
+    smoke tests."""
     dependencies = [
         {"uri": f"locks/{row.id}.txt", "digest": {"sha256": lockfile.file_sha256(lock_text)}},
         {"uri": f"dockerfiles/generated/{row.id}/", "digest": {"sha256": input_digest.removeprefix("sha256:")}},
@@ -112,7 +115,7 @@ def provenance(row: Row, *, image: str, digest: str, lock_text: str, input_diges
         "runDetails": {
             "builder": {"id": "https://imagematrix.dev/build.py", "version": tools},
             "metadata": {"invocationId": f"{row.id}@{digest}", "startedOn": started, "finishedOn": finished},
-            "byproducts": [{"name": "smoke tests", "annotations": smoke}],
+            "byproducts": [{"name": "smoke tests", "annotations": smoke}, *([coverage] if coverage else [])],
         },
     }
 
@@ -176,7 +179,7 @@ class Signing:
 
 
 def for_build(row: Row, ref_digest: str, row_logs: Path, *, lock_text: str, input_digest: str, base_ref: str | None,
-              flash_attn: dict | None, started: str) -> tuple[Path, Path]:
+              flash_attn: dict | None, started: str, coverage: dict | None = None) -> tuple[Path, Path]:
     """The SBOM and provenance of a pushed digest (REPO@sha256:...) of a row's build, written into row_logs beside
     its manifest.json and smoke.log; returns their paths."""
     if not ref_digest.split("@", 1)[1]:
@@ -191,7 +194,7 @@ def for_build(row: Row, ref_digest: str, row_logs: Path, *, lock_text: str, inpu
     predicate = provenance(
         row, image=manifest["image"], digest=ref_digest.split("@", 1)[1], lock_text=lock_text,
         input_digest=input_digest, base=base_ref, base_id=base_id, smoke=smoke_summary(row_logs / "smoke.log"),
-        tools=tools, started=started, finished=now(), flash_attn=flash_attn)
+        tools=tools, started=started, finished=now(), flash_attn=flash_attn, coverage=coverage)
     return write(row_logs, sbom(row, manifest, lock_text, distro), predicate)
 
 

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -125,3 +128,50 @@ def read_one(file: Path, sha256: str | None = None, fallback=None) -> tuple[str,
 def read(files: Iterable[Path | str]) -> dict[Path, Coverage]:
     """{file: (SASS architectures, PTX versions)} of each file; a file cuobjdump cannot read is a RuntimeFailure."""
     return {file: read_one(file)[1] for file in map(Path, files)}
+
+
+WHEEL_MEMBER_LIMIT = 4 << 30  # a shared object larger than this in a wheel is not read (as in an image's layers)
+
+
+def read_wheel(wheel: Path) -> dict[str, Coverage]:
+    """{member: (SASS, PTX)} of each shared object with device code in a wheel (a zip archive), each copied out to a
+    scratch file in turn and read like any file (cached per content). A wheel that is not a zip archive, or a member
+    over the limit, is a RuntimeFailure naming it."""
+    out: dict[str, Coverage] = {}
+    try:
+        with zipfile.ZipFile(wheel) as archive, \
+                tempfile.TemporaryDirectory(prefix="wheel-coverage-", dir=paths.scratch_dir()) as tmp:
+            for info in archive.infolist():
+                name = info.filename
+                if info.is_dir() or not (name.endswith(".so") or ".so." in name.rsplit("/", 1)[-1]):
+                    continue
+                if info.file_size > WHEEL_MEMBER_LIMIT:
+                    raise RuntimeFailure(f"{wheel.name}: {name} is {info.file_size} bytes, over the "
+                                         f"{WHEEL_MEMBER_LIMIT >> 30} GiB a shared object is read up to")
+                target = Path(tmp) / "member.so"
+                with archive.open(info) as src, open(target, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                found = read_one(target)[1]
+                if found[0] or found[1]:
+                    out[name] = found
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise RuntimeFailure(f"cannot read the wheel {wheel}: {exc}") from None
+    return out
+
+
+def wheel_lacks(wheel: Path, archs: Iterable[str]) -> list[str]:
+    """What a wheel compiled for archs (capabilities "8.0", "9.0") lacks, one line each: a shared object with device
+    code without machine code for one of them (PTX alone is not what a compile for it makes), or no shared object
+    with device code at all."""
+    found = read_wheel(wheel)
+    if not found:
+        return [f"{wheel.name} holds no shared object with device code (a CUDA extension was expected)"]
+    problems = []
+    for name, (sass, ptx) in sorted(found.items()):
+        for arch in archs:
+            major, _, minor = arch.partition(".")
+            if verdict((sass, ptx), (int(major), int(minor))) != NATIVE:
+                has = " ".join(sorted(sass)) or "no SASS"
+                problems.append(f"{name}: no sm_{major}{minor} machine code, though compiled for it (it has {has}"
+                                + (f"; PTX {' '.join(sorted(ptx))}" if ptx else "") + ")")
+    return problems

@@ -12,6 +12,7 @@ Everything but `check_image` (which scans) and the file reading and writing is p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -316,6 +317,36 @@ def check(old: Baseline | None, new: Baseline, *, record: bool = False,
                                     f"`python build.py coverage --row {new.row} --record`"]), tuple(found))
 
 
+# --- the GPUs a row declares (pure) -------------------------------------------------------------------------------
+
+def declared(row: Row, baseline: Baseline) -> list[str]:
+    """What the row's declared GPUs lack in these binaries, one line each naming the GPU, its architecture and the
+    libraries: `gpus` need native kernels in every required library, `gpus_jit` at least PTX the driver compiles."""
+    problems = []
+    for name, jit_ok in [*((g, False) for g in row.gpus), *((g, True) for g in row.gpus_jit)]:
+        cap = gpus.capability(name)
+        sm = f"sm_{cap[0]}{cap[1]}"
+        judged = baseline.verdicts.get(cap_key(cap))
+        key = "gpus_jit" if jit_ok else "gpus"
+        if judged is None:
+            problems.append(f"{name} ({sm}, row key {key}): not judged: not a GPU these x86_64 images are read for "
+                            "(knowledge/coverage.yaml arm64_only)")
+        elif judged["verdict"] == NONE:
+            problems.append(f"{name} ({sm}, row key {key}): no {sm} kernel (SASS or PTX) in "
+                            f"{', '.join(judged['lacking'])}")
+        elif judged["verdict"] == PTX_JIT and not jit_ok:
+            problems.append(f"{name} ({sm}, row key gpus): no {sm} machine code in {', '.join(judged['jit'])}, only "
+                            f"PTX the driver compiles at first use (list {name} under gpus_jit to accept that)")
+    return problems
+
+
+def declared_failure(row: Row, problems: list[str]) -> str:
+    return "\n".join([f"the image's binaries do not cover the GPUs row {row.id} declares; nothing pushed:",
+                      *(f"  {p}" for p in problems),
+                      "fix: build the missing architectures into the library (another wheel, flash_attn_archs), or "
+                      "take the GPU out of the row's gpus / gpus_jit in matrix.yaml"])
+
+
 # --- the stage --------------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -345,6 +376,20 @@ def check_image(row: Row, image: str, root: Path, *, daemon: bool = False, recor
     return Outcome(verdict, new, written)
 
 
+def record_note(root: Path, outcome: Outcome, write_it: bool) -> str:
+    """After the build's push: the coverage note of the row's outcome; the scan written as the row's baseline
+    (coverage/<row-id>.json) when the check says to record and write_it (something was pushed, or
+    --record-coverage), as the size baseline is."""
+    first = outcome.check.message.splitlines()[0]
+    if outcome.check.action != "record":
+        return f"coverage: {first}"
+    if not write_it:
+        return f"coverage: {first} - not recorded, nothing was pushed (--record-coverage records it)"
+    path = baseline_path(root, outcome.baseline.row)
+    write(path, outcome.baseline)
+    return f"coverage: {first}, in {path}"
+
+
 def driver_status(driver: str, need: dict) -> str:
     """'ok' (>= the full-support driver, or the minimum where the full one is unknown), 'compat' (>= the minimum:
     minor-version compatibility) or 'too-old', for a baseline's `driver` entry."""
@@ -364,6 +409,34 @@ def forward_compat_line(gpu: str | None, need: dict, rules: rules_mod.Rules | No
     major, minor = need["runtime_cuda"].split(".")
     package = rules.forward_compat_package.format(major=major, minor=minor)
     return f"{gpu} is a data-centre GPU: {package} lets it run on an older driver branch ({rules.forward_compat_note})"
+
+
+COVERAGE_BYPRODUCT = "gpu coverage"  # the provenance's byproduct that carries the verdict (stages/attest)
+
+
+def byproduct(baseline: Baseline) -> dict:
+    """The verdict as a byproduct of the pushed digest's provenance (SLSA v1 ResourceDescriptor): per GPU capability
+    native / ptx-jit / none, the driver it needs, and the sha256 of the scan (build-logs/<row>/coverage.json). The
+    image cannot carry it as a label: labels are fixed before the tests and the scan; the provenance is written
+    after the push, attested and signed with the image, and `build.py verify` reads it back."""
+    return {"name": COVERAGE_BYPRODUCT, "uri": f"coverage/{baseline.row}.json",
+            "digest": {"sha256": hashlib.sha256(to_json(baseline).encode()).hexdigest()},
+            "annotations": manifest_entry(baseline)}
+
+
+def compare(signed: dict, committed: Baseline | None) -> tuple[list[str], list[str]]:
+    """(worse, better): the GPUs whose verdict in a published image's provenance (its byproduct's annotations) is
+    worse, or better, than the committed coverage/<row>.json says, which is what `pick` answers from."""
+    if committed is None:
+        return [], []
+    worse, better = [], []
+    for cap, verdict in sorted((signed.get("coverage") or {}).items(), key=lambda kv: tuple(map(int, kv[0].split(".")))):
+        claimed = (committed.verdicts.get(cap) or {}).get("verdict")
+        if verdict not in RANK or claimed not in RANK or verdict == claimed:
+            continue
+        line = f"sm_{cap.replace('.', '')}: image {verdict}, coverage/{committed.row}.json {claimed}"
+        (worse if RANK[verdict] < RANK[claimed] else better).append(line)
+    return worse, better
 
 
 def manifest_entry(baseline: Baseline) -> dict:

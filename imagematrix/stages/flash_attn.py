@@ -5,7 +5,8 @@ Sources, in order, each printed with its reason:
   (b) PEP 503 indexes (--flash-attn-index, repeatable): a wheel whose local version names the row's CUDA, torch
       and C++ ABI (WheelSpec.fits)
   (c) the registry: <registry>/flash-attn-wheels:<key>, a wheel compiled earlier for the same key
-  (d) compiling PyPI's sdist: the row Dockerfile's flash-attn-compile stage (target flash-attn-wheel-out)
+  (d) compiling PyPI's sdist: the row Dockerfile's flash-attn-compile stage (target flash-attn-wheel-out); the
+      wheel's device code is read here (cuobjdump) before it is kept: machine code for every architecture asked
 
 The wheel travels into the row's build as an image that holds only the wheel (FROM scratch), named by the build
 arg FLASH_ATTN_WHEELS; its sha256 and origin become labels of that image and of the row's image. With a registry,
@@ -30,6 +31,7 @@ from imagematrix.model import labels, paths, secrets
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.flash_attn import RELEASES, WHEEL_REPOSITORY, WheelSpec
 from imagematrix.model.matrix import Row
+from imagematrix.stages import coverage
 from imagematrix.tools import docker, http, pypi
 from imagematrix.tools import registry as registry_api
 
@@ -216,6 +218,19 @@ def compile_wheel(row: Row, context: Path, secrets_files: dict[str, Path], dest:
     return wheels[-1], record
 
 
+def check_compiled(row: Row, spec: WheelSpec, wheel: Path, log: Callable[[str], None]) -> None:
+    """The compiled wheel's device code (cuobjdump, on this machine) has machine code for every architecture it was
+    compiled for; else it is removed from the cache and the row fails, naming the file and the architecture, before
+    the wheel is packaged or pushed."""
+    problems = coverage.wheel_lacks(wheel, spec.archs)
+    if problems:
+        wheel.unlink(missing_ok=True)
+        raise RuntimeFailure(f"row {row.id}, stage flash-attn: the compiled wheel lacks architectures it was compiled "
+                             f"for (sm_{', sm_'.join(spec.arch_tags)}); not cached, not pushed:\n  "
+                             + "\n  ".join(problems))
+    log(f"flash-attn: the compiled wheel has machine code for sm_{', sm_'.join(spec.arch_tags)}")
+
+
 def package(wheel: Path, sha256: str, origin: str, ref: str, log_path: Path) -> Wheel:
     """An image holding only the wheel (FROM scratch), labelled with its file name, sha256 and origin."""
     with tempfile.TemporaryDirectory(prefix="fa-image-", dir=paths.scratch_dir()) as tmp:
@@ -292,6 +307,7 @@ def ensure(row: Row, *, context: Path, registry: str | None, mirror: str | None,
         f"(no source has key {key}; measured cost suggests about {estimate / 60:.0f} min on {os.cpu_count()} cores)")
     compiled, record = compile_wheel(row, context, secrets_files, dest / "compiled", log_dir / "flash-attn-compile.log",
                                      lambda msg: log(f"flash-attn: {msg}"), build_args)
+    check_compiled(row, spec, compiled, log)
     sha = paths.file_sha256(compiled)
     origin = (f"compiled from {record.get('sdist', 'the sdist')} in {record.get('seconds', '?')} s, "
               f"{record.get('units', '?')} units, MAX_JOBS={record.get('jobs', '?')}")

@@ -17,7 +17,7 @@ from imagematrix.model.datafile import Short
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.flash_attn import WheelSpec
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.stages import builder, flash_attn, generated
+from imagematrix.stages import builder, coverage, flash_attn, generated
 from imagematrix.tools import docker, host
 
 
@@ -78,7 +78,8 @@ def check_pushed(row: Row, wheel: flash_attn.Wheel, registry: str) -> None:
 
 def checked_import(spec: WheelSpec, wheel: Path | None, record_path: Path | None) -> tuple[str, str]:
     """(sha256, origin) of a wheel to import, after every check of the input (InputError before any work): an
-    existing file named as the row's wheel, and the compile's record (when given) naming the key's archs and sha256."""
+    existing file named as the row's wheel, the compile's record (when given) naming the key's archs and sha256, and
+    machine code for each of the key's archs in its device code (cuobjdump)."""
     if wheel is None or not wheel.is_file():
         raise InputError(f"import needs an existing wheel file (got {wheel})", fix="pass the .whl path")
     if not spec.fits(wheel.name):
@@ -94,6 +95,11 @@ def checked_import(spec: WheelSpec, wheel: Path | None, record_path: Path | None
     sha = paths.file_sha256(wheel)
     if record is not None and record.sha256 and record.sha256 != sha:
         raise InputError(f"{wheel} has sha256 {sha}, its record says {record.sha256}", fix="pass the matching pair")
+    lacking = coverage.wheel_lacks(wheel, spec.archs)
+    if lacking:
+        raise InputError(f"{wheel.name} lacks architectures of the row's key (sm_{', sm_'.join(spec.arch_tags)}): "
+                         + "; ".join(lacking),
+                         fix="compile it for the row's flash_attn_archs (flash_attn_compile.py --archs)")
     if record is None:
         return sha, f"imported from {wheel.name}"
     seconds, units, jobs, nvcc = ("?" if v is None else v for v in (record.seconds, record.units, record.jobs,

@@ -29,6 +29,9 @@ RECORD_SUFFIX = ".inputs"
 # copies into the context and the knowledge it consults (bases.yaml enters through the row's base digest).
 IN_IMAGE_FILES = ("patch_apply.py", "preflight.py", "flash_attn_compile.py")
 KNOWLEDGE_FILES = (paths.ENV_DEFAULTS, paths.FLASH_ATTN, paths.GPUS, training.TRAINING)
+# Row fields render does not read: the row's place in the file, and the GPUs it declares (the build's coverage step
+# checks them against the image's binaries; they change nothing in the context).
+NOT_RENDERED = ("line", "gpus", "gpus_jit")
 
 
 def generated_dir(matrix: Matrix) -> Path:
@@ -38,7 +41,7 @@ def generated_dir(matrix: Matrix) -> Path:
 def inputs_digest(matrix: Matrix, row: Row, patch_dir: Path = paths.PATCHES) -> str:
     """A digest of everything render reads for the row: its fields (base digest included), its lock, the tools' lock,
     the templates, the patches, the in-image code it copies and the knowledge files. Reading only, no rendering."""
-    fields = {k: v for k, v in dataclasses.asdict(row).items() if k != "line"}
+    fields = {k: v for k, v in dataclasses.asdict(row).items() if k not in NOT_RENDERED}
     h = hashlib.sha256(json.dumps({**fields, "base_digest": row.base_digest}, sort_keys=True, default=repr).encode())
     files = [locks.lock_path(matrix, row), locks.tools_lock_path(matrix), *KNOWLEDGE_FILES,
              *(paths.IN_IMAGE / name for name in IN_IMAGE_FILES),

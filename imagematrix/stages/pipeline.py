@@ -1,5 +1,5 @@
 """One build request over its rows: each row walks the steps of stages/steps.py in order (check -> base -> flash-attn
--> build -> smoke -> size -> push -> attest), reporting each step and what it does to a Progress (the console's is in
+-> build -> smoke -> size -> coverage -> push -> attest), reporting each step and what it does to a Progress (the console's is in
 cli/build.py).
 
 The rows' build contexts are render's output, taken as they are (stages/generated.read: refused, with the fix, when
@@ -21,7 +21,7 @@ from imagematrix.model import paths, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.secrets import redact_text
-from imagematrix.stages import attest, builder, flash_attn, generated, locks, sizes, steps
+from imagematrix.stages import attest, builder, coverage_row, flash_attn, generated, locks, sizes, steps
 from imagematrix.stages.publish import PUSH_MODES, Outcome, remote_labels_of
 from imagematrix.stages.render import Rendered
 from imagematrix.tools import docker, host
@@ -35,7 +35,11 @@ class BuildRequest:
     size: against the row's baseline (sizes/<row-id>.json beside the matrix) when it was measured for the same input
     digest, the image may grow by size_margin (a fraction) at most, else the row fails before the push. A pushed row
     without a baseline, or whose inputs changed, records its size (record_size: whatever the check says, also with
-    nothing pushed)."""
+    nothing pushed).
+
+    coverage: the GPU verdict read from the image's binaries against the row's baseline (coverage/<row-id>.json):
+    a required library that lost a kernel fails the row before the push. A pushed row without a baseline records it
+    (record_coverage: whatever the check says, also with nothing pushed)."""
 
     matrix: Matrix
     registry: str
@@ -48,6 +52,7 @@ class BuildRequest:
     rebuild: bool = False  # build, test and push even when the registry has the row's input digest
     size_margin: float = sizes.DEFAULT_MARGIN
     record_size: bool = False
+    record_coverage: bool = False
 
     def __post_init__(self) -> None:
         if self.push not in PUSH_MODES:
@@ -82,6 +87,8 @@ class RowJob:
     labels: dict[str, str] = field(default_factory=dict)
     size: tuple[sizes.Verdict, sizes.Baseline] | None = None
     size_note: str = ""
+    coverage: coverage_row.Outcome | None = None
+    coverage_note: str = ""
     pushed: dict[str, str] = field(default_factory=dict)
     _secrets: dict[str, Path] | None = None
 
@@ -126,7 +133,8 @@ class RowJob:
             detail = f"{', '.join(f'{self.repo}:{t}' for t in self.final)} {self.pushed.get(self.row.id, '')}"
         else:
             detail = self.candidate if self.pushed else f"{self.candidate} (local, not pushed)"
-        return Outcome(self.row.id, "pushed" if self.pushed else "tested", "", 0.0, f"{detail}\n{self.size_note}")
+        notes = "\n".join(note for note in (self.size_note, self.coverage_note) if note)
+        return Outcome(self.row.id, "pushed" if self.pushed else "tested", "", 0.0, f"{detail}\n{notes}")
 
 
 def run_row(request: BuildRequest, item: Rendered, final: list[str], progress: Progress,

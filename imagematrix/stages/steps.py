@@ -1,5 +1,5 @@
 """The steps of one row's build, in order, each with one job: check -> base -> flash-attn -> build -> smoke -> size ->
-push -> attest. stages/pipeline.py walks them.
+coverage -> push -> attest. stages/pipeline.py walks them.
 
 Each step reads the request and what the earlier steps left on the row's job (stages/pipeline.RowJob), does its work
 through one stage module, and leaves its result there. A step ends the row early by returning a Finish (a skip, a
@@ -8,15 +8,17 @@ failed smoke test); any other failure is a RuntimeFailure or InputError naming t
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from imagematrix.knowledge.flash_attn import wheel_spec
 from imagematrix.model import labels
-from imagematrix.stages import attest, builder, flash_attn, sizes, smoke
+from imagematrix.model.errors import RuntimeFailure
+from imagematrix.stages import attest, builder, coverage_row, flash_attn, sizes, smoke
 from imagematrix.stages import publish as publish_stage
-from imagematrix.tools import docker
+from imagematrix.tools import cuobjdump, docker
 from imagematrix.tools import registry as registry_api
 
 
@@ -64,6 +66,9 @@ def base(job) -> None:
     """The row's base image, where the build starts FROM."""
     job.say("base image")
     docker.cli()  # no docker CLI fails this step, before any work
+    if not cuobjdump.find():  # nor does a missing cuobjdump wait for the coverage step, after the build
+        raise RuntimeFailure(f"row {job.row.id}, stage base: cuobjdump is not installed, and the coverage step reads "
+                             f"the image's device code with it before the push: {cuobjdump.INSTALL_HINT}")
     job.base_ref = builder.ensure_base(job.row, job.request.buildkit, job.say, job.request.registry)
     job.build_args.update(builder.base_build_args(job.row, job.request.registry))
 
@@ -115,9 +120,31 @@ def size(job) -> None:
     job.say(f"size: {job.size[0].message}")
 
 
+def coverage(job) -> None:
+    """The GPU verdict read from the candidate's binaries (stages/coverage_row, cuobjdump on its layers) against the
+    row's baseline coverage/<row-id>.json and the GPUs the row declares (gpus, gpus_jit): a library that lost a kernel,
+    or a declared GPU that a required library has no kernel for, fails the row, unpushed, naming the library and the
+    architecture. The scan goes to build-logs/<row>/coverage.json; the baseline is written after the push."""
+    request, row = job.request, job.row
+    job.say("GPU coverage of its binaries")
+    outcome = coverage_row.check_image(row, job.candidate, request.matrix.root, daemon=True,
+                                       record=request.record_coverage, write_baseline=False)
+    (job.logs / "coverage.json").write_text(coverage_row.to_json(outcome.baseline))
+    if outcome.check.action == "fail":
+        raise RuntimeFailure(f"row {row.id}, stage coverage: {outcome.check.message}\n"
+                             f"  (a build records it with `python build.py build --row {row.id} --rebuild "
+                             f"--record-coverage`)\nthe image stays here as {job.candidate}")
+    missing = coverage_row.declared(row, outcome.baseline)
+    if missing:
+        raise RuntimeFailure(f"row {row.id}, stage coverage: {coverage_row.declared_failure(row, missing)}\n"
+                             f"the image stays here as {job.candidate}")
+    job.coverage = outcome
+    job.say(f"coverage: {outcome.check.message.splitlines()[0]}")
+
+
 def push(job) -> None:
-    """The tested image under its tags (final, candidate or none, as the request says), its size recorded and its
-    manifest written."""
+    """The tested image under its tags (final, candidate or none, as the request says), its size and GPU coverage
+    recorded and its manifest written (with the coverage verdict)."""
     request, row = job.request, job.row
     targets = {"final": job.final, "candidate": [job.candidate_tag], "none": []}[request.push]
     for tag in targets:  # the row's own tag first: a rerun repairs an alias whose push failed
@@ -125,22 +152,37 @@ def push(job) -> None:
         job.pushed[tag] = publish_stage.push(row, job.candidate, f"{job.repo}:{tag}")
     verdict, measured = job.size
     job.size_note = sizes.record_note(request.matrix, verdict, measured, bool(job.pushed) or request.record_size)
+    if job.coverage is not None:
+        job.coverage_note = coverage_row.record_note(request.matrix.root, job.coverage,
+                                                     bool(job.pushed) or request.record_coverage)
     job.say("writing the manifest")
     image = f"{job.repo}:{row.id}" if request.push == "final" else job.candidate
-    publish_stage.write_manifest(image, job.pushed, job.logs / "manifest.json")
+    manifest = job.logs / "manifest.json"
+    publish_stage.write_manifest(image, job.pushed, manifest)
+    if job.coverage is not None:
+        _merge(manifest, coverage_row.manifest_entry(job.coverage.baseline))
     if request.push == "final":
         docker.run("rmi", job.candidate)  # the candidate tag only; layers stay with the final tags
 
 
+def _merge(path, entry: dict) -> None:
+    """entry's keys into the JSON object in path (written fresh when there is none)."""
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc.update(entry)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
 def attest_pushed(job) -> None:
-    """SBOM and provenance of the pushed digest into build-logs/<row>/; attested and signed with a key."""
+    """SBOM and provenance (with the GPU verdict of the coverage step) of the pushed digest into build-logs/<row>/;
+    attested and signed with a key."""
     request, row, wheel = job.request, job.row, job.wheel
     ref_digest = f"{job.repo}@{next(iter(job.pushed.values()))}"
     job.say("SBOM and provenance")
     sbom_path, prov_path = attest.for_build(
         row, ref_digest, job.logs, lock_text=job.lock_text(), input_digest=job.digest, base_ref=job.base_ref,
         flash_attn={"file": wheel.filename, "sha256": wheel.sha256, "origin": wheel.origin} if wheel else None,
-        started=job.started_at)
+        started=job.started_at,
+        coverage=coverage_row.byproduct(job.coverage.baseline) if job.coverage is not None else None)
     if request.signing.key:
         job.say(f"attesting and signing {ref_digest}")
         attest.attach(ref_digest, sbom_path, prov_path, request.signing.key, os.environ.get("COSIGN_PASSWORD", ""))
@@ -160,6 +202,7 @@ STEPS = (
     Step("build", build),
     Step("smoke", smoke_tests),
     Step("size", size),
+    Step("coverage", coverage),
     Step("push", push),
     Step("attest", attest_pushed, when=lambda job: bool(job.pushed)),
 )

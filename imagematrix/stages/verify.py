@@ -1,12 +1,13 @@
 """Verify stage: a published image is what this project built: signed, with an SBOM and a provenance statement
-whose lock digest is the committed lock's (`build.py verify REF --key cosign.pub`)."""
+whose lock digest is the committed lock's, and whose GPU verdict (read from its binaries before the push) is not
+worse than the committed coverage/<row-id>.json that `pick` answers from (`build.py verify REF --key cosign.pub`)."""
 
 from __future__ import annotations
 
 from imagematrix.model import lockfile
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix
-from imagematrix.stages import attest, locks
+from imagematrix.stages import attest, coverage_row, locks
 from imagematrix.tools import cosign
 
 
@@ -40,8 +41,34 @@ def verify(matrix: Matrix, ref: str, pub) -> list[str]:
                   if b.get("name") == "smoke tests"), {})
     done.append(f"provenance: row {row.id}, lock sha256 {committed[:16]}... matches the committed lock; "
                 f"smoke tests: {smoke.get('summary', 'not recorded')}")
+    done.append(gpu_coverage(matrix, ref, row, predicate))
     again = (predicate["buildDefinition"].get("internalParameters") or {}).get(attest.RECOMPRESSION)
     if again:
         done.append(f"recompression: a copy of {again.get('from')} with {again.get('layers')} layers "
                     f"({again.get('tool')}); the build's records above are that digest's")
     return done
+
+
+def gpu_coverage(matrix: Matrix, ref: str, row, predicate: dict) -> str:
+    """The GPU verdict the signed provenance carries, against the committed baseline: a GPU the image covers worse
+    than coverage/<row-id>.json says is a RuntimeFailure (pick would send a user of that GPU to an image without its
+    kernels); better, or no baseline, is said."""
+    found = next((b for b in predicate.get("runDetails", {}).get("byproducts", [])
+                  if b.get("name") == coverage_row.COVERAGE_BYPRODUCT), None)
+    if not found:
+        return "GPU coverage: not in the provenance (an image built before the coverage step)"
+    signed = found.get("annotations") or {}
+    verdicts = signed.get("coverage") or {}
+    by = {}
+    for cap, verdict in verdicts.items():
+        by.setdefault(coverage_row.SHORT.get(verdict, verdict), []).append(f"sm_{cap.replace('.', '')}")
+    summary = "; ".join(f"{kind} {' '.join(caps)}" for kind, caps in by.items())
+    committed = coverage_row.load(coverage_row.baseline_path(matrix.root, row.id))
+    worse, better = coverage_row.compare(signed, committed)
+    if worse:
+        raise RuntimeFailure(f"GPU coverage of {ref}: the signed provenance's verdict is worse than the committed "
+                             f"coverage/{row.id}.json, which `pick` answers from: {'; '.join(worse)}")
+    where = ("no committed coverage/" + row.id + ".json (pick falls back to torch's architectures)" if committed is None
+             else f"as coverage/{row.id}.json says" if not better
+             else f"better than coverage/{row.id}.json ({'; '.join(better)}): re-record it")
+    return f"GPU coverage (signed, read from its binaries): {summary}; driver >= {signed.get('driver_minimum')}; {where}"

@@ -129,9 +129,9 @@ def _project_with(pristine: Path, name: str, text: str) -> Iterator[Path]:
 
 
 def _clear_caches() -> None:
-    for cached in (fields.bootstrap_suites, schema.load, envdefaults._env_defaults, envdefaults._env_default_lines,
-                   gpus.data, training.bands, flash_attn.data, flash_attn._spec, extras.entries, vllm_advice.entries,
-                   coverage_rules.rules):
+    for cached in (fields.bootstrap_suites, fields.gpu_models, schema.load, envdefaults._env_defaults,
+                   envdefaults._env_default_lines, gpus.data, training.bands, flash_attn.data, flash_attn._spec,
+                   extras.entries, vllm_advice.entries, coverage_rules.rules):
         cached.cache_clear()
 
 

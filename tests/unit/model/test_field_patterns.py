@@ -83,7 +83,7 @@ REASON = "deliberately skipped for this row"
     {"env": {"NCCL_DEBUG\n": "INFO"}}, {"env": {"NCCL_DEBUG": "INFO\n"}},
     {"rollout_only": REASON + "\n"}, {"skip_patches": {"vllm-pt-weights-no-empty-cache": REASON + "\n"}},
     {"skip_patches": {"vllm-pt-weights-no-empty-cache\n": REASON}},
-    {"extras": {"ray\n": "2.40.0"}}, {"verl_extras": ["core\n"]}, {"flash_attn_archs": ["9.0\n"]},
+    {"extras": {"ray\n": "2.40.0"}}, {"verl_extras": ["core\n"]}, {"flash_attn_archs": ["9.0\n"]}, {"gpus": ["H100\n"]}, {"gpus_jit": ["B200\n"]},
     {"overrides": {"vllm": {"version": "0.7.2", "reason": REASON + "\n"}}},
 ], ids=lambda v: repr(v)[:60])
 def test_every_field_refuses_a_trailing_newline(value):

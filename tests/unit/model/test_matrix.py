@@ -17,6 +17,20 @@ def test_good_matrix_loads_with_defaults_and_derived_id(write_matrix):
                           "tensordict": "0.6.2", "transformers": "4.49.0"}
 
 
+def test_a_row_declares_its_gpus_by_name_or_capability(write_matrix):
+    (row,) = matrix.load(write_matrix(_with("    gpus: [H100, A100, L40S, sm_89]\n    gpus_jit: [B200, \"RTX 5090\", 12.1]\n"
+                                            .replace("12.1", '"12.1"')))).rows
+    assert row.gpus == ("H100", "A100", "L40S", "sm_89") and row.gpus_jit == ("B200", "RTX 5090", "12.1")
+    assert matrix.load(write_matrix(GOOD_MATRIX)).rows[0].gpus == ()  # optional
+
+
+def test_an_unknown_gpu_names_file_line_row_and_field(run, write_matrix):
+    path = write_matrix(GOOD_MATRIX + GOOD_ROW.replace('"0.7.2"', '"0.7.3"') + "    gpus: [A100, Voodoo5]\n")
+    result = run("validate", "--matrix", path)
+    assert result.code == 2
+    assert f"{path}:12, row #2, field gpus.1" in result.err and "'Voodoo5' is not a GPU" in result.err
+
+
 def test_real_matrix_loads():
     m = matrix.load()
     assert len(m.rows) >= 6
@@ -57,6 +71,12 @@ BAD = {
     "extras-repins-row-key": (_with('    extras:\n      torch: "2.5.1"\n'), "already pins", "extras.torch"),
     "verl-extras-vllm": (_with("    verl_extras: [vllm]\n"), "verl_extras lists", "field verl_extras"),
     "verl-extras-shell": (_with('    verl_extras: ["core;id"]\n'), "not a valid package name", "field verl_extras"),
+    "unknown-gpu": (_with("    gpus: [H100, H1000]\n"), "'H1000' is not a GPU of knowledge/gpus.yaml", "field gpus.1"),
+    "unknown-gpu-jit": (_with("    gpus_jit: [sm_99]\n"), "'sm_99' is not a GPU of knowledge/gpus.yaml", "field gpus_jit.0"),
+    "gpu-twice": (_with("    gpus: [H100, h100]\n"), "gpus lists a GPU twice", "field gpus"),
+    "gpu-in-both": (_with("    gpus: [H100, A100]\n    gpus_jit: [B200, a100]\n"), "A100 is in both gpus and gpus_jit",
+                    "field gpus_jit"),
+    "gpus-not-a-list": (_with("    gpus: H100\n"), "valid list", "field gpus"),
     "duplicate-ids": (GOOD_MATRIX + GOOD_ROW, "duplicate row id", "row #2"),
     "duplicate-yaml-key": (_with('    vllm: "0.7.1"\n'), "invalid YAML", ""),
     "empty-rows": ('defaults:\n  python: "3.11"\nrows: []\n', "non-empty list", ""),

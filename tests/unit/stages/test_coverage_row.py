@@ -3,6 +3,7 @@ architecture fails), the driver a row's lock needs; stages/coverage_image's pure
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import struct
 import tarfile
@@ -103,6 +104,21 @@ def test_baseline_round_trip_and_a_lost_architecture_fails():
     assert "--record" in result.message
     assert coverage_row.check(old, coverage_row.make_baseline(ROW, scan_of(lost)), record=True).action == "record"
     assert coverage_row.check(None, old).action == "record"
+
+
+@pytest.mark.parametrize(("native", "jit", "expected"), [
+    (("V100", "A100", "H100", "sm_89"), (), []),
+    ((), ("P100",), []),  # vLLM's _C only as compute_52 PTX: accepted under gpus_jit
+    (("P100",), (), ["P100 (sm_60, row key gpus): no sm_60 machine code in vllm, only PTX"]),
+    (("H100", "B200"), (), ["B200 (sm_100, row key gpus): no sm_100 kernel (SASS or PTX) in cublas, nccl, torch, "
+                            "vllm-flash-attn"]),
+    ((), ("RTX 5090",), ["RTX 5090 (sm_120, row key gpus_jit): no sm_120 kernel (SASS or PTX) in cublas"]),
+    (("Jetson AGX Orin",), (), ["Jetson AGX Orin (sm_87, row key gpus): not judged"]),
+])
+def test_declared_gpus_name_the_gpu_its_arch_and_the_libraries_without_a_kernel(native, jit, expected):
+    baseline = coverage_row.make_baseline(ROW, scan_of(IMAGE))
+    found = coverage_row.declared(dataclasses.replace(ROW, gpus=native, gpus_jit=jit), baseline)
+    assert len(found) == len(expected) and all(line.startswith(e) for line, e in zip(found, expected, strict=True))
 
 
 def test_a_library_that_disappears_fails_and_an_optional_loss_only_warns():

@@ -1,10 +1,12 @@
 """Issue 27, item 3: the build as explicit steps. A request object, one row walking check -> base -> flash-attn ->
-build -> smoke -> size -> push -> attest, each step reported to a Progress; one push route; smoke once per image;
-render's output taken as it is. Every stage's work is replaced here: what is checked is the walk itself."""
+build -> smoke -> size -> coverage -> push -> attest, each step reported to a Progress; one push route; smoke once per
+image; render's output taken as it is. Every stage's work is replaced here: what is checked is the walk itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 
 import pytest
 from rich.console import Console
@@ -14,11 +16,39 @@ from imagematrix.knowledge.flash_attn import wheel_spec
 from imagematrix.model import labels
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, RuntimeFailure
-from imagematrix.stages import attest, builder, flash_attn, generated, pipeline, publish, sizes, smoke, steps
+from imagematrix.stages import (
+    attest,
+    builder,
+    coverage_image,
+    coverage_row,
+    flash_attn,
+    generated,
+    pipeline,
+    publish,
+    render,
+    sizes,
+    smoke,
+    steps,
+)
+from imagematrix.stages.coverage_image import FileCoverage, ImageScan
 from imagematrix.stages.publish import Outcome
+from imagematrix.tools import cuobjdump
 from tests.conftest import ROOT
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
+CHECK_IMAGE = coverage_row.check_image  # the real one, for the tests of the coverage step
+SP = "/opt/venv/lib/python3.11/site-packages"
+CU124 = ("sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90")
+
+
+def scanned(**archs) -> ImageScan:
+    """An image's device code as the coverage step reads it: torch, vLLM's _C and its flash-attn, cuBLAS and NCCL,
+    each file with CU124's SASS unless given (library=(sass, ...))."""
+    files = {"torch": "torch/lib/libtorch_cuda.so", "vllm": "vllm/_C.abi3.so",
+             "vllm_fa": "vllm/vllm_flash_attn/_vllm_fa2_C.abi3.so", "cublas": "nvidia/cublas/lib/libcublas.so.12",
+             "nccl": "nvidia/nccl/lib/libnccl.so.2"}
+    return ImageScan("candidate", {f"{SP}/{path}": FileCoverage("0" * 64, 1, "so", tuple(archs.get(name, CU124)), ())
+                                   for name, path in files.items()}, {}, 3, 0, 1.0)
 
 
 class Recorder:
@@ -63,6 +93,12 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setattr(publish, "write_manifest", lambda image, pushed, path: calls.append(("manifest", image)))
     monkeypatch.setattr(attest, "for_build", lambda row, ref, logs, **k: calls.append(("attest", ref)) or ("s", "p"))
     monkeypatch.setattr(pipeline.RowJob, "lock_text", lambda self: "lock")
+    monkeypatch.setattr(cuobjdump, "find", lambda: "cuobjdump")
+    row = matrix_mod.load(ROOT / "matrix.yaml").select([ROW1])[0]
+    as_before = coverage_row.Outcome(coverage_row.Check("pass", "coverage as in the baseline"),
+                                     coverage_row.make_baseline(row, scanned()), None)
+    monkeypatch.setattr(coverage_row, "check_image",
+                        lambda row, image, root, **k: calls.append(("coverage", image, k)) or as_before)
     return calls, remote
 
 
@@ -81,7 +117,7 @@ def test_a_row_walks_every_step_in_order_and_is_pushed_by_the_one_route(fake, tm
     progress = Recorder()
     it = item()
     outcome = pipeline.run_row(request(tmp_path), it, [ROW1, "vllm0.7.2"], progress)
-    assert progress.steps() == ["check", "base", "build", "smoke", "size", "push", "attest"]
+    assert progress.steps() == ["check", "base", "build", "smoke", "size", "coverage", "push", "attest"]
     candidate = f"r.example/o/verl:candidate-{ROW1}-{it.context_digest()[7:19]}"
     assert [c for c in calls if c[0] == "push"] == [("push", candidate, f"r.example/o/verl:{ROW1}"),
                                                     ("push", candidate, "r.example/o/verl:vllm0.7.2")]
@@ -152,6 +188,101 @@ def test_a_named_wheel_image_is_taken_without_any_search(fake, tmp_path, monkeyp
     other = pipeline.run_row(request(tmp_path, flash_attn=flash_attn.Sources(wheel=ref + "x")), item(row.id),
                              [row.id], Recorder())
     assert (other.status, other.stage) == ("failed", "flash-attn") and wheel_spec(row).key in other.detail
+
+
+# --- the coverage step (issue 28): the image's device code against its baseline, before the push -----------------
+
+def test_coverage_reads_the_candidate_after_the_size_check_and_before_any_push(fake, tmp_path):
+    calls, _ = fake
+    it = item()
+    pipeline.run_row(request(tmp_path), it, [ROW1], Recorder())
+    order = [c[0] for c in calls]
+    assert order.index("size") < order.index("coverage") < order.index("push")
+    coverage = next(c for c in calls if c[0] == "coverage")
+    assert coverage[1] == f"r.example/o/verl:candidate-{ROW1}-{it.context_digest()[7:19]}"
+    assert coverage[2]["daemon"] is True and coverage[2]["write_baseline"] is False  # written after the push only
+    assert steps.STEPS[[s.name for s in steps.STEPS].index("coverage") + 1].name == "push"
+
+
+def _with_real_coverage(monkeypatch, project_copy, scan: ImageScan):
+    monkeypatch.setattr(coverage_row, "check_image", CHECK_IMAGE)
+    monkeypatch.setattr(coverage_image, "scan", lambda ref, daemon=False: scan)
+    m = matrix_mod.load(project_copy)
+    return m, coverage_row.baseline_path(m.root, ROW1)
+
+
+def test_a_lost_architecture_fails_the_coverage_step_naming_library_and_arch_and_nothing_is_pushed(
+        fake, tmp_path, monkeypatch, project_copy):
+    calls, _ = fake
+    m, baseline = _with_real_coverage(monkeypatch, project_copy, scanned(vllm=("sm_80", "sm_86", "sm_90")))
+    coverage_row.write(baseline, coverage_row.make_baseline(m.select([ROW1])[0], scanned()))
+    before = baseline.read_text()
+    logs = tmp_path / "logs"
+    outcome = pipeline.run_row(pipeline.BuildRequest(matrix=m, registry="r.example/o", log_dir=logs), item(), [ROW1],
+                               Recorder())
+    assert (outcome.status, outcome.stage) == ("failed", "coverage")
+    assert "vllm on sm_70: native -> none" in outcome.detail and "vllm on sm_75: native -> none" in outcome.detail
+    assert "nothing pushed" in outcome.detail and "--record-coverage" in outcome.detail
+    assert not [c for c in calls if c[0] in ("push", "manifest", "attest")]
+    assert baseline.read_text() == before  # the baseline stays as it was
+    assert "vllm on sm_70" in (logs / ROW1 / "error.txt").read_text()
+    assert coverage_row.from_json((logs / ROW1 / "coverage.json").read_text(), "scan").verdicts["7.0"]["lacking"] == ["vllm"]
+    again = pipeline.run_row(pipeline.BuildRequest(matrix=m, registry="r.example/o", log_dir=logs,
+                                                   record_coverage=True), item(), [ROW1], Recorder())
+    assert again.status == "pushed" and "re-recorded on request" in again.detail
+    assert coverage_row.load(baseline).verdicts["7.0"]["lacking"] == ["vllm"]  # the intended loss, recorded
+
+
+def test_a_pushed_row_without_a_baseline_records_it_and_its_manifest_carries_the_verdict(
+        fake, tmp_path, monkeypatch, project_copy):
+    m, baseline = _with_real_coverage(monkeypatch, project_copy, scanned())
+    logs = tmp_path / "logs"
+    unpushed = pipeline.run_row(pipeline.BuildRequest(matrix=m, registry="r.example/o", log_dir=logs, push="none"),
+                                item(), [ROW1], Recorder())
+    assert unpushed.status == "tested" and "not recorded, nothing was pushed" in unpushed.detail
+    assert not baseline.exists()
+    manifest = json.loads((logs / ROW1 / "manifest.json").read_text())
+    assert manifest["coverage"]["8.0"] == "native" and manifest["coverage"]["12.0"] == "none"
+    assert manifest["driver_minimum"] == "525.60.13"
+    pushed = pipeline.run_row(pipeline.BuildRequest(matrix=m, registry="r.example/o", log_dir=logs), item(), [ROW1],
+                              Recorder())
+    assert pushed.status == "pushed" and f"coverage: no coverage baseline for {ROW1} yet" in pushed.detail
+    assert coverage_row.load(baseline).verdicts["9.0"]["verdict"] == "native"
+
+
+def test_a_declared_gpu_the_binaries_do_not_cover_fails_the_coverage_step_and_nothing_is_pushed(
+        fake, tmp_path, monkeypatch, project_copy):
+    calls, _ = fake
+    m, _ = _with_real_coverage(monkeypatch, project_copy, scanned())  # no baseline: it would be recorded
+    it = item()
+    declaring = render.Rendered(dataclasses.replace(it.row, gpus=("H100", "A100"), gpus_jit=("B200",)), it.files)
+    outcome = pipeline.run_row(pipeline.BuildRequest(matrix=m, registry="r.example/o", log_dir=tmp_path), declaring,
+                               [ROW1], Recorder())
+    assert (outcome.status, outcome.stage) == ("failed", "coverage")
+    assert "B200 (sm_100, row key gpus_jit): no sm_100 kernel (SASS or PTX) in" in outcome.detail
+    assert "H100" not in outcome.detail and "nothing pushed" in outcome.detail
+    assert not [c for c in calls if c[0] in ("push", "manifest", "attest")]
+    assert not coverage_row.baseline_path(m.root, ROW1).exists()
+    covered = render.Rendered(dataclasses.replace(it.row, gpus=("H100", "A100", "T4")), it.files)
+    assert pipeline.run_row(pipeline.BuildRequest(matrix=m, registry="r.example/o", log_dir=tmp_path), covered,
+                            [ROW1], Recorder()).status == "pushed"
+
+
+def test_the_verdict_goes_into_the_provenance_of_the_pushed_digest(fake, tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(attest, "for_build", lambda row, ref, logs, **k: seen.update(k) or ("s", "p"))
+    assert pipeline.run_row(request(tmp_path), item(), [ROW1], Recorder()).status == "pushed"
+    assert seen["coverage"]["name"] == coverage_row.COVERAGE_BYPRODUCT
+    assert seen["coverage"]["annotations"]["coverage"]["9.0"] == "native"
+
+
+def test_a_build_without_cuobjdump_fails_before_any_work(fake, tmp_path, monkeypatch):
+    calls, _ = fake
+    monkeypatch.setattr(cuobjdump, "find", lambda: None)
+    outcome = pipeline.run_row(request(tmp_path), item(), [ROW1], Recorder())
+    assert (outcome.status, outcome.stage) == ("failed", "base")
+    assert "cuobjdump is not installed" in outcome.detail and "pip install nvidia-cuda-cuobjdump" in outcome.detail
+    assert not calls
 
 
 def test_the_request_refuses_an_unknown_push_mode(tmp_path):
