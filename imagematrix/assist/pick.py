@@ -52,6 +52,7 @@ class Publication:
     published: bool | None  # whether choice's final tag is in the registry; None: unknown (see problem)
     checked: dict[str, bool] = field(default_factory=dict)  # row id -> published, for each row asked, in rank order
     problem: str = ""  # why the registry could not be asked, one line
+    signed: bool | None = None  # whether choice's published tag carries a cosign signature; None: unknown or unpublished
 
 
 def wish(text: str, what: str) -> SpecifierSet:
@@ -145,8 +146,14 @@ def pull_line(repository: str, row: Row) -> str:
     return f"docker pull {repository}:{row.id}"
 
 
-def verify_line(repository: str, row: Row) -> str:
-    return f"python build.py verify {repository}:{row.id} --key cosign.pub"
+def verify_line(repository: str, row: Row, signed: bool | None) -> str:
+    """The `verify` command for a signed image; for an unsigned one, why there is none (the main job builds unsigned)."""
+    if signed:
+        return f"python build.py verify {repository}:{row.id} --key cosign.pub"
+    if signed is False:
+        return ("not signed: no cosign signature in the registry, so `build.py verify` has nothing to check "
+                "(sign at build time with `build.py build --sign-key cosign.key`)")
+    return ""
 
 
 def _one_line(text: str) -> str:
@@ -154,10 +161,12 @@ def _one_line(text: str) -> str:
 
 
 def publication(result: Pick, registry: str, *, only_published: bool = False,
-                lookup: Lookup | None = None) -> Publication:
+                lookup: Lookup | None = None, signature: Callable[[str, str], bool | None] | None = None) -> Publication:
     """Ask the registry for the best row's final tag; with only_published walk the fitting rows in rank order and
-    choose the first whose tag is there. A registry that cannot be asked leaves the best row chosen, published None."""
+    choose the first whose tag is there. A registry that cannot be asked leaves the best row chosen, published None.
+    For the published choice, whether it is signed (`verify` checks a signature: offered only for signed images)."""
     lookup = lookup or publish.remote_labels
+    signature = signature or publish.remote_signed
     if result.best is None:
         return Publication(registry, None, None)
     checked: dict[str, bool] = {}
@@ -168,7 +177,11 @@ def publication(result: Pick, registry: str, *, only_published: bool = False,
             return Publication(registry, result.best, None, checked, _one_line(str(exc)))
         checked[choice.row.id] = found
         if found:
-            return Publication(registry, choice, True, checked)
+            try:
+                signed = signature(registry, choice.row.id)
+            except RuntimeFailure:
+                signed = None
+            return Publication(registry, choice, True, checked, signed=signed)
     return Publication(registry, None if only_published else result.best, False, checked)
 
 

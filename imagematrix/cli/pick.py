@@ -58,7 +58,9 @@ def run(args) -> int:
         return 1
     out.print(pick.pull_line(tags.repository(args.registry), best.row), highlight=False)
     out.print(f"  {escape(pick.publication_line(pub))}", highlight=False)
-    out.print(pick.verify_line(tags.repository(args.registry), best.row), highlight=False)
+    verify = pick.verify_line(tags.repository(args.registry), best.row, pub.signed if pub.choice is best else None)
+    if verify:
+        out.print(verify, highlight=False)
     if args.only_published and pub.published is None:
         err.print("[red]publication unknown[/]: --only-published needs an answer from the registry", soft_wrap=True)
         return 1

@@ -29,6 +29,16 @@ def remote_labels(registry: str, tag: str) -> dict | None:
     return registry_api.labels(tags.repository(registry), tag)
 
 
+def remote_signed(registry: str, tag: str) -> bool | None:
+    """Whether tags.repository:tag has a cosign signature in the registry (cosign's tag `sha256-<hex>.sig` beside the
+    image's manifest digest); None when the tag is absent."""
+    repository = tags.repository(registry)
+    digest = registry_api.digest(repository, tag)
+    if digest is None:
+        return None
+    return registry_api.digest(repository, f"sha256-{digest.removeprefix('sha256:')}.sig") is not None
+
+
 def remote_labels_of(registry: str, tag_list: list[str]) -> dict[str, dict | None]:
     """remote_labels of each tag, read together: each tag's manifest once, each distinct image once, in parallel."""
     return registry_api.labels_of_tags(tags.repository(registry), tag_list)

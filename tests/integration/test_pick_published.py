@@ -63,3 +63,23 @@ def test_an_unreachable_registry_is_one_line_and_the_pick_is_still_printed(run):
     assert "publication unknown" in result.out and "docker pull 127.0.0.1:9/nothing-listens-here/verl:" in result.out
     assert "unreachable" in result.err and result.err.count("\n") == 1 and "Traceback" not in result.err
     assert run("pick", "--gpu", "H100", "--only-published", "--registry", "127.0.0.1:9/nothing-listens-here").code == 1
+
+
+def test_pick_offers_verify_only_once_the_registry_holds_a_signature(run, pick_ns):
+    """An unsigned published image (what the README's main job builds): no `verify --key` line, which could only fail.
+    Then a tag `sha256-<digest>.sig` beside it, the name cosign gives a signature (pushed here as a stand-in: what pick
+    reads is only whether that tag exists): the verify line appears."""
+    from imagematrix.tools import registry as registry_api
+
+    best = pick.pick(M, "H100").best.row.id
+    repository = tags.repository(pick_ns)
+    push_tiny_image(docker.cli(), f"{repository}:{best}", {labels.ROW: best})
+    unsigned = run("pick", "--gpu", "H100", "--registry", pick_ns)
+    assert unsigned.code == 0, unsigned
+    assert "not signed" in unsigned.out and "--key cosign.pub" not in unsigned.out
+
+    digest = registry_api.digest(repository, best)
+    push_tiny_image(docker.cli(), f"{repository}:sha256-{digest.removeprefix('sha256:')}.sig", {})
+    signed = run("pick", "--gpu", "H100", "--registry", pick_ns)
+    assert signed.code == 0, signed
+    assert f"python build.py verify {repository}:{best} --key cosign.pub" in " ".join(signed.out.split())

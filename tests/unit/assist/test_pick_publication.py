@@ -27,6 +27,11 @@ def lookup_of(published: set[str], calls: list | None = None):
     return lookup
 
 
+def unsigned(registry: str, tag: str) -> bool | None:
+    """A stand-in for publish.remote_signed: no signature (no network in these tests)."""
+    return False
+
+
 def unreachable(registry: str, tag: str) -> dict | None:
     raise RuntimeFailure("registry 127.0.0.1:9 is unreachable (http://127.0.0.1:9): refused;\n"
                          "check the address, or start the embedded registry with `python build.py setup`")
@@ -41,18 +46,18 @@ def h100():
 
 def test_a_published_best_row_is_said_so(h100):
     calls = []
-    pub = pick.publication(h100, tags.DEFAULT_REGISTRY, lookup=lookup_of({h100.best.row.id}, calls))
+    pub = pick.publication(h100, tags.DEFAULT_REGISTRY, lookup=lookup_of({h100.best.row.id}, calls), signature=unsigned)
     assert (pub.choice, pub.published, pub.checked) == (h100.best, True, {h100.best.row.id: True})
     assert calls == [(tags.DEFAULT_REGISTRY, h100.best.row.id)]  # the final tag: the row id, in the given registry
     assert pick.publication_line(pub) == f"published in {tags.DEFAULT_REGISTRY}"
 
 
 def test_an_unpublished_best_row_is_still_the_pick_with_the_build_command(h100):
-    pub = pick.publication(h100, tags.DEFAULT_REGISTRY, lookup=lookup_of({h100.candidates[1].row.id}))
+    pub = pick.publication(h100, tags.DEFAULT_REGISTRY, lookup=lookup_of({h100.candidates[1].row.id}), signature=unsigned)
     assert (pub.choice, pub.published) == (h100.best, False)  # without only_published the ranking is untouched
     assert pick.publication_line(pub) == (f"not published in {tags.DEFAULT_REGISTRY}: build it with "
                                           f"`python build.py build --row {h100.best.row.id}`")
-    elsewhere = pick.publication(h100, OTHER, lookup=lookup_of(set()))
+    elsewhere = pick.publication(h100, OTHER, lookup=lookup_of(set()), signature=unsigned)
     assert pick.publication_line(elsewhere).endswith(
         f"`python build.py build --row {h100.best.row.id} --registry {OTHER}`")
 
@@ -60,7 +65,7 @@ def test_an_unpublished_best_row_is_still_the_pick_with_the_build_command(h100):
 def test_only_published_takes_the_best_published_row_in_rank_order(h100):
     third, last = h100.candidates[2], h100.candidates[-1]
     calls = []
-    pub = pick.publication(h100, OTHER, only_published=True, lookup=lookup_of({third.row.id, last.row.id}, calls))
+    pub = pick.publication(h100, OTHER, only_published=True, lookup=lookup_of({third.row.id, last.row.id}, calls), signature=unsigned)
     assert (pub.choice, pub.published) == (third, True)
     assert list(pub.checked) == [c.row.id for c in h100.candidates[:3]]  # stops at the first published one
     assert list(pub.checked.values()) == [False, False, True]
@@ -68,7 +73,7 @@ def test_only_published_takes_the_best_published_row_in_rank_order(h100):
 
 
 def test_only_published_with_nothing_published_chooses_nothing_and_names_the_fix(h100):
-    pub = pick.publication(h100, OTHER, only_published=True, lookup=lookup_of(set()))
+    pub = pick.publication(h100, OTHER, only_published=True, lookup=lookup_of(set()), signature=unsigned)
     assert (pub.choice, pub.published) == (None, False)
     assert len(pub.checked) == len(h100.candidates)
     line = pick.none_published_line(h100, pub)
@@ -83,7 +88,7 @@ def test_only_published_with_nothing_published_chooses_nothing_and_names_the_fix
 
 def test_an_unreachable_registry_leaves_the_pick_with_publication_unknown(h100):
     for only in (False, True):
-        pub = pick.publication(h100, OTHER, only_published=only, lookup=unreachable)
+        pub = pick.publication(h100, OTHER, only_published=only, lookup=unreachable, signature=unsigned)
         assert (pub.choice, pub.published) == (h100.best, None)
         assert "\n" not in pub.problem and "unreachable" in pub.problem and "build.py setup" in pub.problem
         assert pick.publication_line(pub).startswith("publication unknown")
@@ -92,7 +97,7 @@ def test_an_unreachable_registry_leaves_the_pick_with_publication_unknown(h100):
 def test_nothing_fits_asks_no_registry():
     result = pick.pick(M, "A100", driver="450.80.02")
     assert result.best is None
-    pub = pick.publication(result, OTHER, only_published=True, lookup=unreachable)
+    pub = pick.publication(result, OTHER, only_published=True, lookup=unreachable, signature=unsigned)
     assert (pub.choice, pub.published, pub.checked) == (None, None, {})
 
 
@@ -155,3 +160,29 @@ def test_cli_unreachable_registry_is_one_line_and_the_pick_is_still_printed(run,
     strict = run("pick", "--gpu", "H100", "--only-published")
     assert strict.code == 1 and "publication unknown" in strict.out
     assert "--only-published needs an answer from the registry" in strict.err and "Traceback" not in strict.err
+
+
+@pytest.mark.parametrize(("signed", "expected"), [
+    (True, "python build.py verify"), (False, "not signed"), (None, ""),
+])
+def test_verify_is_offered_only_for_a_signed_published_image(signed, expected):
+    """The main job builds unsigned images, for which `verify --key` can only fail: pick offers it only when the
+    registry holds a cosign signature of the image (a stand-in for publish.remote_signed here)."""
+    result = pick.pick(M, "H100")
+    pub = pick.publication(result, OTHER, lookup=lookup_of({result.best.row.id}),
+                           signature=lambda registry, tag: signed)
+    assert pub.published is True and pub.signed is signed
+    line = pick.verify_line(tags.repository(OTHER), pub.choice.row, pub.signed)
+    assert line.startswith(expected) if expected else line == ""
+    if signed is False:
+        assert "build.py verify " not in line.replace("`build.py verify`", "")
+
+
+def test_a_signature_lookup_that_fails_leaves_signed_unknown():
+    result = pick.pick(M, "H100")
+
+    def broken(registry: str, tag: str) -> bool | None:
+        raise RuntimeFailure("registry.example.com: connection refused")
+
+    pub = pick.publication(result, OTHER, lookup=lookup_of({result.best.row.id}), signature=broken)
+    assert pub.published is True and pub.signed is None
