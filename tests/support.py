@@ -183,3 +183,12 @@ def gpu_raw_results(raw):
     (raw / "env.json").write_text(json.dumps({"row": GPU_ROW, "python": "3.12.3", "torch_cuda": "13.0",
                                               "versions": {"torch": "2.11.0+cu130"}}))
     return raw
+
+
+def fuzz_settings(examples: int):
+    """Hypothesis settings of the property tests: `examples` per file; no deadline (a render takes a while), no
+    example database (every run explores afresh), and fixtures that stay the same across examples."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=examples, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

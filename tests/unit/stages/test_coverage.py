@@ -14,7 +14,7 @@ from imagematrix.tools import cuobjdump
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures" / "cuda"
-# what cuobjdump lists in each fixture (tests/unit/tools/test_cuobjdump.py checks it on the real files)
+# what cuobjdump lists in each fixture (tests/process/tools/test_cuobjdump.py checks it on the real files)
 FOUND = {
     "libsass.so": (frozenset({"sm_75", "sm_80", "sm_90"}), frozenset()),
     "libptx.so": (frozenset(), frozenset({"compute_80"})),

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
@@ -41,6 +41,7 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.rules import schema
 from imagematrix.stages import render as render_stage
+from tests.support import fuzz_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 KNOWLEDGE_FILES = ("rules.yaml", "gpus.yaml", "env-defaults.yaml", "bases.yaml", "training.yaml", "flash-attn.yaml",
@@ -419,13 +420,6 @@ def _check(name: str, text: str | None, pristine: Path) -> list[int]:
         finally:
             _clear_caches()
     return codes
-
-
-def fuzz_settings(examples: int):
-    """Hypothesis settings of the property tests: `examples` per file; no deadline (a render takes a while), no
-    example database (every run explores afresh), and fixtures that stay the same across examples."""
-    return settings(max_examples=examples, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @pytest.mark.parametrize("name", FILES)
