@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagematrix.knowledge import gpus
+from imagematrix.knowledge import flash_attn, gpus
 from imagematrix.model import matrix
 from imagematrix.model.errors import InputError
 from tests.conftest import ROOT
@@ -194,10 +194,12 @@ def test_a_malformed_gpus_file_exits_2_with_file_and_line(tmp_path, monkeypatch,
     monkeypatch.setattr(gpus, "GPUS", path)
     monkeypatch.setattr(gpus.data.__wrapped__, "__defaults__", (path,))  # the default bound at import
     gpus.data.cache_clear()
+    flash_attn._spec.cache_clear()  # a wheel spec holds the archs read from gpus.yaml by an earlier test
     try:
         result = run("render", "--matrix", project_copy, "--row", "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1")
     finally:
         gpus.data.cache_clear()
+        flash_attn._spec.cache_clear()
     assert result.code == 2, result
     line = _line_of(text, '"12.4": {toolkit')
     assert f"error: {path}:{line}: malformed GPU data: missing key 'compat'" in result.err, result
