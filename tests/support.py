@@ -36,11 +36,11 @@ def actions_expand(matrix: dict) -> list[dict]:
     return jobs
 
 
-def fake_site(tmp_path: Path, version: str, files: dict[str, str]) -> Path:
+def fake_site(tmp_path: Path, version: str, files: dict[str, str], package: str = "vllm") -> Path:
     site = tmp_path / "site"
-    dist = site / f"vllm-{version}.dist-info"
+    dist = site / f"{package.replace('-', '_')}-{version}.dist-info"
     dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
     for name, text in files.items():
         (site / name).parent.mkdir(parents=True, exist_ok=True)
         (site / name).write_text(text)
