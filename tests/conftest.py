@@ -71,3 +71,13 @@ def push_tiny_image(cli: str, ref: str, labels: dict[str, str], env: dict | None
     pushed = subprocess.run([cli, "push", ref], capture_output=True, text=True, env=env)
     assert pushed.returncode == 0, pushed.stderr
     subprocess.run([cli, "rmi", ref], capture_output=True)
+
+
+MARKED_TIERS = ("process", "fuzz")  # a test under tests/<tier>/ carries the marker of that name (pyproject.toml)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        parts = item.path.relative_to(ROOT).parts if item.path.is_relative_to(ROOT) else ()
+        if len(parts) > 1 and parts[0] == "tests" and parts[1] in MARKED_TIERS:
+            item.add_marker(parts[1])

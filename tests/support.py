@@ -36,11 +36,11 @@ def actions_expand(matrix: dict) -> list[dict]:
     return jobs
 
 
-def fake_site(tmp_path: Path, version: str, files: dict[str, str]) -> Path:
+def fake_site(tmp_path: Path, version: str, files: dict[str, str], package: str = "vllm") -> Path:
     site = tmp_path / "site"
-    dist = site / f"vllm-{version}.dist-info"
+    dist = site / f"{package.replace('-', '_')}-{version}.dist-info"
     dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n")
     for name, text in files.items():
         (site / name).parent.mkdir(parents=True, exist_ok=True)
         (site / name).write_text(text)
@@ -183,3 +183,12 @@ def gpu_raw_results(raw):
     (raw / "env.json").write_text(json.dumps({"row": GPU_ROW, "python": "3.12.3", "torch_cuda": "13.0",
                                               "versions": {"torch": "2.11.0+cu130"}}))
     return raw
+
+
+def fuzz_settings(examples: int):
+    """Hypothesis settings of the property tests: `examples` per file; no deadline (a render takes a while), no
+    example database (every run explores afresh), and fixtures that stay the same across examples."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=examples, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -3,7 +3,7 @@ run(args); COMMANDS names them with the line `build.py --help` shows. Exit codes
 2 invalid input.
 
 A command's module is imported only when that command is parsed (CommandParser): `build.py --help` imports no
-command, and a command imports its own module and what that needs, no other command's (tests/unit/cli/test_startup.py)."""
+command, and a command imports its own module and what that needs, no other command's (tests/process/cli/test_startup.py)."""
 
 from __future__ import annotations
 

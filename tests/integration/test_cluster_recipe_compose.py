@@ -1,5 +1,5 @@
 """The multi-node recipe's compose file as Docker Compose itself reads it (`docker compose config`; skips without
-Compose v2). The recipe's static checks are in tests/unit/assist/test_cluster_recipe.py."""
+Compose v2). The recipe's static checks are in tests/process/assist/test_cluster_recipe.py."""
 
 from __future__ import annotations
 

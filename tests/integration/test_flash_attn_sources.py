@@ -3,7 +3,8 @@ release mirror and a PEP 503 index, the real Docker daemon (the wheel image) and
 
 The wheels served here are small stand-in wheels (a zip holding a .dist-info/WHEEL, as the sources check) with real
 wheel names: which source wins, digest checks, labels, registry reuse and redaction do not depend on the rest. A real
-wheel through a real build: tests/images/."""
+wheel through a real build: the flash-attn and build jobs of .github/workflows/images.yml, where GitHub's
+releases (the wheels' only host) are reachable."""
 
 from __future__ import annotations
 

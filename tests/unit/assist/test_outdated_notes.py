@@ -18,8 +18,8 @@ from imagematrix.cli import outdated as cli_outdated
 from imagematrix.knowledge import requires
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.tools import pypi
+from tests.support import fuzz_settings
 from tests.unit.assist.test_outdated import CONFLICT, MATRIX, NOW, FakeResolver, snapshot
-from tests.unit.test_fuzz_inputs import fuzz_settings
 
 
 @pytest.fixture(autouse=True)

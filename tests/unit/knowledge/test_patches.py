@@ -16,7 +16,6 @@ from imagematrix.model import matrix
 from imagematrix.model.errors import InputError
 from imagematrix.stages import render
 from tests.conftest import GOOD_MATRIX
-from tests.support import fake_site, run_applier
 
 ALL = patches.load()
 
@@ -86,14 +85,6 @@ def test_malformed_patch_file_exits_2(tmp_path, run, change, message):
 def test_good_patch_file_loads(tmp_path):
     (tmp_path / "ok.yaml").write_text(GOOD_PATCH)
     assert [p.id for p in patches.load(tmp_path)] == ["demo"]
-
-
-def test_in_image_applier_refuses_another_version(tmp_path):
-    site = fake_site(tmp_path, "0.7.3", {})
-    patch_json = tmp_path / "patches.json"
-    patch_json.write_text(json.dumps([p.for_image("0.7.2") for p in ALL]))
-    proc = run_applier(site, patch_json, tmp_path / "r.json")
-    assert proc.returncode == 1 and "vllm 0.7.3 installed, the patch was selected for 0.7.2" in proc.stderr
 
 
 def test_the_in_image_applier_reports_a_bad_replacement_as_a_patch_failure():

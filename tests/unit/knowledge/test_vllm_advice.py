@@ -4,17 +4,13 @@ entries by vLLM version and compute capability."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from imagematrix.knowledge import vllm_advice
 from imagematrix.model.errors import InputError
 from tests.conftest import ROOT
-from tests.unit.test_fuzz_inputs import mutated_text
 
 FILE = ROOT / "knowledge" / "vllm-advice.yaml"
 GOOD = """advice:
@@ -75,18 +71,6 @@ def test_a_malformed_file_is_bad_input(tmp_path, text):
     path.write_text(text)
     with pytest.raises(InputError):
         vllm_advice.load(path)
-
-
-@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(data=st.data())
-def test_mutations_of_the_file_are_loaded_or_bad_input(tmp_path, data):
-    """As tests/unit/test_fuzz_inputs.py does for the other knowledge files: only InputError may escape."""
-    path = tmp_path / "vllm-advice.yaml"
-    path.write_text(data.draw(mutated_text(FILE.read_text(encoding="utf-8"))), encoding="utf-8")
-    with contextlib.suppress(InputError):
-        entries = vllm_advice.load(path)
-        for vllm in ("0.7.2", "0.10.0", "0.12.0", "0.31.0"):
-            vllm_advice.matching(vllm, [(7, 5), (8, 6), (9, 0), (12, 0)], advice=entries)
 
 
 def test_full_cuda_graph_on_flash_attention_2_only_for_the_versions_that_raise():

@@ -14,7 +14,7 @@ from imagematrix.tools import cuobjdump
 from tests.conftest import ROOT
 
 FIXTURES = ROOT / "tests" / "fixtures" / "cuda"
-# what cuobjdump lists in each fixture (tests/unit/tools/test_cuobjdump.py checks it on the real files)
+# what cuobjdump lists in each fixture (tests/process/tools/test_cuobjdump.py checks it on the real files)
 FOUND = {
     "libsass.so": (frozenset({"sm_75", "sm_80", "sm_90"}), frozenset()),
     "libptx.so": (frozenset(), frozenset({"compute_80"})),
@@ -119,9 +119,3 @@ def test_a_damaged_cache_entry_is_read_again(tmp_path, counted):
 def test_read_of_a_missing_file_names_it(tmp_path, counted):
     with pytest.raises(RuntimeFailure, match="cannot read .*absent.so"):
         coverage.read([tmp_path / "absent.so"])
-
-
-@pytest.mark.skipif(cuobjdump.find() is None, reason=f"cuobjdump is not installed ({cuobjdump.INSTALL_HINT})")
-def test_read_with_the_real_cuobjdump(tmp_path, monkeypatch):
-    monkeypatch.setenv("IMAGEMATRIX_CACHE", str(tmp_path / "cache"))
-    assert coverage.read([FIXTURES / name for name in FOUND]) == {FIXTURES / name: f for name, f in FOUND.items()}

@@ -170,39 +170,3 @@ def test_leftovers_of_a_killed_render_are_reported_then_swept(run, project_copy)
     assert run("render", "--matrix", project_copy).code == 0
     assert not [p for p in out.iterdir() if p.is_dir() and p.name.startswith(".")]
     assert run("render", "--check", "--matrix", project_copy).code == 0
-
-
-def test_two_renders_at_once_both_succeed(project_copy):
-    import subprocess
-    import sys
-
-    assert not (project_copy.parent / "dockerfiles" / "generated").exists()  # both have every row to write
-    cmd = [sys.executable, str(ROOT / "build.py"), "render", "--matrix", str(project_copy)]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
-    assert all(code == 0 for code, _ in results), results
-    check = subprocess.run([*cmd, "--check"], capture_output=True, text=True)
-    assert check.returncode == 0, check.stderr
-
-
-def test_a_render_killed_at_any_point_is_repaired_by_the_next(project_copy):
-    import random
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    out = project_copy.parent / "dockerfiles" / "generated"
-    cmd = [sys.executable, str(ROOT / "build.py"), "render", "--matrix", str(project_copy)]
-    assert subprocess.run(cmd, capture_output=True).returncode == 0
-    rng = random.Random(7)
-    for _ in range(8):
-        for row_dir in [p for p in out.iterdir() if p.is_dir()][:3]:
-            (row_dir / "Dockerfile").write_text("# changed, so render has work to do\n")
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, 1.5))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        assert subprocess.run(cmd, capture_output=True).returncode == 0
-        check = subprocess.run([*cmd, "--check"], capture_output=True, text=True)
-        assert check.returncode == 0, check.stderr

@@ -17,8 +17,8 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import locks, resolve
 from imagematrix.tools import pypi, pypi_releases
 from tests.conftest import GOOD_MATRIX, ROOT
+from tests.process.stages.test_lock_refresh_local_index import ERA, ROW, Handler, pins_index, use_index
 from tests.support import serving
-from tests.unit.stages.test_lock_refresh_local_index import ERA, ROW, Handler, pins_index, use_index
 
 SECRET = "s3cret-7d1f"
 

@@ -13,8 +13,8 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import resolve, validate
 from imagematrix.tools import uv
 from tests.conftest import GOOD_MATRIX, ROOT
+from tests.process.stages.test_lock_refresh_local_index import PINS_UPLOADED, Handler, pins_index, use_index
 from tests.support import serving
-from tests.unit.stages.test_lock_refresh_local_index import PINS_UPLOADED, Handler, pins_index, use_index
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from imagematrix.model.errors import InputError
 from imagematrix.stages import resolve, validate
 from imagematrix.tools import uv
 from tests.conftest import GOOD_MATRIX, ROOT
+from tests.process.stages.test_lock_refresh_local_index import PINS_UPLOADED, Handler, Index, use_index
 from tests.support import serving
-from tests.unit.stages.test_lock_refresh_local_index import PINS_UPLOADED, Handler, Index, use_index
 
 OVERRIDE_VLLM = '    overrides:\n      vllm:\n        version: "0.7.2"\n        reason: the case under test\n'
 

@@ -16,8 +16,8 @@ from imagematrix.knowledge.flash_attn import wheel_spec
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import flash_attn, plan
 from tests.conftest import ROOT
+from tests.process.ci.test_workflow import calls, run_script, step_calling, steps_of, workflow
 from tests.support import actions_expand
-from tests.unit.ci.test_workflow import calls, run_script, step_calling, steps_of, workflow
 
 WORKFLOW = ROOT / ".github" / "workflows" / "images.yml"
 # Builds run after the flash-attn job succeeded, was skipped (nothing to compile) or failed: a failed compile fails

@@ -20,8 +20,8 @@ from imagematrix.model import lockfile
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import locks
 from tests.conftest import GOOD_MATRIX, GOOD_ROW
+from tests.process.stages.test_lock_refresh_local_index import ERA, PINS_UPLOADED, ROW, Handler, Index, use_index
 from tests.support import serving
-from tests.unit.stages.test_lock_refresh_local_index import ERA, PINS_UPLOADED, ROW, Handler, Index, use_index
 
 FA = "2.7.3"  # a flash-attn release knowledge/flash-attn.yaml does not list
 FA_ROW = f"{ROW}-fa{FA}"
