@@ -27,7 +27,10 @@ RULES = KNOWLEDGE / "rules.yaml"
 GPUS = KNOWLEDGE / "gpus.yaml"
 FLASH_ATTN = KNOWLEDGE / "flash-attn.yaml"
 LOCKS = ROOT / "locks"
-IN_IMAGE = ROOT / "imagematrix" / "in_image"  # standard-library code copied into images
+# The package's own files, found beside this module (a checkout or an installed wheel), never through ROOT:
+PACKAGE = Path(__file__).resolve().parents[1]
+IN_IMAGE = PACKAGE / "in_image"  # standard-library code copied into images
+SUITES = PACKAGE / "suites"  # the test suites run against an image: cpu/ (stages/smoke), gpu/ (stages/smoke_gpu)
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:
