@@ -14,7 +14,16 @@ from pathlib import Path
 
 from imagematrix.model.errors import RuntimeFailure
 
-ROOT = Path(__file__).resolve().parents[2]
+
+def _root() -> Path:
+    """The project's data (matrix.yaml, knowledge/, dockerfiles/, locks/): the checkout that holds this package (a
+    clone, an editable install); an installed package has none beside it and reads the current directory's (run
+    `python -m imagematrix` in a checkout)."""
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "knowledge").is_dir() else Path.cwd().resolve()
+
+
+ROOT = _root()
 MATRIX = ROOT / "matrix.yaml"
 DOCKERFILES = ROOT / "dockerfiles"
 TEMPLATES = DOCKERFILES / "templates"
