@@ -170,7 +170,7 @@ def hostile(mode: str, body: bytes | Callable[[str], bytes] = b"{}", content_typ
     return Handler
 
 
-# A GPU run's raw results (tests/smoke/gpu/run_host.sh's OUT), the least gpu-record accepts: for the record tests.
+# A GPU run's raw results (imagematrix/suites/gpu/run_host.sh's OUT), the least gpu-record accepts: for the record tests.
 GPU_ROW = "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312"
 GPU_JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest">
 <testcase classname="test_gpu_cuda" name="test_torch_sees_a_gpu" time="4.5"/></testsuite></testsuites>"""

@@ -1,4 +1,4 @@
-"""`build.py gpu-record`: turn a GPU run's raw results (tests/smoke/gpu/run_host.sh's OUT) into a record."""
+"""`build.py gpu-record`: turn a GPU run's raw results (imagematrix/suites/gpu/run_host.sh's OUT) into a record."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from imagematrix.stages import gpu_record, locks
 
 def add_arguments(p) -> None:
     matrix_option(p)
-    p.add_argument("results", type=Path, help="the OUT folder of tests/smoke/gpu/run_host.sh")
+    p.add_argument("results", type=Path, help="the OUT folder of imagematrix/suites/gpu/run_host.sh")
     p.add_argument("--row", required=True, dest="row_id", metavar="ID", help="the row whose wheels the run used")
     p.add_argument("--mode", choices=("host", "image"), default="host", help="host mode or inside the image")
     p.add_argument("--date", default=None, help="YYYY-MM-DD of the run (default: today, UTC)")
@@ -37,7 +37,7 @@ def run(args) -> int:
             from None
     m = matrix_mod.load(args.matrix)
     if not args.results.is_dir():
-        raise InputError(f"{args.results}: no such folder", fix="pass the OUT folder of tests/smoke/gpu/run_host.sh")
+        raise InputError(f"{args.results}: no such folder", fix="pass the OUT folder of imagematrix/suites/gpu/run_host.sh")
     row = m.select([args.row_id])[0]
     date = args.date or datetime.datetime.now(datetime.timezone.utc).date().isoformat()
     # everything this command reads is read and checked before it writes: the records beside the new one (the row's

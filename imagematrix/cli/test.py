@@ -15,7 +15,7 @@ def add_arguments(p) -> None:
     registry_options(p)
     p.add_argument("--image", help="image to test (default: REGISTRY/verl:<row-id>)")
     p.add_argument("--gpu", action="store_true",
-                   help="run the GPU smoke suite (tests/smoke/gpu) inside the image with `docker run --gpus all`")
+                   help="run the GPU smoke suite (imagematrix/suites/gpu) inside the image with `docker run --gpus all`")
     p.add_argument("--gpu-tier", choices=sorted(smoke_gpu.TIERS), default="all",
                    help="with --gpu: single-GPU tests, multi-GPU tests (NCCL, 2-rank vLLM), or all (default)")
     p.add_argument("--cluster", action="store_true",

@@ -152,12 +152,12 @@ def failure_fix(text: str, vllm: str | None, capability: Capability | None = Non
 
 
 def fix_line(entry: Advice) -> str:
-    """The line a failing GPU smoke test prints (tests/smoke/gpu/gpusmoke.py known_fixes writes the same)."""
+    """The line a failing GPU smoke test prints (imagematrix/suites/gpu/gpusmoke.py known_fixes writes the same)."""
     return f"known vLLM failure {entry.id} ({FILE_NAME}): {entry.when} -> fix: {entry.advice}"
 
 
 def export(advice: tuple[Advice, ...] | None = None) -> list[dict]:
     """The entries as plain data (JSON) for the GPU smoke suite, which matches them without imagematrix inside an
-    image (tests/smoke/gpu/gpusmoke.py: known_fixes, the same matching as for_failure)."""
+    image (imagematrix/suites/gpu/gpusmoke.py: known_fixes, the same matching as for_failure)."""
     return [entry.model_dump(include={"id", "vllm", "capability", "when", "symptom", "advice"})
             for entry in (entries() if advice is None else advice)]

@@ -14,7 +14,16 @@ from pathlib import Path
 
 from imagematrix.model.errors import RuntimeFailure
 
-ROOT = Path(__file__).resolve().parents[2]
+
+def _root() -> Path:
+    """The project's data (matrix.yaml, knowledge/, dockerfiles/, locks/): the checkout that holds this package (a
+    clone, an editable install); an installed package has none beside it and reads the current directory's (run
+    `python -m imagematrix` in a checkout)."""
+    checkout = Path(__file__).resolve().parents[2]
+    return checkout if (checkout / "knowledge").is_dir() else Path.cwd().resolve()
+
+
+ROOT = _root()
 MATRIX = ROOT / "matrix.yaml"
 DOCKERFILES = ROOT / "dockerfiles"
 TEMPLATES = DOCKERFILES / "templates"
@@ -27,7 +36,10 @@ RULES = KNOWLEDGE / "rules.yaml"
 GPUS = KNOWLEDGE / "gpus.yaml"
 FLASH_ATTN = KNOWLEDGE / "flash-attn.yaml"
 LOCKS = ROOT / "locks"
-IN_IMAGE = ROOT / "imagematrix" / "in_image"  # standard-library code copied into images
+# The package's own files, found beside this module (a checkout or an installed wheel), never through ROOT:
+PACKAGE = Path(__file__).resolve().parents[1]
+IN_IMAGE = PACKAGE / "in_image"  # standard-library code copied into images
+SUITES = PACKAGE / "suites"  # the test suites run against an image: cpu/ (stages/smoke), gpu/ (stages/smoke_gpu)
 
 
 def write_atomic(path: Path, data: bytes | str) -> None:

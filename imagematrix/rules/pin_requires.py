@@ -1,6 +1,6 @@
 """Rule kind `pin-requires`: the row's versions of `packages` against the base Requires-Dist of the pins in `of`
 (e.g. vLLM's transformers floor), read from their wheels' METADATA. Overrides do not silence it: an override forces
-uv past such a requirement, and the image then fails `uv pip check` in the smoke tests (tests/smoke/test_image.py)."""
+uv past such a requirement, and the image then fails `uv pip check` in the smoke tests (imagematrix/suites/cpu/test_image.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GPU record stage: a run's raw results (tests/smoke/gpu/run_host.sh's OUT folder) -> docs/gpu-runs/<...>.json.
+"""GPU record stage: a run's raw results (imagematrix/suites/gpu/run_host.sh's OUT folder) -> docs/gpu-runs/<...>.json.
 
 Read: junit.xml (each test's outcome and duration), gpu.csv (nvidia-smi), env.json (versions as the suite's Python
 imports them), verl_train.json (the training smoke's numbers), host-versions.json (which locked packages the host
@@ -21,7 +21,7 @@ from imagematrix.stages import locks
 
 WEIGHT_SYNC_KEYS = ("training/rollout_actor_probs_pearson_corr", "training/rollout_probs_diff_max")
 GENERATED_RE = re.compile(r"vLLM (\S+) \(([^,]+), dtype (\w+)\): generated (\[\[.*\]\])")
-RAW_FIX = "pass the OUT folder of tests/smoke/gpu/run_host.sh (or run_image.sh) as the run wrote it"
+RAW_FIX = "pass the OUT folder of imagematrix/suites/gpu/run_host.sh (or run_image.sh) as the run wrote it"
 # junit.xml and pytest.log carry the failures' tracebacks: larger than the JSON files, still bounded
 LOG_MAX_BYTES = 32 * datafile.MAX_BYTES
 
@@ -62,17 +62,17 @@ def tests_from_junit(path: Path) -> list[gpurun.TestResult]:
 def _gpu(path: Path) -> tuple[str, str, str, int]:
     lines = [line.split(", ") for line in datafile.read_text(path, fix=RAW_FIX).splitlines() if line.strip()]
     if not lines or len(lines[0]) < 4:
-        raise InputError(f"{path}: no nvidia-smi answer", fix="run tests/smoke/gpu/run_host.sh on a GPU host")
+        raise InputError(f"{path}: no nvidia-smi answer", fix="run imagematrix/suites/gpu/run_host.sh on a GPU host")
     name, driver, _memory, capability = lines[0][:4]
     for value in (name, driver, capability):
         if len(value) > 300 or gpurun.CONTROL_RE.search(value):
             raise _bad(path, f"not an nvidia-smi answer: {value[:80]!r}",
-                       fix="run tests/smoke/gpu/run_host.sh on a GPU host")
+                       fix="run imagematrix/suites/gpu/run_host.sh on a GPU host")
     return name, driver, capability, len(lines)
 
 
 class _Env(BaseModel):
-    """env.json (tests/smoke/gpu/scripts/env_json.py): what the record takes of it."""
+    """env.json (imagematrix/suites/gpu/scripts/env_json.py): what the record takes of it."""
     model_config = ConfigDict(extra="allow")
 
     row: str
@@ -91,7 +91,7 @@ class _HostPackage(BaseModel):
 
 
 class _HostVersions(BaseModel):
-    """host-versions.json (tests/smoke/gpu/wheelhouse.py unpack)."""
+    """host-versions.json (imagematrix/suites/gpu/wheelhouse.py unpack)."""
     model_config = ConfigDict(extra="forbid")
 
     packages: list[_HostPackage]
@@ -171,7 +171,7 @@ def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str 
     for needed in ("junit.xml", "gpu.csv", "env.json"):
         if not (raw / needed).is_file():
             raise InputError(f"{raw / needed} is missing", where=str(raw),
-                             fix="pass the OUT folder of tests/smoke/gpu/run_host.sh")
+                             fix="pass the OUT folder of imagematrix/suites/gpu/run_host.sh")
     env = _json(raw / "env.json", _Env)
     if env.row != row.id:
         raise InputError(f"{raw} holds a run of row {env.row}, not {row.id}", fix=f"pass --row {env.row}")
@@ -196,10 +196,10 @@ def record(matrix: Matrix, row: Row, raw: Path, date: str, mode: str, note: str 
 
 
 def _image(raw: Path) -> tuple[gpurun.ImageRef, str | None]:
-    """image.json of an image-mode run (tests/smoke/gpu/run_image.sh): the exported image's reference and digest,
+    """image.json of an image-mode run (imagematrix/suites/gpu/run_image.sh): the exported image's reference and digest,
     and the digest of the lock it was built from (its label), which is the run's lock, whatever the lock is today."""
     path = raw / "image.json"
-    fix = "pass the OUT folder of tests/smoke/gpu/run_image.sh, or --mode host"
+    fix = "pass the OUT folder of imagematrix/suites/gpu/run_image.sh, or --mode host"
     data = datafile.load_json(path, fix=fix) if path.is_file() else None
     try:
         lock = (data.get("labels") or {}).get(labels.LOCK_SHA256)

@@ -1,4 +1,5 @@
-"""Smoke stage (CPU): tests/smoke against an image, output into the row's smoke.log. The GPU suite is smoke_gpu.
+"""Smoke stage (CPU): the suite imagematrix/suites/cpu against an image, output into the row's smoke.log. The GPU suite
+(imagematrix/suites/gpu) is smoke_gpu.
 
 The build runs them once per built image (run_once): a pass is kept under the cache, keyed by the image's id and the
 suite's files, so building the same image again (`--rebuild` with nothing changed, the same row pushed to a second
@@ -17,7 +18,7 @@ from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.paths import ROOT
 from imagematrix.tools import docker, process
 
-SUITE = ROOT / "tests" / "smoke"
+SUITE = paths.SUITES / "cpu"  # package data: an installed imagematrix runs it too
 
 
 def run_smoke(matrix: Matrix, row: Row, image: str, log_path: Path, extra: list[str] | None = None) -> bool:

@@ -1,4 +1,4 @@
-"""GPU smoke tests inside an image: `docker run --gpus all` with tests/smoke/gpu and pytest mounted in.
+"""GPU smoke tests inside an image: `docker run --gpus all` with imagematrix/suites/gpu and pytest mounted in.
 
 Images carry no pytest. pytest_dir() installs pytest and its pure-Python dependencies once on this machine
 (`pip install --target`, cached under ~/.cache/imagematrix) for the row's Python, and the container puts that
@@ -18,14 +18,15 @@ import sys
 from pathlib import Path
 
 from imagematrix.knowledge import vllm_advice
+from imagematrix.model import paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
-from imagematrix.model.paths import ROOT, cache_dir
+from imagematrix.model.paths import cache_dir
 from imagematrix.tools import docker, process
 
 # pytest marker expressions of the GPU tiers (`test --gpu --gpu-tier`)
 TIERS = {"single": ["-m", "gpu and not multi_gpu"], "multi": ["-m", "multi_gpu"], "all": []}
-GPU_TESTS = ROOT / "tests" / "smoke" / "gpu"
+GPU_TESTS = paths.SUITES / "gpu"  # package data, mounted alone into the image
 MOUNT = "/imagematrix"
 IMAGE_PYTHON = "/opt/venv/bin/python"
 COMPLETE = ".imagematrix-complete"
@@ -65,7 +66,7 @@ def pytest_dir(python: str, *, cache: Path | None = None) -> Path:
 
 def docker_command(cli: str, image: str, row_json: Path, pytest_path: Path, *, tests: Path = GPU_TESTS,
                    shm_size: str = "16g", extra: list[str] | None = None, advice: Path | None = None) -> list[str]:
-    """`docker run` line that runs tests/smoke/gpu inside `image` on every local GPU, in image mode; `advice` (the
+    """`docker run` line that runs the GPU suite inside `image` on every local GPU, in image mode; `advice` (the
     known vLLM failures as JSON, write_advice) is mounted beside row.json so that a failing test names the fix."""
     bootstrap = (f"import sys; sys.path.append({MOUNT + '/pytest'!r}); import pytest; "
                  "sys.exit(pytest.main(sys.argv[1:]))")

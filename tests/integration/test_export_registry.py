@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from imagematrix.in_image import imagefs
+from imagematrix.model import paths
 from imagematrix.tools import docker
 from tests.conftest import ROOT
 
@@ -240,7 +241,7 @@ def test_what_export_writes_the_gpu_hosts_unpacker_restores_whole(oci_image, tmp
     out = tmp_path / "out"
     manifest, _ = export("--image", oci_image, "--out", out, "--codec", "xz", "--inventory", inventory, "--part-mib", "1")
     bundles = tmp_path / "bundles"
-    planned = subprocess.run([sys.executable, str(ROOT / "tests/smoke/gpu/carry.py"), "plan", str(out), "--out",
+    planned = subprocess.run([sys.executable, str(paths.SUITES / "gpu" / "carry.py"), "plan", str(out), "--out",
                               str(bundles), "--max-mib", "1"], capture_output=True, text=True, check=True)
     assert json.loads(planned.stdout)["bundles"] >= 1
     store = tmp_path / "store"

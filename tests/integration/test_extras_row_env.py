@@ -3,7 +3,7 @@
 Its image cannot be built here: the row ships flash-attn 2.8.1 for torch 2.7.1/cu126, whose wheel is only a GitHub
 release asset, and compiling it takes about 3 hours on 2 cores. So the row's lock (every package but flash-attn,
 which the lock never holds) is installed from PyPI, hash-checked, into a Python 3.11 venv, and the image's own smoke
-test functions (tests/smoke/test_image.py) run against that venv through testinfra's local backend: the extras import
+test functions (imagematrix/suites/cpu/test_image.py) run against that venv through testinfra's local backend: the extras import
 as knowledge/extras.yaml says (unsloth stops at exactly its no-GPU check), `uv pip check` is clean, and the stack
 imports. About 5 GB from PyPI, a minute or two."""
 
@@ -18,9 +18,9 @@ import pytest
 
 from imagematrix.knowledge import extras
 from imagematrix.model import matrix as matrix_mod
+from imagematrix.suites.cpu import test_image
 from imagematrix.tools import uv
 from tests.conftest import ROOT
-from tests.smoke import test_image
 
 ROW = "verl0.5.0-vllm0.10.0-torch2.7.1-cu126-py311-fa2.8.1-unsloth2025.8.10"
 

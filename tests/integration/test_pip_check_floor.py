@@ -1,5 +1,5 @@
 """Issue 16, item 5: an image whose transformers is below vLLM's declared floor (verl's own published images do this)
-fails the smoke tests' `uv pip check` (tests/smoke/test_image.py, PIP_CHECK). Proved without building an image: a
+fails the smoke tests' `uv pip check` (imagematrix/suites/cpu/test_image.py, PIP_CHECK). Proved without building an image: a
 venv holding the real transformers 4.51.3 wheel and vLLM 0.10.0's real METADATA (from its wheel on the index, by HTTP
 range; the 400 MB of code are not needed for the check), then the smoke test's own command. Needs uv and the index."""
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from imagematrix.suites.cpu.test_image import PIP_CHECK
 from imagematrix.tools import pypi, uv
-from tests.smoke.test_image import PIP_CHECK
 
 pytestmark = pytest.mark.network
 VLLM = "0.10.0"  # Requires-Dist: transformers >= 4.53.2

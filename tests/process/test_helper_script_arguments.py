@@ -1,5 +1,5 @@
 """Issue 26, item 9: the helper scripts run by hand or by a build (imagematrix/in_image/patch_apply.py,
-tests/smoke/gpu/wheelhouse.py pack/unpack, tests/smoke/gpu/run_host.sh) answer bad arguments with their usage line
+imagematrix/suites/gpu/wheelhouse.py pack/unpack, imagematrix/suites/gpu/run_host.sh) answer bad arguments with their usage line
 and exit 2, before any work, never with a traceback; `wheelhouse.py pack --part-mib 0` (which cut nothing into
 parts, forever) is refused."""
 
@@ -13,10 +13,11 @@ import sys
 import pytest
 
 from imagematrix.in_image import patch_apply
+from imagematrix.model import paths
 from tests.conftest import ROOT
 
-WHEELHOUSE = ROOT / "tests" / "smoke" / "gpu" / "wheelhouse.py"
-RUN_HOST = ROOT / "tests" / "smoke" / "gpu" / "run_host.sh"
+WHEELHOUSE = paths.SUITES / "gpu" / "wheelhouse.py"
+RUN_HOST = paths.SUITES / "gpu" / "run_host.sh"
 LOCK = ROOT / "locks" / "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312.txt"
 PATCH = {"id": "demo", "package": "vllm", "version": "0.7.2", "file": "vllm/x.py", "scope": None,
          "anchor": "^a = 1\\n", "replacement": "a = 2\\n", "check": "a = 2"}

@@ -1,11 +1,13 @@
 """The documentation holds together: README.md is a short front page, every relative link in it and in docs/ leads to
 a file (and heading) that exists, ARCHITECTURE.md names every module of every layer and no module that is gone,
-docs/cli.md shows every command with every option, and each guide says in one line what it is for."""
+every path into the repository that a page names exists, docs/cli.md shows every command with every option, and each
+guide says in one line what it is for."""
 
 from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -134,6 +136,64 @@ def test_source_files_named_by_path_exist(page):
     gone = sorted({path for path in re.findall(r"(?<![\w/.])imagematrix/[\w/]+\.py", page.read_text())
                    if not (ROOT / path).is_file()})
     assert not gone, f"{page.relative_to(ROOT)} names files that do not exist: {gone}"
+
+
+# A path into this repository, in prose or in a code block: `imagematrix/suites/gpu/run_host.sh`, `tests/unit/`,
+# `dockerfiles/generated/<row-id>/row.json` (checked up to a placeholder: <...>, *, ID, ROW.json). `knowledge/x.py` may
+# be the knowledge layer's module (imagematrix/knowledge/x.py), and `stages/smoke_gpu.pytest_dir` a module's function.
+REPO_PATH = re.compile(r"(?<![\w/.$~-])((?:imagematrix|tests|docs|knowledge|dockerfiles|bench|locks|sizes|coverage"
+                       r"|\.ci|\.github)/[\w./-]*)")
+# Paths of other projects that a page names as theirs.
+UPSTREAM = {("docs/using/running.md", "docs/stargz.md"),  # nerdctl's
+            ("knowledge/flash-attn.yaml", ".github/workflows/publish.yml")}  # flash-attention's release workflow
+# docs/gpu-runs.md quotes each record's note, which names the files as they were named on the record's date.
+PATH_PAGES = [p for p in PAGES if p.name != "gpu-runs.md"] + sorted((ROOT / "knowledge").glob("*.yaml")) + \
+             sorted(p for p in (ROOT / "imagematrix" / "suites").rglob("*") if p.suffix in (".py", ".sh"))
+
+
+def _repo_path_exists(path: str) -> bool:
+    kept = []
+    for part in path.split("/"):
+        if not part or re.fullmatch(r"[A-Z][A-Z0-9_]*(\.\w+)?", part):  # a placeholder: ID, OUT, ROW_JSON, ID.txt
+            break
+        kept.append(part)
+    path = "/".join(kept)
+    for candidate in (path, f"imagematrix/{path}" if kept[0] in LAYERS else path):
+        stem, dot, _ = candidate.rpartition(".")
+        if (ROOT / candidate).exists() or (dot and (ROOT / f"{stem}.py").is_file()):  # a module's function
+            return True
+    return False
+
+
+@pytest.mark.parametrize("page", PATH_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_repository_paths_named_in_the_docs_exist(page):
+    """`imagematrix/suites/gpu/run_host.sh`, not the `tests/smoke/gpu/run_host.sh` it once was: every path into the
+    repository that a guide, a knowledge file or a suite's usage line names exists, files and folders alike."""
+    rel = str(page.relative_to(ROOT))
+    gone = sorted({path for path in (m.rstrip(".,:;-") for m in REPO_PATH.findall(page.read_text()))
+                   if (rel, path) not in UPSTREAM and not _repo_path_exists(path)})
+    assert not gone, f"{rel} names paths that do not exist: {gone}"
+
+
+def test_the_path_check_knows_placeholders_modules_and_stale_paths():
+    assert _repo_path_exists("dockerfiles/generated/ID/row.json") and _repo_path_exists("locks/ROW.txt")
+    assert _repo_path_exists("knowledge/extras.py") and _repo_path_exists("stages/smoke_gpu.pytest_dir")
+    assert _repo_path_exists("imagematrix/suites/gpu/") and _repo_path_exists("docs/gpu-runs/")
+    assert not _repo_path_exists("tests/smoke/gpu/run_host.sh") and not _repo_path_exists("tests/smoke/test_image.py")
+    assert REPO_PATH.findall("see `tests/unit/` and https://x.org/docs/a.md, ./tests/b") == ["tests/unit/"]
+
+
+def test_no_file_names_the_old_home_of_the_suites():
+    """The suites moved from tests/smoke to imagematrix/suites (issue 27, item 4). Left alone: the GPU run records and
+    their logs (what ran, as it was named then) and the tiny tokenizer's training text (a new text is a new model)."""
+    old = "tests" + "/smoke"
+    kept = ("docs/gpu-runs/", "docs/gpu-runs.md", "imagematrix/suites/gpu/assets/corpus.txt",
+            "imagematrix/suites/gpu/assets/tiny-llama/")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    naming = sorted(name for name in (f.decode() for f in files if f) if not name.startswith(kept)
+                    and (ROOT / name).is_file() and old.encode() in (ROOT / name).read_bytes()
+                    and name != "tests/unit/test_docs_links.py")
+    assert not naming, f"{naming} name {old}: the suites are in imagematrix/suites/cpu and imagematrix/suites/gpu"
 
 
 def _synopses() -> dict[str, str]:

@@ -14,7 +14,7 @@ from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError
 from imagematrix.stages import locks, render
 from tests.conftest import ROOT
-from tests.unit.smoke_gpu.test_gpusmoke import _row_json, gs
+from tests.unit.suites.test_gpusmoke import _row_json, gs
 
 UNSLOTH_ROW = "verl0.5.0-vllm0.10.0-torch2.7.1-cu126-py311-fa2.8.1-unsloth2025.8.10"
 NO_GPU = "Unsloth currently only works on NVIDIA GPUs and Intel GPUs."
@@ -98,7 +98,7 @@ class _Host:
 
 
 def test_the_cpu_smoke_test_accepts_only_the_recorded_no_gpu_error(row):
-    from tests.smoke.test_image import test_extras_import
+    from imagematrix.suites.cpu.test_image import test_extras_import
 
     no_gpu = f"Traceback (most recent call last):\nNotImplementedError: {NO_GPU}\n"
     host = _Host({"import unsloth_zoo'": (1, no_gpu), "import unsloth'": (1, no_gpu)})

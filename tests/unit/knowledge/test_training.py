@@ -8,8 +8,7 @@ import sys
 
 from imagematrix import rules
 from imagematrix.knowledge import training
-from imagematrix.model import matrix
-from tests.conftest import ROOT
+from imagematrix.model import matrix, paths
 
 ROW = {"verl": "0.3.0.post1", "vllm": "0.7.2", "torch": "2.5.1", "cuda": "12.4", "tensordict": "0.6.2",
        "transformers": "4.49.0"}
@@ -55,9 +54,9 @@ def test_a_row_with_flash_attn_trains_with_flash_attention_2(write_matrix):
 
 
 def test_the_gpu_smoke_suite_agrees_with_the_knowledge():
-    """tests/smoke/gpu is mounted alone into images, so its own training spec repeats where sdpa cannot train:
+    """imagematrix/suites/gpu is mounted alone into images, so its own training spec repeats where sdpa cannot train:
     it must say what knowledge/training.yaml says."""
-    sys.path.insert(0, str(ROOT / "tests" / "smoke" / "gpu"))
+    sys.path.insert(0, str(paths.SUITES / "gpu"))
     import gpusmoke
 
     spec = gpusmoke.load_train_spec()

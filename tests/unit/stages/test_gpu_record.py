@@ -1,5 +1,5 @@
 """gpu-record: a run's raw results -> a record; docs/gpu-runs.md from records. The raw results here are the
-committed H200 run's own files where they exist (tests/smoke/gpu/run_host.sh's outputs), else made up in the test."""
+committed H200 run's own files where they exist (imagematrix/suites/gpu/run_host.sh's outputs), else made up in the test."""
 
 from __future__ import annotations
 

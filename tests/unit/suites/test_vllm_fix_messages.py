@@ -11,7 +11,7 @@ import pytest
 
 from imagematrix.knowledge import vllm_advice
 from imagematrix.stages import smoke_gpu
-from tests.unit.smoke_gpu.test_gpusmoke import GPU_DIR, ROW_072, _row_json, gs
+from tests.unit.suites.test_gpusmoke import GPU_DIR, ROW_072, _row_json, gs
 
 # The end of a real report (verl 0.5-era image, vLLM 0.10.0, full_cuda_graph on an sm_8x GPU), as vLLM printed it.
 AOT_FAILURE = """\
@@ -97,7 +97,7 @@ def test_the_docker_line_mounts_the_advice_and_passes_it_to_the_suite(tmp_path):
     assert "--vllm-advice" in (GPU_DIR / "conftest.py").read_text()
 
 
-@pytest.mark.parametrize("mounted", ["/imagematrix/gpu", "/gpu", "/srv/suite/gpu", "/x/tests/smoke/gpu"])
+@pytest.mark.parametrize("mounted", ["/imagematrix/gpu", "/gpu", "/srv/suite/gpu", "/x/imagematrix/suites/gpu"])
 def test_a_suite_mounted_outside_a_checkout_loads_without_advice(mounted):
     """Inside an image the suite sits at a shallow mount (/imagematrix/gpu) with no project around it: loading the
     advice without --vllm-advice gives none, never an IndexError that aborts pytest's collection (CI, session 4)."""

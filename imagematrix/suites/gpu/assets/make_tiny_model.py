@@ -1,13 +1,13 @@
 """Make the tiny model the GPU smoke tests run vLLM on: a BPE tokenizer trained here plus a small Llama config.
 
-    python tests/smoke/gpu/assets/make_tiny_model.py            # rewrite tests/smoke/gpu/assets/tiny-llama/
-    python tests/smoke/gpu/assets/make_tiny_model.py --check    # exit 1 when the committed files differ
+    python imagematrix/suites/gpu/assets/make_tiny_model.py            # rewrite imagematrix/suites/gpu/assets/tiny-llama/
+    python imagematrix/suites/gpu/assets/make_tiny_model.py --check    # exit 1 when the committed files differ
 
 No weights: vLLM fills the model with random values (`load_format="dummy"`), so nothing is downloaded. The
 tokenizer is a byte-level BPE (vocabulary 1024) trained with the `tokenizers` package on corpus.txt, a frozen copy
 of the project's README; training is deterministic. The trained vocabulary and merges are written into a fixed
 tokenizer.json layout (merges as "a b" strings), so the files depend on the training result only and load with
-every `tokenizers` the matrix ships (0.21 and later). tests/unit/test_gpu_assets.py checks the committed files
+every `tokenizers` the matrix ships (0.21 and later). tests/unit/suites/test_gpu_assets.py checks the committed files
 against this script.
 """
 

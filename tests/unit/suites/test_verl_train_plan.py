@@ -1,5 +1,5 @@
 """CPU tests of the verl training smoke test's helpers (gpusmoke.py, assets/verl-train.json): overlays per verl
-version, override assembly, console metric parsing, dataset rows. The GPU run itself is tests/smoke/gpu/test_gpu_verl_train.py.
+version, override assembly, console metric parsing, dataset rows. The GPU run itself is imagematrix/suites/gpu/test_gpu_verl_train.py.
 
 """
 
@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-GPU_DIR = Path(__file__).resolve().parents[2] / "smoke" / "gpu"
+from imagematrix.model import paths
+
+GPU_DIR = paths.SUITES / "gpu"
 sys.path.insert(0, str(GPU_DIR))
 import gpusmoke  # noqa: E402
 

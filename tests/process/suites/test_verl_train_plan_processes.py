@@ -1,11 +1,11 @@
-"""The tests of tests/unit/smoke_gpu/test_verl_train_plan.py that start a process, serve HTTP or kill:
+"""The tests of tests/unit/suites/test_verl_train_plan.py that start a process, serve HTTP or kill:
 the process tier. The pure ones stay there."""
 
 from __future__ import annotations
 
 import sys
 
-from tests.unit.smoke_gpu.test_verl_train_plan import gpusmoke  # the GPU suite's module, on its path
+from tests.unit.suites.test_verl_train_plan import gpusmoke  # the GPU suite's module, on its path
 
 
 def test_run_logged_streams_to_a_file_and_kills_at_the_timeout(tmp_path):

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from imagematrix.model import paths
 
-ASSETS = ROOT / "tests" / "smoke" / "gpu" / "assets"
+ASSETS = paths.SUITES / "gpu" / "assets"
 MODEL = ASSETS / "tiny-llama"
 
 
@@ -26,7 +26,7 @@ def test_committed_assets_are_what_the_script_makes():
     pytest.importorskip("tokenizers", reason="the tokenizer is trained with the `tokenizers` package")
     script = _script()
     files = script.build_files()
-    assert script.drift(files, MODEL) == [], "run: python tests/smoke/gpu/assets/make_tiny_model.py"
+    assert script.drift(files, MODEL) == [], "run: python imagematrix/suites/gpu/assets/make_tiny_model.py"
     assert script.main(["--check"]) == 0
 
 
@@ -45,7 +45,7 @@ def test_drift_is_detected(tmp_path):
 
 def test_assets_are_small_and_consistent():
     total = sum(p.stat().st_size for p in ASSETS.rglob("*") if p.is_file())
-    assert total < 256 * 1024, f"tests/smoke/gpu/assets holds {total} bytes"
+    assert total < 256 * 1024, f"imagematrix/suites/gpu/assets holds {total} bytes"
     config = json.loads((MODEL / "config.json").read_text())
     tokenizer = json.loads((MODEL / "tokenizer.json").read_text())
     assert config["vocab_size"] == len(tokenizer["model"]["vocab"]) == 1024

@@ -1,4 +1,4 @@
-"""The tests of tests/unit/smoke_gpu/test_gpusmoke.py that start a process, serve HTTP or kill:
+"""The tests of tests/unit/suites/test_gpusmoke.py that start a process, serve HTTP or kill:
 the process tier. The pure ones stay there."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from imagematrix.stages import smoke_gpu
 from tests.conftest import ROOT
-from tests.unit.smoke_gpu.test_gpusmoke import GPU_DIR, ROW_072, _row_json, gs
+from tests.unit.suites.test_gpusmoke import GPU_DIR, ROW_072, _row_json, gs
 
 
 def test_helper_processes_report_their_output_and_timeouts():

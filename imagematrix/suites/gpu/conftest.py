@@ -1,7 +1,7 @@
 """GPU smoke tests: does the image (or this Python) run on the GPU it is given?
 
-    python -m pytest tests/smoke/gpu --host [--row ID | --row-json PATH] -v -rs   # this Python, on this GPU
-    python build.py test --gpu --row ID                                          # inside the row's image
+    python -m pytest imagematrix/suites/gpu --host [--row ID | --row-json PATH] -v -rs   # this Python, on this GPU
+    python build.py test --gpu --row ID                                                 # inside the row's image
 
 Inside an image (`--in-image --row-json PATH`, set up by imagematrix/stages/smoke_gpu.py) a package the row pins that does not
 import is a failure; in host mode a package that is not installed skips, saying so. Without --host or --in-image
@@ -33,6 +33,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="run the GPU smoke tests inside an image (a package the row pins must be there)")
     group.addoption("--row-json", default=None, metavar="PATH",
                     help="the row's rendered dockerfiles/generated/<row-id>/row.json (pins, patches)")
+    group.addoption("--row", default=None, metavar="ID",
+                    help="host mode: the row whose row.json to read, beside --matrix (instead of --row-json)")
+    group.addoption("--matrix", default=None, metavar="PATH",
+                    help="with --row: the matrix file whose dockerfiles/generated/ holds the row (default: ./matrix.yaml)")
     group.addoption("--vllm-advice", default=None, metavar="PATH",
                     help="known vLLM failures as JSON (vllm_advice.export(); default in host mode: the project's "
                          "knowledge/vllm-advice.yaml): a failing vLLM start names the fix")
@@ -41,13 +45,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def _option(config: pytest.Config, name: str) -> str | None:
     try:
         return config.getoption(name)
-    except ValueError:  # an option of tests/smoke/conftest.py, absent inside an image
+    except ValueError:  # an option this conftest did not declare (a plugin loaded without it)
         return None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "gpu: needs one CUDA GPU (tests/smoke/gpu; run with --host or --in-image)")
-    config.addinivalue_line("markers", "multi_gpu: needs two or more CUDA GPUs (tests/smoke/gpu)")
+    config.addinivalue_line("markers", "gpu: needs one CUDA GPU (imagematrix/suites/gpu; run with --host or --in-image)")
+    config.addinivalue_line("markers", "multi_gpu: needs two or more CUDA GPUs (imagematrix/suites/gpu)")
     try:
         config.stash[_SETTINGS] = gpusmoke.settings(
             host=bool(_option(config, "--host")), in_image=bool(_option(config, "--in-image")),

@@ -1,14 +1,14 @@
 """Carry a row's locked wheels to a GPU host without network, in parts that fit one device call, and install them.
 
-A GPU host in host mode (tests/smoke/gpu/run_host.sh) has its own Python, torch and CUDA packages but no network.
+A GPU host in host mode (imagematrix/suites/gpu/run_host.sh) has its own Python, torch and CUDA packages but no network.
 This script does the two halves of bringing a row's lock there:
 
     # here (network): download every locked wheel the host does not already have, hash-checked by pip against
     # the lock, and split them into parts of at most --part-mib (a wheel larger than that is cut into chunks)
-    python tests/smoke/gpu/wheelhouse.py pack LOCK --out .whl [--part-mib 54] [--host NAMES] [--omit NAMES]
+    python imagematrix/suites/gpu/wheelhouse.py pack LOCK --out .whl [--part-mib 54] [--host NAMES] [--omit NAMES]
 
     # there (stdlib only; each call carries one part and copies it to the same folder, e.g. /root/wh):
-    python3 tests/smoke/gpu/wheelhouse.py unpack /root/wh --site /root/site --results OUT
+    python3 imagematrix/suites/gpu/wheelhouse.py unpack /root/wh --site /root/site --results OUT
     export PYTHONPATH=/root/site
 
 unpack joins the chunks, checks every wheel's sha256 against the manifest (which pack took from the lock), installs

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run the GPU smoke suite in host mode (this Python, this GPU, no docker) and keep what a run record is made of:
 #
-#   tests/smoke/gpu/run_host.sh ROW_JSON OUT [pytest args...]
+#   imagematrix/suites/gpu/run_host.sh ROW_JSON OUT [pytest args...]
 #
 # ROW_JSON is the row's dockerfiles/generated/<row-id>/row.json. Install the row's wheels first, e.g. on a host
 # without network: `pip install --no-index --no-deps --target SITE WHEELS/*.whl` and `export PYTHONPATH=SITE`

@@ -1,6 +1,6 @@
 """Smoke tests inside an image (pytest-testinfra, docker backend).
 
-    python -m pytest tests/smoke --image REF --row ROW_ID [--matrix matrix.yaml]
+    python -m pytest imagematrix/suites/cpu --image REF --row ROW_ID [--matrix matrix.yaml]
 
 What the image must contain comes from outside it: the row in the matrix and its rendered build context
 (dockerfiles/generated/<row-id>/), never from files inside the image. `build.py build` and `build.py test` run

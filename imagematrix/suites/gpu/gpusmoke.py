@@ -1,8 +1,9 @@
 """Helpers of the GPU smoke suite, standard library only: no torch, no imagematrix (this folder is mounted alone
-into images, which have neither imagematrix nor testinfra). One exception, optional: in host mode inside the
-checkout, load_vllm_advice reads the known vLLM failures through imagematrix (in an image they come as JSON).
+into images, which have neither imagematrix nor testinfra). One exception, optional: in host mode, where this folder
+sits in the imagematrix package (imagematrix/suites/gpu), load_vllm_advice reads the known vLLM failures through
+imagematrix (in an image they come as JSON).
 
-Everything here runs on a CPU and is unit-tested in tests/unit/test_gpu_plumbing.py.
+Everything here runs on a CPU and is unit-tested in tests/unit/suites/.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def versions() -> str:
 # --- known vLLM failures and their fixes (knowledge/vllm-advice.yaml) -------------------------------------------
 
 # Inside an image the entries come as JSON, written from the knowledge by imagematrix/stages/smoke_gpu.py and
-# mounted next to row.json (--vllm-advice); in host mode from the project when this folder sits in its checkout.
+# mounted next to row.json (--vllm-advice); in host mode from the project when this folder sits in its package.
 ADVICE_JSON = "vllm-advice.json"
 _ADVICE: dict = {"entries": (), "capability": None}
 
@@ -213,9 +214,10 @@ def load_vllm_advice(path: str | None) -> list[dict]:
 
 
 def _project_advice(here: Path) -> list[dict]:
-    """The entries from the project whose checkout holds `here` as <root>/tests/smoke/gpu; none when `here` sits
-    elsewhere (inside an image the suite is mounted at a shallow path such as /imagematrix-smoke/gpu)."""
-    if len(here.parents) < 3 or here.parts[-3:-1] != ("tests", "smoke"):
+    """The entries from the imagematrix package that holds `here` as <root>/imagematrix/suites/gpu (a checkout or an
+    installed package); none when `here` sits elsewhere (inside an image the suite is mounted alone at a shallow path
+    such as /imagematrix/gpu)."""
+    if len(here.parents) < 3 or here.parts[-3:-1] != ("imagematrix", "suites"):
         return []
     root = here.parents[2]
     if not (root / "imagematrix" / "knowledge" / "vllm_advice.py").is_file():

@@ -3,7 +3,7 @@
 # libc, compiler and CUDA libraries, the host's GPU and driver, as the NVIDIA container runtime would give them
 # (imagematrix/in_image/imagerun.py), and keep what a run record is made of:
 #
-#   tests/smoke/gpu/run_image.sh WORK ROOTFS MANIFEST ROW_JSON PYTEST_DIR OUT [ADVICE_JSON] [-- pytest args...]
+#   imagematrix/suites/gpu/run_image.sh WORK ROOTFS MANIFEST ROW_JSON PYTEST_DIR OUT [ADVICE_JSON] [-- pytest args...]
 #
 # ROOTFS is the image unpacked by imagematrix/in_image/imagefs.py from `build.py export`'s parts (inside WORK);
 # MANIFEST is that export's manifest.json (the image's Env, WorkingDir, User, digest). PYTEST_DIR holds pytest for
@@ -30,7 +30,7 @@ advice=
 if [ $# -gt 0 ] && [ "$1" != "--" ]; then advice=$1; shift; fi
 [ "${1:-}" = "--" ] && shift
 here=$(cd "$(dirname "$0")" && pwd)
-runner="$here/../../../imagematrix/in_image/imagerun.py"
+runner="$here/../../in_image/imagerun.py"  # imagematrix/in_image: this folder is imagematrix/suites/gpu
 mkdir -p "$out"
 out=$(readlink -f "$out")
 python3 - "$manifest" >"$out/image.json" <<'PY'

@@ -1,6 +1,6 @@
 """Bundle `build.py export` parts into carry-sized folders for a GPU host, leaving out what the host already holds.
 
-    python tests/smoke/gpu/carry.py plan EXPORT_DIR [EXPORT_DIR...] --out .carry/bundles [--have HAVE.json]
+    python imagematrix/suites/gpu/carry.py plan EXPORT_DIR [EXPORT_DIR...] --out .carry/bundles [--have HAVE.json]
         [--max-mib 48]
 
 Each bundle folder (b001, b002, ...) holds parts (hard links to the export's files) of at most --max-mib together,

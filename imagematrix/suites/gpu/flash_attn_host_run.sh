@@ -3,10 +3,10 @@
 # wheel exists and the row's wheels are installed, run the flash-attn tests and the verl training step against it.
 # Everything runs detached (setsid), so short calls can carry wheel parts and poll while the compile runs:
 #
-#   tests/smoke/gpu/flash_attn_host_run.sh start ROW_JSON SDIST ARCHS [WORK]   # e.g. ... flash_attn-2.8.3.tar.gz 90
-#   # carry the row's wheels (tests/smoke/gpu/wheelhouse.py pack/unpack) into WORK/site, then:
+#   imagematrix/suites/gpu/flash_attn_host_run.sh start ROW_JSON SDIST ARCHS [WORK]   # e.g. ... flash_attn-2.8.3.tar.gz 90
+#   # carry the row's wheels (imagematrix/suites/gpu/wheelhouse.py pack/unpack) into WORK/site, then:
 #   touch WORK/site.done
-#   tests/smoke/gpu/flash_attn_host_run.sh status [WORK]    # compile progress, then the suite's state
+#   imagematrix/suites/gpu/flash_attn_host_run.sh status [WORK]    # compile progress, then the suite's state
 #
 # WORK (default /root/fa-run) receives: compile.log and out/ (the wheel, record.json) from
 # imagematrix/in_image/flash_attn_compile.py, results/ (run_host.sh's OUT: junit.xml, env.json, verl_train.json,
@@ -16,14 +16,14 @@
 # Measured on an H200 host (16 cores): 73 units in 1396 s for sm_90; the training step then took 321-365 s.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../../.." && pwd)
+package=$(cd "$here/../.." && pwd)  # imagematrix/: this folder is its suites/gpu
 verb=${1:-}
 case "$verb" in
 start)
     row_json=$(readlink -f "$2") sdist=$(readlink -f "$3") archs=$4 work=${5:-/root/fa-run}
     mkdir -p "$work/out"
-    cp -r "$repo/tests" "$work/tests" && cp "$row_json" "$work/row.json"
-    cp "$repo/imagematrix/in_image/flash_attn_compile.py" "$work/"
+    rm -rf "$work/gpu" && cp -r "$here" "$work/gpu" && cp "$row_json" "$work/row.json"
+    cp "$package/in_image/flash_attn_compile.py" "$work/"
     for w in "$(dirname "$sdist")"/wheel-*.whl; do
         [ -f "$w" ] && python3 -m pip install -q --no-index --no-deps --target "$work/buildreqs" "$w"
     done
@@ -49,7 +49,7 @@ watch)
     echo "suite started $(date +%s)" >"$work/state"
     python3 -m pip install -q --no-index --no-deps --no-compile --target "$work/site" "$work"/out/flash_attn-*.whl
     cd "$work" || exit 1
-    PYTHONPATH="$work/site" PYTHONUNBUFFERED=1 bash "$work/tests/smoke/gpu/run_host.sh" "$work/row.json" "$work/results" \
+    PYTHONPATH="$work/site" PYTHONUNBUFFERED=1 bash "$work/gpu/run_host.sh" "$work/row.json" "$work/results" \
         -k 'flash_attn or trains_two_steps' >"$work/suite.log" 2>&1
     tar czf "$work/results.tgz" -C "$work" results suite.log run.log
     echo "done $(cat "$work/results/exit-status")" >"$work/state"

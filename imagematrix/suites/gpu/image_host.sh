@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Image mode on a GPU host without docker, in short resumable steps (each step one call of a few seconds):
 #
-#   tests/smoke/gpu/image_host.sh setup COMMON          # COMMON: pytest<py>/ and vllm-advice.json (kept under $IM)
-#   tests/smoke/gpu/image_host.sh pending DIR           # parts carried before their manifest exists (kept unchecked)
-#   tests/smoke/gpu/image_host.sh stash BUNDLE          # a carry.py bundle: its parts (and pending ones) checked and
+#   imagematrix/suites/gpu/image_host.sh setup COMMON          # COMMON: pytest<py>/ and vllm-advice.json (kept under $IM)
+#   imagematrix/suites/gpu/image_host.sh pending DIR           # parts carried before their manifest exists (kept unchecked)
+#   imagematrix/suites/gpu/image_host.sh stash BUNDLE          # a carry.py bundle: its parts (and pending ones) checked and
 #                                                       # kept in $IM/store
-#   tests/smoke/gpu/image_host.sh have OUTFILE          # {"have": [...]}: the parts already here (carry.py --have)
-#   tests/smoke/gpu/image_host.sh start ROW PY RUN [SITE..] [-- PYTEST_ARGS]
+#   imagematrix/suites/gpu/image_host.sh have OUTFILE          # {"have": [...]}: the parts already here (carry.py --have)
+#   imagematrix/suites/gpu/image_host.sh start ROW PY RUN [SITE..] [-- PYTEST_ARGS]
 #                                 # detached: unpack ROW's image (once), then run_image.sh inside it as run RUN
-#   tests/smoke/gpu/image_host.sh early ROW LAYERS DIR  # the lowest LAYERS layers only: torch asked for the GPU
-#   tests/smoke/gpu/image_host.sh status ROW RUN        # the step it is at, and the log's tail
-#   tests/smoke/gpu/image_host.sh results ROW RUN DIR   # DIR/ROW.RUN.tgz: the raw results (`gpu-record --mode image`)
+#   imagematrix/suites/gpu/image_host.sh early ROW LAYERS DIR  # the lowest LAYERS layers only: torch asked for the GPU
+#   imagematrix/suites/gpu/image_host.sh status ROW RUN        # the step it is at, and the log's tail
+#   imagematrix/suites/gpu/image_host.sh results ROW RUN DIR   # DIR/ROW.RUN.tgz: the raw results (`gpu-record --mode image`)
 #
 # $IM (default /root/im) holds store/ (parts by name), manifests/<row>.json, rootfs/<row> (unpacked), repo/ (a copy
 # of the files the run needs, since the carried checkout changes between calls), results/<row>.<run>/ and
@@ -19,7 +19,8 @@
 # ROW1/opt/venv/lib/python3.11/site-packages): files an export thinned against them are copied from there.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(cd "$here/../../.." && pwd)
+package=$(cd "$here/../.." && pwd)  # imagematrix/: this folder is its suites/gpu
+repo=$(cd "$package/.." && pwd)     # the checkout (dockerfiles/generated: each row's row.json)
 IM=${IM:-/root/im}
 mkdir -p "$IM/store" "$IM/manifests" "$IM/rootfs" "$IM/results" "$IM/state" "$IM/repo"
 verb=${1:-}
@@ -27,8 +28,8 @@ shift || true
 case "$verb" in
 setup)
     cp -r "$1/." "$IM/common/" 2>/dev/null || { mkdir -p "$IM/common" && cp -r "$1/." "$IM/common/"; }
-    rm -rf "$IM/repo" && mkdir -p "$IM/repo/tests/smoke" "$IM/repo/imagematrix"
-    cp -r "$repo/tests/smoke/gpu" "$IM/repo/tests/smoke/gpu" && cp -r "$repo/imagematrix/in_image" "$IM/repo/imagematrix/"
+    rm -rf "$IM/repo" && mkdir -p "$IM/repo/imagematrix/suites"
+    cp -r "$here" "$IM/repo/imagematrix/suites/gpu" && cp -r "$package/in_image" "$IM/repo/imagematrix/"
     cp -r "$repo/dockerfiles/generated" "$IM/repo/generated"
     echo "setup: $(ls "$IM/common" | tr '\n' ' ')"
     ;;
@@ -44,7 +45,7 @@ stash)
         cp "$m" "$IM/manifests/"
         for from in "$bundle" "$IM/pending"; do
             [ -d "$from" ] || continue
-            python3 "$repo/imagematrix/in_image/imagefs.py" stash "$from" --manifest "$m" --store "$IM/store" \
+            python3 "$package/in_image/imagefs.py" stash "$from" --manifest "$m" --store "$IM/store" \
                 >/dev/null || exit $?
         done
     done
@@ -73,7 +74,7 @@ start)
                 --rootfs "$IM/rootfs/$row" "$@" >"$IM/results/$row.unpack.json" 2>>"$IM/results/$row.unpack.log"; then
             echo "suite started (unpacked in $(( $(date +%s) - started )) s)" >"$IM/state/$row.$run"
             started=$(date +%s)
-            "$IM/repo/tests/smoke/gpu/run_image.sh" "$IM/rootfs" "$IM/rootfs/$row" "$manifest" \
+            "$IM/repo/imagematrix/suites/gpu/run_image.sh" "$IM/rootfs" "$IM/rootfs/$row" "$manifest" \
                 "$IM/repo/generated/$row/row.json" "$IM/common/pytest${py//./}" "$IM/results/$row.$run" \
                 "$IM/common/vllm-advice.json" -- "${args[@]}" >"$IM/results/$row.$run.log" 2>&1
             echo "done $? (suite $(( $(date +%s) - started )) s)" >"$IM/state/$row.$run"
@@ -88,10 +89,10 @@ early)
     row=$1 layers=$2 dest=$3
     manifest=$IM/manifests/$row.json
     mkdir -p "$dest"
-    python3 "$repo/imagematrix/in_image/imagefs.py" unpack --manifest "$manifest" --store "$IM/store" \
+    python3 "$package/in_image/imagefs.py" unpack --manifest "$manifest" --store "$IM/store" \
         --rootfs "$IM/rootfs/$row.early" --layers "$layers" >"$dest/early-unpack.json" 2>"$dest/early-unpack.log" \
         || { tail -3 "$dest/early-unpack.log"; exit 1; }
-    python3 "$repo/imagematrix/in_image/imagerun.py" --work "$IM/rootfs" --rootfs "$IM/rootfs/$row.early" \
+    python3 "$package/in_image/imagerun.py" --work "$IM/rootfs" --rootfs "$IM/rootfs/$row.early" \
         --manifest "$manifest" --workdir /tmp -- /bin/sh -c 'nvidia-smi -L; /opt/venv/bin/python -c "
 import sys, torch
 x = torch.randn(4096, 4096, device=\"cuda\")

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from imagematrix.model import matrix as matrix_mod
+from imagematrix.model import paths
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.stages import smoke_gpu
 from tests.conftest import ROOT
 
-GPU_DIR = ROOT / "tests" / "smoke" / "gpu"
+GPU_DIR = paths.SUITES / "gpu"
 ROW_072 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 ROW_FA = "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1"
 
@@ -129,6 +130,15 @@ def test_result_lines_and_visible_devices(monkeypatch):
 
 # --- the suite as pytest runs it, without a GPU -------------------------------------------------------------
 
+
+
+def test_suite_alone_reads_the_row_from_the_matrix_in_host_mode():
+    """The suite declares --row and --matrix itself (no conftest above it: it ships alone in the package), so
+    `--host --row ID` reads the row's rendered row.json beside the matrix, and an unknown row is a usage error."""
+    host = _pytest("--host", "--row", ROW_FA, "--matrix", str(ROOT / "matrix.yaml"), "-m", "gpu or multi_gpu")
+    assert host.returncode == 0 and "error" not in host.stdout.lower(), host.stdout[-3000:] + host.stderr[-2000:]
+    unknown = _pytest("--host", "--row", "no-such-row", "--matrix", str(ROOT / "matrix.yaml"))
+    assert unknown.returncode == 4 and "no row expectations" in unknown.stderr
 
 # --- image mode plumbing (imagematrix/stages/smoke_gpu.py) ----------------------------------------------------------------
 
