@@ -46,3 +46,16 @@ def test_every_test_directory_is_collected_by_the_readme_command():
     collected = {line.split("::")[0].rsplit("/", 1)[0] for line in proc.stdout.splitlines() if "::" in line}
     on_disk = {str(p.parent.relative_to(ROOT)) for p in ROOT.glob("tests/**/test_*.py")}
     assert on_disk <= collected, on_disk - collected
+
+
+def test_no_file_names_the_old_home_of_the_suites():
+    """The suites moved from tests/smoke to imagematrix/suites (issue 27, item 4). Left alone: the GPU run records and
+    their logs (what ran, as it was named then) and the tiny tokenizer's training text (a new text is a new model)."""
+    old = "tests" + "/smoke"
+    kept = ("docs/gpu-runs/", "docs/gpu-runs.md", "imagematrix/suites/gpu/assets/corpus.txt",
+            "imagematrix/suites/gpu/assets/tiny-llama/")
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    naming = sorted(name for name in (f.decode() for f in files if f) if not name.startswith(kept)
+                    and (ROOT / name).is_file() and old.encode() in (ROOT / name).read_bytes()
+                    and name not in ("tests/process/test_repo.py", "tests/unit/test_docs_links.py"))
+    assert not naming, f"{naming} name {old}: the suites are in imagematrix/suites/cpu and imagematrix/suites/gpu"

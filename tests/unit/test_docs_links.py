@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -183,17 +182,6 @@ def test_the_path_check_knows_placeholders_modules_and_stale_paths():
     assert REPO_PATH.findall("see `tests/unit/` and https://x.org/docs/a.md, ./tests/b") == ["tests/unit/"]
 
 
-def test_no_file_names_the_old_home_of_the_suites():
-    """The suites moved from tests/smoke to imagematrix/suites (issue 27, item 4). Left alone: the GPU run records and
-    their logs (what ran, as it was named then) and the tiny tokenizer's training text (a new text is a new model)."""
-    old = "tests" + "/smoke"
-    kept = ("docs/gpu-runs/", "docs/gpu-runs.md", "imagematrix/suites/gpu/assets/corpus.txt",
-            "imagematrix/suites/gpu/assets/tiny-llama/")
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
-    naming = sorted(name for name in (f.decode() for f in files if f) if not name.startswith(kept)
-                    and (ROOT / name).is_file() and old.encode() in (ROOT / name).read_bytes()
-                    and name != "tests/unit/test_docs_links.py")
-    assert not naming, f"{naming} name {old}: the suites are in imagematrix/suites/cpu and imagematrix/suites/gpu"
 
 
 def _synopses() -> dict[str, str]:

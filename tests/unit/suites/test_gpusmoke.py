@@ -128,36 +128,6 @@ def test_result_lines_and_visible_devices(monkeypatch):
     assert gs.visible_devices(2) == ["0", "1"]
 
 
-# --- the suite as pytest runs it, without a GPU -------------------------------------------------------------
-
-
-
-def test_suite_alone_reads_the_row_from_the_matrix_in_host_mode():
-    """The suite declares --row and --matrix itself (no conftest above it: it ships alone in the package), so
-    `--host --row ID` reads the row's rendered row.json beside the matrix, and an unknown row is a usage error."""
-    host = _pytest("--host", "--row", ROW_FA, "--matrix", str(ROOT / "matrix.yaml"), "-m", "gpu or multi_gpu")
-    assert host.returncode == 0 and "error" not in host.stdout.lower(), host.stdout[-3000:] + host.stderr[-2000:]
-    unknown = _pytest("--host", "--row", "no-such-row", "--matrix", str(ROOT / "matrix.yaml"))
-    assert unknown.returncode == 4 and "no row expectations" in unknown.stderr
-
-# --- image mode plumbing (imagematrix/stages/smoke_gpu.py) ----------------------------------------------------------------
-
-def test_docker_command_mounts_tests_pytest_and_expectations_read_only(tmp_path):
-    cmd = smoke_gpu.docker_command("docker", "reg/verl:tag", _row_json(ROW_072), tmp_path, extra=["-k", "cuda"])
-    assert cmd[:4] == ["docker", "run", "--rm", "--gpus"] and cmd[4] == "all"
-    image_at = cmd.index("reg/verl:tag")
-    mounts = [cmd[i + 1] for i, a in enumerate(cmd[:image_at]) if a == "-v"]
-    assert mounts == [f"{GPU_DIR}:/imagematrix/gpu:ro", f"{tmp_path}:/imagematrix/pytest:ro",
-                      f"{_row_json(ROW_072)}:/imagematrix/row.json:ro"]
-    assert cmd[image_at - 2:image_at] == ["--entrypoint", "/opt/venv/bin/python"]
-    inner = cmd[image_at + 1:]
-    assert inner[0] == "-c" and "sys.path.append('/imagematrix/pytest')" in inner[1]  # after the image's packages
-    assert inner[2] == "/imagematrix/gpu" and inner[-2:] == ["-k", "cuda"]
-    assert "--in-image" in inner and inner[inner.index("--row-json") + 1] == "/imagematrix/row.json"
-    assert inner[inner.index("--confcutdir") + 1] == "/imagematrix/gpu"  # no repo conftest (imagematrix) inside
-    assert "--shm-size" in cmd[:image_at]
-
-
 def _fake_pip(calls: list, files: tuple[str, ...] = ("pytest/__init__.py",), code: int = 0):
     def run(cmd, **kwargs):
         calls.append(cmd)
