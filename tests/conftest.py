@@ -76,6 +76,16 @@ def push_tiny_image(cli: str, ref: str, labels: dict[str, str], env: dict | None
 MARKED_TIERS = ("process", "fuzz")  # a test under tests/<tier>/ carries the marker of that name (pyproject.toml)
 
 
+def pytest_sessionfinish(session):
+    """Tests remove what they create: the registry namespaces they asked tests.support.namespace for, and the
+    daemon's tags under them (issue 27)."""
+    from tests import support
+
+    if support.CREATED_NAMESPACES:
+        support.remove_namespaces(support.CREATED_NAMESPACES)
+        support.CREATED_NAMESPACES.clear()
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         parts = item.path.relative_to(ROOT).parts if item.path.is_relative_to(ROOT) else ()

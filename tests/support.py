@@ -12,10 +12,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from imagematrix.in_image import patch_apply
+from imagematrix.tools import host
 
 
 def tool(name: str) -> str | None:
@@ -30,6 +32,59 @@ def tool(name: str) -> str | None:
 def venv_path() -> str:
     """PATH with the running interpreter's bin/ first: what an activated venv gives a child process."""
     return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+CREATED_NAMESPACES: list[str] = []
+
+
+def namespace(kind: str) -> str:
+    """A fresh namespace of the embedded registry (`127.0.0.1:5000/imagematrix-<kind>-<8 hex>`), so that no test
+    touches a real tag or finds an earlier run's; it is removed when the session ends (tests/conftest.py)."""
+    name = f"{host.REGISTRY}/imagematrix-{kind}-{uuid.uuid4().hex[:8]}"
+    CREATED_NAMESPACES.append(name)
+    return name
+
+
+def registry_storage(address: str = host.REGISTRY) -> Path | None:
+    """The repositories folder of the registry process serving `address` on this machine (docker-registry serve
+    CONFIG: its config's filesystem rootdirectory), or None when no such process is found."""
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            if len(args) < 3 or not args[0].endswith(b"docker-registry") or args[1] != b"serve":
+                continue
+            config = (proc / "cwd").resolve() / os.fsdecode(args[2])
+            text = config.read_text()
+        except OSError:
+            continue
+        addr = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                     if line.strip().startswith("addr:")), None)
+        root = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                     if line.strip().startswith("rootdirectory:")), None)
+        if addr == address and root:
+            return Path(root) / "docker" / "registry" / "v2" / "repositories"
+    return None
+
+
+def remove_namespaces(names: list[str]) -> list[str]:
+    """Remove what tests pushed to these namespaces: their repositories in the registry's storage (the blobs go at
+    the registry's next garbage collection) and the daemon's tags under them. Returns what it removed."""
+    removed: list[str] = []
+    storage = registry_storage() if names else None
+    for name in names:
+        path = name.removeprefix(f"{host.REGISTRY}/")
+        if storage and "/" not in path and path.startswith("imagematrix-") and (storage / path).is_dir():
+            shutil.rmtree(storage / path, ignore_errors=True)
+            removed.append(name)
+    docker = shutil.which("docker")
+    if names and docker:
+        listed = subprocess.run([docker, "images", "--format", "{{.Repository}}:{{.Tag}}"], capture_output=True,
+                                text=True, timeout=60)
+        tagged = [ref for ref in listed.stdout.split() if any(ref.startswith(f"{name}/") for name in names)]
+        if tagged:
+            subprocess.run([docker, "rmi", "--force", *tagged], capture_output=True, timeout=300)
+            removed.extend(tagged)
+    return removed
 
 
 def actions_expand(matrix: dict) -> list[dict]:

@@ -19,6 +19,7 @@ import pytest
 from imagematrix.model import labels, tags
 from imagematrix.stages import publish
 from imagematrix.tools import docker, host
+from tests import support
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -40,7 +41,7 @@ def ready():
 @pytest.fixture(scope="module")
 def registry():
     """A namespace of its own per run, so a build is never skipped because an earlier run pushed it."""
-    return f"{host.REGISTRY}/imagematrix-test-{uuid.uuid4().hex[:8]}"
+    return support.namespace("test")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from imagematrix.model import labels, lockfile, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import publish, render
 from imagematrix.tools import docker, host
+from tests import support
 from tests.conftest import GOOD_ROW, ROOT, push_tiny_image
 
 ROW1 = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
@@ -48,7 +48,7 @@ def namespace(daemon):
     in the lint job) skips, saying so, instead of failing every row at its registry check."""
     if not host.registry_up():
         pytest.skip(f"needs the embedded registry on {host.REGISTRY}: run `python build.py setup`")
-    return f"{host.REGISTRY}/imagematrix-fault-{uuid.uuid4().hex[:8]}"
+    return support.namespace("fault")
 
 
 def project(tmp_path: Path, base: str, lock_edit=None) -> Path:

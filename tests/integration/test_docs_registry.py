@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import uuid
 
 import pytest
 
@@ -11,6 +10,7 @@ from imagematrix.model import labels, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.stages import docs, render
 from imagematrix.tools import docker, host
+from tests import support
 from tests.conftest import ROOT, push_tiny_image
 
 
@@ -42,7 +42,7 @@ def test_readme_without_markers_is_bad_input(run, project):
 def test_status_and_size_come_from_the_registry():
     if not docker.daemon_running() or not host.registry_up():
         pytest.skip("needs a running Docker daemon and the embedded registry: run `python build.py setup`")
-    registry = f"{host.REGISTRY}/imagematrix-ci-{uuid.uuid4().hex[:8]}"
+    registry = support.namespace("ci")
     m = matrix_mod.load(ROOT / "matrix.yaml")
     first, second = m.rows[0], m.rows[1]
     digest = render.render(m, [first])[0].context_digest()

@@ -30,6 +30,7 @@ import pytest
 
 from imagematrix.model import fields
 from imagematrix.tools import docker, host
+from tests import support
 
 ROOT = Path(__file__).resolve().parents[2]
 FA_ROW = "verl0.4.1-vllm0.8.5-torch2.6.0-cu124-py311-fa2.7.4.post1"  # no mirror, index or registry has its wheel
@@ -301,7 +302,7 @@ def test_build_reaches_flash_attn_stage_embedded_registry(planted):
     _needs_daemon()
     if not host.registry_up():
         pytest.skip("needs the embedded registry on 127.0.0.1:5000: run `python build.py setup`")
-    _build_to_flash_attn_stage(planted, f"{host.REGISTRY}/imagematrix-test-{uuid.uuid4().hex[:8]}",
+    _build_to_flash_attn_stage(planted, support.namespace("test"),
                                planted["work"] / "logs-5000")
 
 

@@ -3,14 +3,13 @@ namespace, makes that row published and leaves the others not published; --only-
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from imagematrix.assist import pick
 from imagematrix.model import labels, tags
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.tools import docker, host
+from tests import support
 from tests.conftest import ROOT, push_tiny_image
 
 M = matrix_mod.load(ROOT / "matrix.yaml")
@@ -21,7 +20,7 @@ def pick_ns():
     """A fresh namespace of the embedded registry, so no real tag is touched."""
     if not docker.daemon_running() or not host.registry_up():
         pytest.skip("needs a running Docker daemon and the embedded registry: run `python build.py setup`")
-    return f"{host.REGISTRY}/imagematrix-test-pick-{uuid.uuid4().hex[:8]}"
+    return support.namespace("test-pick")
 
 
 def test_pick_says_which_tag_is_published_and_only_published_picks_it(run, pick_ns):
