@@ -9,20 +9,47 @@ import sys
 from tests.conftest import ROOT
 
 
+def _ci_lines() -> list[str]:
+    """.ci/run's lines with its venv's Python written as README writes it: `"$py"` is .venv/bin/python there."""
+    lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "py=.venv/bin/python" in lines
+    return [line.replace('"$py"', ".venv/bin/python") for line in lines]
+
+
+def _readme_block(heading: str) -> list[str]:
+    section = (ROOT / "README.md").read_text().split(f"## {heading}", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"((?:^    \S.*\n)+)", section, re.M).group(1)
+    return [line.strip().split("  #")[0].strip() for line in block.splitlines()]
+
+
+def test_ci_does_the_readme_set_up_in_a_venv_it_never_activates():
+    """README's set-up on a stock Debian/Ubuntu python3 (PEP 668 refuses a bare pip install): a venv, the project
+    installed into it; .ci/run does the same with the distribution's python3, and never activates it."""
+    commands = _readme_block("Set-up")
+    assert commands == ["apt-get install -y python3-venv", "python3 -m venv .venv",
+                        ".venv/bin/python -m pip install -e '.[test]'"]
+    ci = _ci_lines()
+    venv = ci.index('"$stock" -m venv .venv')
+    install = next(i for i, line in enumerate(ci) if line.startswith(".venv/bin/python -m pip install ")
+                   and line.endswith(" -e '.[test]'"))
+    assert any(line.startswith("apt-get install -y -q python3-venv") for line in ci[:venv])
+    assert "stock=/usr/bin/python3" in ci[:venv] and venv < install
+    assert not any("bin/activate" in line for line in ci)
+    assert not any(re.match(r"python3? (build\.py|-m (pytest|bench|pip))", line) for line in ci), \
+        "after the set-up every command runs with the venv's Python"
+
+
 def test_ci_runs_the_readme_test_command():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Run the tests", 1)[1]
-    command = re.search(r"^    (\S.*)$", section, re.M).group(1)
-    assert command in (ROOT / ".ci" / "run").read_text()
+    (command,) = _readme_block("Run the tests")
+    assert any(line.startswith(command) for line in _ci_lines())
 
 
 def test_ci_runs_the_readme_main_job():
     """README's main job (setup, then build of one row) is what .ci/run does on a fresh machine."""
-    section = (ROOT / "README.md").read_text().split("## The main job", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"((?:^    \S.*\n)+)", section, re.M).group(1)
-    commands = [line.strip().split("  #")[0].strip() for line in block.splitlines()]
-    assert commands[0] == "python3 build.py setup" and commands[1].startswith("python3 build.py build --row ")
-    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    commands = _readme_block("The main job")
+    assert commands[0] == ".venv/bin/python build.py setup"
+    assert commands[1].startswith(".venv/bin/python build.py build --row ")
+    ci = _ci_lines()
     assert all(command in ci for command in commands), commands
 
 

@@ -134,10 +134,10 @@ def test_the_gate_fails_only_on_a_missed_ratio(bench, monkeypatch, ratio, absolu
 
 def test_ci_runs_the_quick_tier_as_a_gate_without_touching_the_committed_results():
     script = (ROOT / ".ci" / "run").read_text().splitlines()
-    (index,) = [i for i, text in enumerate(script) if text.startswith("python3 -m bench ")]
+    (index,) = [i for i, text in enumerate(script) if text.startswith('"$py" -m bench ')]
     command = script[index]
     assert "--quick" in command and "--gate" in command and command.endswith("|| bench_status=$?")
     assert '--out "$bench_out/results.json"' in command and '--doc "$bench_out/benchmarks.md"' in command
     # after the main job's build, which makes imagematrix-base:bookworm (the fail-fast peer builds FROM it)
-    assert index > script.index("python3 build.py build --row verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311")
+    assert index > script.index('"$py" build.py build --row verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311')
     assert script[-1] == "exit $bench_status" and '[ "$status" -ne 0 ] && exit $status' in script

@@ -14,11 +14,11 @@ SCRIPT = (ROOT / ".ci" / "run").read_text()
 
 def test_validate_runs_cold_from_a_venv_that_is_not_activated_before_setup():
     lines = [line.strip() for line in SCRIPT.splitlines()]
-    venv = next(i for i, line in enumerate(lines) if re.fullmatch(r'python3 -m venv "\$cold/venv"', line))
+    venv = next(i for i, line in enumerate(lines) if re.fullmatch(r'"\$stock" -m venv "\$cold/venv"', line))
     install = next(i for i, line in enumerate(lines) if line.startswith('"$cold/venv/bin/python" -m pip install')
                    and line.endswith(" -e ."))
     run = next(i for i, line in enumerate(lines) if line == '"$cold/venv/bin/python" build.py validate')
-    setup = lines.index("python3 build.py setup")
+    setup = lines.index('"$py" build.py setup')
     assert venv < install < run < setup
     command = lines[run - 1]  # the environment of that command, on the line before the continuation
     assert command.startswith('env PATH="${no_uv_path%:}"') and command.endswith("\\")
