@@ -212,6 +212,8 @@ def setup_driver(root: str, driver: dict) -> list[str]:
     for kind in ("lib", "bin"):
         for path in driver[kind]:
             dst = f"{base}/{kind}/{os.path.basename(path)}"
+            if os.path.lexists(dst):  # the same name in lib64 and lib (one a link to the other on the H100 host): the first stays
+                continue
             target = os.readlink(path) if os.path.islink(path) else ""
             if target and "/" not in target:  # libcuda.so.1 -> libcuda.so.580.x beside it: the same link inside
                 os.symlink(target, dst)

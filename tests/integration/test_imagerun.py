@@ -83,6 +83,17 @@ def test_the_command_sees_the_image_and_nothing_of_the_hosts_environment(image):
     assert sorted(p.name for p in image["work"].iterdir()) == ["manifest.json", "rootfs"]
 
 
+def test_a_driver_whose_lib_and_lib64_hold_the_same_names_starts(image):
+    """The H100 host of 2026-12-07 lists libcuda.so.1 in both of its driver folders: the runner tried to create that
+    link twice inside the image and stopped ("File exists") before the suite ran. The first one found stays."""
+    (image["driver"] / "lib").symlink_to("lib64")
+    script = ("set -e; test -L /run/imagematrix-driver/lib/libcuda.so.1; "
+              "test -e /run/imagematrix-driver/lib/libcuda.so.580.1")
+    proc = subprocess.run(_cmd(image, script), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert _mounts_under(image["work"]) == []
+
+
 def test_a_failing_command_gives_its_status_and_leaves_no_mount(image):
     proc = subprocess.run(_cmd(image, "exit 3"), capture_output=True, text=True)
     assert proc.returncode == 3, proc.stderr
