@@ -154,6 +154,20 @@ def test_triton_can_build_its_kernel_launchers(host, row):
     assert ran.rc == 0, ran.stderr
 
 
+def test_vllm_sampler_needs_no_compiler_the_image_lacks(host):
+    """vLLM 0.21+ samples with FlashInfer by default, and FlashInfer compiles that kernel with nvcc at the first
+    request: inside the vLLM 0.24.0 image on an H100 that failed ("Could not find nvcc"), since the image has no CUDA
+    toolkit where FlashInfer looks. On CPU: when vLLM would use the FlashInfer sampler, FlashInfer must find nvcc."""
+    script = ("import importlib.util, sys\n"
+              "if importlib.util.find_spec('flashinfer') is None: sys.exit(print('no flashinfer'))\n"
+              "import vllm.envs as envs\n"
+              "if not envs.VLLM_USE_FLASHINFER_SAMPLER: sys.exit(print('FlashInfer sampler off'))\n"
+              "from flashinfer.jit import cpp_ext\n"
+              "print('nvcc at', cpp_ext.get_cuda_path())\n")
+    ran = host.run(f"/opt/venv/bin/python -c {shlex.quote(script)}")
+    assert ran.rc == 0, f"vLLM would sample with FlashInfer, which cannot compile here: {ran.stderr[-1500:]}"
+
+
 @pytest.mark.parametrize("module", ["torchvision", "torchaudio"])
 def test_torch_companions_load_their_native_code_against_this_torch(host, module):
     """vLLM 0.27-0.33 pin torchaudio==2.11.0 next to torch 2.13/2.14: an extension built for another torch fails

@@ -11,6 +11,8 @@
 # docker route does. OUT receives what run_host.sh writes (gpu.csv, env.json with an isolation check, junit.xml,
 # pytest.log, verl_train.json, main_ppo.log, exit-status) plus image.json (the manifest's digest and labels);
 # `python build.py gpu-record OUT --row ID --mode image` turns them into a record.
+# IMAGEMATRIX_IMAGE_ENV="K=V ..." sets variables inside the image too: a fix tried on the GPU before images carry it
+# (a record of such a run says so in its note).
 set -u
 usage="usage: $0 WORK ROOTFS MANIFEST ROW_JSON PYTEST_DIR OUT [ADVICE_JSON] [-- pytest args...]"
 if [ $# -lt 6 ]; then
@@ -38,13 +40,15 @@ import json, sys
 m = json.load(open(sys.argv[1]))
 print(json.dumps({k: m.get(k) for k in ("image", "manifest_digest", "config_digest", "labels", "row")}, indent=1))
 PY
+extra_env=()  # IMAGEMATRIX_IMAGE_ENV="K=V ...": set inside the image as well (a fix tried before the image has it)
+for kv in ${IMAGEMATRIX_IMAGE_ENV:-}; do extra_env+=(--env "$kv"); done
 inside() {
     python3 "$runner" --work "$work" --rootfs "$rootfs" --manifest "$manifest" --workdir /tmp \
         --bind "$here:/imagematrix/gpu:ro" --bind "$pytest_dir:/imagematrix/pytest:ro" \
         --bind "$row_json:/imagematrix/row.json:ro" --bind "$out:/imagematrix/out" \
         ${advice:+--bind "$advice:/imagematrix/vllm-advice.json:ro"} \
         --env PYTHONDONTWRITEBYTECODE=1 --env HF_HUB_OFFLINE=1 --env TRANSFORMERS_OFFLINE=1 \
-        --env IMAGEMATRIX_GPU_RESULTS_DIR=/imagematrix/out -- "$@"
+        --env IMAGEMATRIX_GPU_RESULTS_DIR=/imagematrix/out "${extra_env[@]}" -- "$@"
 }
 inside nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader >"$out/gpu.csv" 2>&1
 host_prefix=$(python3 -c 'import sys; print(sys.prefix)')

@@ -18,7 +18,8 @@ def test_env_defaults_only_where_vllm_reads_them(write_matrix):
     row = matrix.load(write_matrix(GOOD_MATRIX)).rows[0]
     assert envdefaults.for_row(row, defaults) == {"VLLM_USE_V1": "0", **GPU}
     for vllm, expected in [("0.8.5", {"VLLM_USE_V1": "1"}), ("0.11.0", {"VLLM_USE_V1": "1"}),
-                           ("0.11.1", {}), ("0.24.0", {}), ("0.6.3", {})]:
+                           ("0.11.1", {}), ("0.20.2", {}), ("0.21.0", {"VLLM_USE_FLASHINFER_SAMPLER": "0"}),
+                           ("0.24.0", {"VLLM_USE_FLASHINFER_SAMPLER": "0"}), ("0.6.3", {})]:
         other = matrix.load(write_matrix(GOOD_MATRIX.replace('vllm: "0.7.2"', f'vllm: "{vllm}"'))).rows[0]
         assert envdefaults.for_row(other, defaults) == {**expected, **GPU}, vllm
 
