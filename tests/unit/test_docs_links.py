@@ -306,12 +306,17 @@ DOTTED = re.compile(r"(?<![\w.])imagematrix(?:\.[A-Za-z_]\w*)+")
 
 
 def _dotted_exists(name: str) -> bool:
+    """A module of the package, or a name that a module (not the top package) defines at its top level."""
     parts = name.split(".")
-    for n in range(len(parts), 0, -1):
+    for n in range(len(parts), 1, -1):
         path = ROOT.joinpath(*parts[:n])
-        if (path / "__init__.py").is_file() or path.with_suffix(".py").is_file():
-            return n == len(parts) or n == len(parts) - 1 > 1  # the module itself, or one attribute of a module
-    return False
+        source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if source.is_file():
+            if n == len(parts):
+                return True
+            defined = rf"^(?:(?:async )?def|class)\s+{parts[n]}\b|^{parts[n]}\s*[:=]"
+            return n == len(parts) - 1 and re.search(defined, source.read_text(), re.M) is not None
+    return name == "imagematrix"
 
 
 @pytest.mark.parametrize("page", COMMAND_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -323,6 +328,7 @@ def test_dotted_module_names_in_the_docs_exist(page):
 def test_the_dotted_check_knows_modules_attributes_and_labels():
     assert _dotted_exists("imagematrix.tools.pypi") and _dotted_exists("imagematrix.tools.pypi.wheel_file")
     assert _dotted_exists("imagematrix.cli") and not _dotted_exists("imagematrix.tools.pypi.a.b")
+    assert not _dotted_exists("imagematrix.tools.nosuch") and not _dotted_exists("imagematrix.tools.pypi.nosuch")
     assert not _dotted_exists("imagematrix.gpus") and DOTTED.findall("io.imagematrix.pin.torch") == []
 
 
