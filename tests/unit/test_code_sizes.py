@@ -5,6 +5,7 @@ Lines are physical lines: a module's, and a function's `end_lineno - lineno + 1`
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def sizes(text: str, name: str) -> dict[str, int]:
     return out
 
 
+@functools.cache
 def over_limits(root: Path = ROOT) -> dict[str, int]:
     found: dict[str, int] = {}
     for path in sorted((root / "imagematrix").rglob("*.py")):
