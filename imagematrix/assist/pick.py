@@ -72,6 +72,73 @@ def coverage_of(matrix: Matrix, row: Row) -> coverage_row.Baseline | None:
     return coverage_row.load(coverage_row.baseline_path(matrix.root, row.id))
 
 
+Findings = tuple[list[str], list[str]]  # (reasons to leave a row out, notes on a row that fits)
+
+
+def _coverage_findings(row: Row, cap: tuple[int, int], judged: dict) -> Findings:
+    """What the row's binaries (coverage/<row>.json) say about the GPU."""
+    reasons, notes = [], []
+    sm = gpus.format_capability(cap)
+    if judged["verdict"] == coverage_row.NONE:
+        reasons.append(f"no kernel for {sm} in {', '.join(judged['lacking'])} (read from the image's binaries, "
+                       f"coverage/{row.id}.json): \"no kernel image is available for execution on the device\"")
+    elif judged["verdict"] == coverage_row.PTX_JIT:
+        notes.append(f"{sm} runs {', '.join(judged['jit'])} only through PTX JIT: slow first start (minutes), "
+                     "and a driver at least as new as the row's CUDA toolkit")
+    if judged.get("optional_lacking"):
+        notes.append(f"no {sm} kernel in {', '.join(judged['optional_lacking'])} (not deciding: "
+                     "knowledge/coverage.yaml)")
+    return reasons, notes
+
+
+def _gpu_findings(row: Row, cap: tuple[int, int], judged: dict | None) -> Findings:
+    """The torch wheel's architectures (when the binaries were not read), bf16, and vLLM's known failures."""
+    reasons, notes = [], []
+    archs = gpus.torch_arch_list(row.torch, row.cuda) if judged is None else []
+    if archs is None:
+        notes.append(f"arch coverage of torch {row.torch}+cu{row.cuda.replace('.', '')} unknown")
+    elif judged is None and not gpus.covers(archs, cap):
+        reasons.append(f"torch {row.torch} (CUDA {row.cuda}) has kernels for {' '.join(archs)}, not "
+                       f"{gpus.format_capability(cap)}: \"no kernel image is available for execution on "
+                       "the device\"")
+    if not gpus.bf16_supported(cap):
+        notes.append(f"{gpus.format_capability(cap)} has no bf16 and no FlashAttention-2: use dtype=float16 "
+                     "and a non-FLASH_ATTN attention backend")
+    for match in vllm_advice.matching(row.vllm, [cap], gpu_only=True):
+        notes.append(f"vLLM {row.vllm} on {gpus.format_capability(cap)} [{match.advice.id}]: "
+                     + vllm_advice.one_line(match.advice))
+    return reasons, notes
+
+
+def _driver_findings(row: Row, gpu: str | None, driver: str,
+                     scanned: coverage_row.Baseline | None) -> Findings:
+    """The host's driver against what the row's libraries need (read from its binaries, else its CUDA)."""
+    reasons, notes = [], []
+    if scanned and scanned.driver:
+        need = scanned.driver
+        status = coverage_row.driver_status(driver, need)
+        if status == "too-old":
+            reason = (f"its libraries' CUDA {need['runtime_cuda']} runtime needs driver >= {need['minimum']}, "
+                      f"the host has {driver}")
+            exception = coverage_row.forward_compat_line(gpu, need)
+            reasons.append(reason + (f" ({exception})" if exception else ""))
+        elif status == "compat":
+            notes.append(f"driver {driver} runs it under minor-version compatibility: its libraries come from CUDA "
+                         f"{need['libraries_cuda']} (>= {need['full']} for full support, PTX JIT included)")
+        return reasons, notes
+    status = gpus.driver_status(driver, row.cuda)
+    if status == "too-old":
+        full = gpus.min_driver(row.cuda)
+        compat = gpus.min_driver_compat(row.cuda)
+        reasons.append(f"CUDA {row.cuda} needs driver >= {compat}"
+                       + (f" (>= {full} for full support)" if full != compat else "")
+                       + f", the host has {driver}")
+    elif status == "compat":
+        notes.append(f"driver {driver} runs CUDA {row.cuda} only under minor-version compatibility "
+                     f"(>= {gpus.min_driver(row.cuda)} for full support, PTX JIT included)")
+    return reasons, notes
+
+
 def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str | None = None,
          verl: str | None = None) -> Pick:
     cap = gpus.capability(gpu) if gpu else None
@@ -84,53 +151,16 @@ def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str |
                 reasons.append(f"{key} {getattr(row, key)} is not {spec}")
         scanned = coverage_of(matrix, row)
         judged = scanned.verdicts.get(f"{cap[0]}.{cap[1]}") if scanned and cap is not None else None
-        if judged is not None:  # read from the row's binaries (coverage/<row>.json)
-            sm = gpus.format_capability(cap)
-            if judged["verdict"] == coverage_row.NONE:
-                reasons.append(f"no kernel for {sm} in {', '.join(judged['lacking'])} (read from the image's binaries, "
-                               f"coverage/{row.id}.json): \"no kernel image is available for execution on the device\"")
-            elif judged["verdict"] == coverage_row.PTX_JIT:
-                notes.append(f"{sm} runs {', '.join(judged['jit'])} only through PTX JIT: slow first start (minutes), "
-                             "and a driver at least as new as the row's CUDA toolkit")
-            if judged.get("optional_lacking"):
-                notes.append(f"no {sm} kernel in {', '.join(judged['optional_lacking'])} (not deciding: "
-                             "knowledge/coverage.yaml)")
+        findings = []
+        if judged is not None:
+            findings.append(_coverage_findings(row, cap, judged))
         if cap is not None:
-            archs = gpus.torch_arch_list(row.torch, row.cuda) if judged is None else []
-            if archs is None:
-                notes.append(f"arch coverage of torch {row.torch}+cu{row.cuda.replace('.', '')} unknown")
-            elif judged is None and not gpus.covers(archs, cap):
-                reasons.append(f"torch {row.torch} (CUDA {row.cuda}) has kernels for {' '.join(archs)}, not "
-                               f"{gpus.format_capability(cap)}: \"no kernel image is available for execution on "
-                               "the device\"")
-            if not gpus.bf16_supported(cap):
-                notes.append(f"{gpus.format_capability(cap)} has no bf16 and no FlashAttention-2: use dtype=float16 "
-                             "and a non-FLASH_ATTN attention backend")
-            for match in vllm_advice.matching(row.vllm, [cap], gpu_only=True):
-                notes.append(f"vLLM {row.vllm} on {gpus.format_capability(cap)} [{match.advice.id}]: "
-                             + vllm_advice.one_line(match.advice))
-        if driver and scanned and scanned.driver:
-            need = scanned.driver
-            status = coverage_row.driver_status(driver, need)
-            if status == "too-old":
-                reason = (f"its libraries' CUDA {need['runtime_cuda']} runtime needs driver >= {need['minimum']}, "
-                          f"the host has {driver}")
-                exception = coverage_row.forward_compat_line(gpu, need)
-                reasons.append(reason + (f" ({exception})" if exception else ""))
-            elif status == "compat":
-                notes.append(f"driver {driver} runs it under minor-version compatibility: its libraries come from CUDA "
-                             f"{need['libraries_cuda']} (>= {need['full']} for full support, PTX JIT included)")
-        elif driver:
-            status = gpus.driver_status(driver, row.cuda)
-            if status == "too-old":
-                full = gpus.min_driver(row.cuda)
-                compat = gpus.min_driver_compat(row.cuda)
-                reasons.append(f"CUDA {row.cuda} needs driver >= {compat}"
-                               + (f" (>= {full} for full support)" if full != compat else "")
-                               + f", the host has {driver}")
-            elif status == "compat":
-                notes.append(f"driver {driver} runs CUDA {row.cuda} only under minor-version compatibility "
-                             f"(>= {gpus.min_driver(row.cuda)} for full support, PTX JIT included)")
+            findings.append(_gpu_findings(row, cap, judged))
+        if driver:
+            findings.append(_driver_findings(row, gpu, driver, scanned))
+        for more_reasons, more_notes in findings:
+            reasons += more_reasons
+            notes += more_notes
         how = training.attention(row)
         if how.attn_implementation != "flash_attention_2":
             notes.append(f"verl training: {how.note}")

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.utils import canonicalize_name
 from pydantic import ValidationError
 
-from imagematrix.model import fields, paths, tags, yamlio
+from imagematrix.model import fields, paths, row_checks, tags, yamlio
 from imagematrix.model.errors import InputError, InputErrors
 
 
@@ -114,9 +113,8 @@ def _field_errors(exc: ValidationError, where: str) -> list[InputError]:
     return out
 
 
-def load(path: Path | str = paths.MATRIX) -> Matrix:
-    path = Path(path)
-    doc = yamlio.load_mapping(path, keys="`defaults:` and `rows:`")
+def _check_top_level(doc, path: Path) -> None:
+    """Only `defaults:` and `rows:`; else an InputError at the first other key's line."""
     # in file order: keys need not be strings (`1:`, `? [a]`, `null:`), nor comparable with each other
     unknown = [key for key in doc if key not in ("defaults", "rows")]
     if unknown:
@@ -129,8 +127,10 @@ def load(path: Path | str = paths.MATRIX) -> Matrix:
             where=f"{path}:{line}",
             fix="the top level holds only `defaults:` and `rows:`",
         )
-    errors: list[InputError] = []
 
+
+def _defaults(doc, path: Path, errors: list[InputError]) -> tuple[fields.RowFields, frozenset[str]]:
+    """The valid defaults and the keys whose default is invalid (those reported in errors)."""
     raw_defaults = doc.get("defaults") or {}
     if not isinstance(raw_defaults, dict):
         raise InputError("`defaults` must be a mapping", where=f"{path}:{yamlio.line_of(doc, 'defaults')}")
@@ -147,6 +147,15 @@ def load(path: Path | str = paths.MATRIX) -> Matrix:
             defaults = fields.RowFields.model_validate({k: v for k, v in raw_defaults.items() if k not in broken})
         except ValidationError:
             broken, defaults = frozenset(map(str, raw_defaults)), fields.RowFields()
+    return defaults, broken
+
+
+def load(path: Path | str = paths.MATRIX) -> Matrix:
+    path = Path(path)
+    doc = yamlio.load_mapping(path, keys="`defaults:` and `rows:`")
+    _check_top_level(doc, path)
+    errors: list[InputError] = []
+    defaults, broken = _defaults(doc, path, errors)
 
     raw_rows = doc.get("rows")
     if not isinstance(raw_rows, list) or not raw_rows:
@@ -184,10 +193,8 @@ def load(path: Path | str = paths.MATRIX) -> Matrix:
     return Matrix(path=path, rows=tuple(rows))
 
 
-def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, line: int | None,
-              broken: frozenset[str] = frozenset()) -> tuple[Row | None, list[InputError]]:
-    """The row with the defaults filled in, or None and its errors. A required key missing only because its default
-    is invalid (`broken`, already reported) leaves the row out without another error."""
+def _merged(defaults: fields.RowFields, given: fields.RowFields) -> dict[str, Any]:
+    """The row's keys with the defaults filled in (mappings merged, the row's own entries winning)."""
     merged: dict[str, Any] = {}
     for key in fields.RowFields.model_fields:
         own = getattr(given, key)
@@ -196,6 +203,14 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
             merged[key] = {**default, **own}
         else:
             merged[key] = own if key in given.model_fields_set else default
+    return merged
+
+
+def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, line: int | None,
+              broken: frozenset[str] = frozenset()) -> tuple[Row | None, list[InputError]]:
+    """The row with the defaults filled in, or None and its errors. A required key missing only because its default
+    is invalid (`broken`, already reported) leaves the row out without another error."""
+    merged = _merged(defaults, given)
     missing = [key for key in fields.REQUIRED if merged[key] is None]
     errors = [
         InputError(f"missing required key `{key}`", where=where, fix=f"set `{key}` in the row or under `defaults:`")
@@ -204,59 +219,8 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
     ]
     if missing:
         return None, errors
-
-    suite = merged["base"][len(fields.DEBOOTSTRAP_PREFIX):] if merged["base"].startswith(fields.DEBOOTSTRAP_PREFIX) else None
-    if suite is not None:
-        pythons = [str(p) for p in fields.bootstrap_suites()[suite].get("python", [])]
-        if merged["python"] not in pythons:
-            errors.append(InputError(
-                f"python {merged['python']} is not packaged by {suite} (it has {', '.join(pythons)})",
-                where=f"{where}, field python",
-                fix=f"set python to one of {', '.join(pythons)} or pick another base",
-            ))
-
-    pinned = {canonicalize_name(fields.PIN_PACKAGES[f]): f for f in fields.PIN_FIELDS}
-    for name in merged["extras"]:
-        if canonicalize_name(name) in pinned:
-            errors.append(InputError(
-                f"extras pins {name!r}, which the row already pins as `{pinned[canonicalize_name(name)]}`",
-                where=f"{where}, field extras.{name}", fix="pin it once, in its own key"))
-    for name, override in merged["overrides"].items():
-        field = pinned.get(canonicalize_name(name))
-        if field and merged[field] != override.version:
-            errors.append(InputError(
-                f"override {name}=={override.version} disagrees with the row's `{field}: {merged[field]}`",
-                where=f"{where}, field overrides.{name}", fix="make the override's version equal the row's pin"))
-        extra = merged["extras"].get(name)
-        if extra and extra != override.version:
-            errors.append(InputError(
-                f"override {name}=={override.version} disagrees with extras {name}=={extra}",
-                where=f"{where}, field overrides.{name}", fix="make both versions equal"))
-    if merged["flash_attn_archs"] is not None:
-        if not merged["flash_attn"]:
-            errors.append(InputError("flash_attn_archs is set but the row pins no flash_attn",
-                                     where=f"{where}, field flash_attn_archs",
-                                     fix="remove flash_attn_archs, or pin flash_attn"))
-        elif not merged["flash_attn_archs"] or len(set(merged["flash_attn_archs"])) != len(merged["flash_attn_archs"]):
-            errors.append(InputError("flash_attn_archs must list each capability once, at least one",
-                                     where=f"{where}, field flash_attn_archs", fix='write e.g. ["8.0", "9.0"]'))
-        merged["flash_attn_archs"] = tuple(sorted(set(merged["flash_attn_archs"]), key=lambda c: tuple(map(int, c.split(".")))))
-    extras_of_verl = [canonicalize_name(e) for e in merged["verl_extras"]]
-    if "vllm" in extras_of_verl or len(set(extras_of_verl)) != len(extras_of_verl):
-        errors.append(InputError("verl_extras lists an extra twice, or `vllm` (added unless the row overrides vllm)",
-                                 where=f"{where}, field verl_extras", fix="list each other extra once, e.g. [verl-core]"))
-    merged["verl_extras"] = tuple(sorted(set(extras_of_verl)))
-    for key in ("gpus", "gpus_jit"):
-        words = [fields.gpu_words(g) for g in merged[key]]
-        if len(set(words)) != len(words):
-            errors.append(InputError(f"{key} lists a GPU twice", where=f"{where}, field {key}",
-                                     fix="list each GPU once, e.g. [H100, A100, L40S]"))
-        merged[key] = tuple(merged[key])
-    both = sorted({fields.gpu_words(g) for g in merged["gpus"]} & {fields.gpu_words(g) for g in merged["gpus_jit"]})
-    if both:
-        errors.append(InputError(f"{' '.join(both[0])} is in both gpus and gpus_jit",
-                                 where=f"{where}, field gpus_jit",
-                                 fix="keep it in gpus (native kernels required) or in gpus_jit (PTX JIT accepted)"))
+    errors = row_checks.base_errors(merged, where) + row_checks.pin_errors(merged, where) \
+             + row_checks.list_errors(merged, where)
     if errors:
         return None, errors
 

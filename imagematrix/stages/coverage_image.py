@@ -263,6 +263,34 @@ def _normal(name: str) -> str:
     return posixpath.normpath("/" + name.lstrip("/"))
 
 
+def _whiteout(found: LayerScan, path: str) -> bool:
+    """Record an OCI whiteout (`.wh.NAME` deletes NAME, `.wh..wh..opq` empties its folder); True when path is one."""
+    base = posixpath.basename(path)
+    if not base.startswith(".wh."):
+        return False
+    parent = posixpath.dirname(path)
+    if base == ".wh..wh..opq":
+        found.opaque.append(parent)
+    else:
+        found.whiteouts.append(posixpath.join(parent, base[4:]))
+    return True
+
+
+def _spool(source: BinaryIO, head: bytes, spool: Path, marked: bool) -> bool:
+    """The member (its first bytes already read as head) copied to spool; True when marked already (a cubin) or
+    when its bytes hold one of MARKERS (device code inside), looked for across chunk boundaries."""
+    with open(spool, "wb") as out:
+        out.write(head)
+        tail = head[-16:]
+        while chunk := source.read(CHUNK):
+            out.write(chunk)
+            if not marked:
+                window = tail + chunk
+                marked = any(m in window for m in MARKERS)
+                tail = chunk[-16:]
+    return marked
+
+
 def scan_tar(stream: BinaryIO, scratch: Path, where: str, counter: dict | None = None) -> LayerScan:
     """Read one layer's tar from stream (no seeking) and list its ELF files, whiteouts and device code."""
     found = LayerScan()
@@ -272,13 +300,7 @@ def scan_tar(stream: BinaryIO, scratch: Path, where: str, counter: dict | None =
         archive = tarfile.open(fileobj=stream, mode="r|")
         for member in archive:
             path = _normal(member.name)
-            base = posixpath.basename(path)
-            if base.startswith(".wh."):
-                parent = posixpath.dirname(path)
-                if base == ".wh..wh..opq":
-                    found.opaque.append(parent)
-                else:
-                    found.whiteouts.append(posixpath.join(parent, base[4:]))
+            if _whiteout(found, path):
                 continue
             if not member.isreg() or member.size < 64:
                 if member.isdir() or member.issym() or member.islnk():
@@ -301,16 +323,7 @@ def scan_tar(stream: BinaryIO, scratch: Path, where: str, counter: dict | None =
                 counter["cubin_headers"] = counter.get("cubin_headers", 0) + 1
                 found.elf[path] = FileCoverage(digest.hexdigest(), member.size, kind, tuple(sorted(from_header[0])), ())
                 continue
-            marked = kind == "cubin"
-            with open(spool, "wb") as out:
-                out.write(head)
-                tail = head[-16:]
-                while chunk := source.read(CHUNK):
-                    out.write(chunk)
-                    if not marked:
-                        window = tail + chunk
-                        marked = any(m in window for m in MARKERS)
-                        tail = chunk[-16:]
+            marked = _spool(source, head, spool, marked=kind == "cubin")
             counter["elf"] = counter.get("elf", 0) + 1
             if not marked:
                 found.elf[path] = None

@@ -472,10 +472,9 @@ def export(row: Row, image_ref: str, out_dir: Path, part_mib: int, codec: str, i
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _export(row: Row, image_ref: str, source: str, manifest_doc: dict | None, out_dir: Path, work: Path, codec: str,
-            part_size: int, inventory: Inventory | None, progress: Callable[[str], None], daemon: bool) -> dict:
-    progress(f"copying {image_ref} from the Docker daemon" if daemon else f"copying {source}")
-    copy_dir = work / "image"
+def _copy_checked(image_ref: str, source: str, manifest_doc: dict | None, copy_dir: Path,
+                  daemon: bool) -> tuple[str, dict, list[str], list[str]]:
+    """skopeo's copy of the image in copy_dir, checked: (config digest, config, layer digests, diff_ids)."""
     skopeo.copy_to_dir(source, copy_dir, decompress=True, daemon=daemon)
     local = _json((copy_dir / "manifest.json").read_bytes(), f"skopeo's manifest of {image_ref}")
     config_digest = (local.get("config") or {}).get("digest", "")
@@ -494,6 +493,14 @@ def _export(row: Row, image_ref: str, source: str, manifest_doc: dict | None, ou
     if not isinstance(layers, list) or len(diff_ids) != len(layers):
         raise RuntimeFailure(f"{source}: {len(layers)} layers but {len(diff_ids)} rootfs.diff_ids in its config")
     digests = [layer.get("digest", "") if isinstance(layer, dict) else "" for layer in layers]
+    return config_digest, config, digests, diff_ids
+
+
+def _export(row: Row, image_ref: str, source: str, manifest_doc: dict | None, out_dir: Path, work: Path, codec: str,
+            part_size: int, inventory: Inventory | None, progress: Callable[[str], None], daemon: bool) -> dict:
+    progress(f"copying {image_ref} from the Docker daemon" if daemon else f"copying {source}")
+    copy_dir = work / "image"
+    config_digest, config, digests, diff_ids = _copy_checked(image_ref, source, manifest_doc, copy_dir, daemon)
     summary, labels = _config_summary(config)
 
     reuse = read_layers_map(out_dir)
@@ -519,7 +526,7 @@ def _export(row: Row, image_ref: str, source: str, manifest_doc: dict | None, ou
             how = f"{len(entry['parts'])} part(s)"
         if digest not in digests[i:]:  # an image may hold one layer twice (an empty one, say)
             layer_file.unlink()  # the disk it held is free for the next layer's parts
-        progress(f"layer {i}/{len(layers)}: {human(entry['size'])} -> {human(entry['stream_size'])} {codec}, "
+        progress(f"layer {i}/{len(digests)}: {human(entry['size'])} -> {human(entry['stream_size'])} {codec}, "
                  f"{entry['thinned_files']} thinned ({human(entry['thinned_bytes'])}), {how}, "
                  f"{time.monotonic() - started:.1f} s")
         entries.append(entry)

@@ -229,6 +229,17 @@ def test_cli_reference_shows_every_option(name):
     assert not missing, f"docs/cli.md's `python build.py {name}` line lacks {missing}"
 
 
+def test_cli_reference_shows_no_option_a_command_lacks():
+    """The reverse of the test above: every option in a command's synopsis is one of its own (or of the
+    build-input group, for a synopsis that shows `[build inputs]`)."""
+    commands = _subparsers()
+    wrong = []
+    for name, synopsis in _synopses().items():
+        known = {o for action in commands[name]._actions for o in action.option_strings}
+        wrong += [f"{name} {o}" for o in re.findall(r"(?<![\w-])--[a-z][\w-]*", synopsis) if o not in known]
+    assert not wrong, f"docs/cli.md shows options that do not exist: {wrong}"
+
+
 def test_cli_reference_lists_the_build_inputs():
     text = (ROOT / "docs" / "cli.md").read_text()
     paragraph = next(p for p in text.split("\n\n") if p.startswith("`[build inputs]`"))
@@ -248,3 +259,83 @@ def test_each_guide_says_in_one_line_what_it_is_for(guide):
     assert lines[0].startswith("# "), "a guide starts with its title"
     assert lines[1] == "" and lines[2].strip() and (len(lines) == 3 or not lines[3].strip()), \
         "then one line saying what it is for, then a blank line"
+
+
+# `python build.py lock --check --row ID`, `python -m imagematrix test --gpu`: a command and the options after it on
+# that line (up to `&&`, `;`, `|`, `#`, a parenthesis or a backtick), in every page and in bench/README.md
+COMMAND_USE = re.compile(r"(?:build\.py|-m imagematrix)(?:\s+--debug)?\s+([a-z][\w-]*)([^`|#\n]*)")
+COMMAND_PAGES = [*PAGES, ROOT / "bench" / "README.md"]
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in app.parser(fill=True)._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
+def _command_uses(text: str) -> list[tuple[str, list[str]]]:
+    uses = []
+    for segment in re.split(r"&&|;|\||\)", text):
+        uses += [(match.group(1), re.findall(r"(?<![\w-])--[a-z][\w-]*", match.group(2)))
+                 for match in COMMAND_USE.finditer(segment)]
+    return uses
+
+
+@pytest.mark.parametrize("page", COMMAND_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_commands_and_options_named_in_the_docs_exist(page):
+    """`python build.py X --opt`: X is a command of cli/app.COMMANDS and --opt one of its options."""
+    commands = _subparsers()
+    wrong = []
+    for name, options in _command_uses(page.read_text()):
+        if name not in commands:
+            wrong.append(f"build.py {name} (no such command)")
+            continue
+        known = {o for action in commands[name]._actions for o in action.option_strings}
+        wrong += [f"build.py {name} {o} (no such option)" for o in options if o not in known]
+    assert not wrong, f"{page.relative_to(ROOT)}: {sorted(set(wrong))}"
+
+
+def test_the_command_check_finds_commands_and_their_options():
+    assert _command_uses("    python build.py lock --check --row ID && python build.py render  # --no") == \
+        [("lock", ["--check", "--row"]), ("render", [])]
+    assert _command_uses("`python -m imagematrix test --row ID [--gpu]`") == [("test", ["--row", "--gpu"])]
+    assert sum(len(_command_uses(p.read_text())) for p in COMMAND_PAGES) > 100
+
+
+# `imagematrix.tools.pypi`, `python -m imagematrix.cli`: a module of the package (its last part may be an attribute);
+# label names (`io.imagematrix.pin.torch`) are not modules
+DOTTED = re.compile(r"(?<![\w.])imagematrix(?:\.[A-Za-z_]\w*)+")
+
+
+def _dotted_exists(name: str) -> bool:
+    """A module of the package, or a name that a module (not the top package) defines at its top level."""
+    parts = name.split(".")
+    for n in range(len(parts), 1, -1):
+        path = ROOT.joinpath(*parts[:n])
+        source = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        if source.is_file():
+            if n == len(parts):
+                return True
+            defined = rf"^(?:(?:async )?def|class)\s+{parts[n]}\b|^{parts[n]}\s*[:=]"
+            return n == len(parts) - 1 and re.search(defined, source.read_text(), re.M) is not None
+    return name == "imagematrix"
+
+
+@pytest.mark.parametrize("page", COMMAND_PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_dotted_module_names_in_the_docs_exist(page):
+    gone = sorted({m for m in DOTTED.findall(page.read_text()) if not _dotted_exists(m)})
+    assert not gone, f"{page.relative_to(ROOT)} names modules that do not exist: {gone}"
+
+
+def test_the_dotted_check_knows_modules_attributes_and_labels():
+    assert _dotted_exists("imagematrix.tools.pypi") and _dotted_exists("imagematrix.tools.pypi.wheel_file")
+    assert _dotted_exists("imagematrix.cli") and not _dotted_exists("imagematrix.tools.pypi.a.b")
+    assert not _dotted_exists("imagematrix.tools.nosuch") and not _dotted_exists("imagematrix.tools.pypi.nosuch")
+    assert not _dotted_exists("imagematrix.gpus") and DOTTED.findall("io.imagematrix.pin.torch") == []
+
+
+def test_cli_reference_explains_every_command():
+    """docs/cli.md's table "Where each command is explained" names each command once."""
+    text = (ROOT / "docs" / "cli.md").read_text()
+    table = text[text.index("## Where each command is explained"):]
+    named = [n for line in table.splitlines() if line.startswith("| `")
+             for n in re.findall(r"`([a-z][\w-]*)`", line.split("|")[1])]
+    assert sorted(named) == sorted(app.COMMANDS), f"missing {set(app.COMMANDS) - set(named)}, extra {set(named) - set(app.COMMANDS)}"

@@ -93,58 +93,40 @@ def read_manifest(path: Path) -> dict:
     return manifest
 
 
-def pack(args) -> int:
-    # here, where the project is installed (unpack, on the host, stays stdlib-only)
-    from packaging.utils import canonicalize_name
-
-    entries = args.entries
-    host = {canonicalize_name(n) for n in args.host.split()}
-    omit = {canonicalize_name(n) for n in args.omit.split()}
-    carry = {n: e for n, e in entries.items() if n not in host and n not in omit}
-    python = args.python_version
-    work = args.out / "download"
-    work.mkdir(parents=True, exist_ok=True)
-    # wheels first, hash-checked against the lock; what has no wheel for the host is built here from its locked sdist
+def _download(cmd: list[str], carry: dict, work: Path, canonicalize_name) -> int:
+    """The carried wheels into work by `cmd` (pip download, hash-checked); what has no wheel for the host is built
+    here from its locked sdist, then the rest downloaded again. 0, or 1 with pip's error on stderr."""
     wheel_reqs, sdist_reqs = work / "wheels.txt", work / "sdists.txt"
-    wheel_reqs.write_text("".join(e.text for e in carry.values()))
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", python,
-           "--implementation", "cp", "--require-hashes", "-d", str(work), "-r", str(wheel_reqs)]
-    for platform in PLATFORMS:
-        cmd += ["--platform", platform]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode == 0:
+        return 0
+    missing = sorted(set(re.findall(r"No matching distribution found for ([\w.-]+)==", done.stderr)))
+    if not missing:
+        sys.stderr.write(done.stderr[-3000:])
+        return 1
+    print(f"no wheel for {', '.join(missing)}: building them from the locked sdists", flush=True)
+    sdist_only = {canonicalize_name(m) for m in missing}
+    wheel_reqs.write_text("".join(e.text for n, e in carry.items() if n not in sdist_only))
+    for name in sorted(sdist_only):
+        sdist_reqs.write_text(carry[name].text)
+        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--require-hashes",
+                                "-w", str(work), "-r", str(sdist_reqs)], capture_output=True, text=True)
+        if built.returncode != 0:
+            sys.stderr.write(built.stderr[-3000:])
+            return 1
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        missing = sorted(set(re.findall(r"No matching distribution found for ([\w.-]+)==", done.stderr)))
-        if not missing:
-            sys.stderr.write(done.stderr[-3000:])
-            return 1
-        print(f"no wheel for {', '.join(missing)}: building them from the locked sdists", flush=True)
-        sdist_only = {canonicalize_name(m) for m in missing}
-        wheel_reqs.write_text("".join(e.text for n, e in carry.items() if n not in sdist_only))
-        for name in sorted(sdist_only):
-            sdist_reqs.write_text(carry[name].text)
-            built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--require-hashes",
-                                    "-w", str(work), "-r", str(sdist_reqs)], capture_output=True, text=True)
-            if built.returncode != 0:
-                sys.stderr.write(built.stderr[-3000:])
-                return 1
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            sys.stderr.write(done.stderr[-3000:])
-            return 1
-    files = sorted(p for p in work.iterdir() if p.suffix == ".whl")
-    found = {canonicalize_name(p.name.split("-")[0]) for p in files}
-    if found != set(carry):
-        print(f"wheels missing for {sorted(set(carry) - found)}", file=sys.stderr)
+        sys.stderr.write(done.stderr[-3000:])
         return 1
-    # first-fit into parts; a wheel larger than a part is cut into chunks of a part's size
-    limit = args.part_mib * MiB
-    parts: list[list[tuple[Path, int, int]]] = [[]]  # (file, offset, length)
+    return 0
+
+
+def first_fit(files: list[tuple[Path, int]], limit: int) -> list[list[tuple[Path, int, int]]]:
+    """(file, size) pairs, in the order given, first-fit into parts of at most limit bytes; a file larger than a
+    part is cut into chunks of a part's size. Each part: (file, offset, length) pieces."""
+    parts: list[list[tuple[Path, int, int]]] = [[]]
     sizes = [0]
-    manifest = {"lock": args.lock.name, "host": sorted(host & set(entries)), "omitted": sorted(omit & set(entries)),
-                "lock_versions": {n: entries[n].version for n in host & set(entries)}, "wheels": {}}
-    for path in sorted(files, key=lambda p: -p.stat().st_size):
-        size = path.stat().st_size
-        manifest["wheels"][path.name] = {"sha256": _sha256(path), "size": size}
+    for path, size in files:
         offset = 0
         while offset < size:
             length = min(limit, size - offset)
@@ -156,6 +138,38 @@ def pack(args) -> int:
             parts[slot].append((path, offset, length))
             sizes[slot] += length
             offset += length
+    return parts
+
+
+def pack(args) -> int:
+    # here, where the project is installed (unpack, on the host, stays stdlib-only)
+    from packaging.utils import canonicalize_name
+
+    entries = args.entries
+    host = {canonicalize_name(n) for n in args.host.split()}
+    omit = {canonicalize_name(n) for n in args.omit.split()}
+    carry = {n: e for n, e in entries.items() if n not in host and n not in omit}
+    work = args.out / "download"
+    work.mkdir(parents=True, exist_ok=True)
+    # wheels first, hash-checked against the lock; what has no wheel for the host is built here from its locked sdist
+    (work / "wheels.txt").write_text("".join(e.text for e in carry.values()))
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
+           args.python_version, "--implementation", "cp", "--require-hashes", "-d", str(work), "-r",
+           str(work / "wheels.txt")]
+    for platform in PLATFORMS:
+        cmd += ["--platform", platform]
+    if _download(cmd, carry, work, canonicalize_name) != 0:
+        return 1
+    files = sorted(p for p in work.iterdir() if p.suffix == ".whl")
+    found = {canonicalize_name(p.name.split("-")[0]) for p in files}
+    if found != set(carry):
+        print(f"wheels missing for {sorted(set(carry) - found)}", file=sys.stderr)
+        return 1
+    limit = args.part_mib * MiB
+    manifest = {"lock": args.lock.name, "host": sorted(host & set(entries)), "omitted": sorted(omit & set(entries)),
+                "lock_versions": {n: entries[n].version for n in host & set(entries)},
+                "wheels": {p.name: {"sha256": _sha256(p), "size": p.stat().st_size} for p in files}}
+    parts = first_fit([(p, p.stat().st_size) for p in sorted(files, key=lambda p: -p.stat().st_size)], limit)
     for index, part in enumerate(parts, 1):
         folder = args.out / f"p{index:02d}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -166,7 +180,7 @@ def pack(args) -> int:
                 src.seek(offset)
                 dst.write(src.read(length))
     (args.out / f"p{len(parts):02d}" / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    total = sum(sizes) / MiB
+    total = sum(p.stat().st_size for p in files) / MiB
     print(f"{len(files)} wheels, {total:.0f} MiB, in {len(parts)} parts of at most {args.part_mib} MiB under "
           f"{args.out}; {len(manifest['host'])} left to the host, {len(manifest['omitted'])} omitted; "
           f"the manifest is in p{len(parts):02d}")
