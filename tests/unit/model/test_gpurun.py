@@ -49,8 +49,10 @@ def test_records_load_oldest_first_and_group_by_row(tmp_path):
 
 def test_the_committed_records_are_valid():
     runs = gpurun.load_all()
-    assert runs, "docs/gpu-runs/ holds the H200 runs of the verl 0.9.1 rows"
-    assert {r.row for r in runs} == {"verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312",
+    assert runs, "docs/gpu-runs/ holds the H200 runs of the verl 0.9.1 rows and the H100 image-mode run"
+    assert {r.mode for r in runs if r.row == "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py311"} == {"image"}
+    assert {r.row for r in runs} == {"verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py311",
+                                     "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312",
                                      "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py312-fa2.8.3",
                                      "verl0.9.1-vllm0.31.0-torch2.13.0-cu130-py312"}
     assert {r.row for r in runs} <= {row.id for row in matrix_mod.load().rows}
