@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from imagematrix.knowledge import coverage as rules_mod
 from imagematrix.knowledge import gpus
+from imagematrix.model import gpurun
 from imagematrix.model.matrix import Matrix
 from imagematrix.stages import coverage_row
 
@@ -119,6 +120,29 @@ def _row_lines(matrix: Matrix, caps: list[tuple[tuple[int, int], str]]) -> _RowL
     return out
 
 
+KERNEL_TEST = "test_gpu_cuda::test_compiled_kernels_cover_every_visible_gpu"
+
+
+def cross_check(matrix: Matrix, runs: list[gpurun.GpuRun]) -> list[str]:
+    """Each GPU run held against the verdict for the GPU it ran on (issue 28, item 5): the row's baseline says native
+    or JIT and the suite's kernel test passed, or none and it failed, or they disagree: a defect in one of the two."""
+    lines = []
+    for run in sorted(runs, key=lambda r: r.date, reverse=True):
+        baseline = coverage_row.load(coverage_row.baseline_path(matrix.root, run.row))
+        judged = baseline.verdicts.get(run.capability) if baseline else None
+        kernel = next((t.outcome for t in run.tests if t.name == KERNEL_TEST), None)
+        if judged is None or kernel not in ("passed", "failed"):
+            why = "no baseline for the row" if baseline is None else (
+                f"no verdict for {run.capability}" if judged is None else "the kernel test did not run")
+            lines.append(f"| `{run.row}` | {run.gpu} ({run.capability}), {run.mode} mode, {run.date} | - | "
+                         f"{kernel or '-'} | not compared: {why} |")
+            continue
+        agrees = (judged["verdict"] != "none") == (kernel == "passed")
+        lines.append(f"| `{run.row}` | {run.gpu} ({run.capability}), {run.mode} mode, {run.date} | "
+                     f"{judged['verdict']} | {kernel} | {'agrees' if agrees else '**disagrees**'} |")
+    return lines
+
+
 def page(matrix: Matrix) -> str:
     caps = coverage_row.capabilities()
     rows = _row_lines(matrix, caps)
@@ -149,6 +173,17 @@ def page(matrix: Matrix) -> str:
         "Libraries listed, not deciding, without a kernel for a GPU the torch wheel claims (a feature lost there):",
         "",
         *(rows.listed or ["- none"]),
+        "",
+        "## Checked on a real GPU",
+        "",
+        "Each GPU run (docs/gpu-runs.md) against the row's verdict for the GPU it ran on; its kernel test "
+        f"(`{KERNEL_TEST}`) asks torch whether its compiled kernels cover the GPU. A disagreement is a defect of "
+        "the verdict or of the test. The GPU host lends one GPU kind at a time: every other GPU is covered from the "
+        "binaries alone.",
+        "",
+        "| row | run | verdict | kernel test | |",
+        "|---|---|---|---|---|",
+        *(cross_check(matrix, gpurun.load_all()) or ["| - | no GPU run recorded | - | - | - |"]),
         "",
         *WHERE_CHECKED,
         "## Compiled at first use",
