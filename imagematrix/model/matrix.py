@@ -40,6 +40,7 @@ class Row:
     verl_extras: tuple[str, ...] = ()  # verl's extras installed with it, besides [vllm] (verl-core under a vllm override)
     gpus: tuple[str, ...] = ()  # GPUs its binaries must cover natively (checked by the build's coverage step)
     gpus_jit: tuple[str, ...] = ()  # GPUs they must cover, PTX JIT accepted
+    platforms: tuple[str, ...] = (fields.DEFAULT_PLATFORM,)  # linux/amd64 first, then the others it is built for
     line: int | None = None
 
     def pins(self) -> dict[str, str]:
@@ -257,6 +258,16 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
         errors.append(InputError(f"{' '.join(both[0])} is in both gpus and gpus_jit",
                                  where=f"{where}, field gpus_jit",
                                  fix="keep it in gpus (native kernels required) or in gpus_jit (PTX JIT accepted)"))
+    platforms = merged["platforms"]
+    if platforms is not None:
+        if len(set(platforms)) != len(platforms) or fields.DEFAULT_PLATFORM not in platforms:
+            errors.append(InputError(f"platforms must list each platform once, {fields.DEFAULT_PLATFORM} among them "
+                                     f"(it lists {', '.join(platforms) or 'none'})", where=f"{where}, field platforms",
+                                     fix=f"write e.g. [{', '.join(fields.PLATFORMS)}]; an arm64-only row is not "
+                                         "supported (its amd64 image is the one every other stage checks)"))
+        merged["platforms"] = tuple(p for p in fields.PLATFORMS if p in platforms)
+    else:
+        merged["platforms"] = (fields.DEFAULT_PLATFORM,)
     if errors:
         return None, errors
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from imagematrix.knowledge import training
 from imagematrix.model import paths
 from imagematrix.model.errors import InputError
+from imagematrix.model.fields import DEFAULT_PLATFORM
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks
 from imagematrix.stages.render import Rendered
@@ -42,6 +43,8 @@ def inputs_digest(matrix: Matrix, row: Row, patch_dir: Path = paths.PATCHES) -> 
     """A digest of everything render reads for the row: its fields (base digest included), its lock, the tools' lock,
     the templates, the patches, the in-image code it copies and the knowledge files. Reading only, no rendering."""
     fields = {k: v for k, v in dataclasses.asdict(row).items() if k not in NOT_RENDERED}
+    if row.platforms == (DEFAULT_PLATFORM,):  # an amd64-only row reads as it did before rows had platforms
+        del fields["platforms"]
     h = hashlib.sha256(json.dumps({**fields, "base_digest": row.base_digest}, sort_keys=True, default=repr).encode())
     files = [locks.lock_path(matrix, row), locks.tools_lock_path(matrix), *KNOWLEDGE_FILES,
              *(paths.IN_IMAGE / name for name in IN_IMAGE_FILES),
