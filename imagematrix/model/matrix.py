@@ -59,6 +59,13 @@ class Row:
         suite = self.bootstrap_suite
         return fields.BOOTSTRAP_IMAGE.format(suite=suite) if suite else self.base
 
+    def platform_base_image(self, platform: str = fields.DEFAULT_PLATFORM) -> str:
+        """base_image for platform: a debootstrap base is bootstrapped per architecture, so another platform's is its
+        own local image (imagematrix-base:<suite>-arm64); a registry base is the same (multi-arch) reference."""
+        if platform == fields.DEFAULT_PLATFORM or not self.bootstrap_suite:
+            return self.base_image
+        return fields.BOOTSTRAP_IMAGE.format(suite=f"{self.bootstrap_suite}-{platform.rsplit('/', 1)[-1]}")
+
     @property
     def base_digest(self) -> str | None:
         """The published base's manifest digest (knowledge/bases.yaml) for a debootstrap:<suite> row; None when the

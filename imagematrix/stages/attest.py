@@ -163,6 +163,11 @@ def write(row_logs: Path, sbom_doc: dict, predicate: dict) -> tuple[Path, Path]:
     return sbom_path, prov_path
 
 
+def sign(ref_digest: str, key: Path, password: str) -> None:
+    """Sign a digest alone (a multi-arch index: its images carry the attestations)."""
+    cosign.sign(ref_digest, key, password)
+
+
 def attach(ref_digest: str, sbom_path: Path, prov_path: Path, key: Path, password: str) -> None:
     """Attest both to the digest and sign it (cosign)."""
     cosign.attest(ref_digest, sbom_path, SBOM_TYPE, key, password)

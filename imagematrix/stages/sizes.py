@@ -260,14 +260,17 @@ def measure(image: str) -> Measurement:
 
 
 def check_image(matrix, row, digest: str, image: str, row_logs: Path, margin: float,
-                rerecord: bool) -> tuple[Verdict, Baseline]:
+                rerecord: bool, name: str | None = None) -> tuple[Verdict, Baseline]:
     """The size step: the image measured (also into build-logs/<row>/size.json, in the baseline's format) and
-    checked against the row's baseline; a RuntimeFailure, naming the layers that grew, when it grew too much."""
+    checked against the row's baseline; a RuntimeFailure, naming the layers that grew, when it grew too much.
+    name: the image's context name when it is not the row id (a row's linux/arm64 image, `<row-id>@linux-arm64`,
+    has its own baseline, sizes/<row-id>@linux-arm64.json)."""
+    name = name or row.id
     measured = measure(image)
     stamp = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    now = Baseline(row.id, digest, measured.size, measured.layers, stamp)
+    now = Baseline(name, digest, measured.size, measured.layers, stamp)
     (row_logs / "size.json").write_text(to_json(now))
-    verdict = check(row.id, digest, measured, load(baseline_path(matrix.root, row.id)), margin, rerecord)
+    verdict = check(name, digest, measured, load(baseline_path(matrix.root, name)), margin, rerecord)
     if verdict.action == "fail":
         raise RuntimeFailure(f"{verdict.message}\nthe image stays here as {image}")
     return verdict, now

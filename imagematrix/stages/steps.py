@@ -18,7 +18,7 @@ from imagematrix.model import labels
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.stages import attest, builder, coverage_row, flash_attn, sizes, smoke
 from imagematrix.stages import publish as publish_stage
-from imagematrix.tools import cuobjdump, docker
+from imagematrix.tools import cuobjdump, docker, host
 from imagematrix.tools import registry as registry_api
 
 
@@ -64,12 +64,12 @@ def _current(job, tag: str) -> bool:
 
 def base(job) -> None:
     """The row's base image, where the build starts FROM."""
-    job.say("base image")
+    job.say("base image" if job.native_platform else f"base image ({job.platform})")
     docker.cli()  # no docker CLI fails this step, before any work
-    if not cuobjdump.find():  # nor does a missing cuobjdump wait for the coverage step, after the build
+    if job.native_platform and not cuobjdump.find():  # nor does a missing cuobjdump wait for the coverage step, after the build
         raise RuntimeFailure(f"row {job.row.id}, stage base: cuobjdump is not installed, and the coverage step reads "
                              f"the image's device code with it before the push: {cuobjdump.INSTALL_HINT}")
-    job.base_ref = builder.ensure_base(job.row, job.request.buildkit, job.say, job.request.registry)
+    job.base_ref = builder.ensure_base(job.row, job.request.buildkit, job.say, job.request.registry, job.platform)
     job.build_args.update(builder.base_build_args(job.row, job.request.registry))
 
 
@@ -92,17 +92,21 @@ def flash_attn_wheel(job) -> None:
 def build(job) -> None:
     """The row's image under its candidate tag, with BuildKit."""
     request, row = job.request, job.row
-    job.say("building (BuildKit)")
-    cache = f"{job.repo}:buildcache-{row.id}" if request.cache_registry else None
+    emulated = host.emulation_missing(job.platform) is None and job.platform != host.native_platform()
+    job.say("building (BuildKit)" if job.native_platform else
+            f"building for {job.platform} (BuildKit{', emulated by qemu-user-static' if emulated else ''})")
+    suffix = "" if job.native_platform else "-" + job.platform.replace("/", "-")
+    cache = f"{job.repo}:buildcache-{row.id}{suffix}" if request.cache_registry else None
     builder.build(job.item, job.candidate, job.context_dir.parent, job.secrets(), job.logs / "build.log",
                   job.say, cache=cache, build_args=job.build_args, extra_labels=job.labels)
 
 
 def smoke_tests(job) -> Finish | None:
     """The smoke tests inside the candidate, once per built image."""
-    job.say("smoke tests")
+    job.say("smoke tests" if job.platform == host.native_platform() else f"smoke tests of the {job.platform} image, "
+            "under emulation (qemu-user-static)")
     log = job.logs / "smoke.log"
-    passed, earlier = smoke.run_once(job.request.matrix, job.row, job.candidate, log)
+    passed, earlier = smoke.run_once(job.request.matrix, job.row, job.candidate, log, job.platform)
     if not passed:
         return Finish("failed", f"smoke tests failed, nothing pushed; log {log}; "
                                 f"the untested image stays here as {job.candidate}")
@@ -116,7 +120,7 @@ def size(job) -> None:
     request = job.request
     job.say("size against the baseline")
     job.size = sizes.check_image(request.matrix, job.row, job.digest, job.candidate, job.logs, request.size_margin,
-                                 request.record_size)
+                                 request.record_size, name=job.item.name)
     job.say(f"size: {job.size[0].message}")
 
 
@@ -195,6 +199,81 @@ class Step:
     when: Callable[..., bool] = lambda job: True
 
 
+def check_index(lead, jobs) -> Finish | None:
+    """A multi-platform row (stages/pipeline.run_multi): skip it when its tag (the candidate tag of its amd64 image
+    with push=candidate) is an index with an image of every platform carrying that platform's input digest."""
+    request = lead.request
+    lead.say("checking the registry")
+    if request.rebuild or request.push == "none":
+        return None
+    tag = lead.row.id if request.push == "final" else lead.candidate_tag
+    found = registry_api.platform_labels(lead.repo, tag) or {}
+    if any((found.get(job.platform) or {}).get(labels.INPUT_DIGEST) != job.digest for job in jobs):
+        return None
+    moved = []
+    for alias in (lead.final[1:] if request.push == "final" else []):
+        if registry_api.digest(lead.repo, alias) != registry_api.digest(lead.repo, tag):
+            lead.say(f"tagging {lead.repo}:{alias}")
+            registry_api.retag(lead.repo, tag, alias)
+            moved.append(alias)
+    inputs = ", ".join(f"{job.platform} {job.digest[:19]}" for job in jobs)
+    return Finish("skipped", f"{lead.repo}:{tag} already has inputs {inputs}"
+                  + (f"; tagged {', '.join(moved)}" if moved else ""))
+
+
+def push_index(lead, jobs) -> None:
+    """A multi-platform row's images, each under its own candidate tag (each keeps its digest, labels, size baseline
+    and manifest.json), then one index of them under the row's tags (final, or the amd64 candidate tag)."""
+    request, row = lead.request, lead.row
+    targets = {"final": lead.final, "candidate": [lead.candidate_tag], "none": []}[request.push]
+    images = []
+    for job in jobs:
+        if targets:
+            job.say(f"pushing the {job.platform} image {job.candidate}")
+            job.pushed[job.candidate_tag] = publish_stage.push(row, job.candidate, job.candidate)
+            images.append((job.platform, job.pushed[job.candidate_tag]))
+        verdict, measured = job.size
+        job.size_note = sizes.record_note(request.matrix, verdict, measured, bool(targets) or request.record_size)
+        if job.coverage is not None:
+            job.coverage_note = coverage_row.record_note(request.matrix.root, job.coverage,
+                                                         bool(targets) or request.record_coverage)
+        publish_stage.write_manifest(job.candidate, dict(job.pushed), job.logs / "manifest.json")
+        if job.coverage is not None:
+            _merge(job.logs / "manifest.json", coverage_row.manifest_entry(job.coverage.baseline))
+    if targets:
+        lead.say(f"pushing the index of {', '.join(j.platform for j in jobs)} as {', '.join(targets)}")
+        index = registry_api.put_index(lead.repo, targets, images)
+        lead.index = index
+        lead.pushed.clear()
+        lead.pushed.update({tag: index for tag in targets})
+        _merge(lead.logs / "manifest.json", {"index": {"digest": index, "tags": targets,
+                                                       "images": {p: d for p, d in images}}})
+        for job in jobs:
+            docker.run("rmi", job.candidate)  # the local tags only; the registry holds each under its candidate tag
+    notes = [f"{job.platform}: {note}" for job in jobs for note in (job.size_note, job.coverage_note) if note]
+    lead.size_note, lead.coverage_note = "\n".join(notes), ""
+
+
+def attest_index(lead, jobs) -> None:
+    """Each platform's image gets its own SBOM and provenance (from its own lock and input digest); with a key, both
+    are attested to its digest, and the index is signed (cosign verify of the tag checks the index's signature)."""
+    request, row = lead.request, lead.row
+    for job in jobs:
+        ref_digest = f"{job.repo}@{job.pushed[job.candidate_tag]}"
+        job.say(f"SBOM and provenance of the {job.platform} image")
+        sbom_path, prov_path = attest.for_build(
+            row, ref_digest, job.logs, lock_text=job.lock_text(), input_digest=job.digest, base_ref=job.base_ref,
+            flash_attn=None, started=job.started_at,
+            coverage=coverage_row.byproduct(job.coverage.baseline) if job.coverage is not None else None)
+        if request.signing.key:
+            job.say(f"attesting and signing {ref_digest}")
+            attest.attach(ref_digest, sbom_path, prov_path, request.signing.key, os.environ.get("COSIGN_PASSWORD", ""))
+    if request.signing.key:
+        index_ref = f"{lead.repo}@{lead.index}"
+        lead.say(f"signing the index {index_ref}")
+        attest.sign(index_ref, request.signing.key, os.environ.get("COSIGN_PASSWORD", ""))
+
+
 STEPS = (
     Step("check", check),
     Step("base", base),
@@ -205,4 +284,16 @@ STEPS = (
     Step("coverage", coverage),
     Step("push", push),
     Step("attest", attest_pushed, when=lambda job: bool(job.pushed)),
+)
+
+# A multi-platform row's steps for each of its images, before push_index and attest_index (stages/pipeline.run_multi).
+# flash-attn has no aarch64 wheel (validate refuses such a row); the GPU coverage read from the binaries is the amd64
+# image's: its baseline, coverage/<row>.json, is one per row.
+PLATFORM_STEPS = (
+    Step("base", base),
+    Step("flash-attn", flash_attn_wheel, when=lambda job: bool(job.row.flash_attn) and job.native_platform),
+    Step("build", build),
+    Step("smoke", smoke_tests),
+    Step("size", size),
+    Step("coverage", coverage, when=lambda job: job.native_platform),
 )

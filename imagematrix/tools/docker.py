@@ -83,10 +83,12 @@ def ensure_image(ref: str, what: str) -> None:
         raise RuntimeFailure(f"{what}: no image {ref} here and cannot pull it: {proc.stderr.strip()}")
 
 
-def import_rootfs(rootfs: Path, image: str) -> str | None:
-    """`tar -C rootfs -c . | docker import - image`; None when it worked, else the error."""
+def import_rootfs(rootfs: Path, image: str, platform: str | None = None) -> str | None:
+    """`tar -C rootfs -c . | docker import [--platform P] - image`; None when it worked, else the error. platform:
+    the image's platform when it is not this host's (an arm64 root filesystem bootstrapped here)."""
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    imported = subprocess.run([cli(), "import", "-", image], stdin=tar.stdout, capture_output=True, text=True)
+    imported = subprocess.run([cli(), "import", *(["--platform", platform] if platform else []), "-", image],
+                              stdin=tar.stdout, capture_output=True, text=True)
     tar.wait()
     if imported.returncode != 0 or tar.returncode != 0:
         return imported.stderr or f"tar exited {tar.returncode}"
