@@ -92,6 +92,7 @@ class RowJob:
     coverage_note: str = ""
     pushed: dict[str, str] = field(default_factory=dict)
     index: str | None = None  # a multi-platform row's pushed index digest (steps.push_index)
+    image_digest: str | None = None  # and each of its platform images' digest, pushed under its candidate tag
     _secrets: dict[str, Path] | None = None
 
     row: Row = field(init=False)
@@ -217,6 +218,7 @@ def run_multi(request: BuildRequest, items: list[Rendered], final: list[str], pr
         jobs = [RowJob(request, item, final, progress, stack) for item in items]
         lead = jobs[0]
         try:
+            progress.step(lead.row.id, name)
             finish = steps.check_index(lead, jobs)
             if finish is not None:
                 return Outcome(lead.row.id, finish.status, name, time.monotonic() - started, finish.detail)

@@ -230,14 +230,15 @@ def push_index(lead, jobs) -> None:
     for job in jobs:
         if targets:
             job.say(f"pushing the {job.platform} image {job.candidate}")
-            job.pushed[job.candidate_tag] = publish_stage.push(row, job.candidate, job.candidate)
-            images.append((job.platform, job.pushed[job.candidate_tag]))
+            job.image_digest = publish_stage.push(row, job.candidate, job.candidate)
+            images.append((job.platform, job.image_digest))
         verdict, measured = job.size
         job.size_note = sizes.record_note(request.matrix, verdict, measured, bool(targets) or request.record_size)
         if job.coverage is not None:
             job.coverage_note = coverage_row.record_note(request.matrix.root, job.coverage,
                                                          bool(targets) or request.record_coverage)
-        publish_stage.write_manifest(job.candidate, dict(job.pushed), job.logs / "manifest.json")
+        publish_stage.write_manifest(job.candidate, {job.candidate_tag: job.image_digest} if job.image_digest else {},
+                                     job.logs / "manifest.json")
         if job.coverage is not None:
             _merge(job.logs / "manifest.json", coverage_row.manifest_entry(job.coverage.baseline))
     if targets:
@@ -259,7 +260,7 @@ def attest_index(lead, jobs) -> None:
     are attested to its digest, and the index is signed (cosign verify of the tag checks the index's signature)."""
     request, row = lead.request, lead.row
     for job in jobs:
-        ref_digest = f"{job.repo}@{job.pushed[job.candidate_tag]}"
+        ref_digest = f"{job.repo}@{job.image_digest}"
         job.say(f"SBOM and provenance of the {job.platform} image")
         sbom_path, prov_path = attest.for_build(
             row, ref_digest, job.logs, lock_text=job.lock_text(), input_digest=job.digest, base_ref=job.base_ref,
