@@ -54,10 +54,17 @@ class BuildRequest:
     size_margin: float = sizes.DEFAULT_MARGIN
     record_size: bool = False
     record_coverage: bool = False
+    # one platform's images only (CI's native arm64 runners): each under its candidate tag, never a final tag
+    platform: str | None = None
 
     def __post_init__(self) -> None:
         if self.push not in PUSH_MODES:
             raise ValueError(f"push must be one of {PUSH_MODES}, not {self.push!r}")
+        if self.platform and self.push == "final":
+            raise InputError(f"--platform {self.platform} builds one image of a row whose final tag is a multi-arch "
+                             "index of all its platforms", where="build",
+                             fix="push it as its candidate tag (--push candidate) or not at all (--push none); "
+                                 "without --platform, build pushes every platform's image and the index")
 
 
 class Progress(Protocol):
@@ -193,8 +200,15 @@ def publish(request: BuildRequest, rows: list[Row], progress: Progress) -> list[
         if item.platform != DEFAULT_PLATFORM:
             others.setdefault(item.row.id, []).append(item)
     final = tags.published_tags([(r.id, r.vllm) for r in request.matrix.rows])
-    known = _read_tags(request, items, final)
     outcomes = []
+    if request.platform:  # one platform's image of each row that has one, on its own route (candidate or none)
+        items, others = [i for i in every if i.platform == request.platform], {}
+        for row in rows:
+            if request.platform not in row.platforms:
+                outcomes.append(Outcome(row.id, "skipped", "check", 0.0, f"no {request.platform} image: the row's "
+                                        f"platforms are {', '.join(row.platforms)}"))
+                progress.row_done(outcomes[-1])
+    known = _read_tags(request, items, final)
     for index, item in enumerate(items, 1):
         progress.row_started(item.row.id, index, len(items))
         if item.row.id in others:

@@ -256,6 +256,11 @@ def _tools_lock(matrix: Matrix) -> str:
                          fix="remove it, then run `python build.py lock`") from None
 
 
+def render_one(matrix: Matrix, row: Row, platform: str = fields.DEFAULT_PLATFORM) -> Rendered:
+    """One context of a row, rendered in memory (InputError when it cannot be)."""
+    return render_row(matrix, row, patches.load(paths.PATCHES), envdefaults.load(), platform)
+
+
 def render_each(matrix: Matrix, rows: list[Row], patch_dir: Path = paths.PATCHES,
                 all_platforms: bool = False) -> tuple[list[Rendered], dict[str, InputError]]:
     """Render rows in memory, each on its own: (the rendered rows, {row id: why it did not render}). What every row

@@ -278,11 +278,11 @@ def attest_index(lead, jobs) -> None:
 STEPS = (
     Step("check", check),
     Step("base", base),
-    Step("flash-attn", flash_attn_wheel, when=lambda job: bool(job.row.flash_attn)),
+    Step("flash-attn", flash_attn_wheel, when=lambda job: bool(job.row.flash_attn) and job.native_platform),
     Step("build", build),
     Step("smoke", smoke_tests),
     Step("size", size),
-    Step("coverage", coverage),
+    Step("coverage", coverage, when=lambda job: job.native_platform),  # coverage/<row>.json is the amd64 image's
     Step("push", push),
     Step("attest", attest_pushed, when=lambda job: bool(job.pushed)),
 )
