@@ -105,16 +105,21 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
             report.errors.append(InputError(locks.status_message(matrix, row, status, platform),
                                             where=f"row {row.id}, platform {platform}",
                                             fix=locks.lock_fix(matrix, row, platform)))
+        elif entry.patches != "invalid":  # the platform's context, rendered in memory as render would
+            seen = {e.render() for e in report.errors}
+            report.errors.extend(e for e in _render_problems(matrix, row, patch_list, env_defaults, platform)
+                                 if e.render() not in seen)
     return report
 
 
-def _render_problems(matrix: Matrix, row: Row, patch_list, env_defaults: list) -> list[InputError]:
+def _render_problems(matrix: Matrix, row: Row, patch_list, env_defaults: list,
+                     platform: str = fields.DEFAULT_PLATFORM) -> list[InputError]:
     """Why render would refuse the row (its context rendered in memory, nothing written): [] when it would not.
     env_defaults: a one-item cache of the loaded defaults, shared by the rows of one validate."""
     try:
         if not env_defaults:
             env_defaults.append(envdefaults.load())
-        render.render_row(matrix, row, patch_list, env_defaults[0])
+        render.render_row(matrix, row, patch_list, env_defaults[0], platform)
     except InputError as exc:
         return [exc]
     return []
