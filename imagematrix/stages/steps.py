@@ -186,7 +186,8 @@ def attest_pushed(job) -> None:
         row, ref_digest, job.logs, lock_text=job.lock_text(), input_digest=job.digest, base_ref=job.base_ref,
         flash_attn={"file": wheel.filename, "sha256": wheel.sha256, "origin": wheel.origin} if wheel else None,
         started=job.started_at,
-        coverage=coverage_row.byproduct(job.coverage.baseline) if job.coverage is not None else None)
+        coverage=coverage_row.byproduct(job.coverage.baseline) if job.coverage is not None else None,
+        platform=job.platform)
     if request.signing.key:
         job.say(f"attesting and signing {ref_digest}")
         attest.attach(ref_digest, sbom_path, prov_path, request.signing.key, os.environ.get("COSIGN_PASSWORD", ""))
@@ -265,7 +266,8 @@ def attest_index(lead, jobs) -> None:
         sbom_path, prov_path = attest.for_build(
             row, ref_digest, job.logs, lock_text=job.lock_text(), input_digest=job.digest, base_ref=job.base_ref,
             flash_attn=None, started=job.started_at,
-            coverage=coverage_row.byproduct(job.coverage.baseline) if job.coverage is not None else None)
+            coverage=coverage_row.byproduct(job.coverage.baseline) if job.coverage is not None else None,
+            platform=job.platform)
         if request.signing.key:
             job.say(f"attesting and signing {ref_digest}")
             attest.attach(ref_digest, sbom_path, prov_path, request.signing.key, os.environ.get("COSIGN_PASSWORD", ""))

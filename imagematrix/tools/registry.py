@@ -364,6 +364,15 @@ class Client:
                     self._config(name, found[1]))
         return out
 
+    def index_images(self, name: str, reference: str) -> dict[str, str]:
+        """{platform: manifest digest} of the images of the index at name:reference (a tag or a digest); {} when it
+        is a single image or absent."""
+        manifest = self.get_json(f"/v2/{name}/manifests/{reference}", MANIFEST_MEDIA) or {}
+        entries = manifest.get("manifests") if isinstance(manifest.get("manifests"), list) else []
+        return {f"{e['platform'].get('os', 'linux')}/{e['platform'].get('architecture', '')}": e["digest"]
+                for e in entries if isinstance(e, dict) and isinstance(e.get("platform"), dict)
+                and isinstance(e.get("digest"), str) and DIGEST_RE.fullmatch(e["digest"])}
+
     def put_index(self, name: str, tags: list[str], images: list[tuple[str, str]]) -> str:
         """A multi-arch index (Docker manifest list) of images [(platform, manifest digest)], each already in name,
         put under each of tags; returns the index's digest."""
@@ -419,6 +428,15 @@ def digest(repository: str, tag: str) -> str | None:
 def platform_labels(repository: str, tag: str) -> dict[str, dict] | None:
     host, name = split(repository)
     return Client(host).platform_labels(name, tag)
+
+
+def index_images(ref: str) -> tuple[str, dict[str, str]]:
+    """(repository, {platform: digest}) of REPO:TAG or REPO@DIGEST when it is a multi-arch index ({} otherwise)."""
+    repository, sep, reference = ref.rpartition("@") if "@" in ref else ref.rpartition(":")
+    if not sep or "/" in reference:
+        return ref, {}
+    host, name = split(repository)
+    return repository, Client(host).index_images(name, reference)
 
 
 def put_index(repository: str, tag_list: list[str], images: list[tuple[str, str]]) -> str:
