@@ -60,3 +60,17 @@ def test_a_missing_registration_line_is_a_failure(amd64, tmp_path, monkeypatch):
     monkeypatch.setattr(host, "_apt_install", lambda *p, log: None)
     with pytest.raises(RuntimeFailure, match="qemu-user-static installed"):
         host.ensure_emulation(lambda m: None, binfmt=tmp_path)
+
+
+def test_setup_goes_on_without_emulation_saying_why(amd64, monkeypatch):
+    said = []
+    for step in ("ensure_daemon", "ensure_buildx", "ensure_registry", "ensure_debootstrap", "ensure_skopeo",
+                 "ensure_cosign"):
+        monkeypatch.setattr(host, step, lambda log: None)
+
+    def refuse(log):
+        raise RuntimeFailure("mount -t binfmt_misc failed: permission denied")
+
+    monkeypatch.setattr(host, "ensure_emulation", refuse)
+    host.setup(said.append)
+    assert said and "no linux/arm64 emulation here" in said[0] and "permission denied" in said[0]
