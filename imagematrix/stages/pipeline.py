@@ -208,7 +208,8 @@ def publish(request: BuildRequest, rows: list[Row], progress: Progress) -> list[
                 outcomes.append(Outcome(row.id, "skipped", "check", 0.0, f"no {request.platform} image: the row's "
                                         f"platforms are {', '.join(row.platforms)}"))
                 progress.row_done(outcomes[-1])
-    known = _read_tags(request, items, final)
+    # a multi-platform row's tags are read by its own check (steps.check_index: the index and each image), once
+    known = _read_tags(request, [i for i in items if i.row.id not in others], final)
     for index, item in enumerate(items, 1):
         progress.row_started(item.row.id, index, len(items))
         if item.row.id in others:

@@ -208,12 +208,12 @@ def check_index(lead, jobs) -> Finish | None:
     if request.rebuild or request.push == "none":
         return None
     tag = lead.row.id if request.push == "final" else lead.candidate_tag
-    found = registry_api.platform_labels(lead.repo, tag) or {}
+    index, found = registry_api.platform_state(lead.repo, tag) or (None, {})
     if any((found.get(job.platform) or {}).get(labels.INPUT_DIGEST) != job.digest for job in jobs):
         return None
     moved = []
     for alias in (lead.final[1:] if request.push == "final" else []):
-        if registry_api.digest(lead.repo, alias) != registry_api.digest(lead.repo, tag):
+        if registry_api.digest(lead.repo, alias) != index:
             lead.say(f"tagging {lead.repo}:{alias}")
             registry_api.retag(lead.repo, tag, alias)
             moved.append(alias)

@@ -344,13 +344,32 @@ class Client:
     def platform_labels(self, name: str, tag: str) -> dict[str, dict] | None:
         """{platform (linux/arm64): labels of its image} of name:tag, each image of an index, or the one image of a
         manifest (its config's architecture); None when the tag is absent."""
-        manifest = self.get_json(f"/v2/{name}/manifests/{tag}", MANIFEST_MEDIA)
-        if manifest is None:
+        found = self.platform_state(name, tag)
+        return None if found is None else found[1]
+
+    def platform_state(self, name: str, tag: str) -> tuple[str, dict[str, dict]] | None:
+        """(the tag's manifest digest, platform_labels) with the tag's manifest read once; None when absent."""
+        answer = self.request("GET", f"/v2/{name}/manifests/{tag}", accept=MANIFEST_MEDIA)
+        if answer is None:
             return None
-        if "manifests" not in manifest:
-            found = self._manifest(name, tag)
-            config = self._config(name, found[1]) if found and found[1] else {}
-            return {f"linux/{config.get('architecture', 'amd64')}": labels_of(config)}
+        digest = "sha256:" + hashlib.sha256(answer[0]).hexdigest()
+        try:
+            manifest = json.loads(answer[0])
+        except (ValueError, RecursionError):
+            manifest = None
+        if not isinstance(manifest, dict):
+            raise RuntimeFailure(f"registry {self.host}: GET /v2/{name}/manifests/{tag} answered something other "
+                                 "than a JSON object")
+        return digest, self._platform_labels(name, tag, manifest)
+
+    def _platform_labels(self, name: str, tag: str, manifest: dict) -> dict[str, dict]:
+        if "manifests" not in manifest:  # one image: its config says its platform
+            config_digest = (manifest.get("config") or {}).get("digest") if isinstance(manifest.get("config"), dict) else None
+            if not isinstance(config_digest, str) or not DIGEST_RE.fullmatch(config_digest):
+                raise RuntimeFailure(f"registry {self.host}: GET /v2/{name}/manifests/{tag} answered a JSON object "
+                                     "that is neither an index nor an image manifest (no config digest)")
+            config = self._config(name, config_digest)
+            return {f"linux/{config.get('architecture') or 'amd64'}": labels_of(config)}
         out = {}
         entries = manifest.get("manifests")
         for entry in entries if isinstance(entries, list) else []:
@@ -428,6 +447,11 @@ def digest(repository: str, tag: str) -> str | None:
 def platform_labels(repository: str, tag: str) -> dict[str, dict] | None:
     host, name = split(repository)
     return Client(host).platform_labels(name, tag)
+
+
+def platform_state(repository: str, tag: str) -> tuple[str, dict[str, dict]] | None:
+    host, name = split(repository)
+    return Client(host).platform_state(name, tag)
 
 
 def index_images(ref: str) -> tuple[str, dict[str, str]]:

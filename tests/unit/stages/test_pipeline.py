@@ -384,7 +384,7 @@ def index_registry(monkeypatch):
             held[tag] = {"images": images}
         return "sha256:" + "b" * 64
 
-    monkeypatch.setattr(steps.registry_api, "platform_labels", lambda repo, tag: held.get(tag))
+    monkeypatch.setattr(steps.registry_api, "platform_state", lambda repo, tag: None)
     monkeypatch.setattr(steps.registry_api, "put_index", put)
     return held
 
@@ -411,13 +411,13 @@ def test_a_multi_platform_row_whose_index_is_current_is_skipped(fake, tmp_path, 
     calls, _ = fake
     items = multi_items()
     current = {it.platform: {"io.imagematrix.input-digest": it.context_digest()} for it in items}
-    monkeypatch.setattr(steps.registry_api, "platform_labels", lambda repo, tag: current)
+    monkeypatch.setattr(steps.registry_api, "platform_state", lambda repo, tag: ("sha256:" + "b" * 64, current))
     monkeypatch.setattr(steps.registry_api, "digest", lambda repo, tag: "sha256:" + "b" * 64)
     outcome = pipeline.run_multi(request(tmp_path), items, [ROW1, "vllm0.7.2"], Recorder())
     assert outcome.status == "skipped" and "linux/arm64" in outcome.detail
     assert not [c for c in calls if c[0] in ("build", "push")]
     stale = {**current, "linux/arm64": {"io.imagematrix.input-digest": "sha256:" + "0" * 64}}
-    monkeypatch.setattr(steps.registry_api, "platform_labels", lambda repo, tag: stale)
+    monkeypatch.setattr(steps.registry_api, "platform_state", lambda repo, tag: ("sha256:" + "b" * 64, stale))
     assert pipeline.run_multi(request(tmp_path), items, [ROW1], Recorder()).status == "pushed"
 
 
