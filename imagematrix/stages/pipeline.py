@@ -22,7 +22,7 @@ from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.fields import DEFAULT_PLATFORM, platform_slug
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.secrets import redact_text
-from imagematrix.stages import attest, builder, coverage_row, flash_attn, generated, locks, sizes, steps
+from imagematrix.stages import attest, builder, coverage_row, flash_attn, generated, locks, multiarch, sizes, steps
 from imagematrix.stages.publish import PUSH_MODES, Outcome, remote_labels_of
 from imagematrix.stages.render import Rendered
 from imagematrix.tools import docker, host
@@ -234,7 +234,7 @@ def run_multi(request: BuildRequest, items: list[Rendered], final: list[str], pr
         lead = jobs[0]
         try:
             progress.step(lead.row.id, name)
-            finish = steps.check_index(lead, jobs)
+            finish = multiarch.check_index(lead, jobs)
             if finish is not None:
                 return Outcome(lead.row.id, finish.status, name, time.monotonic() - started, finish.detail)
             for job in jobs:
@@ -248,11 +248,11 @@ def run_multi(request: BuildRequest, items: list[Rendered], final: list[str], pr
                         return Outcome(job.row.id, finish.status, name, time.monotonic() - started, finish.detail)
             name = "push"
             progress.step(lead.row.id, name)
-            steps.push_index(lead, jobs)
+            multiarch.push_index(lead, jobs)
             if lead.pushed:
                 name = "attest"
                 progress.step(lead.row.id, name)
-                steps.attest_index(lead, jobs)
+                multiarch.attest_index(lead, jobs)
             outcome = lead.outcome()
         except (RuntimeFailure, InputError) as exc:
             message = redact_text(str(exc))

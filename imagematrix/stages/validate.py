@@ -86,8 +86,15 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
         elif entry.patches != "invalid":  # a template's or a data file's error, the same for every row: once
             seen = {e.render() for e in report.errors}
             report.errors.extend(e for e in _render_problems(matrix, row, patch_list, env_defaults) if e.render() not in seen)
+    _other_platforms(matrix, report, other_results, patch_list, env_defaults)
+    return report
+
+
+def _other_platforms(matrix: Matrix, report: Report, results, patch_list, env_defaults: list) -> None:
+    """Each row's other platforms (linux/arm64) into its report: why one did not resolve, the CUDA of its torch, its
+    lock's status and, with a current lock, its context rendered in memory."""
     entries = {r.row.id: r for r in report.rows}
-    for (row, platform), result in other_results:
+    for (row, platform), result in results:
         entry = entries[row.id]
         if isinstance(result, InputError):
             report.errors.append(result)
@@ -109,7 +116,6 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
             seen = {e.render() for e in report.errors}
             report.errors.extend(e for e in _render_problems(matrix, row, patch_list, env_defaults, platform)
                                  if e.render() not in seen)
-    return report
 
 
 def _render_problems(matrix: Matrix, row: Row, patch_list, env_defaults: list,
