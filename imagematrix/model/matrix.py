@@ -265,16 +265,7 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
         errors.append(InputError(f"{' '.join(both[0])} is in both gpus and gpus_jit",
                                  where=f"{where}, field gpus_jit",
                                  fix="keep it in gpus (native kernels required) or in gpus_jit (PTX JIT accepted)"))
-    platforms = merged["platforms"]
-    if platforms is not None:
-        if len(set(platforms)) != len(platforms) or fields.DEFAULT_PLATFORM not in platforms:
-            errors.append(InputError(f"platforms must list each platform once, {fields.DEFAULT_PLATFORM} among them "
-                                     f"(it lists {', '.join(platforms) or 'none'})", where=f"{where}, field platforms",
-                                     fix=f"write e.g. [{', '.join(fields.PLATFORMS)}]; an arm64-only row is not "
-                                         "supported (its amd64 image is the one every other stage checks)"))
-        merged["platforms"] = tuple(p for p in fields.PLATFORMS if p in platforms)
-    else:
-        merged["platforms"] = (fields.DEFAULT_PLATFORM,)
+    errors += _platforms(merged, where)
     if errors:
         return None, errors
 
@@ -287,3 +278,18 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
                                  where=f"{where}, field id", fix="give the row another id, or leave `id` out")]
     values = {k: v for k, v in merged.items() if k != "id"}
     return Row(id=row_id, line=line, **values), []
+
+
+def _platforms(merged: dict[str, Any], where: str) -> list[InputError]:
+    """The row's `platforms` checked and put in their order (linux/amd64 first), default amd64 only; the errors."""
+    platforms = merged["platforms"]
+    if platforms is None:
+        merged["platforms"] = (fields.DEFAULT_PLATFORM,)
+        return []
+    merged["platforms"] = tuple(p for p in fields.PLATFORMS if p in platforms)
+    if len(set(platforms)) == len(platforms) and fields.DEFAULT_PLATFORM in platforms:
+        return []
+    return [InputError(f"platforms must list each platform once, {fields.DEFAULT_PLATFORM} among them "
+                       f"(it lists {', '.join(platforms) or 'none'})", where=f"{where}, field platforms",
+                       fix=f"write e.g. [{', '.join(fields.PLATFORMS)}]; an arm64-only row is not supported (its "
+                           "amd64 image is the one every other stage checks)")]
