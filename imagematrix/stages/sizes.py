@@ -238,6 +238,22 @@ def disk_budget(baseline: Baseline | None) -> DiskBudget:
     return DiskBudget(int(image * DISK_FACTOR) + DISK_HEADROOM, image, basis)
 
 
+def platforms_budget(root: Path, row_id: str, names: list[str]) -> DiskBudget:
+    """The disk a build of several images of one row needs at once (a multi-platform row: each platform's image,
+    names being their contexts, `<row-id>@linux-arm64`): the sum of each one's budget, an image without its own
+    baseline taken at the row's (amd64) size."""
+    own, budgets = load(baseline_path(root, row_id)), []
+    for name in names:
+        found = load(baseline_path(root, name))
+        budget = disk_budget(found or own)
+        budgets.append(budget if found or name == row_id else
+                       DiskBudget(budget.need, budget.image, f"{name} has no baseline, taken as {budget.basis}"))
+    if len(budgets) == 1:
+        return budgets[0]
+    return DiskBudget(sum(b.need for b in budgets), sum(b.image for b in budgets),
+                      f"{len(budgets)} images: " + "; ".join(b.basis for b in budgets))
+
+
 def disk_verdict(row: str, budget: DiskBudget, free: int, where: str) -> str | None:
     """None when free covers the budget, else the message that fails the job before any work."""
     if free >= budget.need:

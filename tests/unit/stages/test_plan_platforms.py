@@ -44,3 +44,14 @@ def test_one_platform_is_never_pushed_as_the_final_tag(tmp_path):
     with pytest.raises(InputError, match="multi-arch"):
         pipeline.BuildRequest(matrix=m, registry="r", log_dir=tmp_path, platform="linux/arm64")
     assert pipeline.BuildRequest(matrix=m, registry="r", log_dir=tmp_path, platform="linux/arm64", push="candidate")
+
+
+def test_the_disk_budget_of_a_multi_platform_row_counts_each_image(tmp_path):
+    from imagematrix.stages import sizes
+
+    (tmp_path / "sizes").mkdir()
+    (tmp_path / "sizes" / "row.json").write_text(
+        sizes.to_json(sizes.Baseline("row", "sha256:a", 10 * 1000**3, (), "2026-12-07T00:00:00Z")))
+    one = sizes.platforms_budget(tmp_path, "row", ["row"])
+    both = sizes.platforms_budget(tmp_path, "row", ["row", "row@linux-arm64"])
+    assert both.need == 2 * one.need and "row@linux-arm64 has no baseline" in both.basis
