@@ -1,7 +1,8 @@
 """The multi-arch path of `build` on something small (issue 29): a slim image built for linux/amd64 and linux/arm64
 (emulated by qemu-user-static on an amd64 host), each checked inside its own container, pushed under its own
 candidate tag, one index under the row's tag, which `docker buildx imagetools inspect` shows with both platforms;
-a second run is a no-op. The real rows' contexts install gigabytes (vLLM, torch): their arm64 builds take far longer
+with cosign (`setup` installs it) each image's SBOM and provenance are attested and signed and the index signed,
+and `verify` checks the tag platform by platform; a second run is a no-op. The real rows' contexts install gigabytes (vLLM, torch): their arm64 builds take far longer
 under emulation than CI's budget (docs/measurements.md); this proves the same code path in about five minutes, most
 of it the arm64 base's debootstrap under emulation (once per machine: the image stays).
 
@@ -19,9 +20,9 @@ import pytest
 
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model import tags
-from imagematrix.stages import coverage_row, generated, pipeline, smoke
+from imagematrix.stages import attest, coverage_row, generated, pipeline, smoke, verify
 from imagematrix.stages.render import Rendered
-from imagematrix.tools import cuobjdump, docker, host
+from imagematrix.tools import cosign, cuobjdump, docker, host
 from tests.conftest import ROOT
 
 ROW = "verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py311"  # a row that names linux/arm64 (its base, its id)
@@ -93,7 +94,13 @@ def test_a_slim_row_is_built_smoked_and_pushed_as_one_index_for_both_platforms(r
     monkeypatch.setattr(coverage_row, "to_json", lambda baseline: "{}\n")
     monkeypatch.setattr(coverage_row, "declared", lambda row_, baseline: [])
     namespace = f"{host.REGISTRY}/imagematrix-test-multiarch-{uuid.uuid4().hex[:8]}"  # .ci/run removes imagematrix-test-*
-    request = pipeline.BuildRequest(matrix=m, registry=namespace, log_dir=tmp_path / "logs")
+    signing = None
+    if cosign.find():  # each image attested and signed, the index signed: verify checks them platform by platform
+        monkeypatch.setenv("COSIGN_PASSWORD", "multiarch")
+        key, pub = cosign.generate_key_pair(tmp_path / "keys", "multiarch")
+        signing = attest.Signing(key)
+    request = pipeline.BuildRequest(matrix=m, registry=namespace, log_dir=tmp_path / "logs",
+                                    signing=signing or attest.Signing())
     progress = Quiet()
     try:
         outcome = pipeline.run_multi(request, items, [row.id], progress)
@@ -113,6 +120,9 @@ def test_a_slim_row_is_built_smoked_and_pushed_as_one_index_for_both_platforms(r
         index = json.loads((logs / "manifest.json").read_text())["index"]
         assert set(index["images"]) == {"linux/amd64", "linux/arm64"}
         assert (tmp_path / "sizes" / f"{row.id}@linux-arm64.json").is_file()  # arm64's own size baseline
+        if signing:
+            checked = verify.verify(m, ref, pub)
+            assert "the index" in checked[0] and any(line.startswith("linux/arm64: provenance") for line in checked)
         again = pipeline.run_multi(request, items, [row.id], Quiet())
         assert again.status == "skipped" and "linux/arm64" in again.detail
     finally:
