@@ -250,6 +250,7 @@ class Suite(BaseModel):
     mirror: str
     python: list[PythonVersion]
     components: list[Str] | None = None  # archive components (default: main); the base's sources.list lists them
+    mirror_arm64: str | None = None  # the suite's arm64 packages, when `mirror` lacks them (Ubuntu: ports)
     # the manifest digest of the published base (REGISTRY/imagematrix-base:<suite>), once `build.py base --record` ran
     digest: Annotated[Str, AfterValidator(_matching(MANIFEST_DIGEST_RE, "manifest digest (sha256: and 64 hex digits)"))] | None = None
 

@@ -150,7 +150,7 @@ def _foreign_base(row: Row, inputs: BuildInputs, log, platform: str) -> str:
                              f"building machine, and this one cannot: {why_not}\n"
                              "  fix: run the build as root on a machine with debootstrap (`python build.py setup`)")
     suite = bootstrap_suites()[row.bootstrap_suite]
-    mirror = inputs.apt_mirror or suite["mirror"]
+    mirror = inputs.apt_mirror or (suite.get("mirror_arm64") if platform == "linux/arm64" else None) or suite["mirror"]
     log(f"bootstrapping {image} for {platform} from {secrets.redact_url(mirror)} (debootstrap under emulation, "
         "minutes)")
     bootstrap_image(row.bootstrap_suite, image, mirror, inputs.http_proxy, f"row {row.id}, stage base ({platform})",
