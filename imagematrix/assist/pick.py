@@ -22,6 +22,7 @@ from packaging.version import Version
 from imagematrix.knowledge import gpus, training, vllm_advice
 from imagematrix.model import tags
 from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.fields import DEFAULT_PLATFORM
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import coverage_row, publish
 
@@ -142,6 +143,7 @@ def _driver_findings(row: Row, gpu: str | None, driver: str,
 def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str | None = None,
          verl: str | None = None) -> Pick:
     cap = gpus.capability(gpu) if gpu else None
+    host = gpus.host_platform(gpu) if gpu else None  # Grace hosts (GH200, GB200) are linux/arm64
     specs = {"vllm": wish(vllm, "vllm") if vllm else None, "verl": wish(verl, "verl") if verl else None}
     candidates, excluded = [], {}
     for row in matrix.rows:
@@ -149,6 +151,9 @@ def pick(matrix: Matrix, gpu: str | None, driver: str | None = None, vllm: str |
         for key, spec in specs.items():
             if spec is not None and not spec.contains(getattr(row, key), prereleases=True):
                 reasons.append(f"{key} {getattr(row, key)} is not {spec}")
+        if host is not None and host not in row.platforms:
+            reasons.append(f"{gpu} hosts are {host} (Grace CPU): the row has no {host} image (platforms: "
+                           f"{', '.join(row.platforms)}; a row gets one with `platforms: [linux/amd64, {host}]`)")
         scanned = coverage_of(matrix, row)
         judged = scanned.verdicts.get(f"{cap[0]}.{cap[1]}") if scanned and cap is not None else None
         findings = []
@@ -176,6 +181,13 @@ def pull_line(repository: str, row: Row) -> str:
     return f"docker pull {repository}:{row.id}"
 
 
+def platforms_line(row: Row) -> str:
+    """For a multi-arch row: its one tag serves each platform (docker pulls the host's); else ''."""
+    if len(row.platforms) < 2:
+        return ""
+    return f"one tag, a multi-arch index of {', '.join(row.platforms)}: docker pulls the image of this host's platform"
+
+
 def verify_line(repository: str, row: Row, signed: bool | None) -> str:
     """The `verify` command for a signed image; for an unsigned one, why there is none (the main job builds unsigned)."""
     if signed:
@@ -191,11 +203,16 @@ def _one_line(text: str) -> str:
 
 
 def publication(result: Pick, registry: str, *, only_published: bool = False,
-                lookup: Lookup | None = None, signature: Callable[[str, str], bool | None] | None = None) -> Publication:
+                lookup: Lookup | None = None, signature: Callable[[str, str], bool | None] | None = None,
+                platform: str | None = None,
+                platforms_of: Callable[[str, str], set[str]] | None = None) -> Publication:
     """Ask the registry for the best row's final tag; with only_published walk the fitting rows in rank order and
     choose the first whose tag is there. A registry that cannot be asked leaves the best row chosen, published None.
-    For the published choice, whether it is signed (`verify` checks a signature: offered only for signed images)."""
+    For the published choice, whether it is signed (`verify` checks a signature: offered only for signed images).
+    platform: the host's, when it is not linux/amd64 (a GH200): a tag counts as published only when its index has
+    an image of that platform."""
     lookup = lookup or publish.remote_labels
+    platforms_of = platforms_of or publish.remote_platforms
     signature = signature or publish.remote_signed
     if result.best is None:
         return Publication(registry, None, None)
@@ -203,6 +220,8 @@ def publication(result: Pick, registry: str, *, only_published: bool = False,
     for choice in result.candidates if only_published else [result.best]:
         try:
             found = lookup(registry, choice.row.id) is not None
+            if found and platform and platform != DEFAULT_PLATFORM:
+                found = platform in platforms_of(registry, choice.row.id)
         except RuntimeFailure as exc:
             return Publication(registry, result.best, None, checked, _one_line(str(exc)))
         checked[choice.row.id] = found

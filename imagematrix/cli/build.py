@@ -21,6 +21,7 @@ from imagematrix.cli.common import (
     row_options,
     sign_key,
 )
+from imagematrix.model import fields
 from imagematrix.stages import attest, pipeline, publish, sizes
 
 
@@ -48,6 +49,10 @@ def add_arguments(p) -> None:
                    help="record the GPU coverage read from the image's binaries as the row's new baseline "
                         "(coverage/<row-id>.json) instead of failing on a lost architecture (a loss that is "
                         "intended); also with --push none")
+    p.add_argument("--platform", choices=fields.PLATFORMS, default=None,
+                   help="build only this platform's image of each row (CI: native arm64 runners build the arm64 "
+                        "images), pushed as its own candidate tag (--push candidate) or not at all; default: every "
+                        "platform of a row, its final tags a multi-arch index")
     build_input_options(p)
 
 
@@ -67,7 +72,7 @@ def run(args) -> int:
         matrix=m, registry=args.registry, log_dir=args.log_dir, buildkit=build_inputs(args),
         flash_attn=flash_attn_sources(args), signing=attest.Signing(sign_key(args.sign_key)), push=args.push,
         cache_registry=args.cache_registry, rebuild=args.rebuild, size_margin=args.size_margin,
-        record_size=args.record_size, record_coverage=args.record_coverage)
+        record_size=args.record_size, record_coverage=args.record_coverage, platform=args.platform)
     with ConsoleProgress(out) as progress:
         outcomes = pipeline.publish(request, rows, progress)
     summary(outcomes)

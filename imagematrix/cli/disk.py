@@ -6,13 +6,18 @@ import shutil
 from pathlib import Path
 
 from imagematrix.cli.common import err, load, out, row_options
+from imagematrix.model import fields
 from imagematrix.stages import sizes
+from imagematrix.stages.render import context_name
 
 
 def add_arguments(p) -> None:
     row_options(p)
     p.add_argument("--path", type=Path, default=None,
                    help="the filesystem to check (default: /var/lib/docker where it exists, else /)")
+    p.add_argument("--platform", choices=fields.PLATFORMS, default=None,
+                   help="only this platform's image (build --platform); default: every platform of the row, as "
+                        "`build` without --platform holds them all")
 
 
 def run(args) -> int:
@@ -21,7 +26,11 @@ def run(args) -> int:
     free = shutil.disk_usage(where).free
     short = 0
     for row in rows:
-        budget = sizes.disk_budget(sizes.load(sizes.baseline_path(m.root, row.id)))
+        wanted = [args.platform] if args.platform else list(row.platforms)
+        if args.platform and args.platform not in row.platforms:
+            out.print(f"{row.id}: no {args.platform} image (platforms: {', '.join(row.platforms)})")
+            continue
+        budget = sizes.platforms_budget(m.root, row.id, [context_name(row.id, p) for p in wanted])
         problem = sizes.disk_verdict(row.id, budget, free, str(where))
         if problem:
             short += 1

@@ -70,7 +70,9 @@ def _check(m, rows, args) -> int:
     if failures:
         raise RuntimeFailure("\n".join(str(f) for f in failures))
     if differ:
-        relock = "".join(f" --row {c.path.stem}" for c in differ if c.path != locks.tools_lock_path(m))
+        # a row's locks of every platform are named after it (locks/linux-arm64/<row>.txt): each row once
+        relock = "".join(f" --row {stem}" for stem in dict.fromkeys(c.path.stem for c in differ
+                                                                    if c.path != locks.tools_lock_path(m)))
         err.print(f"{len(differ)} lock(s) are not what their cutoff resolves to (resolved from a stale cache?)\n"
                   f"  fix: run `python build.py lock{relock}` (it resolves at the same cutoffs), then "
                   "`python build.py render`, and commit locks/ and dockerfiles/generated/", markup=False, highlight=False)

@@ -8,6 +8,7 @@ from rich.table import Table
 
 from imagematrix.assist import pick
 from imagematrix.cli.common import checked, err, matrix_option, out
+from imagematrix.knowledge import gpus
 from imagematrix.model import fields, tags
 from imagematrix.model import matrix as matrix_mod
 
@@ -38,7 +39,8 @@ def run(args) -> int:
         err.print("[red]no row fits[/]: see the reasons above (an older driver needs a row with an older CUDA; "
                   "an older GPU needs a torch built for its architecture)")
         return 1
-    pub = pick.publication(result, args.registry, only_published=args.only_published)
+    host = gpus.host_platform(args.gpu) if args.gpu else None  # a Grace GPU: published = the index has arm64
+    pub = pick.publication(result, args.registry, only_published=args.only_published, platform=host)
     if pub.problem:
         err.print(f"cannot ask the registry whether the tag is published: {escape(pub.problem)}", soft_wrap=True)
     best = pub.choice or result.best
@@ -58,6 +60,8 @@ def run(args) -> int:
         return 1
     out.print(pick.pull_line(tags.repository(args.registry), best.row), highlight=False)
     out.print(f"  {escape(pick.publication_line(pub))}", highlight=False)
+    if pick.platforms_line(best.row):
+        out.print(f"  {pick.platforms_line(best.row)}", highlight=False)
     verify = pick.verify_line(tags.repository(args.registry), best.row, pub.signed if pub.choice is best else None)
     if verify:
         out.print(verify, highlight=False)

@@ -39,10 +39,14 @@ def run(args) -> int:
     todo = [p for p in planned if args.all or p.changed]
     if args.github:
         print(json.dumps(plan_stage.github_matrix(todo), separators=(",", ":")))
+        # the other platforms' images (linux/arm64) of every selected multi-platform row that its index lacks
+        platforms = plan_stage.platform_matrix(m, planned, args.registry, everything=args.all)
         if os.environ.get("GITHUB_OUTPUT"):
             with open(os.environ["GITHUB_OUTPUT"], "a") as f:
-                f.write(plan_stage.github_outputs(todo))
-        err.print(f"{len(todo)} of {len(planned)} row(s) to build")
+                f.write(plan_stage.github_outputs(todo, platforms))
+        err.print(f"{len(todo)} of {len(planned)} row(s) to build"
+                  + (f"; {len(platforms['include'])} image(s) of other platforms (build-platforms job)"
+                     if platforms["include"] else ""))
         return 0
     for p in planned:
         state = "build" if p in todo else "up to date"

@@ -19,7 +19,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     """Each row on its own: a row with bad input is not written (exit 2 at the end, naming it), the others are."""
     m, rows = load(args)
-    rendered, failed = render.render_each(m, rows, args.patches)
+    rendered, failed = render.render_each(m, rows, args.patches, all_platforms=True)
     keep = frozenset(failed)
     if args.check:
         problems = generated.drift(m, rendered, full=not args.rows, keep=keep, patch_dir=args.patches)
@@ -30,14 +30,14 @@ def run(args) -> int:
             raise render.errors_of(failed)
         if problems:
             return 1
-        out.print(f"dockerfiles/generated is up to date ({len(rendered)} row(s))")
+        out.print(f"dockerfiles/generated is up to date ({len({item.row.id for item in rendered})} row(s))")
         return 0
     changed = generated.write(m, rendered, prune=not args.rows, keep=keep, patch_dir=args.patches) if rendered else []
     for item in rendered:
-        mark = "wrote" if item.row.id in changed else "unchanged"
-        out.print(f"{mark} dockerfiles/generated/{item.row.id}/ (input {item.context_digest()[:19]})")
+        mark = "wrote" if item.name in changed else "unchanged"
+        out.print(f"{mark} dockerfiles/generated/{item.name}/ (input {item.context_digest()[:19]})")
     for name in changed:
-        if name not in {item.row.id for item in rendered}:
+        if name not in {item.name for item in rendered}:
             out.print(f"removed dockerfiles/generated/{name}/ (no longer in the matrix)")
     for row_id in failed:
         out.print(f"not written dockerfiles/generated/{row_id}/ (bad input: see below)")

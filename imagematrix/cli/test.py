@@ -4,7 +4,7 @@ existing image of a row."""
 from __future__ import annotations
 
 from imagematrix.cli.common import err, load, out, registry_options, row_options
-from imagematrix.model import tags
+from imagematrix.model import fields, tags
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.stages import smoke, smoke_gpu
 from imagematrix.tools import docker
@@ -14,6 +14,9 @@ def add_arguments(p) -> None:
     row_options(p)
     registry_options(p)
     p.add_argument("--image", help="image to test (default: REGISTRY/verl:<row-id>)")
+    p.add_argument("--platform", choices=fields.PLATFORMS, default=fields.DEFAULT_PLATFORM,
+                   help="the platform of the image (CPU suite): linux/arm64 runs emulated on an amd64 host and is "
+                        "checked against the row's arm64 build context (default linux/amd64)")
     p.add_argument("--gpu", action="store_true",
                    help="run the GPU smoke suite (imagematrix/suites/gpu) inside the image with `docker run --gpus all`")
     p.add_argument("--gpu-tier", choices=sorted(smoke_gpu.TIERS), default="all",
@@ -57,7 +60,7 @@ def run(args) -> int:
         else:
             log = args.log_dir / row.id / "smoke.log"
             log.parent.mkdir(parents=True, exist_ok=True)
-            ok = smoke.run_smoke(m, row, image, log)
+            ok = smoke.run_smoke(m, row, image, log, platform=args.platform)
         kind = f"GPU smoke tests ({args.gpu_tier})" if args.gpu else "smoke tests"
         out.print(f"{row.id}: {kind} {'passed' if ok else 'FAILED'} on {image} (log: {log})")
         failed += not ok

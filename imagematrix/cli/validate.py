@@ -45,6 +45,8 @@ def run(args) -> int:
             continue
         cuda = str(entry.torch_cuda) if entry.cuda_ok else f"[red]{entry.torch_cuda}[/]"
         lock = entry.lock if entry.lock == "ok" else f"[red]{entry.lock}[/]"
+        for platform, status in entry.platforms.items():  # linux/arm64: its own lock (or why it did not resolve)
+            lock += f"\n{platform.removeprefix('linux/')}: " + (status if status == "ok" else f"[red]{status}[/]")
         table.add_row(entry.row.id, f"ok, {entry.packages} packages", cuda, lock, patch_text, _rules_cell(entry.checks))
     out.print(table)
     if args.explain:

@@ -40,6 +40,7 @@ class Data:
     names: tuple[tuple[tuple[str, ...], Capability, str], ...]  # (tokens, capability, spelling)
     drivers: dict[str, dict[str, str]]
     torch_archs: tuple[dict, ...]
+    arm64_hosts: tuple[str, ...] = ()  # GPU models whose hosts are aarch64 (Grace): they need a linux/arm64 image
 
 
 def _tokens(text: str) -> tuple[str, ...]:
@@ -84,6 +85,8 @@ def data(path: Path = GPUS) -> Data:
             e = _of(e, dict)
             archs.append({"torch": SpecifierSet(str(e["torch"])), "cuda": [_cuda_key(c) for c in _of(e["cuda"], list)],
                           "archs": [str(a) for a in _of(e["archs"], list)], "evidence": str(e["evidence"])})
+        line = yamlio.line_of(doc, "arm64_hosts") if "arm64_hosts" in doc else None
+        arm64_hosts = tuple(str(m) for m in _of(doc.get("arm64_hosts") or [], list))
     except (InputError, KeyError, TypeError, ValueError) as exc:  # InvalidSpecifier and InvalidVersion are ValueErrors
         if isinstance(exc, InputError):
             detail = exc.message
@@ -93,7 +96,13 @@ def data(path: Path = GPUS) -> Data:
             detail = f"{exc.__class__.__name__}: {exc}"
         raise InputError(f"malformed GPU data: {detail}", where=f"{path}:{line}" if line else str(path),
                          fix="see the comment above each section for its form") from None
-    return Data(names=tuple(names), drivers=drivers, torch_archs=tuple(archs))
+    return Data(names=tuple(names), drivers=drivers, torch_archs=tuple(archs), arm64_hosts=arm64_hosts)
+
+
+def host_platform(name: str) -> str:
+    """The platform of the hosts a GPU model sits in: linux/arm64 for Grace's (GH200, GB200, GB300, GB10), else
+    linux/amd64 (a capability such as sm_90 names no host: amd64)."""
+    return "linux/arm64" if any(names_match(name, model) for model in data().arm64_hosts) else "linux/amd64"
 
 
 def _of(value, kind: type):

@@ -51,8 +51,18 @@ MANIFEST_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}\Z")
 ROW_KEYS = (
     "id", "verl", "vllm", "torch", "cuda", "flash_attn", "tensordict", "transformers",
     "python", "base", "extras", "env", "overrides", "skip_patches", "rollout_only", "flash_attn_archs", "verl_extras",
-    "gpus", "gpus_jit",
+    "gpus", "gpus_jit", "platforms",
 )
+
+# The platforms a row may be built for (`platforms:`, default amd64 only), in the order builds and locks take them.
+# linux/amd64 is each row's first platform: its lock, context and tag stay where they were before rows had platforms.
+PLATFORMS = ("linux/amd64", "linux/arm64")
+DEFAULT_PLATFORM = "linux/amd64"
+
+
+def platform_slug(platform: str) -> str:
+    """linux/arm64 -> linux-arm64: the platform in a path (locks/linux-arm64/<row>.txt) or a file name."""
+    return platform.replace("/", "-")
 
 
 PIN_FIELDS = ("verl", "vllm", "torch", "tensordict", "transformers", "flash_attn")
@@ -177,6 +187,15 @@ def _gpu(value: str) -> str:
 GpuName = Annotated[Str, AfterValidator(_gpu)]
 
 
+def _platform(value: str) -> str:
+    if value not in PLATFORMS:
+        raise ValueError(f"{value!r} is not a platform images are built for: write one of {', '.join(PLATFORMS)}")
+    return value
+
+
+Platform = Annotated[Str, AfterValidator(_platform)]
+
+
 CAPABILITY_RE = re.compile(r"^\d{1,2}\.\d\Z")
 Capability = Annotated[Str, AfterValidator(_matching(CAPABILITY_RE, "compute capability (write major.minor, e.g. \"9.0\")"))]
 
@@ -216,6 +235,8 @@ class RowFields(BaseModel):
     # and those it must run on at least through PTX JIT: the build's coverage step fails an image that does not
     gpus: list[GpuName] = []
     gpus_jit: list[GpuName] = []
+    # the platforms the image is built for (one tag, a multi-arch index when there are several); default amd64 only
+    platforms: list[Platform] | None = None
 
 
 REQUIRED = ("verl", "vllm", "torch", "cuda", "tensordict", "transformers", "python", "base")
@@ -229,6 +250,7 @@ class Suite(BaseModel):
     mirror: str
     python: list[PythonVersion]
     components: list[Str] | None = None  # archive components (default: main); the base's sources.list lists them
+    mirror_arm64: str | None = None  # the suite's arm64 packages, when `mirror` lacks them (Ubuntu: ports)
     # the manifest digest of the published base (REGISTRY/imagematrix-base:<suite>), once `build.py base --record` ran
     digest: Annotated[Str, AfterValidator(_matching(MANIFEST_DIGEST_RE, "manifest digest (sha256: and 64 hex digits)"))] | None = None
 

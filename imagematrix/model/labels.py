@@ -14,6 +14,7 @@ FLASH_ATTN_ORIGIN = f"{PREFIX}.flash-attn.origin"  # set at build time: which so
 FLASH_ATTN_FILE = f"{PREFIX}.flash-attn.file"  # on a wheel image: the wheel's file name
 TRAINING = f"{PREFIX}.training"  # how verl trains in the image: flash_attention_2, sdpa (and the override), rollout only
 INPUT_DIGEST = f"{PREFIX}.input-digest"  # digest of the build context: a tag carrying it is current
+PLATFORM = f"{PREFIX}.platform"  # on an image for another platform than linux/amd64 (linux/arm64): that platform
 CLUSTER = f"{PREFIX}.cluster"  # on the containers and network of `test --cluster`
 
 

@@ -39,6 +39,7 @@ class Row:
     verl_extras: tuple[str, ...] = ()  # verl's extras installed with it, besides [vllm] (verl-core under a vllm override)
     gpus: tuple[str, ...] = ()  # GPUs its binaries must cover natively (checked by the build's coverage step)
     gpus_jit: tuple[str, ...] = ()  # GPUs they must cover, PTX JIT accepted
+    platforms: tuple[str, ...] = (fields.DEFAULT_PLATFORM,)  # linux/amd64 first, then the others it is built for
     line: int | None = None
 
     def pins(self) -> dict[str, str]:
@@ -56,6 +57,13 @@ class Row:
         """The image the build starts FROM: the bootstrapped local image for debootstrap:<suite>, else the base."""
         suite = self.bootstrap_suite
         return fields.BOOTSTRAP_IMAGE.format(suite=suite) if suite else self.base
+
+    def platform_base_image(self, platform: str = fields.DEFAULT_PLATFORM) -> str:
+        """base_image for platform: a debootstrap base is bootstrapped per architecture, so another platform's is its
+        own local image (imagematrix-base:<suite>-arm64); a registry base is the same (multi-arch) reference."""
+        if platform == fields.DEFAULT_PLATFORM or not self.bootstrap_suite:
+            return self.base_image
+        return fields.BOOTSTRAP_IMAGE.format(suite=f"{self.bootstrap_suite}-{platform.rsplit('/', 1)[-1]}")
 
     @property
     def base_digest(self) -> str | None:
@@ -221,6 +229,7 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
         return None, errors
     errors = row_checks.base_errors(merged, where) + row_checks.pin_errors(merged, where) \
              + row_checks.list_errors(merged, where)
+    errors += _platforms(merged, where)
     if errors:
         return None, errors
 
@@ -233,3 +242,18 @@ def _complete(defaults: fields.RowFields, given: fields.RowFields, where: str, l
                                  where=f"{where}, field id", fix="give the row another id, or leave `id` out")]
     values = {k: v for k, v in merged.items() if k != "id"}
     return Row(id=row_id, line=line, **values), []
+
+
+def _platforms(merged: dict[str, Any], where: str) -> list[InputError]:
+    """The row's `platforms` checked and put in their order (linux/amd64 first), default amd64 only; the errors."""
+    platforms = merged["platforms"]
+    if platforms is None:
+        merged["platforms"] = (fields.DEFAULT_PLATFORM,)
+        return []
+    merged["platforms"] = tuple(p for p in fields.PLATFORMS if p in platforms)
+    if len(set(platforms)) == len(platforms) and fields.DEFAULT_PLATFORM in platforms:
+        return []
+    return [InputError(f"platforms must list each platform once, {fields.DEFAULT_PLATFORM} among them "
+                       f"(it lists {', '.join(platforms) or 'none'})", where=f"{where}, field platforms",
+                       fix=f"write e.g. [{', '.join(fields.PLATFORMS)}]; an arm64-only row is not supported (its "
+                           "amd64 image is the one every other stage checks)")]

@@ -28,7 +28,7 @@ from packaging.utils import canonicalize_name
 
 from imagematrix.model import labels, lockfile
 from imagematrix.model.errors import RuntimeFailure
-from imagematrix.model.fields import bootstrap_suites
+from imagematrix.model.fields import DEFAULT_PLATFORM, bootstrap_suites, platform_slug
 from imagematrix.model.matrix import Row
 from imagematrix.tools import cosign, docker
 
@@ -92,13 +92,17 @@ def sbom(row: Row, manifest: dict, lock_text: str, distro: str) -> dict:
 
 def provenance(row: Row, *, image: str, digest: str, lock_text: str, input_digest: str, base: str,
                base_id: str, smoke: dict, tools: dict[str, str], started: str, finished: str,
-               flash_attn: dict | None = None, coverage: dict | None = None) -> dict:
+               flash_attn: dict | None = None, coverage: dict | None = None,
+               platform: str = DEFAULT_PLATFORM) -> dict:
     """The SLSA provenance v1 predicate of one pushed image (cosign wraps it in the in-toto statement); coverage: the
     GPU verdict read from its binaries before the push (stages/coverage_row.byproduct), a byproduct beside the
-    smoke tests."""
+    smoke tests. platform: a multi-platform row's image names its own lock and context (linux/arm64's)."""
+    native = platform == DEFAULT_PLATFORM  # as stages/locks.lock_path and render.context_name place them
+    lock_uri = f"locks/{row.id}.txt" if native else f"locks/{platform_slug(platform)}/{row.id}.txt"
+    context = row.id if native else f"{row.id}@{platform_slug(platform)}"
     dependencies = [
-        {"uri": f"locks/{row.id}.txt", "digest": {"sha256": lockfile.file_sha256(lock_text)}},
-        {"uri": f"dockerfiles/generated/{row.id}/", "digest": {"sha256": input_digest.removeprefix("sha256:")}},
+        {"uri": lock_uri, "digest": {"sha256": lockfile.file_sha256(lock_text)}},
+        {"uri": f"dockerfiles/generated/{context}/", "digest": {"sha256": input_digest.removeprefix("sha256:")}},
         {"uri": base, "digest": {"sha256": base_id.removeprefix("sha256:")}},
     ]
     if flash_attn:
@@ -108,7 +112,8 @@ def provenance(row: Row, *, image: str, digest: str, lock_text: str, input_diges
     return {
         "buildDefinition": {
             "buildType": BUILD_TYPE,
-            "externalParameters": {"row": row.id, "pins": row.pins(), "python": row.python, "cuda": row.cuda},
+            "externalParameters": {"row": row.id, "pins": row.pins(), "python": row.python, "cuda": row.cuda,
+                                   **({"platform": platform} if platform != DEFAULT_PLATFORM else {})},
             "internalParameters": {"image": image},
             "resolvedDependencies": dependencies,
         },
@@ -163,6 +168,11 @@ def write(row_logs: Path, sbom_doc: dict, predicate: dict) -> tuple[Path, Path]:
     return sbom_path, prov_path
 
 
+def sign(ref_digest: str, key: Path, password: str) -> None:
+    """Sign a digest alone (a multi-arch index: its images carry the attestations)."""
+    cosign.sign(ref_digest, key, password)
+
+
 def attach(ref_digest: str, sbom_path: Path, prov_path: Path, key: Path, password: str) -> None:
     """Attest both to the digest and sign it (cosign)."""
     cosign.attest(ref_digest, sbom_path, SBOM_TYPE, key, password)
@@ -179,7 +189,8 @@ class Signing:
 
 
 def for_build(row: Row, ref_digest: str, row_logs: Path, *, lock_text: str, input_digest: str, base_ref: str | None,
-              flash_attn: dict | None, started: str, coverage: dict | None = None) -> tuple[Path, Path]:
+              flash_attn: dict | None, started: str, coverage: dict | None = None,
+              platform: str = DEFAULT_PLATFORM) -> tuple[Path, Path]:
     """The SBOM and provenance of a pushed digest (REPO@sha256:...) of a row's build, written into row_logs beside
     its manifest.json and smoke.log; returns their paths."""
     if not ref_digest.split("@", 1)[1]:
@@ -194,7 +205,7 @@ def for_build(row: Row, ref_digest: str, row_logs: Path, *, lock_text: str, inpu
     predicate = provenance(
         row, image=manifest["image"], digest=ref_digest.split("@", 1)[1], lock_text=lock_text,
         input_digest=input_digest, base=base_ref, base_id=base_id, smoke=smoke_summary(row_logs / "smoke.log"),
-        tools=tools, started=started, finished=now(), flash_attn=flash_attn, coverage=coverage)
+        tools=tools, started=started, finished=now(), flash_attn=flash_attn, coverage=coverage, platform=platform)
     return write(row_logs, sbom(row, manifest, lock_text, distro), predicate)
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from imagematrix.model import labels, secrets, tags
 from imagematrix.model.errors import RuntimeFailure
-from imagematrix.model.fields import BASE_REPOSITORY, bootstrap_suites
+from imagematrix.model.fields import BASE_REPOSITORY, DEFAULT_PLATFORM, bootstrap_suites
 from imagematrix.model.matrix import Row
 from imagematrix.model.paths import cache_dir
 from imagematrix.stages import render
-from imagematrix.tools import debootstrap, docker
+from imagematrix.tools import debootstrap, docker, host
 from imagematrix.tools import registry as registry_api
 
 # A BuildKit plain-progress step line: "#12 [torch 1/1] RUN --mount=... uv pip install ..."
@@ -82,13 +82,17 @@ def _publish_fix(row: Row, registry: str) -> str:
             "suite is then built FROM the registry by digest, which hosted CI runners can do)")
 
 
-def ensure_base(row: Row, inputs: BuildInputs, log, registry: str | None = None) -> str:
+def ensure_base(row: Row, inputs: BuildInputs, log, registry: str | None = None,
+                platform: str = DEFAULT_PLATFORM) -> str:
     """Make the row's base available to the build; returns the reference the build starts FROM.
 
     A published debootstrap base (digest in knowledge/bases.yaml) must be in registry as imagematrix-base@<digest>:
     nothing is bootstrapped or pulled here (BuildKit pulls it, with the docker and the docker-container driver).
     An unpublished one is bootstrapped (root and debootstrap needed) and imported locally (docker driver only);
-    any other base is pulled."""
+    any other base is pulled. platform: another platform's debootstrap base is bootstrapped for its architecture
+    (under emulation) as its own local image (Row.platform_base_image); a published digest is linux/amd64's."""
+    if platform != DEFAULT_PLATFORM:
+        return _foreign_base(row, inputs, log, platform)
     if row.base_digest:
         if registry is None:
             raise RuntimeFailure(f"row {row.id}, stage base: {row.base} is published by digest {row.base_digest}; "
@@ -130,18 +134,46 @@ def ensure_base(row: Row, inputs: BuildInputs, log, registry: str | None = None)
     return image
 
 
-def bootstrap_image(suite_name: str, image: str, mirror: str, http_proxy: str | None, where: str) -> None:
-    """debootstrap suite_name into a temporary root filesystem and `docker import` it as image."""
+def _foreign_base(row: Row, inputs: BuildInputs, log, platform: str) -> str:
+    """The base of the row's context for a platform other than linux/amd64 (see ensure_base)."""
+    image = row.platform_base_image(platform)
+    if not row.bootstrap_suite:
+        return image  # a registry base: BuildKit pulls the platform's manifest of its index
+    if docker.image_exists(image):
+        return image
+    problem = host.emulation_missing(platform)
+    if problem:
+        raise RuntimeFailure(f"row {row.id}, stage base ({platform}): {problem}")
+    why_not = can_bootstrap()
+    if why_not:
+        raise RuntimeFailure(f"row {row.id}, stage base ({platform}): {row.base} for {platform} is bootstrapped on the "
+                             f"building machine, and this one cannot: {why_not}\n"
+                             "  fix: run the build as root on a machine with debootstrap (`python build.py setup`)")
+    suite = bootstrap_suites()[row.bootstrap_suite]
+    mirror = inputs.apt_mirror or (suite.get("mirror_arm64") if platform == "linux/arm64" else None) or suite["mirror"]
+    log(f"bootstrapping {image} for {platform} from {secrets.redact_url(mirror)} (debootstrap under emulation, "
+        "minutes)")
+    bootstrap_image(row.bootstrap_suite, image, mirror, inputs.http_proxy, f"row {row.id}, stage base ({platform})",
+                    platform=platform)
+    return image
+
+
+def bootstrap_image(suite_name: str, image: str, mirror: str, http_proxy: str | None, where: str,
+                    platform: str = DEFAULT_PLATFORM) -> None:
+    """debootstrap suite_name into a temporary root filesystem and `docker import` it as image (for platform: its
+    architecture, emulated when it is not this host's)."""
     suite = bootstrap_suites()[suite_name]
     cache_dir().mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="imagematrix-rootfs-", dir=cache_dir()))
+    foreign = platform != DEFAULT_PLATFORM
     try:
         proc = debootstrap.bootstrap(suite_name, work / "rootfs", mirror, http_proxy,
-                                     distro=suite["distro"], components=suite.get("components"))
+                                     distro=suite["distro"], components=suite.get("components"),
+                                     arch=platform.rsplit("/", 1)[-1] if foreign else None)
         if proc.returncode != 0:
             raise RuntimeFailure(f"{where}: debootstrap {suite_name} from {secrets.redact_url(mirror)} failed:\n"
                                  + secrets.redact_text(f"{proc.stdout[-1500:]}{proc.stderr[-1500:]}"))
-        failed = docker.import_rootfs(work / "rootfs", image)
+        failed = docker.import_rootfs(work / "rootfs", image, platform if foreign else None)
         if failed:
             raise RuntimeFailure(f"{where}: docker import failed: {failed}")
     finally:
@@ -177,14 +209,16 @@ def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path
     for item, candidate in items:
         cache = (caches or {}).get(item.row.id)
         common = {
-            "context": str(context_root / item.row.id),
+            "context": str(context_root / item.name),
             "dockerfile": "Dockerfile",
+            # another platform's context builds for it (emulated on an amd64 host); amd64's bake stays as it was
+            **({"platforms": [item.platform]} if item.platform != DEFAULT_PLATFORM else {}),
             **({"args": build_args} if build_args else {}),
             "secret": [f"id={sid},src={path}" for sid, path in sorted(secrets.items())],
         }
         stages = stage_cache_refs(item, cache) if cache and shared_stages else {}
         imports = [cache, *(stages[name] for name in ("torch", "os") if name in stages)] if cache else []
-        targets[_target(item.row.id)] = {
+        targets[_target(item.name)] = {
             **({"cache-from": [f"type=registry,ref={ref}" for ref in imports],
                 "cache-to": [f"type=registry,ref={cache},mode=max"]} if cache else {}),
             **common,
@@ -194,7 +228,7 @@ def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path
         }
         for name in stages:  # os imports its own cache; torch imports torch's and os's
             own = [stages["torch"], stages["os"]] if name == "torch" else [stages["os"]]
-            targets[f"{_target(item.row.id)}__{name}"] = {
+            targets[f"{_target(item.name)}__{name}"] = {
                 **common,
                 "target": name,
                 "cache-from": [f"type=registry,ref={ref}" for ref in own],
@@ -204,8 +238,8 @@ def bake_definition(items: list[tuple[render.Rendered, str]], context_root: Path
     return {"group": {"default": {"targets": sorted(targets)}}, "target": targets}
 
 
-def _target(row_id: str) -> str:
-    return row_id.replace(".", "_")
+def _target(name: str) -> str:
+    return name.replace(".", "_").replace("@", "__")
 
 
 def build(item: render.Rendered, candidate: str, context_root: Path, secrets: dict[str, Path], log_path: Path,
@@ -228,11 +262,12 @@ def build(item: render.Rendered, candidate: str, context_root: Path, secrets: di
         env = {**os.environ}
     else:
         cmd = [cli, "build", "--progress=plain", "-t", candidate, "--label",
-               f"{labels.INPUT_DIGEST}={item.context_digest()}"]
+               f"{labels.INPUT_DIGEST}={item.context_digest()}",
+               *(["--platform", item.platform] if item.platform != DEFAULT_PLATFORM else [])]
         cmd += [a for sid, path in sorted(secrets.items()) for a in ("--secret", f"id={sid},src={path}")]
         cmd += [a for k, v in sorted((build_args or {}).items()) for a in ("--build-arg", f"{k}={v}")]
         cmd += [a for k, v in sorted((extra_labels or {}).items()) for a in ("--label", f"{k}={v}")]
-        cmd.append(str(context_root / item.row.id))
+        cmd.append(str(context_root / item.name))
         env = {**os.environ, "DOCKER_BUILDKIT": "1"}
 
     def on_line(line: str) -> None:

@@ -49,6 +49,19 @@ def arch_coverage(row: Row) -> str:
     return " ".join(a.removeprefix("sm_") if a.startswith("sm_") else a for a in archs)
 
 
+def platforms_cell(row: Row) -> str:
+    return ", ".join(p.removeprefix("linux/") for p in row.platforms)
+
+
+def _other_platforms(registry: str, row: Row, info: Published) -> Published:
+    """A multi-platform row's status: whether the tag's index has an image of each of its other platforms."""
+    found = Client(split(tags.repository(registry))[0]).platform_labels(split(tags.repository(registry))[1], row.id)
+    missing = [p for p in row.platforms if p not in (found or {})]
+    if not missing:
+        return info
+    return Published(info.size, f"{info.status}; no {', '.join(missing)} image in its index", info.digest)
+
+
 def _size(size: int | None) -> str:
     return f"{size / 1e9:.1f} GB" if size else "-"
 
@@ -61,18 +74,23 @@ def generate(matrix: Matrix, registry: str, offline: bool = False) -> tuple[str,
     for item in render.render(matrix, list(matrix.rows)):
         row = item.row
         info = Published(None, "not checked (--offline)") if offline else published(registry, row, item.context_digest())
+        if not offline and info.digest and len(row.platforms) > 1:
+            info = _other_platforms(registry, row, info)
         rows.append((row, info))
     head = ("| tag | verl | vLLM | torch | CUDA | flash-attn | tensordict | transformers | Python | base "
-            "| GPU archs (sm) | verl training | size | status |")
-    lines = [head, "|" + "---|" * 14]
-    short = ["| tag | vLLM | torch | CUDA | GPU archs (sm) | status | GPU |", "|---|---|---|---|---|---|---|"]
+            "| platforms | GPU archs (sm) | verl training | size | status |")
+    lines = [head, "|" + "---|" * 15]
+    short = ["| tag | vLLM | torch | CUDA | platforms | GPU archs (sm) | status | GPU |",
+             "|---|---|---|---|---|---|---|---|"]
     runs = gpurun.by_row(gpurun.load_all(matrix.root / "docs" / "gpu-runs"))
     for row, info in rows:
         tag_cell = " ".join(f"`{t}`" for t in final[row.id])
         lines.append(f"| {tag_cell} | {row.verl} | {row.vllm} | {row.torch} | {row.cuda} | {row.flash_attn or '-'} "
-                     f"| {row.tensordict} | {row.transformers} | {row.python} | `{row.base}` | {arch_coverage(row)} "
+                     f"| {row.tensordict} | {row.transformers} | {row.python} | `{row.base}` | {platforms_cell(row)} "
+                     f"| {arch_coverage(row)} "
                      f"| {training.attention(row).note} | {_size(info.size)} | {info.status} |")
-        short.append(f"| `{row.id}` | {row.vllm} | {row.torch} | {row.cuda} | {arch_coverage(row)} | {info.status} "
+        short.append(f"| `{row.id}` | {row.vllm} | {row.torch} | {row.cuda} | {platforms_cell(row)} "
+                     f"| {arch_coverage(row)} | {info.status} "
                      f"| {gpurun.summary(runs.get(row.id, []), locks.current_pins(matrix, row), info.digest)} |")
     doc = "\n".join([
         "# Images",
@@ -81,7 +99,9 @@ def generate(matrix: Matrix, registry: str, offline: bool = False) -> tuple[str,
         "",
         f"Pull: `docker pull {repo}:<tag>`. GPU archs are those compiled into the row's torch wheel: a GPU whose",
         "compute capability is not covered fails with \"no kernel image is available for execution on the device\"",
-        "(`python build.py pick --gpu NAME` picks a row that covers it). Size is the compressed download.",
+        "(`python build.py pick --gpu NAME` picks a row that covers it). Size is the compressed download (of the",
+        "amd64 image). A row with several platforms is one tag, a multi-arch index: `docker pull` takes the host's",
+        "image (arm64 for Grace hosts: GH200, GB200); its GPU archs are those read from the x86_64 torch wheel.",
         "",
         *lines,
         "",

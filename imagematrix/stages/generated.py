@@ -19,9 +19,10 @@ from pathlib import Path
 from imagematrix.knowledge import training
 from imagematrix.model import paths
 from imagematrix.model.errors import InputError
+from imagematrix.model.fields import DEFAULT_PLATFORM
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks
-from imagematrix.stages.render import Rendered
+from imagematrix.stages.render import Rendered, context_name
 
 LOCK_FILE = ".render.lock"
 RECORD_SUFFIX = ".inputs"
@@ -38,12 +39,18 @@ def generated_dir(matrix: Matrix) -> Path:
     return matrix.root / "dockerfiles" / "generated"
 
 
-def inputs_digest(matrix: Matrix, row: Row, patch_dir: Path = paths.PATCHES) -> str:
-    """A digest of everything render reads for the row: its fields (base digest included), its lock, the tools' lock,
-    the templates, the patches, the in-image code it copies and the knowledge files. Reading only, no rendering."""
+def inputs_digest(matrix: Matrix, row: Row, patch_dir: Path = paths.PATCHES,
+                  platform: str = DEFAULT_PLATFORM) -> str:
+    """A digest of everything render reads for the row's context for platform: its fields (base digest included), the
+    platform's lock, the tools' lock, the templates, the patches, the in-image code it copies and the knowledge
+    files. Reading only, no rendering."""
     fields = {k: v for k, v in dataclasses.asdict(row).items() if k not in NOT_RENDERED}
-    h = hashlib.sha256(json.dumps({**fields, "base_digest": row.base_digest}, sort_keys=True, default=repr).encode())
-    files = [locks.lock_path(matrix, row), locks.tools_lock_path(matrix), *KNOWLEDGE_FILES,
+    if row.platforms == (DEFAULT_PLATFORM,):  # an amd64-only row reads as it did before rows had platforms
+        del fields["platforms"]
+    extra = {} if platform == DEFAULT_PLATFORM else {"context_platform": platform}
+    h = hashlib.sha256(json.dumps({**fields, **extra, "base_digest": row.base_digest}, sort_keys=True,
+                                  default=repr).encode())
+    files = [locks.lock_path(matrix, row, platform), locks.tools_lock_path(matrix), *KNOWLEDGE_FILES,
              *(paths.IN_IMAGE / name for name in IN_IMAGE_FILES),
              *sorted(p for d in (paths.TEMPLATES, patch_dir) for p in d.rglob("*") if p.is_file())]
     for path in files:
@@ -54,7 +61,8 @@ def inputs_digest(matrix: Matrix, row: Row, patch_dir: Path = paths.PATCHES) -> 
 
 def record(matrix: Matrix, item: Rendered, patch_dir: Path = paths.PATCHES) -> bytes:
     """The row's <row-id>.inputs: its context's input digest and the digest of render's inputs."""
-    return (json.dumps({"context": item.context_digest(), "inputs": inputs_digest(matrix, item.row, patch_dir)},
+    return (json.dumps({"context": item.context_digest(),
+                        "inputs": inputs_digest(matrix, item.row, patch_dir, item.platform)},
                        indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -76,8 +84,8 @@ def write(matrix: Matrix, rendered: list[Rendered], *, prune: bool, keep: frozen
             shutil.rmtree(leftover, ignore_errors=True)
         for item in rendered:
             if _write_row(out, item):
-                changed.append(item.row.id)
-            _write_record(out / f"{item.row.id}{RECORD_SUFFIX}", record(matrix, item, patch_dir))
+                changed.append(item.name)
+            _write_record(out / f"{item.name}{RECORD_SUFFIX}", record(matrix, item, patch_dir))
         if prune:
             for stale in _stale_dirs(out, rendered, keep):
                 shutil.rmtree(stale)
@@ -88,15 +96,15 @@ def write(matrix: Matrix, rendered: list[Rendered], *, prune: bool, keep: frozen
 
 
 def _write_row(out: Path, item: Rendered) -> bool:
-    target = out / item.row.id
+    target = out / item.name
     if _read_tree(target) == item.files:
         return False
-    staging = Path(tempfile.mkdtemp(prefix=f".{item.row.id}.", dir=out))
+    staging = Path(tempfile.mkdtemp(prefix=f".{item.name}.", dir=out))
     staging.chmod(0o755)
     for name, content in item.files.items():
         (staging / name).write_bytes(content)
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{item.row.id}.old.", dir=out))
+        old = Path(tempfile.mkdtemp(prefix=f".{item.name}.old.", dir=out))
         target.rename(old / "x")
         staging.rename(target)
         shutil.rmtree(old)
@@ -120,13 +128,20 @@ def _stale_dirs(out: Path, rendered: list[Rendered], kept: frozenset[str] = froz
     '.', aside)."""
     if not out.is_dir():
         return []
-    keep = {item.row.id for item in rendered} | set(kept)
-    return sorted(p for p in out.iterdir() if p.is_dir() and p.name not in keep and not p.name.startswith("."))
+    keep = {item.name for item in rendered} | set(kept)
+    return sorted(p for p in out.iterdir() if p.is_dir() and _row_of(p.name) not in kept and p.name not in keep
+                  and not p.name.startswith("."))
+
+
+def _row_of(name: str) -> str:
+    """The row id of a context directory's (or record's) name: `<row-id>` or `<row-id>@<platform>`."""
+    return name.split("@", 1)[0]
 
 
 def _stale_records(out: Path, rendered: list[Rendered], kept: frozenset[str] = frozenset()) -> list[Path]:
-    keep = {item.row.id for item in rendered} | set(kept)
-    return sorted(p for p in out.glob(f"*{RECORD_SUFFIX}") if p.is_file() and p.name[:-len(RECORD_SUFFIX)] not in keep)
+    keep = {item.name for item in rendered} | set(kept)
+    return sorted(p for p in out.glob(f"*{RECORD_SUFFIX}") if p.is_file() and p.name[:-len(RECORD_SUFFIX)] not in keep
+                  and _row_of(p.name[:-len(RECORD_SUFFIX)]) not in kept)
 
 
 def _read_tree(path: Path) -> dict[str, bytes] | None:
@@ -142,18 +157,18 @@ def drift(matrix: Matrix, rendered: list[Rendered], *, full: bool, keep: frozens
     out = generated_dir(matrix)
     problems = []
     for item in rendered:
-        on_disk = _read_tree(out / item.row.id)
+        on_disk = _read_tree(out / item.name)
         if on_disk is None:
-            problems.append(f"{item.row.id}: not rendered")
+            problems.append(f"{item.name}: not rendered")
             continue
         for name in sorted(set(on_disk) | set(item.files)):
             if name not in on_disk:
-                problems.append(f"{item.row.id}/{name}: missing")
+                problems.append(f"{item.name}/{name}: missing")
             elif name not in item.files:
-                problems.append(f"{item.row.id}/{name}: not produced by the matrix")
+                problems.append(f"{item.name}/{name}: not produced by the matrix")
             elif on_disk[name] != item.files[name]:
-                problems.append(f"{item.row.id}/{name}: differs")
-        record_path = out / f"{item.row.id}{RECORD_SUFFIX}"
+                problems.append(f"{item.name}/{name}: differs")
+        record_path = out / f"{item.name}{RECORD_SUFFIX}"
         if not record_path.is_file() or record_path.read_bytes() != record(matrix, item, patch_dir):
             problems.append(f"{record_path.name}: {'missing' if not record_path.is_file() else 'differs'}")
     if full:
@@ -163,23 +178,25 @@ def drift(matrix: Matrix, rendered: list[Rendered], *, full: bool, keep: frozens
     return problems
 
 
-def read(matrix: Matrix, rows: list[Row]) -> list[Rendered]:
+def read(matrix: Matrix, rows: list[Row], all_platforms: bool = False) -> list[Rendered]:
     """Each row's committed build context as render left it, checked against its record by reading only: an
     InputError naming every row whose context is missing, was edited after render, or was rendered from other inputs
-    (the matrix row, its lock, a template, a patch or a knowledge file changed since)."""
+    (the matrix row, its lock, a template, a patch or a knowledge file changed since). all_platforms: the context of
+    each platform of a row, amd64 first (`build`), else the amd64 one only."""
     out = generated_dir(matrix)
     items, problems = [], []
-    for row in rows:
-        files = _read_tree(out / row.id)
-        recorded = _recorded(out / f"{row.id}{RECORD_SUFFIX}")
+    for row, platform in [(r, p) for r in rows for p in (r.platforms if all_platforms else (DEFAULT_PLATFORM,))]:
+        name = context_name(row.id, platform)
+        files = _read_tree(out / name)
+        recorded = _recorded(out / f"{name}{RECORD_SUFFIX}")
         if files is None or recorded is None:
-            problems.append(f"{row.id}: not rendered" if files is None else f"{row.id}{RECORD_SUFFIX}: missing")
+            problems.append(f"{name}: not rendered" if files is None else f"{name}{RECORD_SUFFIX}: missing")
             continue
-        item = Rendered(row=row, files=files)
+        item = Rendered(row=row, files=files, platform=platform)
         if recorded.get("context") != item.context_digest():
-            problems.append(f"{row.id}: its files were changed after render")
-        elif recorded.get("inputs") != inputs_digest(matrix, row):
-            problems.append(f"{row.id}: rendered from other inputs (its row, lock, a template, a patch or a "
+            problems.append(f"{name}: its files were changed after render")
+        elif recorded.get("inputs") != inputs_digest(matrix, row, platform=platform):
+            problems.append(f"{name}: rendered from other inputs (its row, lock, a template, a patch or a "
                             "knowledge file changed since)")
         items.append(item)
     if problems:

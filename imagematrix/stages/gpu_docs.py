@@ -75,8 +75,15 @@ def page(matrix: Matrix, runs: list[gpurun.GpuRun], served: dict[str, str | None
              "`python build.py gpu-record` from a run of `imagematrix/suites/gpu/run_host.sh`, "
              "`imagematrix/suites/gpu/run_image.sh` or `build.py test --gpu`); "
              "do not edit. A row not listed with a run has never run on a GPU: its images are built and smoke-tested "
-             "on CPUs only. A record's note names the project's files as they were named on its date.", "",
-             "| row | GPU result |", "|---|---|"]
+             "on CPUs only. A record's note names the project's files as they were named on its date.", ""]
+    arm = [row.id for row in matrix.rows if "linux/arm64" in row.platforms]
+    if arm:
+        lines += ["Every record is of an x86_64 host (an H200). The linux/arm64 images of "
+                  + ", ".join(f"`{r}`" for r in arm) + " (for Grace hosts: GH200, GB200) have never run on a GPU: no "
+                  "arm64 GPU host is lent to this project, so they are built and smoke-tested on CPUs only, under "
+                  "emulation (qemu-user-static). The GitHub workflow takes an arm64 GPU runner's label "
+                  "(`arm64_gpu_runner`) for the day one is.", ""]
+    lines += ["| row | GPU result |", "|---|---|"]
     lines += [f"| `{row.id}` | {gpurun.summary(per_row.get(row.id, []), locks.current_pins(matrix, row), served.get(row.id))} |"
               for row in matrix.rows]
     lines += ["", "## Records, newest first", ""]

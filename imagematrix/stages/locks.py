@@ -18,15 +18,28 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from imagematrix.knowledge import flash_attn
-from imagematrix.model import lockfile, paths, secrets
+from imagematrix.model import fields, lockfile, paths, secrets
 from imagematrix.model.errors import InputError, InputErrors, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import resolve
 from imagematrix.tools import pypi, pypi_releases, uv
 
 
-def lock_path(matrix: Matrix, row: Row) -> Path:
-    return matrix.root / "locks" / f"{row.id}.txt"
+def lock_path(matrix: Matrix, row: Row, platform: str = fields.DEFAULT_PLATFORM) -> Path:
+    """locks/<row-id>.txt for linux/amd64 (where it was before rows had platforms); locks/<platform>/<row-id>.txt,
+    e.g. locks/linux-arm64/<row-id>.txt, for another platform of the row."""
+    if platform == fields.DEFAULT_PLATFORM:
+        return matrix.root / "locks" / f"{row.id}.txt"
+    return matrix.root / "locks" / fields.platform_slug(platform) / f"{row.id}.txt"
+
+
+def row_platforms(rows: list[Row]) -> list[tuple[Row, str]]:
+    """(row, platform) for each platform of each row, in row order: what lock and validate resolve."""
+    return [(row, platform) for row in rows for platform in row.platforms]
+
+
+def _label(row: Row, platform: str) -> str:
+    return row.id if platform == fields.DEFAULT_PLATFORM else f"{row.id} ({platform})"
 
 
 def tools_lock_path(matrix: Matrix) -> Path:
@@ -80,16 +93,21 @@ def era_time(row: Row) -> str | None:
     return _uv_time(min(newest + ERA_MARGIN, datetime.datetime.now(datetime.timezone.utc)))
 
 
-def resolution_time(matrix: Matrix, row: Row, refresh: bool = False, as_of: str | None = None) -> str:
+def resolution_time(matrix: Matrix, row: Row, refresh: bool = False, as_of: str | None = None,
+                    platform: str = fields.DEFAULT_PLATFORM) -> str:
     """The time to resolve the row at: as_of when given (an explicit cutoff); now with refresh; its lock's while
     the lock was written for these pins (current, or broken by an edit of its body, which re-locking then repairs
     to the same bytes); else, for a new or changed row, its era (era_time), or now where the index gives no
-    upload times."""
+    upload times. Another platform than linux/amd64 without a lock of its own takes the time of the row's amd64
+    lock, so both platforms install what the index held at one moment."""
     if as_of:
         return as_of
     if refresh:
         return now()
-    kept = recorded_time(lock_path(matrix, row)) if lock_status(matrix, row) in ("ok", "broken") else None
+    kept = (recorded_time(lock_path(matrix, row, platform)) if lock_status(matrix, row, platform) in ("ok", "broken")
+            else None)
+    if not kept and platform != fields.DEFAULT_PLATFORM:
+        kept = recorded_time(lock_path(matrix, row)) if lock_status(matrix, row) in ("ok", "broken") else None
     return kept or era_time(row) or now()
 
 
@@ -155,15 +173,16 @@ def index_sdist(row: Row) -> flash_attn.Sdist:
     return sdist
 
 
-def lock_text(row: Row, compiled: str, exclude_newer: str, sdist: flash_attn.Sdist | None = None) -> str:
+def lock_text(row: Row, compiled: str, exclude_newer: str, sdist: flash_attn.Sdist | None = None,
+              platform: str = fields.DEFAULT_PLATFORM) -> str:
     """The lock file: header and uv's body; sdist: the row's flash-attn sdist (index_sdist), for a flash-attn row."""
-    spec = resolve.inputs(row)
+    spec = resolve.inputs(row, platform)
     header = [
         lockfile.LOCK_HEADER,
         f"# row: {row.id}",
         f"# input-digest: {spec.digest()}",
         f"# body-digest: {lockfile.body_digest(compiled)}",
-        f"# python: {row.python}  platform: {uv.PLATFORM}",
+        f"# python: {row.python}  platform: {spec.uv_platform}",
         f"# exclude-newer: {exclude_newer}",
         *([lockfile.flash_attn_sdist_line(sdist.file, sdist.sha256)] if sdist else []),
         "# resolution input:",
@@ -173,14 +192,15 @@ def lock_text(row: Row, compiled: str, exclude_newer: str, sdist: flash_attn.Sdi
     return "\n".join(header) + "\n" + compiled
 
 
-def lock_status(matrix: Matrix, row: Row) -> str:
+def lock_status(matrix: Matrix, row: Row, platform: str = fields.DEFAULT_PLATFORM) -> str:
     """'ok', 'missing', 'stale' (written for other pins) or 'broken' (the body does not install the row)."""
-    return _lock_state(matrix, row)[0]
+    return _lock_state(matrix, row, platform)[0]
 
 
-def _lock_state(matrix: Matrix, row: Row) -> tuple[str, str | None, dict[str, lockfile.LockEntry] | None]:
+def _lock_state(matrix: Matrix, row: Row, platform: str = fields.DEFAULT_PLATFORM
+                ) -> tuple[str, str | None, dict[str, lockfile.LockEntry] | None]:
     """(lock_status, the lock's text when it could be read, its entries when they parsed)."""
-    path = lock_path(matrix, row)
+    path = lock_path(matrix, row, platform)
     if not path.is_file():
         return ("broken" if path.exists() else "missing"), None, None  # a directory (or a socket...) where it belongs
     try:
@@ -188,7 +208,7 @@ def _lock_state(matrix: Matrix, row: Row) -> tuple[str, str | None, dict[str, lo
     except (OSError, UnicodeDecodeError):
         return "broken", None, None
     match = lockfile.DIGEST_RE.search(text)
-    if not match or match.group(1) != resolve.inputs(row).digest():
+    if not match or match.group(1) != resolve.inputs(row, platform).digest():
         return "stale", text, None
     try:
         entries = lockfile.parse(text)
@@ -254,9 +274,9 @@ def flash_attn_sdist(text: str, row: Row) -> flash_attn.Sdist | None:
     return flash_attn.sdist(row.flash_attn) if row.flash_attn else None
 
 
-def status_message(matrix: Matrix, row: Row, status: str) -> str:
+def status_message(matrix: Matrix, row: Row, status: str, platform: str = fields.DEFAULT_PLATFORM) -> str:
     """`lock is <status>: <path>`, with what is wrong with a broken one."""
-    path = lock_path(matrix, row)
+    path = lock_path(matrix, row, platform)
     text = f"lock is {status}: {path.relative_to(matrix.root)}"
     if status == "broken":
         try:
@@ -270,24 +290,27 @@ def status_message(matrix: Matrix, row: Row, status: str) -> str:
     return text
 
 
-def lock_fix(matrix: Matrix, row: Row) -> str:
+def lock_fix(matrix: Matrix, row: Row, platform: str = fields.DEFAULT_PLATFORM) -> str:
     """How to repair a lock that is not current: re-lock the row, after removing what is not a file in its place."""
-    path = lock_path(matrix, row)
+    path = lock_path(matrix, row, platform)
     relock = f"run `python build.py lock --row {row.id}`"
     if path.exists() and not path.is_file():
         return f"remove {path.relative_to(matrix.root)} (not a file), then {relock}"
     return relock
 
 
-def read_lock(matrix: Matrix, row: Row) -> str:
-    return read_lock_entries(matrix, row)[0]
+def read_lock(matrix: Matrix, row: Row, platform: str = fields.DEFAULT_PLATFORM) -> str:
+    return read_lock_entries(matrix, row, platform)[0]
 
 
-def read_lock_entries(matrix: Matrix, row: Row) -> tuple[str, dict[str, lockfile.LockEntry]]:
-    """The row's current lock: its text and its entries (parsed once); InputError when it is not current."""
-    status, text, entries = _lock_state(matrix, row)
+def read_lock_entries(matrix: Matrix, row: Row, platform: str = fields.DEFAULT_PLATFORM
+                      ) -> tuple[str, dict[str, lockfile.LockEntry]]:
+    """The row's current lock for platform: its text and its entries (parsed once); InputError when it is not
+    current."""
+    status, text, entries = _lock_state(matrix, row, platform)
     if status != "ok" or text is None or entries is None:
-        raise InputError(status_message(matrix, row, status), where=f"row {row.id}", fix=lock_fix(matrix, row))
+        raise InputError(status_message(matrix, row, status, platform), where=f"row {_label(row, platform)}",
+                         fix=lock_fix(matrix, row, platform))
     return text, entries
 
 
@@ -295,7 +318,8 @@ def _not_files(matrix: Matrix, rows: list[Row]) -> list[InputError]:
     """Lock paths taken by a directory (or anything but a file): lock cannot replace them, so it stops first."""
     return [InputError(f"{path.relative_to(matrix.root)} is not a file", where=str(path),
                        fix=f"remove it, then run `python build.py lock{' --row ' + row.id if row else ''}`")
-            for row, path in [(None, tools_lock_path(matrix)), *((r, lock_path(matrix, r)) for r in rows)]
+            for row, path in [(None, tools_lock_path(matrix)),
+                              *((r, lock_path(matrix, r, p)) for r, p in row_platforms(rows))]
             if path.exists() and not path.is_file()]
 
 
@@ -329,16 +353,20 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
     blocked = _not_files(matrix, rows)
     if blocked:
         raise InputErrors(blocked)
+    pairs = row_platforms(rows)
+    # every platform of a row at the amd64 lock's time (resolution_time), so a multi-arch tag installs one moment
     times = {row.id: resolution_time(matrix, row, refresh, as_of) for row in rows}
-    results = resolve.parallel(lambda r: resolve.resolve(r, hashes=True, exclude_newer=times[r.id], cache_first=False,
-                                                       matrix_path=matrix.path), rows, jobs)
+    results = [((row, platform), r) for (row, platform), r in resolve.parallel(
+        lambda pair: resolve.resolve(pair[0], hashes=True, exclude_newer=times[pair[0].id], cache_first=False,
+                                     matrix_path=matrix.path, platform=pair[1]), pairs, jobs)]
     errors = [r for _, r in results if isinstance(r, InputError)]
     failures = [str(r) for _, r in results if isinstance(r, RuntimeFailure)]
-    parsed = {row.id: lockfile.parse(r) for row, r in results if isinstance(r, str)}
-    errors += [e for row, r in results if row.id in parsed and (e := resolve.check_cuda(row, parsed[row.id], matrix.path))]
+    parsed = {(row.id, platform): lockfile.parse(r) for (row, platform), r in results if isinstance(r, str)}
+    errors += [e for (row, platform), r in results if (row.id, platform) in parsed
+               and (e := resolve.check_cuda(row, parsed[(row.id, platform)], matrix.path, platform))]
     sdists = {}
     for row in rows:
-        if row.flash_attn and row.id in parsed:
+        if row.flash_attn and (row.id, fields.DEFAULT_PLATFORM) in parsed:
             try:
                 sdists[row.id] = index_sdist(row)
             except InputError as exc:
@@ -352,16 +380,16 @@ def lock_rows(matrix: Matrix, rows: list[Row], jobs: int = 4, refresh: bool = Fa
     tools = lock_tools(matrix, refresh)
     paths.write_atomic(tools_lock_path(matrix), tools)
     written = []
-    for row, compiled in results:
-        path = lock_path(matrix, row)
-        text = lock_text(row, compiled, times[row.id], sdists.get(row.id))
+    for (row, platform), compiled in results:
+        path = lock_path(matrix, row, platform)
+        text = lock_text(row, compiled, times[row.id], sdists.get(row.id), platform)
         try:
             old = path.read_text(encoding="utf-8") if path.is_file() else None
         except (OSError, UnicodeDecodeError):  # an unreadable lock is replaced whole
             old = None
         changed = old != text
         paths.write_atomic(path, text)
-        written.append((path, changed, len(parsed[row.id]), changes(old, compiled) if changed and old else None))
+        written.append((path, changed, len(parsed[(row.id, platform)]), changes(old, compiled) if changed and old else None))
     return written
 
 
@@ -393,22 +421,24 @@ def _compare(old: str, new_body: str, sdist: flash_attn.Sdist | None = None) -> 
 
 
 def check_locks(matrix: Matrix, rows: list[Row], jobs: int = 4, tools: bool = False) -> list[Checked]:
-    """Re-resolve each row's lock at the cutoff it records (uv --exclude-newer with the header's time, uv's cache
-    revalidated with the index: the resolution `lock` makes) and compare: a lock is what its cutoff resolves to, or
-    its Checked lists what moved. tools: locks/tools.txt too. Writes nothing. InputErrors before any resolution for
-    locks that are not current (missing, stale, broken) or record no cutoff."""
+    """Re-resolve each row's lock (one per platform of the row) at the cutoff it records (uv --exclude-newer with the
+    header's time, uv's cache revalidated with the index: the resolution `lock` makes) and compare: a lock is what
+    its cutoff resolves to, or its Checked lists what moved. tools: locks/tools.txt too. Writes nothing. InputErrors
+    before any resolution for locks that are not current (missing, stale, broken) or record no cutoff."""
     problems, cutoffs = [], {}
-    for row in rows:
-        status = lock_status(matrix, row)
+    pairs = row_platforms(rows)
+    for row, platform in pairs:
+        status = lock_status(matrix, row, platform)
+        path = lock_path(matrix, row, platform)
         if status != "ok":
-            problems.append(InputError(status_message(matrix, row, status), where=f"row {row.id}",
-                                       fix=lock_fix(matrix, row)))
-        elif not (cutoff := recorded_time(lock_path(matrix, row))):
-            problems.append(InputError(f"{lock_path(matrix, row).relative_to(matrix.root)} records no "
-                                       "`# exclude-newer:` time to re-resolve at", where=f"row {row.id}",
+            problems.append(InputError(status_message(matrix, row, status, platform),
+                                       where=f"row {_label(row, platform)}", fix=lock_fix(matrix, row, platform)))
+        elif not (cutoff := recorded_time(path)):
+            problems.append(InputError(f"{path.relative_to(matrix.root)} records no "
+                                       "`# exclude-newer:` time to re-resolve at", where=f"row {_label(row, platform)}",
                                        fix=f"run `python build.py lock --row {row.id}`"))
         else:
-            cutoffs[row.id] = cutoff
+            cutoffs[(row.id, platform)] = cutoff
     tools_path = tools_lock_path(matrix)
     if tools and not (tools_path.is_file() and recorded_time(tools_path)):
         problems.append(InputError(f"{tools_path.relative_to(matrix.root)} is missing or records no "
@@ -416,13 +446,14 @@ def check_locks(matrix: Matrix, rows: list[Row], jobs: int = 4, tools: bool = Fa
     if problems:
         raise InputErrors(problems)
 
-    def one(row: Row) -> Checked:
-        path = lock_path(matrix, row)
-        checked = Checked(path=path, cutoff=cutoffs[row.id])
+    def one(pair: tuple[Row, str]) -> Checked:
+        row, platform = pair
+        path = lock_path(matrix, row, platform)
+        checked = Checked(path=path, cutoff=cutoffs[(row.id, platform)])
         started = time.monotonic()
         try:
             body = resolve.resolve(row, hashes=True, exclude_newer=checked.cutoff, cache_first=False,
-                                   matrix_path=matrix.path)
+                                   matrix_path=matrix.path, platform=platform)
             text = path.read_text(encoding="utf-8")
             sdist = index_sdist(row) if lockfile.flash_attn_sdist(text) else None  # a lock before the line: none
             checked.differences = _compare(text, body, sdist)
@@ -432,7 +463,7 @@ def check_locks(matrix: Matrix, rows: list[Row], jobs: int = 4, tools: bool = Fa
         checked.seconds = time.monotonic() - started
         return checked
 
-    results = [checked for _, checked in resolve.parallel(one, rows, jobs)]
+    results = [checked for _, checked in resolve.parallel(one, pairs, jobs)]
     if tools:
         checked = Checked(path=tools_path, cutoff=recorded_time(tools_path))
         started = time.monotonic()

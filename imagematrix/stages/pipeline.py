@@ -19,9 +19,10 @@ from typing import Protocol
 
 from imagematrix.model import paths, tags
 from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.fields import DEFAULT_PLATFORM, platform_slug
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.secrets import redact_text
-from imagematrix.stages import attest, builder, coverage_row, flash_attn, generated, locks, sizes, steps
+from imagematrix.stages import attest, builder, coverage_row, flash_attn, generated, locks, multiarch, sizes, steps
 from imagematrix.stages.publish import PUSH_MODES, Outcome, remote_labels_of
 from imagematrix.stages.render import Rendered
 from imagematrix.tools import docker, host
@@ -53,10 +54,17 @@ class BuildRequest:
     size_margin: float = sizes.DEFAULT_MARGIN
     record_size: bool = False
     record_coverage: bool = False
+    # one platform's images only (CI's native arm64 runners): each under its candidate tag, never a final tag
+    platform: str | None = None
 
     def __post_init__(self) -> None:
         if self.push not in PUSH_MODES:
             raise ValueError(f"push must be one of {PUSH_MODES}, not {self.push!r}")
+        if self.platform and self.push == "final":
+            raise InputError(f"--platform {self.platform} builds one image of a row whose final tag is a multi-arch "
+                             "index of all its platforms", where="build",
+                             fix="push it as its candidate tag (--push candidate) or not at all (--push none); "
+                                 "without --platform, build pushes every platform's image and the index")
 
 
 class Progress(Protocol):
@@ -90,6 +98,8 @@ class RowJob:
     coverage: coverage_row.Outcome | None = None
     coverage_note: str = ""
     pushed: dict[str, str] = field(default_factory=dict)
+    index: str | None = None  # a multi-platform row's pushed index digest (steps.push_index)
+    image_digest: str | None = None  # and each of its platform images' digest, pushed under its candidate tag
     _secrets: dict[str, Path] | None = None
 
     row: Row = field(init=False)
@@ -102,8 +112,18 @@ class RowJob:
         self.row, self.digest = self.item.row, self.item.context_digest()
         self.repo = tags.repository(self.request.registry)
         self.candidate_tag = tags.candidate_tag(self.row.id, self.digest)
-        self.logs = self.request.log_dir / self.row.id
+        # another platform's logs (build.log, smoke.log, manifest, SBOM, provenance) beside amd64's, in its folder
+        self.logs = self.request.log_dir / self.row.id / ("" if self.native_platform else platform_slug(self.platform))
         self.logs.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def platform(self) -> str:
+        return self.item.platform
+
+    @property
+    def native_platform(self) -> bool:
+        """Whether this is the row's linux/amd64 image (every single-platform row's only one)."""
+        return self.item.platform == DEFAULT_PLATFORM
 
     @property
     def candidate(self) -> str:
@@ -111,7 +131,7 @@ class RowJob:
 
     @property
     def context_dir(self) -> Path:
-        return generated.generated_dir(self.request.matrix) / self.row.id
+        return generated.generated_dir(self.request.matrix) / self.item.name
 
     def say(self, message: str) -> None:
         self.progress.say(self.row.id, message)
@@ -125,7 +145,7 @@ class RowJob:
 
     def lock_text(self) -> str:
         """The row's lock, as render read it (its digest is in the context's record: generated.read checked it)."""
-        return locks.lock_path(self.request.matrix, self.row).read_text(encoding="utf-8")
+        return locks.lock_path(self.request.matrix, self.row, self.platform).read_text(encoding="utf-8")
 
     def outcome(self) -> Outcome:
         """The row's outcome once it went through every step."""
@@ -171,18 +191,75 @@ def publish(request: BuildRequest, rows: list[Row], progress: Progress) -> list[
         try:
             if request.registry == tags.DEFAULT_REGISTRY:
                 host.ensure_registry(progress.note)
-            items = generated.read(request.matrix, rows)
+            every = generated.read(request.matrix, rows, all_platforms=True)
         finally:
             daemon.result()  # no daemon is said first, as before anything else
+    items = [item for item in every if item.platform == DEFAULT_PLATFORM]
+    others = {}
+    for item in every:
+        if item.platform != DEFAULT_PLATFORM:
+            others.setdefault(item.row.id, []).append(item)
     final = tags.published_tags([(r.id, r.vllm) for r in request.matrix.rows])
-    known = _read_tags(request, items, final)
     outcomes = []
+    if request.platform:  # one platform's image of each row that has one, on its own route (candidate or none)
+        items, others = [i for i in every if i.platform == request.platform], {}
+        for row in rows:
+            if request.platform not in row.platforms:
+                outcomes.append(Outcome(row.id, "skipped", "check", 0.0, f"no {request.platform} image: the row's "
+                                        f"platforms are {', '.join(row.platforms)}"))
+                progress.row_done(outcomes[-1])
+    # a multi-platform row's tags are read by its own check (steps.check_index: the index and each image), once
+    known = _read_tags(request, [i for i in items if i.row.id not in others], final)
     for index, item in enumerate(items, 1):
         progress.row_started(item.row.id, index, len(items))
-        outcome = run_row(request, item, final[item.row.id], progress, known)
+        if item.row.id in others:
+            outcome = run_multi(request, [item, *others[item.row.id]], final[item.row.id], progress)
+        else:
+            outcome = run_row(request, item, final[item.row.id], progress, known)
         progress.row_done(outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def run_multi(request: BuildRequest, items: list[Rendered], final: list[str], progress: Progress) -> Outcome:
+    """A row with several platforms (linux/amd64 first): one tag, a multi-arch index. Skipped when the tag's index
+    already holds an image of each platform with that platform's input digest; else each platform's image is built,
+    smoke-tested (arm64 emulated on an amd64 host), measured against its own size baseline, then each is pushed
+    under its candidate tag and the index under the row's tags; each image gets its own manifest, SBOM and
+    provenance (build-logs/<row>/ and build-logs/<row>/linux-arm64/), and the signature covers the index. Nothing is
+    pushed unless every platform passed."""
+    started, name = time.monotonic(), "check"
+    with contextlib.ExitStack() as stack:
+        jobs = [RowJob(request, item, final, progress, stack) for item in items]
+        lead = jobs[0]
+        try:
+            progress.step(lead.row.id, name)
+            finish = multiarch.check_index(lead, jobs)
+            if finish is not None:
+                return Outcome(lead.row.id, finish.status, name, time.monotonic() - started, finish.detail)
+            for job in jobs:
+                for step in steps.PLATFORM_STEPS:
+                    if not step.when(job):
+                        continue
+                    name = step.name if job.native_platform else f"{step.name} ({job.platform})"
+                    progress.step(job.row.id, name)
+                    finish = step.run(job)
+                    if finish is not None:
+                        return Outcome(job.row.id, finish.status, name, time.monotonic() - started, finish.detail)
+            name = "push"
+            progress.step(lead.row.id, name)
+            multiarch.push_index(lead, jobs)
+            if lead.pushed:
+                name = "attest"
+                progress.step(lead.row.id, name)
+                multiarch.attest_index(lead, jobs)
+            outcome = lead.outcome()
+        except (RuntimeFailure, InputError) as exc:
+            message = redact_text(str(exc))
+            (lead.logs / "error.txt").write_text(message + "\n")
+            return Outcome(lead.row.id, "failed", name, time.monotonic() - started, message)
+    outcome.seconds = time.monotonic() - started
+    return outcome
 
 
 def _read_tags(request: BuildRequest, items: list[Rendered], final: dict[str, list[str]]) -> dict[str, dict | None]:

@@ -82,6 +82,31 @@ def github_matrix(planned: list[Planned]) -> dict:
                          "candidate": p.candidate} for p in planned]}
 
 
+# The GitHub-hosted runner each platform's images build on natively (CI's build-platforms job); amd64's is the build
+# job's ubuntu-latest. A row's arm64 image is built there, never emulated (emulated, it takes hours: measurements).
+RUNNERS = {"linux/arm64": "ubuntu-24.04-arm"}
+
+
+def platform_matrix(matrix: Matrix, planned: list[Planned], registry: str, *, ask_registry: bool = True,
+                    everything: bool = False) -> dict:
+    """The `strategy.matrix` of CI's build-platforms job: {"include": [{row, platform, runner, candidate}, ...]}, one
+    entry per image of a multi-platform row's other platforms (linux/arm64) that its final tag's index lacks with
+    that image's input digest (every one with everything, as --all, or without asking the registry)."""
+    out = []
+    for p in planned:
+        others = [platform for platform in p.row.platforms if platform != p.item.platform]
+        if not others:
+            continue
+        served = (publish.remote_platform_labels(registry, p.row.id) or {}) if ask_registry and not everything else {}
+        for platform in others:
+            item = render.render_one(matrix, p.row, platform)
+            if not everything and (served.get(platform) or {}).get(labels.INPUT_DIGEST) == item.context_digest():
+                continue
+            out.append({"row": p.row.id, "platform": platform, "runner": RUNNERS[platform],
+                        "candidate": f"{tags.repository(registry)}:{tags.candidate_tag(p.row.id, item.context_digest())}"})
+    return {"include": out}
+
+
 def flash_attn_matrix(planned: list[Planned]) -> dict:
     """The `strategy.matrix` of CI's flash-attn job: {"include": [{key, row}, ...]}, one entry per distinct wheel key
     whose source is "compile" (no known prebuilt wheel, not in the registry), row being the first planned row with that key
@@ -93,9 +118,12 @@ def flash_attn_matrix(planned: list[Planned]) -> dict:
     return {"include": [{"key": key, "row": row} for key, row in keys.items()]}
 
 
-def github_outputs(planned: list[Planned]) -> str:
+def github_outputs(planned: list[Planned], platforms: dict | None = None) -> str:
     """Lines for $GITHUB_OUTPUT: `matrix` (compact JSON) and `count` (jobs skip on 0: an empty matrix is an error),
-    `flash_attn` (flash_attn_matrix, compact JSON) and `flash_attn_count` (the flash-attn job skips on 0)."""
+    `flash_attn` (flash_attn_matrix, compact JSON) and `flash_attn_count` (the flash-attn job skips on 0), and
+    `platforms` (platform_matrix) and `platforms_count` (the build-platforms job skips on 0)."""
     compiles = flash_attn_matrix(planned)
+    platforms = platforms or {"include": []}
     return (f"matrix={json.dumps(github_matrix(planned), separators=(',', ':'))}\ncount={len(planned)}\n"
-            f"flash_attn={json.dumps(compiles, separators=(',', ':'))}\nflash_attn_count={len(compiles['include'])}\n")
+            f"flash_attn={json.dumps(compiles, separators=(',', ':'))}\nflash_attn_count={len(compiles['include'])}\n"
+            f"platforms={json.dumps(platforms, separators=(',', ':'))}\nplatforms_count={len(platforms['include'])}\n")

@@ -174,6 +174,10 @@ def _promote(matrix: Matrix, rows: list[Row], registry: str, missing: dict[str, 
                 outcomes.append(outcome("failed", f"{repo}:{candidate} was built from input "
                                                   f"{remote.get(labels.INPUT_DIGEST)}, not {digest}: rebuild it"))
                 continue
+            if len(row.platforms) > 1:
+                outcomes.append(outcome(*_promote_index(matrix, row, registry, candidate, final[row.id], compression,
+                                                        signing)))
+                continue
             signed: list[str] = []
             sign = _signer(repo, row, signing, pub, work / row.id, signed) if signing and pub else None
             written = publish_tags(repo, candidate, final[row.id], compression, sign)
@@ -184,3 +188,27 @@ def _promote(matrix: Matrix, rows: list[Row], registry: str, missing: dict[str, 
             outcomes.append(outcome("failed", str(exc)))
     return outcomes
 
+
+def _promote_index(matrix: Matrix, row: Row, registry: str, candidate: str, final: list[str], compression: str,
+                   signing: Signing | None) -> tuple[str, str]:
+    """(status, detail) of a multi-platform row's promotion: its final tags become one index of its amd64 candidate
+    and each other platform's (CI's build-platforms job pushed it, after its smoke tests, under its own candidate
+    tag), each checked to carry its platform's input digest. gzip only, unsigned: a zstd copy of an index and the
+    signing of one here are not done yet (build without --platform signs the index it pushes)."""
+    repo = tags.repository(registry)
+    if compression != "gzip" or signing:
+        return "failed", (f"held back: a multi-arch row is promoted with gzip layers and unsigned only (asked: "
+                          f"{compression}{', signed' if signing else ''}); build it whole with `build.py build --row "
+                          f"{row.id}` (one index, signed with --sign-key) instead")
+    images = []
+    for platform in row.platforms:
+        item = render.render_one(matrix, row, platform)
+        tag = candidate if platform == row.platforms[0] else tags.candidate_tag(row.id, item.context_digest())
+        state = registry_api.platform_state(repo, tag)
+        found = (state[1].get(platform) or {}) if state else {}
+        if found.get(labels.INPUT_DIGEST) != item.context_digest():
+            return "failed", (f"held back: no {platform} candidate {repo}:{tag} with input {item.context_digest()} "
+                              f"(build it with `build.py build --row {row.id} --platform {platform} --push candidate`)")
+        images.append((platform, state[0]))
+    index = registry_api.put_index(repo, final, images)
+    return "pushed", f"{', '.join(f'{p} {d[:19]}' for p, d in images)} -> {', '.join(final)} (index {index[:19]})"

@@ -39,6 +39,16 @@ def remote_signed(registry: str, tag: str) -> bool | None:
     return registry_api.digest(repository, f"sha256-{digest.removeprefix('sha256:')}.sig") is not None
 
 
+def remote_platform_labels(registry: str, tag: str) -> dict[str, dict] | None:
+    """{platform: labels of its image} of the tag (an index: each of its images; a single image: its own)."""
+    return registry_api.platform_labels(tags.repository(registry), tag)
+
+
+def remote_platforms(registry: str, tag: str) -> set[str]:
+    """The platforms the tag serves; empty when the tag is absent."""
+    return set(remote_platform_labels(registry, tag) or {})
+
+
 def remote_labels_of(registry: str, tag_list: list[str]) -> dict[str, dict | None]:
     """remote_labels of each tag, read together: each tag's manifest once, each distinct image once, in parallel."""
     return registry_api.labels_of_tags(tags.repository(registry), tag_list)

@@ -238,6 +238,22 @@ def disk_budget(baseline: Baseline | None) -> DiskBudget:
     return DiskBudget(int(image * DISK_FACTOR) + DISK_HEADROOM, image, basis)
 
 
+def platforms_budget(root: Path, row_id: str, names: list[str]) -> DiskBudget:
+    """The disk a build of several images of one row needs at once (a multi-platform row: each platform's image,
+    names being their contexts, `<row-id>@linux-arm64`): the sum of each one's budget, an image without its own
+    baseline taken at the row's (amd64) size."""
+    own, budgets = load(baseline_path(root, row_id)), []
+    for name in names:
+        found = load(baseline_path(root, name))
+        budget = disk_budget(found or own)
+        budgets.append(budget if found or name == row_id else
+                       DiskBudget(budget.need, budget.image, f"{name} has no baseline, taken as {budget.basis}"))
+    if len(budgets) == 1:
+        return budgets[0]
+    return DiskBudget(sum(b.need for b in budgets), sum(b.image for b in budgets),
+                      f"{len(budgets)} images: " + "; ".join(b.basis for b in budgets))
+
+
 def disk_verdict(row: str, budget: DiskBudget, free: int, where: str) -> str | None:
     """None when free covers the budget, else the message that fails the job before any work."""
     if free >= budget.need:
@@ -260,14 +276,17 @@ def measure(image: str) -> Measurement:
 
 
 def check_image(matrix, row, digest: str, image: str, row_logs: Path, margin: float,
-                rerecord: bool) -> tuple[Verdict, Baseline]:
+                rerecord: bool, name: str | None = None) -> tuple[Verdict, Baseline]:
     """The size step: the image measured (also into build-logs/<row>/size.json, in the baseline's format) and
-    checked against the row's baseline; a RuntimeFailure, naming the layers that grew, when it grew too much."""
+    checked against the row's baseline; a RuntimeFailure, naming the layers that grew, when it grew too much.
+    name: the image's context name when it is not the row id (a row's linux/arm64 image, `<row-id>@linux-arm64`,
+    has its own baseline, sizes/<row-id>@linux-arm64.json)."""
+    name = name or row.id
     measured = measure(image)
     stamp = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    now = Baseline(row.id, digest, measured.size, measured.layers, stamp)
+    now = Baseline(name, digest, measured.size, measured.layers, stamp)
     (row_logs / "size.json").write_text(to_json(now))
-    verdict = check(row.id, digest, measured, load(baseline_path(matrix.root, row.id)), margin, rerecord)
+    verdict = check(name, digest, measured, load(baseline_path(matrix.root, name)), margin, rerecord)
     if verdict.action == "fail":
         raise RuntimeFailure(f"{verdict.message}\nthe image stays here as {image}")
     return verdict, now

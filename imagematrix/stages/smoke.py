@@ -14,20 +14,32 @@ import sys
 from pathlib import Path
 
 from imagematrix.model import paths
+from imagematrix.model.fields import DEFAULT_PLATFORM
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.model.paths import ROOT
-from imagematrix.tools import docker, process
+from imagematrix.tools import docker, host, process
 
 SUITE = paths.SUITES / "cpu"  # package data: an installed imagematrix runs it too
 
 
-def run_smoke(matrix: Matrix, row: Row, image: str, log_path: Path, extra: list[str] | None = None) -> bool:
+def run_smoke(matrix: Matrix, row: Row, image: str, log_path: Path, extra: list[str] | None = None,
+              platform: str = DEFAULT_PLATFORM) -> bool:
+    """The CPU suite against image (built for platform: another one than this host's runs emulated, and the log's
+    first line says so)."""
     cmd = [sys.executable, "-m", "pytest", str(SUITE), "-p", "no:cacheprovider", "-q", "-rs",
-           "--image", image, "--row", row.id, "--matrix", str(matrix.path), *(extra or [])]
-    return process.run_logged(cmd, log_path, cwd=ROOT) == 0
+           "--image", image, "--row", row.id, "--matrix", str(matrix.path), "--platform", platform, *(extra or [])]
+    return process.run_logged(cmd, log_path, cwd=ROOT, header=platform_note(platform)) == 0
 
 
-def run_once(matrix: Matrix, row: Row, image: str, log_path: Path) -> tuple[bool, str | None]:
+def platform_note(platform: str) -> str:
+    """The smoke log's first line: the platform, and whether it ran natively or under emulation."""
+    native = host.native_platform()
+    how = "native" if platform == native else f"under emulation (qemu-user-static, binfmt_misc) on this {native} host"
+    return f"# smoke tests of the {platform} image, {how}\n"
+
+
+def run_once(matrix: Matrix, row: Row, image: str, log_path: Path,
+             platform: str = DEFAULT_PLATFORM) -> tuple[bool, str | None]:
     """(passed, image id when the pass was kept from an earlier run on the same image, else None)."""
     image_id = docker.run("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
     kept = _kept(row, image_id) if image_id else None
@@ -35,7 +47,7 @@ def run_once(matrix: Matrix, row: Row, image: str, log_path: Path) -> tuple[bool
         log_path.write_text(f"# the smoke tests passed earlier on this image ({image_id}, the same suite): not run "
                             "again; the log of that run follows\n" + kept.read_text(errors="replace"))
         return True, image_id
-    passed = run_smoke(matrix, row, image, log_path)
+    passed = run_smoke(matrix, row, image, log_path, platform=platform)
     if passed and kept is not None:
         kept.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(log_path, kept)

@@ -18,7 +18,7 @@ from imagematrix.model import labels
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.stages import attest, builder, coverage_row, flash_attn, sizes, smoke
 from imagematrix.stages import publish as publish_stage
-from imagematrix.tools import cuobjdump, docker
+from imagematrix.tools import cuobjdump, docker, host
 from imagematrix.tools import registry as registry_api
 
 
@@ -64,12 +64,12 @@ def _current(job, tag: str) -> bool:
 
 def base(job) -> None:
     """The row's base image, where the build starts FROM."""
-    job.say("base image")
+    job.say("base image" if job.native_platform else f"base image ({job.platform})")
     docker.cli()  # no docker CLI fails this step, before any work
-    if not cuobjdump.find():  # nor does a missing cuobjdump wait for the coverage step, after the build
+    if job.native_platform and not cuobjdump.find():  # nor does a missing cuobjdump wait for the coverage step, after the build
         raise RuntimeFailure(f"row {job.row.id}, stage base: cuobjdump is not installed, and the coverage step reads "
                              f"the image's device code with it before the push: {cuobjdump.INSTALL_HINT}")
-    job.base_ref = builder.ensure_base(job.row, job.request.buildkit, job.say, job.request.registry)
+    job.base_ref = builder.ensure_base(job.row, job.request.buildkit, job.say, job.request.registry, job.platform)
     job.build_args.update(builder.base_build_args(job.row, job.request.registry))
 
 
@@ -92,17 +92,21 @@ def flash_attn_wheel(job) -> None:
 def build(job) -> None:
     """The row's image under its candidate tag, with BuildKit."""
     request, row = job.request, job.row
-    job.say("building (BuildKit)")
-    cache = f"{job.repo}:buildcache-{row.id}" if request.cache_registry else None
+    emulated = host.emulation_missing(job.platform) is None and job.platform != host.native_platform()
+    job.say("building (BuildKit)" if job.native_platform else
+            f"building for {job.platform} (BuildKit{', emulated by qemu-user-static' if emulated else ''})")
+    suffix = "" if job.native_platform else "-" + job.platform.replace("/", "-")
+    cache = f"{job.repo}:buildcache-{row.id}{suffix}" if request.cache_registry else None
     builder.build(job.item, job.candidate, job.context_dir.parent, job.secrets(), job.logs / "build.log",
                   job.say, cache=cache, build_args=job.build_args, extra_labels=job.labels)
 
 
 def smoke_tests(job) -> Finish | None:
     """The smoke tests inside the candidate, once per built image."""
-    job.say("smoke tests")
+    job.say("smoke tests" if job.platform == host.native_platform() else f"smoke tests of the {job.platform} image, "
+            "under emulation (qemu-user-static)")
     log = job.logs / "smoke.log"
-    passed, earlier = smoke.run_once(job.request.matrix, job.row, job.candidate, log)
+    passed, earlier = smoke.run_once(job.request.matrix, job.row, job.candidate, log, job.platform)
     if not passed:
         return Finish("failed", f"smoke tests failed, nothing pushed; log {log}; "
                                 f"the untested image stays here as {job.candidate}")
@@ -116,7 +120,7 @@ def size(job) -> None:
     request = job.request
     job.say("size against the baseline")
     job.size = sizes.check_image(request.matrix, job.row, job.digest, job.candidate, job.logs, request.size_margin,
-                                 request.record_size)
+                                 request.record_size, name=job.item.name)
     job.say(f"size: {job.size[0].message}")
 
 
@@ -160,12 +164,12 @@ def push(job) -> None:
     manifest = job.logs / "manifest.json"
     publish_stage.write_manifest(image, job.pushed, manifest)
     if job.coverage is not None:
-        _merge(manifest, coverage_row.manifest_entry(job.coverage.baseline))
+        merge_json(manifest, coverage_row.manifest_entry(job.coverage.baseline))
     if request.push == "final":
         docker.run("rmi", job.candidate)  # the candidate tag only; layers stay with the final tags
 
 
-def _merge(path, entry: dict) -> None:
+def merge_json(path, entry: dict) -> None:
     """entry's keys into the JSON object in path (written fresh when there is none)."""
     doc = json.loads(path.read_text()) if path.is_file() else {}
     doc.update(entry)
@@ -182,7 +186,8 @@ def attest_pushed(job) -> None:
         row, ref_digest, job.logs, lock_text=job.lock_text(), input_digest=job.digest, base_ref=job.base_ref,
         flash_attn={"file": wheel.filename, "sha256": wheel.sha256, "origin": wheel.origin} if wheel else None,
         started=job.started_at,
-        coverage=coverage_row.byproduct(job.coverage.baseline) if job.coverage is not None else None)
+        coverage=coverage_row.byproduct(job.coverage.baseline) if job.coverage is not None else None,
+        platform=job.platform)
     if request.signing.key:
         job.say(f"attesting and signing {ref_digest}")
         attest.attach(ref_digest, sbom_path, prov_path, request.signing.key, os.environ.get("COSIGN_PASSWORD", ""))
@@ -198,11 +203,23 @@ class Step:
 STEPS = (
     Step("check", check),
     Step("base", base),
-    Step("flash-attn", flash_attn_wheel, when=lambda job: bool(job.row.flash_attn)),
+    Step("flash-attn", flash_attn_wheel, when=lambda job: bool(job.row.flash_attn) and job.native_platform),
     Step("build", build),
     Step("smoke", smoke_tests),
     Step("size", size),
-    Step("coverage", coverage),
+    Step("coverage", coverage, when=lambda job: job.native_platform),  # coverage/<row>.json is the amd64 image's
     Step("push", push),
     Step("attest", attest_pushed, when=lambda job: bool(job.pushed)),
+)
+
+# A multi-platform row's steps for each of its images, before push_index and attest_index (stages/pipeline.run_multi).
+# flash-attn has no aarch64 wheel (validate refuses such a row); the GPU coverage read from the binaries is the amd64
+# image's: its baseline, coverage/<row>.json, is one per row.
+PLATFORM_STEPS = (
+    Step("base", base),
+    Step("flash-attn", flash_attn_wheel, when=lambda job: bool(job.row.flash_attn) and job.native_platform),
+    Step("build", build),
+    Step("smoke", smoke_tests),
+    Step("size", size),
+    Step("coverage", coverage, when=lambda job: job.native_platform),
 )

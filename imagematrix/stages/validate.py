@@ -9,7 +9,7 @@ from pathlib import Path
 
 from imagematrix import rules
 from imagematrix.knowledge import envdefaults, patches
-from imagematrix.model import lockfile
+from imagematrix.model import fields, lockfile
 from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import locks, render, resolve
@@ -25,6 +25,8 @@ class RowReport:
     torch_cuda: str | None = None
     cuda_ok: bool = True
     lock: str = ""  # locks.lock_status: "ok", "missing", "stale" or "broken"; "" when the row did not resolve
+    # each platform besides linux/amd64: its lock's status as `lock`, or "unsatisfiable"/"failed" when it did not resolve
+    platforms: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -42,6 +44,12 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
     results = resolve.parallel(
         lambda r: lockfile.parse(resolve.resolve(r, exclude_newer=lambda: locks.resolution_time(matrix, r),
                                                  matrix_path=matrix.path)), rows, jobs)
+    # every other platform of a row (linux/arm64) at the time of its own lock, else of the row's amd64 lock
+    others = [(row, platform) for row, platform in locks.row_platforms(rows) if platform != fields.DEFAULT_PLATFORM]
+    other_results = resolve.parallel(
+        lambda pair: lockfile.parse(resolve.resolve(
+            pair[0], exclude_newer=lambda: locks.resolution_time(matrix, pair[0], platform=pair[1]),
+            matrix_path=matrix.path, platform=pair[1])), others, jobs)
     report = Report()
     env_defaults: list = []  # loaded once, for the first row that renders
     for row, result in results:
@@ -78,16 +86,46 @@ def validate(matrix: Matrix, rows: list[Row], patch_path: Path, jobs: int = 4) -
         elif entry.patches != "invalid":  # a template's or a data file's error, the same for every row: once
             seen = {e.render() for e in report.errors}
             report.errors.extend(e for e in _render_problems(matrix, row, patch_list, env_defaults) if e.render() not in seen)
+    _other_platforms(matrix, report, other_results, patch_list, env_defaults)
     return report
 
 
-def _render_problems(matrix: Matrix, row: Row, patch_list, env_defaults: list) -> list[InputError]:
+def _other_platforms(matrix: Matrix, report: Report, results, patch_list, env_defaults: list) -> None:
+    """Each row's other platforms (linux/arm64) into its report: why one did not resolve, the CUDA of its torch, its
+    lock's status and, with a current lock, its context rendered in memory."""
+    entries = {r.row.id: r for r in report.rows}
+    for (row, platform), result in results:
+        entry = entries[row.id]
+        if isinstance(result, InputError):
+            report.errors.append(result)
+            entry.platforms[platform] = "unsatisfiable"
+            continue
+        if isinstance(result, RuntimeFailure):
+            report.failures.append(str(result))
+            entry.platforms[platform] = "failed"
+            continue
+        cuda_problem = resolve.check_cuda(row, result, matrix.path, platform)
+        if cuda_problem:
+            report.errors.append(cuda_problem)
+        status = entry.platforms[platform] = locks.lock_status(matrix, row, platform)
+        if status != "ok":
+            report.errors.append(InputError(locks.status_message(matrix, row, status, platform),
+                                            where=f"row {row.id}, platform {platform}",
+                                            fix=locks.lock_fix(matrix, row, platform)))
+        elif entry.patches != "invalid":  # the platform's context, rendered in memory as render would
+            seen = {e.render() for e in report.errors}
+            report.errors.extend(e for e in _render_problems(matrix, row, patch_list, env_defaults, platform)
+                                 if e.render() not in seen)
+
+
+def _render_problems(matrix: Matrix, row: Row, patch_list, env_defaults: list,
+                     platform: str = fields.DEFAULT_PLATFORM) -> list[InputError]:
     """Why render would refuse the row (its context rendered in memory, nothing written): [] when it would not.
     env_defaults: a one-item cache of the loaded defaults, shared by the rows of one validate."""
     try:
         if not env_defaults:
             env_defaults.append(envdefaults.load())
-        render.render_row(matrix, row, patch_list, env_defaults[0])
+        render.render_row(matrix, row, patch_list, env_defaults[0], platform)
     except InputError as exc:
         return [exc]
     return []

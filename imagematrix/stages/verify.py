@@ -6,13 +6,28 @@ from __future__ import annotations
 
 from imagematrix.model import lockfile
 from imagematrix.model.errors import InputError, RuntimeFailure
+from imagematrix.model.fields import DEFAULT_PLATFORM
 from imagematrix.model.matrix import Matrix
 from imagematrix.stages import attest, coverage_row, locks
 from imagematrix.tools import cosign
+from imagematrix.tools import registry as registry_api
 
 
 def verify(matrix: Matrix, ref: str, pub) -> list[str]:
-    """What checked out, one line each; RuntimeFailure naming the first check that did not."""
+    """What checked out, one line each; RuntimeFailure naming the first check that did not. A multi-arch tag (a
+    multi-platform row's index): the index's signature, then each platform's image as below, against that
+    platform's committed lock."""
+    repository, images = registry_api.index_images(ref)
+    if images:
+        cosign.verify(ref, pub)
+        done = [f"signature: the index {ref} ({', '.join(images)}) is signed by {pub}"]
+        for platform, digest in images.items():
+            done += [f"{platform}: {line}" for line in _image(matrix, f"{repository}@{digest}", pub)]
+        return done
+    return _image(matrix, ref, pub)
+
+
+def _image(matrix: Matrix, ref: str, pub) -> list[str]:
     done = []
     cosign.verify(ref, pub)
     done.append(f"signature: {ref} is signed by {pub}")
@@ -31,12 +46,17 @@ def verify(matrix: Matrix, ref: str, pub) -> list[str]:
     except InputError:
         raise RuntimeFailure(f"provenance of {ref}: row {row_id} is not in {matrix.path}: this checkout cannot "
                              "vouch for its lock") from None
-    committed = lockfile.file_sha256(locks.read_lock(matrix, row))
+    platform = predicate["buildDefinition"]["externalParameters"].get("platform") or DEFAULT_PLATFORM
+    if platform not in row.platforms:
+        raise RuntimeFailure(f"provenance of {ref}: built for {platform}, which row {row.id} does not name")
+    lock_path = locks.lock_path(matrix, row, platform)
+    uri = str(lock_path.relative_to(matrix.root))
+    committed = lockfile.file_sha256(locks.read_lock(matrix, row, platform))
     deps = predicate["buildDefinition"].get("resolvedDependencies") or []
-    recorded = next((d.get("digest", {}).get("sha256") for d in deps if d.get("uri") == f"locks/{row.id}.txt"), None)
+    recorded = next((d.get("digest", {}).get("sha256") for d in deps if d.get("uri") == uri), None)
     if recorded != committed:
         raise RuntimeFailure(f"provenance of {ref}: lock digest {recorded} differs from the committed "
-                             f"locks/{row.id}.txt ({committed}): the image was not built from this lock")
+                             f"{uri} ({committed}): the image was not built from this lock")
     smoke = next((b.get("annotations", {}) for b in predicate.get("runDetails", {}).get("byproducts", [])
                   if b.get("name") == "smoke tests"), {})
     done.append(f"provenance: row {row.id}, lock sha256 {committed[:16]}... matches the committed lock; "

@@ -27,12 +27,15 @@ def script_for(suite: str, distro: str, scripts: Path = SCRIPTS) -> str | None:
 
 
 def bootstrap(suite: str, target: Path, mirror: str, http_proxy: str | None = None,
-              distro: str = "debian", components: list[str] | None = None) -> subprocess.CompletedProcess:
-    """`debootstrap --variant=minbase [--components=...] SUITE TARGET MIRROR [SCRIPT]`, output captured."""
+              distro: str = "debian", components: list[str] | None = None,
+              arch: str | None = None) -> subprocess.CompletedProcess:
+    """`debootstrap --variant=minbase [--arch=A] [--components=...] SUITE TARGET MIRROR [SCRIPT]`, output captured.
+    arch: a Debian architecture other than this host's (arm64): its second stage runs under the emulation `setup`
+    registers (qemu-user-static), in one pass."""
     env = {**os.environ}
     if http_proxy:
         env["http_proxy"] = http_proxy
     script = script_for(suite, distro)
-    extra = [f"--components={','.join(components)}"] if components else []
+    extra = ([f"--arch={arch}"] if arch else []) + ([f"--components={','.join(components)}"] if components else [])
     return subprocess.run(["debootstrap", "--variant=minbase", *extra, suite, str(target), mirror, *([script] if script else [])],
                           capture_output=True, text=True, env=env)

@@ -83,14 +83,32 @@ def ensure_image(ref: str, what: str) -> None:
         raise RuntimeFailure(f"{what}: no image {ref} here and cannot pull it: {proc.stderr.strip()}")
 
 
-def import_rootfs(rootfs: Path, image: str) -> str | None:
-    """`tar -C rootfs -c . | docker import - image`; None when it worked, else the error."""
+def import_rootfs(rootfs: Path, image: str, platform: str | None = None) -> str | None:
+    """`tar -C rootfs -c . | docker import - image`; None when it worked, else the error. platform: the image's
+    platform when it is not this host's (an arm64 root filesystem bootstrapped here): docker 20.10 takes `import
+    --platform` only with an experimental daemon, so the tree goes in through BuildKit (FROM scratch, ADD of the
+    tar), which writes the platform into the image's config."""
+    if platform:
+        return _import_for(rootfs, image, platform)
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     imported = subprocess.run([cli(), "import", "-", image], stdin=tar.stdout, capture_output=True, text=True)
     tar.wait()
     if imported.returncode != 0 or tar.returncode != 0:
         return imported.stderr or f"tar exited {tar.returncode}"
     return None
+
+
+def _import_for(rootfs: Path, image: str, platform: str) -> str | None:
+    context = rootfs.parent / "import-context"
+    context.mkdir(exist_ok=True)
+    tarred = subprocess.run(["tar", "-C", str(rootfs), "-cf", str(context / "rootfs.tar"), "."], capture_output=True,
+                            text=True)
+    if tarred.returncode != 0:
+        return f"tar exited {tarred.returncode}: {tarred.stderr[-400:]}"
+    (context / "Dockerfile").write_text("FROM scratch\nADD rootfs.tar /\n")
+    built = subprocess.run([cli(), "build", "--platform", platform, "-t", image, str(context)], capture_output=True,
+                           text=True, env={**os.environ, "DOCKER_BUILDKIT": "1"})
+    return None if built.returncode == 0 else (built.stderr or built.stdout)[-1500:]
 
 
 def history(image: str) -> list[dict]:

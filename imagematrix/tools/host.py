@@ -1,4 +1,5 @@
-"""Set up the build machine: Docker daemon, BuildKit (buildx), the embedded registry, debootstrap, skopeo, cosign.
+"""Set up the build machine: Docker daemon, BuildKit (buildx), the embedded registry, debootstrap, skopeo, cosign,
+and emulation of linux/arm64 on an amd64 host (qemu-user-static registered with binfmt_misc) for multi-arch rows.
 
 Each step uses what is already there and installs only what is missing (Debian packages; buildx from Debian
 trixie's docker-buildx package when the CLI has no buildx plugin). Used by `build.py setup` and `.ci/run`.
@@ -154,6 +155,68 @@ def ensure_cosign(log) -> None:
         raise RuntimeFailure(f"cosign installed in {cosign.INSTALL_DIR}, which is not on PATH")
 
 
+BINFMT = Path("/proc/sys/fs/binfmt_misc")
+# Debian's qemu-user-static registers its interpreters through systemd-binfmt, which a container or a machine
+# without systemd never runs: the same registration lines (F: the interpreter is opened now, so it also runs inside
+# build containers and chroots) are written to the kernel here.
+QEMU_BINFMT_CONF = Path("/usr/lib/binfmt.d")
+EMULATED = {"linux/arm64": "qemu-aarch64"}  # platform -> binfmt_misc entry (qemu-user-static's name)
+
+
+def native_platform() -> str:
+    """This machine's platform as docker names it: linux/amd64 or linux/arm64."""
+    machine = os.uname().machine
+    return {"x86_64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64"}.get(machine, f"linux/{machine}")
+
+
+def emulation_missing(platform: str, binfmt: Path = BINFMT) -> str | None:
+    """None when this machine runs platform's binaries (natively, or qemu registered with binfmt_misc, enabled and
+    with the F flag), else why not, with the fix."""
+    if platform == native_platform():
+        return None
+    entry = EMULATED.get(platform)
+    if entry is None:
+        return f"this machine ({native_platform()}) cannot emulate {platform}"
+    path = binfmt / entry
+    try:
+        text = path.read_text()
+    except OSError:
+        return (f"{platform} is not emulated here: no {path} (qemu-user-static not registered with binfmt_misc)\n"
+                "  fix: run `python build.py setup` as root (it installs qemu-user-static and registers it)")
+    flags = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("flags:")), "")
+    if not text.startswith("enabled") or "F" not in flags:
+        return (f"{platform}: {path} is {'disabled' if not text.startswith('enabled') else 'registered without the F flag'}"
+                " (BuildKit's build containers cannot reach the interpreter then)\n"
+                f"  fix: `echo -1 > {path}` as root, then `python build.py setup`")
+    return None
+
+
+def ensure_emulation(log, platforms: tuple[str, ...] = tuple(EMULATED), binfmt: Path = BINFMT) -> None:
+    """Register qemu-user-static for each foreign platform (Debian's package; binfmt_misc mounted when it is not)."""
+    wanted = [p for p in platforms if emulation_missing(p, binfmt)]
+    if not wanted:
+        return
+    _apt_install("qemu-user-static", log=log)
+    if not (binfmt / "register").exists():
+        log(f"mounting binfmt_misc on {binfmt}")
+        proc = _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
+        if proc.returncode != 0:
+            raise RuntimeFailure(f"mount -t binfmt_misc failed: {proc.stderr.strip()[-400:]}\n"
+                                 "  fix: run as root on a host (or a privileged container) whose kernel has binfmt_misc")
+    for platform in wanted:
+        entry = EMULATED[platform]
+        if not (binfmt / entry).exists():
+            conf = QEMU_BINFMT_CONF / f"{entry}.conf"
+            line = next((x for x in conf.read_text().splitlines() if x.startswith(":")), None) if conf.is_file() else None
+            if line is None:
+                raise RuntimeFailure(f"{conf} has no registration line: is qemu-user-static installed?")
+            log(f"registering {entry} with binfmt_misc (emulates {platform})")
+            (binfmt / "register").write_text(line + "\n")
+        problem = emulation_missing(platform, binfmt)
+        if problem:
+            raise RuntimeFailure(problem)
+
+
 def setup(log) -> None:
     ensure_daemon(log)
     ensure_buildx(log)
@@ -161,3 +224,9 @@ def setup(log) -> None:
     ensure_debootstrap(log)
     ensure_skopeo(log)
     ensure_cosign(log)
+    if native_platform() == "linux/amd64":
+        try:
+            ensure_emulation(log)
+        except RuntimeFailure as exc:  # a machine that cannot emulate still builds every amd64 image
+            log(f"warning: no linux/arm64 emulation here, so no arm64 image of a multi-arch row can be built: "
+                f"{str(exc).splitlines()[0]}")

@@ -131,14 +131,18 @@ def _read(url: str) -> tuple[str, str]:
 
 def releases(package: str, index: str | None = None) -> list[Release]:
     """Every release of package on the index (default: the one uv resolves from), newest first."""
+    return releases_from_files(package, files(package, index))
+
+
+def files(package: str, index: str | None = None) -> list[File]:
+    """Every file of package on the index's simple page (default: the one uv resolves from), yanked ones marked."""
     page = f"{(index or pypi.index_url()).rstrip('/')}/{canonicalize_name(package)}/"
     content_type, text = _read(page)
     try:
-        files = parse_json_page(text) if content_type.startswith(JSON_TYPE) else parse_html_page(text, page)
+        return parse_json_page(text) if content_type.startswith(JSON_TYPE) else parse_html_page(text, page)
     except RecursionError:  # [[[[...]]]] nested deeper than the parser goes
         raise RuntimeFailure(f"the index page {secrets.redact_url(page)} is not a simple-index page ({content_type}): "
                              "JSON nested too deep") from None
     except ValueError as exc:  # JSONDecodeError included: garbage, or bytes that are not UTF-8, from a mirror or proxy
         raise RuntimeFailure(f"the index page {secrets.redact_url(page)} is not a simple-index page ({content_type}): "
                              f"{str(exc)[:120]}") from None
-    return releases_from_files(package, files)

@@ -35,6 +35,7 @@ MANIFEST_MEDIA = ", ".join((
     "application/vnd.docker.distribution.manifest.list.v2+json",
     "application/vnd.oci.image.index.v1+json",
 ))
+INDEX_MEDIA = "application/vnd.docker.distribution.manifest.list.v2+json"  # what docker push writes: its images' kind
 DOCKER_HUB = "https://index.docker.io/v1/"
 # Token services that live on another host than their registry and are its own: the only other hosts the
 # registry's credentials go to (Docker Hub's registry-1.docker.io sends clients to auth.docker.io).
@@ -141,7 +142,7 @@ def token_service(base: str, realm: str | None) -> tuple[str, bool]:
 
 
 class Client:
-    """A minimal read-only client for one registry host."""
+    """A minimal client for one registry host: it reads, retags and puts multi-arch indexes (no blob uploads)."""
 
     def __init__(self, host: str):
         self.host = host
@@ -340,6 +341,78 @@ class Client:
         found = self.image(name, tag)
         return None if found is None else labels_of(found[1])
 
+    def platform_labels(self, name: str, tag: str) -> dict[str, dict] | None:
+        """{platform (linux/arm64): labels of its image} of name:tag, each image of an index, or the one image of a
+        manifest (its config's architecture); None when the tag is absent."""
+        found = self.platform_state(name, tag)
+        return None if found is None else found[1]
+
+    def platform_state(self, name: str, tag: str) -> tuple[str, dict[str, dict]] | None:
+        """(the tag's manifest digest, platform_labels) with the tag's manifest read once; None when absent."""
+        answer = self.request("GET", f"/v2/{name}/manifests/{tag}", accept=MANIFEST_MEDIA)
+        if answer is None:
+            return None
+        digest = "sha256:" + hashlib.sha256(answer[0]).hexdigest()
+        try:
+            manifest = json.loads(answer[0])
+        except (ValueError, RecursionError):
+            manifest = None
+        if not isinstance(manifest, dict):
+            raise RuntimeFailure(f"registry {self.host}: GET /v2/{name}/manifests/{tag} answered something other "
+                                 "than a JSON object")
+        return digest, self._platform_labels(name, tag, manifest)
+
+    def _platform_labels(self, name: str, tag: str, manifest: dict) -> dict[str, dict]:
+        if "manifests" not in manifest:  # one image: its config says its platform
+            config_digest = (manifest.get("config") or {}).get("digest") if isinstance(manifest.get("config"), dict) else None
+            if not isinstance(config_digest, str) or not DIGEST_RE.fullmatch(config_digest):
+                raise RuntimeFailure(f"registry {self.host}: GET /v2/{name}/manifests/{tag} answered a JSON object "
+                                     "that is neither an index nor an image manifest (no config digest)")
+            config = self._config(name, config_digest)
+            return {f"linux/{config.get('architecture') or 'amd64'}": labels_of(config)}
+        out = {}
+        entries = manifest.get("manifests")
+        for entry in entries if isinstance(entries, list) else []:
+            platform = entry.get("platform") if isinstance(entry, dict) else None
+            digest = entry.get("digest") if isinstance(entry, dict) else None
+            if not isinstance(platform, dict) or not isinstance(digest, str) or not DIGEST_RE.fullmatch(digest):
+                continue  # attestation manifests (unknown/unknown) and garbage: no image of a platform
+            found = self._manifest(name, digest)
+            if found and found[1]:
+                out[f"{platform.get('os', 'linux')}/{platform.get('architecture', '')}"] = labels_of(
+                    self._config(name, found[1]))
+        return out
+
+    def index_images(self, name: str, reference: str) -> dict[str, str]:
+        """{platform: manifest digest} of the images of the index at name:reference (a tag or a digest); {} when it
+        is a single image or absent."""
+        manifest = self.get_json(f"/v2/{name}/manifests/{reference}", MANIFEST_MEDIA) or {}
+        entries = manifest.get("manifests") if isinstance(manifest.get("manifests"), list) else []
+        return {f"{e['platform'].get('os', 'linux')}/{e['platform'].get('architecture', '')}": e["digest"]
+                for e in entries if isinstance(e, dict) and isinstance(e.get("platform"), dict)
+                and isinstance(e.get("digest"), str) and DIGEST_RE.fullmatch(e["digest"])}
+
+    def put_index(self, name: str, tags: list[str], images: list[tuple[str, str]]) -> str:
+        """A multi-arch index (Docker manifest list) of images [(platform, manifest digest)], each already in name,
+        put under each of tags; returns the index's digest."""
+        entries = []
+        for platform, digest in images:
+            found = self.request("GET", f"/v2/{name}/manifests/{digest}", accept=MANIFEST_MEDIA)
+            if found is None:
+                raise RuntimeFailure(f"registry {self.host}: {name}@{digest} ({platform}) is not there: push it first")
+            body, headers = found
+            media = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
+            if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+                raise RuntimeFailure(f"registry {self.host}: {name}@{digest} arrived with another digest")
+            os_name, _, arch = platform.partition("/")
+            entries.append({"mediaType": media, "digest": digest, "size": len(body),
+                            "platform": {"architecture": arch, "os": os_name}})
+        index = json.dumps({"schemaVersion": 2, "mediaType": INDEX_MEDIA, "manifests": entries}, indent=3).encode()
+        for tag in tags:
+            if self.request("PUT", f"/v2/{name}/manifests/{tag}", data=index, content_type=INDEX_MEDIA) is None:
+                raise RuntimeFailure(f"registry {self.host}: cannot put the index {name}:{tag} (404)")
+        return "sha256:" + hashlib.sha256(index).hexdigest()
+
     def retag(self, name: str, source: str, target: str) -> None:
         """Point tag `target` at the manifest of `source` (no layer moves: the registry has them)."""
         found = self.request("GET", f"/v2/{name}/manifests/{source}", accept=MANIFEST_MEDIA)
@@ -369,6 +442,30 @@ def labels_of_tags(repository: str, tag_list: list[str]) -> dict[str, dict | Non
 def digest(repository: str, tag: str) -> str | None:
     host, name = split(repository)
     return Client(host).digest(name, tag)
+
+
+def platform_labels(repository: str, tag: str) -> dict[str, dict] | None:
+    host, name = split(repository)
+    return Client(host).platform_labels(name, tag)
+
+
+def platform_state(repository: str, tag: str) -> tuple[str, dict[str, dict]] | None:
+    host, name = split(repository)
+    return Client(host).platform_state(name, tag)
+
+
+def index_images(ref: str) -> tuple[str, dict[str, str]]:
+    """(repository, {platform: digest}) of REPO:TAG or REPO@DIGEST when it is a multi-arch index ({} otherwise)."""
+    repository, sep, reference = ref.rpartition("@") if "@" in ref else ref.rpartition(":")
+    if not sep or "/" in reference:
+        return ref, {}
+    host, name = split(repository)
+    return repository, Client(host).index_images(name, reference)
+
+
+def put_index(repository: str, tag_list: list[str], images: list[tuple[str, str]]) -> str:
+    host, name = split(repository)
+    return Client(host).put_index(name, tag_list, images)
 
 
 def retag(repository: str, source: str, target: str) -> None:

@@ -14,6 +14,8 @@ from imagematrix.tools import pypi
 
 # Wheels for this platform run on glibc >= 2.35 (Ubuntu 22.04, Debian 12): every supported base.
 PLATFORM = "x86_64-manylinux_2_35"
+# uv's --python-platform for each platform a row may name (model/fields.PLATFORMS): the same glibc floor on arm64.
+PLATFORMS = {"linux/amd64": PLATFORM, "linux/arm64": "aarch64-manylinux_2_35"}
 
 
 
@@ -41,8 +43,10 @@ def compile_file(spec: Path, exclude_newer: str | None = None, refresh: bool = F
 
 def compile_requirements(requirements: str, python: str, *, overrides: str = "", constraints: str = "",
                          hashes: bool = False, offline: bool = False, exclude_newer: str | None = None,
-                         refresh: bool = False) -> subprocess.CompletedProcess:
-    """`uv pip compile` of requirements text for python on PLATFORM; uv's process (stdout: the resolution).
+                         refresh: bool = False, python_platform: str = PLATFORM,
+                         only_binary: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`uv pip compile` of requirements text for python on python_platform (a value of PLATFORMS); uv's process
+    (stdout: the resolution). only_binary: packages uv must take as wheels, never build from an sdist.
 
     exclude_newer (RFC 3339): only files uploaded before then, so a resolution can be repeated.
     refresh (uv --refresh): revalidate every cached index page and file with the index. Without it uv answers from
@@ -52,7 +56,7 @@ def compile_requirements(requirements: str, python: str, *, overrides: str = "",
         Path(tmp, "requirements.in").write_text(requirements)
         # Paths relative to the temp dir (uv runs there): uv writes `# via -r <path>` into the lock, and a random
         # temp path would make every re-lock differ, and with it the lock digest and the image's input digest.
-        cmd = [binary(), "pip", "compile", "requirements.in", "--python-version", python, "--python-platform", PLATFORM,
+        cmd = [binary(), "pip", "compile", "requirements.in", "--python-version", python, "--python-platform", python_platform,
                "--no-header", "--quiet", "--color", "never", "--annotation-style", "split"]
         for option, name, text in (("--override", "overrides.txt", overrides),
                                    ("--constraint", "constraints.txt", constraints)):
@@ -61,6 +65,8 @@ def compile_requirements(requirements: str, python: str, *, overrides: str = "",
                 cmd += [option, name]
         if hashes:
             cmd.append("--generate-hashes")
+        for package in only_binary:
+            cmd += ["--only-binary", package]
         if offline:
             cmd.append("--offline")
         if exclude_newer:

@@ -18,7 +18,8 @@ import pytest
 
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model import paths
-from imagematrix.stages.render import Rendered
+from imagematrix.model.fields import DEFAULT_PLATFORM
+from imagematrix.stages.render import Rendered, context_name
 from imagematrix.tools import docker
 
 
@@ -27,6 +28,14 @@ def pytest_addoption(parser):
     group.addoption("--image", help="image reference to test")
     group.addoption("--row", help="matrix row id the image was built from")
     group.addoption("--matrix", default=str(paths.MATRIX), help="matrix file (default: matrix.yaml)")
+    group.addoption("--platform", default=DEFAULT_PLATFORM,
+                    help="the platform the image was built for (default linux/amd64); another one runs emulated on "
+                         "an amd64 host (qemu-user-static) and is checked against that platform's build context")
+
+
+@pytest.fixture(scope="session")
+def platform(request) -> str:
+    return request.config.getoption("--platform", default=DEFAULT_PLATFORM)
 
 
 @pytest.fixture(scope="session")
@@ -46,13 +55,14 @@ def row(request, image) -> matrix_mod.Row:
 
 
 @pytest.fixture(scope="session")
-def expected(request, row) -> dict:
-    """The rendered row.json (pins, labels, env, patches) and patches.json of the row's build context."""
+def expected(request, row, platform) -> dict:
+    """The rendered row.json (pins, labels, env, patches) and patches.json of the row's build context for the
+    platform (dockerfiles/generated/<row-id>@linux-arm64/ for arm64)."""
     root = Path(request.config.getoption("--matrix", default=str(paths.MATRIX))).resolve().parent
-    context = root / "dockerfiles" / "generated" / row.id
+    context = root / "dockerfiles" / "generated" / context_name(row.id, platform)
     files = {p.name: p.read_bytes() for p in sorted(context.iterdir()) if p.is_file()}
     return {**json.loads(files["row.json"]), "patch_specs": json.loads(files["patches.json"]),
-            "input_digest": Rendered(row=row, files=files).context_digest()}
+            "input_digest": Rendered(row=row, files=files, platform=platform).context_digest()}
 
 
 @pytest.fixture(scope="session")
@@ -61,10 +71,10 @@ def cli() -> str:
 
 
 @pytest.fixture(scope="session")
-def container(image, cli):
+def container(image, cli, platform):
     name = f"imagematrix-smoke-{uuid.uuid4().hex[:10]}"
-    started = subprocess.run([cli, "run", "-d", "--rm", "--name", name, "--entrypoint", "sleep", image, "infinity"],
-                             capture_output=True, text=True)
+    started = subprocess.run([cli, "run", "-d", "--rm", "--name", name, "--platform", platform, "--entrypoint", "sleep",
+                              image, "infinity"], capture_output=True, text=True)
     if started.returncode != 0:
         pytest.fail(f"cannot start a container from {image}: {started.stderr}")
     yield name

@@ -67,7 +67,7 @@ def test_each_row_of_the_build_matrix_names_its_wheel_key():
 def test_github_outputs_carry_the_compile_matrix_and_its_count():
     planned = _planned()
     outputs = dict(line.split("=", 1) for line in plan.github_outputs(planned).splitlines())
-    assert set(outputs) == {"matrix", "count", "flash_attn", "flash_attn_count"}
+    assert set(outputs) == {"matrix", "count", "flash_attn", "flash_attn_count", "platforms", "platforms_count"}
     assert json.loads(outputs["flash_attn"]) == plan.flash_attn_matrix(planned)
     assert outputs["flash_attn_count"] == str(len(plan.flash_attn_matrix(planned)["include"])) != "0"
     empty = dict(line.split("=", 1) for line in plan.github_outputs([]).splitlines())

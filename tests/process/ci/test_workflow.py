@@ -41,7 +41,7 @@ def test_actionlint_passes_on_every_workflow():
 
 
 # Values for shell variables that typed options check (the outdated workflow's add-row loop).
-SAMPLES = {"vllm": "0.31.0", "verl": "0.9.1", "python": "3.11"}
+SAMPLES = {"vllm": "0.31.0", "verl": "0.9.1", "python": "3.11", "PLATFORM": "linux/arm64"}
 
 
 def build_py_calls() -> list[tuple[str, list[str]]]:

@@ -27,16 +27,25 @@ class Registry:
     """A registry's manifests and configs in memory: images by tag, and every GET counted by path."""
 
     def __init__(self):
-        self.tags: dict[str, bytes] = {}  # tag -> manifest
+        self.tags: dict[str, bytes] = {}  # tag (or a manifest's digest) -> manifest
         self.blobs: dict[str, bytes] = {}
         self.asked: collections.Counter = collections.Counter()
 
-    def push(self, tag: str, image_labels: dict[str, str]) -> None:
-        config = json.dumps({"config": {"Labels": image_labels}}, sort_keys=True).encode()
+    def push(self, tag: str, image_labels: dict[str, str], arch: str = "amd64") -> str:
+        """An image under tag (and its digest); returns the manifest's digest."""
+        config = json.dumps({"architecture": arch, "config": {"Labels": image_labels}}, sort_keys=True).encode()
         digest = "sha256:" + hashlib.sha256(config).hexdigest()
         self.blobs[digest] = config
-        self.tags[tag] = json.dumps({"schemaVersion": 2, "config": {"digest": digest, "size": len(config)},
-                                     "layers": []}).encode()
+        manifest = json.dumps({"schemaVersion": 2, "config": {"digest": digest, "size": len(config)},
+                               "layers": []}).encode()
+        self.tags[tag] = self.tags["sha256:" + hashlib.sha256(manifest).hexdigest()] = manifest
+        return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+    def push_index(self, tag: str, images: dict[str, str]) -> None:
+        """A multi-arch index of images {platform: manifest digest} under tag."""
+        self.tags[tag] = json.dumps({"schemaVersion": 2, "manifests": [
+            {"digest": d, "size": len(self.tags[d]), "platform": {"os": "linux", "architecture": p.split("/")[1]}}
+            for p, d in images.items()]}).encode()
 
     def handler(self):
         registry = self
@@ -77,13 +86,22 @@ def no_work(monkeypatch):
 
 
 def _published(m, registry: Registry, skip: frozenset[str] = frozenset()) -> dict[str, list[str]]:
-    """Every row's final tags pushed with its input digest (rows in `skip` left out); the tags by row."""
-    digests = {item.row.id: item.context_digest() for item in render.render(m, list(m.rows))}
+    """Every row's final tags pushed with its input digest (rows in `skip` left out): a multi-platform row's as an
+    index of an image per platform, each with its own input digest; the tags by row."""
+    contexts, _ = render.render_each(m, list(m.rows), all_platforms=True)
+    digests = {(item.row.id, item.platform): item.context_digest() for item in contexts}
     final = tags.published_tags([(r.id, r.vllm) for r in m.rows])
-    for row_id, row_tags in final.items():
-        if row_id not in skip:
-            for tag in row_tags:
-                registry.push(tag, {labels.INPUT_DIGEST: digests[row_id], "io.imagematrix.row": row_id})
+    for row in m.rows:
+        if row.id in skip:
+            continue
+        if len(row.platforms) > 1:
+            images = {p: registry.push(f"image-{row.id}-{p.split('/')[1]}", {labels.INPUT_DIGEST: digests[(row.id, p)]},
+                                       arch=p.split("/")[1]) for p in row.platforms}
+            for tag in final[row.id]:
+                registry.push_index(tag, images)
+            continue
+        for tag in final[row.id]:
+            registry.push(tag, {labels.INPUT_DIGEST: digests[(row.id, row.platforms[0])], "io.imagematrix.row": row.id})
     return final
 
 
@@ -102,10 +120,14 @@ def test_the_no_op_build_reads_each_tag_once_and_builds_nothing(no_work, tmp_pat
         namespace = f"127.0.0.1:{server.server_port}/ns"
         outcomes = _publish(m, namespace, tmp_path)
     assert [(o.row, o.status) for o in outcomes] == [(r.id, "skipped") for r in m.rows]
-    manifests = {path: n for path, n in registry.asked.items() if "/manifests/" in path}
+    manifests = {path: n for path, n in registry.asked.items() if "/manifests/" in path and "sha256:" not in path}
+    images = {path: n for path, n in registry.asked.items() if "/manifests/sha256:" in path}
     blobs = {path: n for path, n in registry.asked.items() if "/blobs/" in path}
     assert manifests == {f"/v2/ns/verl/manifests/{tag}": 1 for row_tags in final.values() for tag in row_tags}
-    assert len(blobs) == len(m.rows) and set(blobs.values()) == {1}  # aliases share their row's image
+    multi = [r for r in m.rows if len(r.platforms) > 1]
+    assert multi and len(images) == sum(len(r.platforms) for r in multi) and set(images.values()) == {1}
+    # each image's config once: a row's, its aliases share it; a multi-platform row's, one per platform
+    assert len(blobs) == sum(len(r.platforms) for r in m.rows) and set(blobs.values()) == {1}
 
 
 def test_a_row_the_first_reading_does_not_skip_is_read_again_before_its_build(no_work, tmp_path, monkeypatch):

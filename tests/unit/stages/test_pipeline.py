@@ -83,11 +83,11 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setattr(publish, "remote_labels", lambda registry, tag: remote.get(tag))
     monkeypatch.setattr(steps.docker, "cli", lambda: "docker")
     monkeypatch.setattr(steps.docker, "run", lambda *a, **k: calls.append(("docker",) + a))
-    monkeypatch.setattr(builder, "ensure_base", lambda row, inputs, log, registry: calls.append(("base",)) or "base")
+    monkeypatch.setattr(builder, "ensure_base", lambda row, inputs, log, registry, platform: calls.append(("base",)) or "base")
     monkeypatch.setattr(builder, "build", lambda item, candidate, *a, **k: calls.append(("build", candidate, k)))
-    monkeypatch.setattr(smoke, "run_once", lambda m, row, image, log: calls.append(("smoke", image)) or (True, None))
+    monkeypatch.setattr(smoke, "run_once", lambda m, row, image, log, platform: calls.append(("smoke", image)) or (True, None))
     verdict = sizes.Verdict("pass", "within the margin")
-    monkeypatch.setattr(sizes, "check_image", lambda *a: calls.append(("size",)) or (verdict, None))
+    monkeypatch.setattr(sizes, "check_image", lambda *a, **k: calls.append(("size",)) or (verdict, None))
     monkeypatch.setattr(sizes, "record_note", lambda m, v, measured, write_it: f"size: noted ({write_it})")
     monkeypatch.setattr(publish, "push", lambda row, image, ref: calls.append(("push", image, ref)) or "sha256:" + "a" * 64)
     monkeypatch.setattr(publish, "write_manifest", lambda image, pushed, path: calls.append(("manifest", image)))
@@ -360,3 +360,70 @@ def test_the_console_progress_times_each_step_and_names_the_true_one(monkeypatch
     assert f"[1/1] {ROW1}: base" in text and f"[1/1] {ROW1}: doing base" in text
     assert "COPY entrypoint.sh" not in text and "exporting layers" not in text  # BuildKit's lines stay in build.log
     assert f"{ROW1}: failed at build in 3 s (check 0 s, base 0 s, build 0 s)" in text
+
+
+# --- issue 29: a row with linux/amd64 and linux/arm64 is one tag, a multi-arch index ----------------------------------
+
+def multi_items():
+    import dataclasses
+
+    from imagematrix.stages.render import Rendered
+
+    amd64 = item()
+    row = dataclasses.replace(amd64.row, platforms=("linux/amd64", "linux/arm64"))
+    arm64_files = {**amd64.files, "row.json": amd64.files["row.json"].replace(b'"id"', b'"platform": "linux/arm64", "id"')}
+    return [Rendered(row=row, files=amd64.files), Rendered(row=row, files=arm64_files, platform="linux/arm64")]
+
+
+@pytest.fixture
+def index_registry(monkeypatch):
+    held = {}  # tag -> {platform: labels}
+
+    def put(repo, tag_list, images):
+        for tag in tag_list:
+            held[tag] = {"images": images}
+        return "sha256:" + "b" * 64
+
+    monkeypatch.setattr(steps.registry_api, "platform_state", lambda repo, tag: None)
+    monkeypatch.setattr(steps.registry_api, "put_index", put)
+    return held
+
+
+def test_a_multi_platform_row_builds_and_smokes_each_platform_then_pushes_one_index(fake, tmp_path, index_registry):
+    calls, _ = fake
+    progress = Recorder()
+    items = multi_items()
+    outcome = pipeline.run_multi(request(tmp_path), items, [ROW1, "vllm0.7.2"], progress)
+    assert progress.steps() == ["check", "base", "build", "smoke", "size", "coverage", "base (linux/arm64)",
+                                "build (linux/arm64)", "smoke (linux/arm64)", "size (linux/arm64)", "push", "attest"]
+    candidates = [f"r.example/o/verl:candidate-{ROW1}-{it.context_digest()[7:19]}" for it in items]
+    assert candidates[0] != candidates[1]  # each platform's image has its own input digest
+    assert [c for c in calls if c[0] == "push"] == [("push", c, c) for c in candidates]
+    assert index_registry[ROW1]["images"] == [("linux/amd64", "sha256:" + "a" * 64), ("linux/arm64", "sha256:" + "a" * 64)]
+    assert "vllm0.7.2" in index_registry
+    assert [c[1] for c in calls if c[0] == "attest"] == [f"r.example/o/verl@sha256:{'a' * 64}"] * 2
+    assert (tmp_path / ROW1 / "linux-arm64").is_dir()  # the arm64 image's logs beside amd64's
+    assert outcome.status == "pushed" and f"sha256:{'b' * 64}" in outcome.detail
+    assert "linux/arm64: size: noted (True)" in outcome.detail
+
+
+def test_a_multi_platform_row_whose_index_is_current_is_skipped(fake, tmp_path, index_registry, monkeypatch):
+    calls, _ = fake
+    items = multi_items()
+    current = {it.platform: {"io.imagematrix.input-digest": it.context_digest()} for it in items}
+    monkeypatch.setattr(steps.registry_api, "platform_state", lambda repo, tag: ("sha256:" + "b" * 64, current))
+    monkeypatch.setattr(steps.registry_api, "digest", lambda repo, tag: "sha256:" + "b" * 64)
+    outcome = pipeline.run_multi(request(tmp_path), items, [ROW1, "vllm0.7.2"], Recorder())
+    assert outcome.status == "skipped" and "linux/arm64" in outcome.detail
+    assert not [c for c in calls if c[0] in ("build", "push")]
+    stale = {**current, "linux/arm64": {"io.imagematrix.input-digest": "sha256:" + "0" * 64}}
+    monkeypatch.setattr(steps.registry_api, "platform_state", lambda repo, tag: ("sha256:" + "b" * 64, stale))
+    assert pipeline.run_multi(request(tmp_path), items, [ROW1], Recorder()).status == "pushed"
+
+
+def test_a_failing_arm64_smoke_test_pushes_nothing(fake, tmp_path, index_registry, monkeypatch):
+    calls, _ = fake
+    monkeypatch.setattr(smoke, "run_once", lambda m, row, image, log, platform: (platform == "linux/amd64", None))
+    outcome = pipeline.run_multi(request(tmp_path), multi_items(), [ROW1], Recorder())
+    assert outcome.status == "failed" and outcome.stage == "smoke (linux/arm64)"
+    assert not [c for c in calls if c[0] == "push"] and not index_registry

@@ -15,7 +15,7 @@ def test_an_offline_no_solution_is_never_the_verdict(monkeypatch):
 
     calls = []
 
-    def fake_compile(row, *, hashes, offline=False, exclude_newer=None, matrix_path=None):
+    def fake_compile(row, *, hashes, offline=False, exclude_newer=None, matrix_path=None, platform="linux/amd64"):
         calls.append(offline)
         if offline:
             raise RuntimeFailure("No solution found when resolving dependencies:\n  Because there is no version of "
