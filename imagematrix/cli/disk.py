@@ -7,7 +7,7 @@ from pathlib import Path
 
 from imagematrix.cli.common import err, load, out, row_options
 from imagematrix.model import fields
-from imagematrix.stages import sizes
+from imagematrix.stages import disk_budget
 from imagematrix.stages.render import context_name
 
 
@@ -30,12 +30,12 @@ def run(args) -> int:
         if args.platform and args.platform not in row.platforms:
             out.print(f"{row.id}: no {args.platform} image (platforms: {', '.join(row.platforms)})")
             continue
-        budget = sizes.platforms_budget(m.root, row.id, [context_name(row.id, p) for p in wanted])
-        problem = sizes.disk_verdict(row.id, budget, free, str(where))
+        budget = disk_budget.platforms_budget(m.root, row.id, [context_name(row.id, p) for p in wanted])
+        problem = disk_budget.disk_verdict(row.id, budget, free, str(where))
         if problem:
             short += 1
             err.print(f"[red]failed:[/] {problem}", markup=True, soft_wrap=True)
         else:
-            out.print(f"{row.id}: needs about {sizes.gb(budget.need)} GB ({budget.basis}), {sizes.gb(free)} GB "
+            out.print(f"{row.id}: needs about {disk_budget.gb(budget.need)} GB ({budget.basis}), {disk_budget.gb(free)} GB "
                       f"free on {where}", soft_wrap=True)
     return 1 if short else 0

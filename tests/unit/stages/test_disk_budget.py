@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imagematrix.cli.app import main
-from imagematrix.stages import sizes
+from imagematrix.stages import disk_budget, sizes
 
 ROOT = Path(__file__).resolve().parents[3]
 ROW = "verl0.3.0.post1-vllm0.7.2-torch2.5.1-cu124-py311"
@@ -17,29 +17,29 @@ def _baseline(size: int) -> sizes.Baseline:
 
 
 def test_the_budget_is_a_multiple_of_the_image_plus_headroom():
-    budget = sizes.disk_budget(_baseline(8 * 1000**3))
-    assert budget.need == int(8 * 1000**3 * sizes.DISK_FACTOR) + sizes.DISK_HEADROOM
+    budget = disk_budget.disk_budget(_baseline(8 * 1000**3))
+    assert budget.need == int(8 * 1000**3 * disk_budget.DISK_FACTOR) + disk_budget.DISK_HEADROOM
     assert budget.image == 8 * 1000**3 and "sizes/r.json (8.0 GB image)" == budget.basis
 
 
 def test_a_row_without_a_baseline_assumes_the_default_image():
     for missing in (None, _baseline(0)):
-        budget = sizes.disk_budget(missing)
-        assert budget.image == sizes.DEFAULT_IMAGE_BYTES and "no size baseline" in budget.basis
+        budget = disk_budget.disk_budget(missing)
+        assert budget.image == disk_budget.DEFAULT_IMAGE_BYTES and "no size baseline" in budget.basis
 
 
 def test_the_recorded_7_8_gb_row_needs_more_than_a_hosted_runner_guarantees():
-    budget = sizes.disk_budget(sizes.load(sizes.baseline_path(ROOT, ROW)))
+    budget = disk_budget.disk_budget(sizes.load(sizes.baseline_path(ROOT, ROW)))
     assert 25 * 1000**3 < budget.need < 35 * 1000**3  # 3.5 x 7.77 GB + 2 GiB = 29.3 GB; runners guarantee 14 GB
-    assert sizes.disk_verdict(ROW, budget, 14 * 1000**3, "/") is not None
+    assert disk_budget.disk_verdict(ROW, budget, 14 * 1000**3, "/") is not None
 
 
 def test_the_verdict_passes_at_the_budget_and_fails_below_it_saying_what_and_how():
-    budget = sizes.disk_budget(_baseline(4 * 1000**3))
-    assert sizes.disk_verdict("r", budget, budget.need, "/") is None
-    message = sizes.disk_verdict("r", budget, budget.need - 1, "/var/lib/docker")
+    budget = disk_budget.disk_budget(_baseline(4 * 1000**3))
+    assert disk_budget.disk_verdict("r", budget, budget.need, "/") is None
+    message = disk_budget.disk_verdict("r", budget, budget.need - 1, "/var/lib/docker")
     assert message.startswith("row r: ") and "free on /var/lib/docker" in message
-    assert f"needs about {sizes.gb(budget.need)} GB" in message and "fix: free space first" in message
+    assert f"needs about {disk_budget.gb(budget.need)} GB" in message and "fix: free space first" in message
 
 
 def test_the_disk_command_exits_1_when_short(tmp_path, monkeypatch, capsys):
@@ -48,9 +48,9 @@ def test_the_disk_command_exits_1_when_short(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(disk.shutil, "disk_usage", lambda path: type("U", (), {"free": free["value"]})())
     assert main(["disk", "--row", ROW, "--path", str(tmp_path)]) == 0
     # the committed baseline moves with each rebuild of the row (7.77 GB: about 29.3 GB): the budget, not a literal
-    need = sizes.disk_budget(sizes.load(sizes.baseline_path(ROOT, ROW))).need
+    need = disk_budget.disk_budget(sizes.load(sizes.baseline_path(ROOT, ROW))).need
     assert 29 * 1000**3 < need < 30 * 1000**3
-    assert f"needs about {sizes.gb(need)} GB" in capsys.readouterr().out
+    assert f"needs about {disk_budget.gb(need)} GB" in capsys.readouterr().out
     free["value"] = 14 * 1000**3
     assert main(["disk", "--row", ROW, "--path", str(tmp_path)]) == 1
     assert "14.0 GB free" in capsys.readouterr().err

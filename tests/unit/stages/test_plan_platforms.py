@@ -6,7 +6,7 @@ import pytest
 
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError
-from imagematrix.stages import pipeline, plan, publish
+from imagematrix.stages import disk_budget, pipeline, plan, publish
 from tests.conftest import ROOT
 
 ARM_ROWS = {"verl0.9.1-vllm0.24.0-torch2.11.0-cu130-py311", "verl0.9.1-vllm0.31.0-torch2.13.0-cu130-py311"}
@@ -52,6 +52,6 @@ def test_the_disk_budget_of_a_multi_platform_row_counts_each_image(tmp_path):
     (tmp_path / "sizes").mkdir()
     (tmp_path / "sizes" / "row.json").write_text(
         sizes.to_json(sizes.Baseline("row", "sha256:a", 10 * 1000**3, (), "2026-12-07T00:00:00Z")))
-    one = sizes.platforms_budget(tmp_path, "row", ["row"])
-    both = sizes.platforms_budget(tmp_path, "row", ["row", "row@linux-arm64"])
+    one = disk_budget.platforms_budget(tmp_path, "row", ["row"])
+    both = disk_budget.platforms_budget(tmp_path, "row", ["row", "row@linux-arm64"])
     assert both.need == 2 * one.need and "row@linux-arm64 has no baseline" in both.basis
