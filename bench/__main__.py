@@ -22,15 +22,16 @@ RESULTS = ROOT / "bench" / "results.json"
 DOC = ROOT / "docs" / "benchmarks.md"
 QUICK = ["fail_fast", "validate_all", "noop_build"]
 HEAVY = ["size_payload", "builds"]  # builds: metrics 4 (incremental), 6 (cold_vs_floor), 7 (peer)
-OTHER = ["flash_attn", "outdated", "compression"]  # only with --only: flash_attn needs the compiled wheel (bench/flash_attn.py)
+OTHER = ["flash_attn", "outdated", "compression", "lazy"]  # only with --only: flash_attn needs the compiled wheel (bench/flash_attn.py)
 
 
 def _measures() -> dict[str, Callable[[Context], dict[str, Any]]]:
-    from . import compression, flash_attn, heavy, outdated, quick
+    from . import compression, flash_attn, heavy, lazy, outdated, quick
 
     return {"fail_fast": quick.fail_fast, "validate_all": quick.validate_all, "noop_build": quick.noop_build,
             "size_payload": heavy.size_payload, "builds": heavy.builds, "flash_attn": flash_attn.flash_attn,
-            "outdated": outdated.outdated, "compression": compression.compression}
+            "outdated": outdated.outdated, "compression": compression.compression,
+            "lazy": lazy.lazy}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -83,12 +83,40 @@ def _cleanup(namespace: str, ref: str) -> None:
     subprocess.run([*CTR, "namespaces", "rm", namespace], capture_output=True)
 
 
+def _drop_namespace(namespace: str) -> list[str]:
+    """Remove a namespace of the bench's own from the embedded registry's storage, and the blobs that only it
+    linked (the zstd copy's layers: no other repository has them unless it made the same copy, then they stay).
+    Returns the blob digests removed."""
+    repos = _registry_storage().parent.parent / "repositories"
+    mine = repos / namespace
+    if not namespace.startswith("imagematrix-bench-") or not mine.is_dir():
+        return []
+    links = ("_layers/sha256/*/link", "_manifests/revisions/sha256/*/link")
+    ours = {p.parent.name for pattern in links for p in mine.rglob(pattern)}
+    others = {p.parent.name for pattern in links for p in repos.rglob(pattern) if not p.is_relative_to(mine)}
+    shutil.rmtree(mine)
+    removed = []
+    for digest in sorted(ours - others):
+        blob = _registry_storage() / digest[:2] / digest
+        if blob.is_dir():
+            shutil.rmtree(blob)
+            removed.append(f"sha256:{digest}")
+    return removed
+
+
 def measure(image: str = IMAGE, level: int = 3) -> dict:
     """The raw figures of one run (see the module docstring)."""
     nonce = secrets.token_hex(4)
     host = image.split("/", 1)[0]
     zstd_ref = f"{host}/imagematrix-bench-{nonce}/verl:zstd{level}"
     record: dict = {"image": image, "level": level, "runs": 1}
+    try:
+        return _measure(image, level, nonce, zstd_ref, record)
+    finally:
+        record["cleanup_blobs_removed"] = len(_drop_namespace(f"imagematrix-bench-{nonce}"))
+
+
+def _measure(image: str, level: int, nonce: str, zstd_ref: str, record: dict) -> dict:
     started = time.monotonic()
     skopeo.copy(image, zstd_ref, compress="zstd", level=level)
     record["zstd_publish_s"] = round(time.monotonic() - started, 1)
@@ -111,7 +139,53 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _push_once(kind: str, image: str, level: int, work: Path) -> tuple[float, int]:
+def _registry_storage() -> Path:
+    from imagematrix.model.paths import cache_dir
+
+    return cache_dir() / "registry" / "storage" / "docker" / "registry" / "v2" / "blobs" / "sha256"
+
+
+def _blob_files(ref: str) -> list[Path]:
+    """The files of ref's layers in the embedded registry's storage (the gzip bytes a push of it uploads)."""
+    host, rest = ref.split("/", 1)
+    name, tag = rest.rsplit(":", 1)
+    request = urllib.request.Request(f"http://{host}/v2/{name}/manifests/{tag}", headers={"Accept": ACCEPT})
+    manifest = json.load(urllib.request.urlopen(request, timeout=60))
+    files = [_registry_storage() / layer["digest"][7:9] / layer["digest"][7:] / "data" for layer in manifest["layers"]]
+    missing = [f for f in files if not f.is_file()]
+    if missing:
+        raise SystemExit(f"{ref}: layer files not in the embedded registry's storage: {missing[:2]}")
+    return files
+
+
+def _ceiling(port: int, files: list[Path]) -> None:
+    """The upload ceiling: the image's gzip layers, already compressed, each uploaded by curl in one PUT (POST
+    for an upload URL, then PUT ?digest= with the file), one after another."""
+    import hashlib
+
+    for path in files:
+        digest = "sha256:" + path.parent.name
+        if hashlib.sha256(b"").hexdigest() == path.parent.name:
+            continue
+        location = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{redirect_url}%header{location}", "-X",
+                                   "POST", f"http://127.0.0.1:{port}/v2/imagematrix-bench/ceiling/blobs/uploads/"],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        url = location if location.startswith("http") else f"http://127.0.0.1:{port}{location}"
+        url += ("&" if "?" in url else "?") + f"digest={digest}"
+        subprocess.run(["curl", "-sS", "--fail", "-o", "/dev/null", "-X", "PUT", "-H",
+                        "Content-Type: application/octet-stream", "-T", str(path), url], check=True,
+                       capture_output=True)
+
+
+def _buildkit_push(context: Path, target: str, secrets: dict[str, Path], tag_only: str | None = None) -> list[str]:
+    """`docker buildx build` of the row's context; with tag_only, a plain build tagged so (the priming build);
+    else BuildKit itself pushes to target (`--output type=image,name=...,push=true`)."""
+    output = ["-t", tag_only] if tag_only else ["--output", f"type=image,name={target},push=true"]
+    return ["docker", "buildx", "build", "--progress=plain", *[f"--secret=id={k},src={v}" for k, v in secrets.items()],
+            *output, str(context)]
+
+
+def _push_once(kind: str, image: str, level: int, work: Path, extra: dict | None = None) -> tuple[float, int]:
     """One push of the daemon's image into a fresh, empty registry: (wall seconds, bytes stored)."""
     port = _free_port()
     storage = work / f"registry-{kind}"
@@ -129,45 +203,92 @@ def _push_once(kind: str, image: str, level: int, work: Path) -> tuple[float, in
                 break
             except OSError:
                 time.sleep(0.1)
-        if kind == "gzip":
-            subprocess.run(["docker", "tag", image, target], check=True, capture_output=True)
-            cmd = ["docker", "push", target]
+        if kind == "ceiling":
+            started = time.monotonic()
+            _ceiling(port, (extra or {})["files"])
+            seconds = round(time.monotonic() - started, 1)
         else:
-            cmd = [skopeo.require(), "copy", "--format", "oci", "--dest-tls-verify=false", "--dest-compress",
-                   "--dest-compress-format", "zstd", "--dest-compress-level", str(level),
-                   f"docker-daemon:{image}", f"docker://{target}"]
-        seconds = _timed(cmd)
+            if kind == "gzip":
+                subprocess.run(["docker", "tag", image, target], check=True, capture_output=True)
+                cmd = ["docker", "push", target]
+            elif kind == "buildkit":
+                cmd = _buildkit_push((extra or {})["context"], target, (extra or {})["secrets"])
+            else:
+                cmd = [skopeo.require(), "copy", "--format", "oci", "--dest-tls-verify=false", "--dest-compress",
+                       "--dest-compress-format", "zstd", "--dest-compress-level", str(level),
+                       f"docker-daemon:{image}", f"docker://{target}"]
+            seconds = _timed(cmd)
         stored = sum(f.stat().st_size for f in (storage / "docker" / "registry" / "v2" / "blobs").rglob("*")
                      if f.is_file())
         return seconds, stored
     finally:
         server.terminate()
         server.wait(timeout=30)
-        if kind == "gzip":
+        if kind in ("gzip", "buildkit"):  # docker tag, or the name BuildKit's image exporter gave it
             subprocess.run(["docker", "rmi", target], capture_output=True)
         shutil.rmtree(storage, ignore_errors=True)
         config.unlink(missing_ok=True)
 
 
-def push_formats(image: str = LOCAL, level: int = 3, runs: int = PUSH_RUNS) -> dict:
-    """Build -> push wall time and bytes per format (module docstring), `runs` of each, gzip and zstd alternating."""
-    samples: dict[str, list[float]] = {"gzip": [], "zstd": []}
+def _primed_context(ctx, work: Path) -> dict:
+    """The row's committed context, its image stage marked with the run's marker (so the janitor prunes the cache
+    records it makes), built once and tagged (os and torch stages from BuildKit's cache when it has them), so the
+    `buildkit` push is BuildKit's export + push alone."""
+    row = IMAGE.rsplit(":", 1)[1]
+    context = work / "ctx" / row
+    shutil.copytree(ROOT / "dockerfiles" / "generated" / row, context)
+    text = (context / "Dockerfile").read_text()
+    head, sep, tail = text.partition("FROM torch AS image")
+    (context / "Dockerfile").write_text(head + sep + tail.replace("set -eu;", f"set -eu; : {ctx.marker};"))
+    secrets = ctx.build_secrets()
+    tag = ctx.janitor.image(f"imagematrix-bench-{ctx.nonce}/verl:buildkit-prime")
+    proc = subprocess.run(_buildkit_push(context, "", secrets, tag_only=tag), capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"priming build of {row} failed: {proc.stdout[-800:]}")
+    return {"context": context, "secrets": secrets}
+
+
+KINDS = ("ceiling", "gzip", "zstd", "buildkit")
+
+
+def push_formats(image: str = LOCAL, level: int = 3, runs: int = PUSH_RUNS, ctx=None) -> dict:
+    """Build -> push wall time and bytes per way (module docstring), `runs` of each, alternating: the upload
+    ceiling (curl of the published gzip layers), docker push (gzip), skopeo (zstd from the daemon) and, with a
+    bench context, BuildKit pushing itself."""
+    kinds = KINDS if ctx is not None else ("gzip", "zstd")
+    samples: dict[str, list[float]] = {kind: [] for kind in kinds}
     stored: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="bench-push-", dir=ROOT / "bench") as work:
+        extra = {"files": _blob_files(IMAGE)}
+        disk = _disk_copy(extra["files"], Path(work))
+        if ctx is not None:
+            extra.update(_primed_context(ctx, Path(work)))
         for index in range(runs):
-            for kind in ("gzip", "zstd"):
-                seconds, stored[kind] = _push_once(kind, image, level, Path(work) / str(index))
+            for kind in kinds:
+                seconds, stored[kind] = _push_once(kind, image, level, Path(work) / str(index), extra)
                 samples[kind].append(seconds)
                 print(f"push {kind} run {index + 1}/{runs}: {seconds} s, {stored[kind] / 1e9:.2f} GB", flush=True)
     return {"image": image, "level": level, "runs": runs, "samples_s": samples,
-            "median_s": {kind: median(v) for kind, v in samples.items()}, "bytes": stored}
+            "median_s": {kind: median(v) for kind, v in samples.items()}, "bytes": stored,
+            "ceiling_bytes": sum(f.stat().st_size for f in extra["files"]), "disk_copy": disk}
+
+
+def _disk_copy(files: list[Path], work: Path) -> dict:
+    """The disk's own rate: the largest layer file copied with dd (16 MiB blocks, fdatasync), as a registry writes."""
+    largest = max(files, key=lambda f: f.stat().st_size)
+    started = time.monotonic()
+    subprocess.run(["dd", f"if={largest}", f"of={work / 'dd.out'}", "bs=16M", "conv=fdatasync"], check=True,
+                   capture_output=True)
+    seconds = time.monotonic() - started
+    (work / "dd.out").unlink()
+    return {"bytes": largest.stat().st_size, "seconds": round(seconds, 1)}
 
 
 def compression(ctx) -> dict:
     """Metric 10, in the shape of the other measures (bench/__main__.py: --only compression)."""
     r = measure()
     gz, zs = r["gzip"], r["zstd"]
-    p = push_formats(runs=min(ctx.runs, PUSH_RUNS))
+    p = push_formats(runs=min(ctx.runs, PUSH_RUNS), ctx=ctx)
     n = p["runs"]
     r["push"] = p
     return {
@@ -182,7 +303,14 @@ def compression(ctx) -> dict:
                    "docker://...` with zstd level 3 (straight from the daemon, no gzip step), each into an empty "
                    "registry of its own (Debian's docker-registry on a spare port, fresh storage per push, so "
                    "nothing is mounted or reused); bytes = the registry's blob store after the push; median of "
-                   f"{n} runs of each, alternating."),
+                   f"{n} runs of each, alternating. Beside them, in the same loop: the upload ceiling (the published "
+                   "image's gzip layer files, already compressed, each uploaded by `curl -T` in one PUT into such a "
+                   "registry, one after another: no compression, no daemon) and BuildKit pushing itself (`docker "
+                   "buildx build --output type=image,name=...,push=true` of the row's committed context after one "
+                   "priming build of it, so every step is cached and the time is export + push; with the docker driver, "
+                   "the only one here, buildx hands the push to the daemon: its log says `pushing ... with docker`, "
+                   "and `compression=zstd,force-compression=true,oci-mediatypes=true` still gives gzip layers in a "
+                   "Docker v2 manifest, seen 2026-12-07)."),
         "notes": [f"raw: {json.dumps(r)}",
                   "docker.io 20.10's dockerd cannot pull the zstd copy (issue 17: 'invalid tar header'); "
                   "promote --compression both keeps gzip tags for such clients"],
@@ -202,9 +330,37 @@ def compression(ctx) -> dict:
                  ratio_what="zstd / gzip"),
             line("bytes pushed, zstd vs gzip", p["bytes"]["zstd"], "B", ref=p["bytes"]["gzip"], ref_what="gzip",
                  ratio=p["bytes"]["zstd"] / p["bytes"]["gzip"], ratio_what="zstd / gzip"),
+            *_push_lines(p),
         ],
         "details": r,
     }
+
+
+def _push_lines(p: dict) -> list[dict]:
+    """Push throughput against the upload ceiling (bytes per second, each way's own bytes)."""
+    if "ceiling" not in p["median_s"]:
+        return []
+    n, med, stored = p["runs"], p["median_s"], p["bytes"]
+    rate = {kind: stored[kind] / med[kind] for kind in med if med[kind]}
+    ceiling = p["ceiling_bytes"] / med["ceiling"]
+    names = {"gzip": "docker push (gzip)", "zstd": "skopeo zstd from the daemon", "buildkit": "buildx build --output push=true"}
+    disk = p["disk_copy"]
+    disk_rate = disk["bytes"] / disk["seconds"] / 1e6 if disk["seconds"] else None
+    lines = [line("disk: dd copy of the largest layer file (16 MiB blocks, fdatasync)", disk_rate, "MB/s",
+                  ours_note=f"{disk['bytes'] / 1e9:.2f} GB in {disk['seconds']} s, 1 run"),
+             line("upload ceiling: curl PUT of the gzip layer files into an empty registry", ceiling / 1e6, "MB/s",
+                  ours_note=f"{med['ceiling']:.0f} s, median of {n}", ref=disk_rate, ref_what="disk copy",
+                  ratio=ceiling / 1e6 / disk_rate if disk_rate else None, ratio_what="upload / disk")]
+    for kind, name in names.items():
+        if kind in rate:
+            lines.append(line(f"push rate, {name}, vs the ceiling", rate[kind] / 1e6, "MB/s",
+                              ours_note=f"{med[kind]:.0f} s, median of {n}", ref=ceiling / 1e6, ref_what="curl upload",
+                              ratio=rate[kind] / ceiling, ratio_what="push / ceiling"))
+    if "buildkit" in med:
+        lines.append(line("push time, buildx build --output push=true (cached build) vs docker push", med["buildkit"],
+                          "s", ref=med["gzip"],
+                          ref_what="docker push", ratio=med["buildkit"] / med["gzip"], ratio_what="buildkit / docker"))
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 Line = dict[str, Any]
 OPS = {"<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "==": lambda a, b: a == b}
 SYMBOL = {"<": "<", "<=": "≤", ">=": "≥", "==": "="}
-ORDER = ["fail_fast", "validate_all", "noop_build", "incremental", "size_payload", "cold_vs_floor", "peer", "flash_attn", "outdated", "compression"]
+ORDER = ["fail_fast", "validate_all", "noop_build", "incremental", "size_payload", "cold_vs_floor", "peer", "flash_attn", "outdated", "compression", "lazy"]
 
 
 def line(what: str, ours: float | None, unit: str, *, ours_note: str = "", ref: float | None = None,
@@ -99,6 +99,13 @@ def render(results: dict[str, Any]) -> str:
         if metric.get("error"):
             out.append(f"- failed: `{_cell(str(metric['error']))[:400]}`")
         out.append("")
+    attempts = results.get("attempts") or {}
+    if attempts:
+        out += ["## One-off attempts (recorded, not re-run by the bench)", ""]
+        for _, attempt in sorted(attempts.items()):
+            out += [f"### {attempt.get('date', '?')}: {attempt.get('title', '')}", "", attempt.get("text", ""), ""]
+            out += [f"- {note}" for note in attempt.get("notes", [])]
+            out.append("")
     out += ["## Runs", ""]
     for run_id, run in sorted(results.get("runs", {}).items()):
         m, v = run.get("machine", {}), run.get("versions", {})

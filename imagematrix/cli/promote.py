@@ -21,6 +21,10 @@ def add_arguments(p) -> None:
                    help="layers of the final tags: gzip (default: the candidate's, any docker pulls it), zstd "
                         "(recompressed with skopeo: smaller, faster to unpack; docker >= 23 / containerd >= 1.5 "
                         "pull it, docker 20.10 cannot), or both (gzip tags plus <tag>-zstd)")
+    p.add_argument("--soci", action="store_true",
+                   help="also push a SOCI index beside each promoted gzip image, for lazy pulling (containerd with "
+                        "the SOCI snapshotter starts a container before the layers are downloaded); the image is "
+                        "unchanged. Needs `setup --soci`; not with --compression zstd")
     p.add_argument("--sign-key", type=Path, metavar="FILE",
                    help="cosign private key (password in COSIGN_PASSWORD): sign every digest a final tag will point "
                         "at, the zstd copy included, and attest the build's SBOM and provenance to it (the zstd "
@@ -36,7 +40,7 @@ def run(args) -> int:
     missing = promote.missing_results(rows, args.need, args.results)
     key = sign_key(args.sign_key)
     signing = promote.Signing(key, os.environ["COSIGN_PASSWORD"], args.attestations) if key else None
-    outcomes = promote.promote(m, rows, args.registry, out, missing, args.compression, signing)
+    outcomes = promote.promote(m, rows, args.registry, out, missing, args.compression, signing, args.soci)
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         err.print(f"[red]{len(failed)} of {len(outcomes)} row(s) not promoted[/]")

@@ -7,11 +7,15 @@ from imagematrix.tools import docker, host
 
 
 def add_arguments(p) -> None:
-    pass
+    p.add_argument("--soci", action="store_true",
+                   help="also install soci and soci-snapshotter-grpc (Debian trixie's soci-snapshotter) for "
+                        "`promote --soci` and lazy pulls")
 
 
 def run(args) -> int:
     host.setup(lambda msg: out.print(msg))
+    if args.soci:
+        host.ensure_soci(lambda msg: out.print(msg))
     cli = docker.cli()
     out.print(f"docker: {cli} (buildx: {'yes' if docker.has_buildx(cli) else 'no'}); "
               f"registry: {host.REGISTRY}; debootstrap: yes; skopeo: yes; cosign: yes"

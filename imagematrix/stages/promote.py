@@ -16,7 +16,7 @@ from imagematrix.model.errors import InputError, RuntimeFailure
 from imagematrix.model.matrix import Matrix, Row
 from imagematrix.stages import attest, render
 from imagematrix.stages.publish import Outcome, remote_labels
-from imagematrix.tools import cosign, skopeo
+from imagematrix.tools import cosign, skopeo, soci
 from imagematrix.tools import registry as registry_api
 
 
@@ -132,24 +132,30 @@ def _signer(repo: str, row: Row, signing: Signing, pub: Path, work: Path, done: 
 
 def promote(matrix: Matrix, rows: list[Row], registry: str, console: Console,
             missing: dict[str, list[str]] | None = None, compression: str = "gzip",
-            signing: Signing | None = None) -> list[Outcome]:
+            signing: Signing | None = None, lazy: bool = False) -> list[Outcome]:
     """Retag each row's tested candidate to its final tags, in the registry (no pull, no rebuild); with
     compression zstd or both, the final tags (or <tag>-zstd beside them) get a zstd-recompressed copy; with
-    signing, what they point at is signed and attested first (see Signing).
+    signing, what they point at is signed and attested first (see Signing); with lazy, the gzip image gets a SOCI
+    index beside it for lazy pulling (tools/soci.py; the image and its digest are unchanged).
 
     A row is held back when `missing` names test results it lacks, when its candidate is absent, or when the
     candidate was built from another input than the committed build context.
     """
+    if lazy and compression == "zstd":
+        raise InputError("--soci indexes gzip layers (SOCI 0.4 reads only gzip): with --compression zstd no final "
+                         "tag is gzip", fix="pass --compression gzip or both with --soci")
+    if lazy:
+        soci.require()
     with tempfile.TemporaryDirectory(prefix="promote-", dir=paths.scratch_dir()) as work:
         pub = cosign.public_key(signing.key, signing.password, Path(work) / "cosign.pub") if signing else None
-        outcomes = _promote(matrix, rows, registry, missing or {}, compression, signing, pub, Path(work))
+        outcomes = _promote(matrix, rows, registry, missing or {}, compression, signing, pub, Path(work), lazy)
     for o in outcomes:
         console.print(f"{o.row}: {'promoted' if o.status == 'pushed' else 'NOT promoted'}: {o.detail}")
     return outcomes
 
 
 def _promote(matrix: Matrix, rows: list[Row], registry: str, missing: dict[str, list[str]], compression: str,
-             signing: Signing | None, pub: Path | None, work: Path) -> list[Outcome]:
+             signing: Signing | None, pub: Path | None, work: Path, lazy: bool = False) -> list[Outcome]:
     final = tags.published_tags([(r.id, r.vllm) for r in matrix.rows])
     repo = tags.repository(registry)
     outcomes = []
@@ -181,9 +187,12 @@ def _promote(matrix: Matrix, rows: list[Row], registry: str, missing: dict[str, 
             signed: list[str] = []
             sign = _signer(repo, row, signing, pub, work / row.id, signed) if signing and pub else None
             written = publish_tags(repo, candidate, final[row.id], compression, sign)
+            # one index serves every tag of the gzip digest: the registry finds it by that digest
+            index = soci.index(f"{repo}:{candidate}", namespace=f"imagematrix-soci-{digest[7:19]}") if lazy else None
             outcomes.append(outcome("pushed", f"{repo}:{candidate} -> {', '.join(written)}"
                                               + ("" if compression == "gzip" else f" ({compression})")
-                                              + (f"; signed and attested: {', '.join(signed)}" if sign else "")))
+                                              + (f"; signed and attested: {', '.join(signed)}" if sign else "")
+                                              + (f"; SOCI index {index[:19]} for lazy pulling" if index else "")))
         except RuntimeFailure as exc:
             outcomes.append(outcome("failed", str(exc)))
     return outcomes

@@ -18,7 +18,7 @@ from pathlib import Path
 from imagematrix.model import tags
 from imagematrix.model.errors import RuntimeFailure
 from imagematrix.model.paths import cache_dir
-from imagematrix.tools import cosign, docker, http
+from imagematrix.tools import cosign, docker, http, soci
 
 REGISTRY = tags.EMBEDDED_REGISTRY
 
@@ -215,6 +215,18 @@ def ensure_emulation(log, platforms: tuple[str, ...] = tuple(EMULATED), binfmt: 
         problem = emulation_missing(platform, binfmt)
         if problem:
             raise RuntimeFailure(problem)
+
+
+def ensure_soci(log) -> None:
+    """soci (SOCI indexes, `promote --soci`) and soci-snapshotter-grpc (the client side: lazy pulls, the bench), from
+    Debian trixie's soci-snapshotter package (0.4.1, static Go programs); bookworm has none."""
+    if soci.find() and shutil.which("soci-snapshotter-grpc"):
+        return
+    log("installing soci and soci-snapshotter-grpc from Debian trixie's soci-snapshotter package")
+    for name in ("soci", "soci-snapshotter-grpc"):
+        _from_trixie("soci-snapshotter", f"usr/bin/{name}", soci.INSTALL_DIR / name)
+    if not soci.find():
+        raise RuntimeFailure(f"soci installed in {soci.INSTALL_DIR}, which is not on PATH")
 
 
 def setup(log) -> None:

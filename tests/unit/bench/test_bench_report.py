@@ -63,3 +63,13 @@ def test_how_sections_and_runs():
     assert "- failed: `RuntimeError: cold build failed`" in text
     assert "- `r1` (full, " in text and "2 CPUs (AMD EPYC), 25.00 GB RAM" in text and "uv uv 0.13.9" in text
     assert render(SAMPLE) == text  # deterministic: the committed doc is regenerable
+
+
+def test_one_off_attempts_are_rendered_after_the_metrics_with_their_date():
+    sample = {**SAMPLE, "attempts": {"2026-01-02-a": {"date": "2026-01-02", "title": "uv link mode",
+                                                      "text": "Cold builds, side by side.", "notes": ["kept: no"]}}}
+    doc = render(sample)
+    assert "### 2026-01-02: uv link mode" in doc and "- kept: no" in doc
+    assert doc.index("One-off attempts") > doc.index("How each number was measured")
+    assert doc.index("One-off attempts") < doc.index("## Runs")
+    assert "One-off attempts" not in render(SAMPLE)
