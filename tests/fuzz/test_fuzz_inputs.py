@@ -36,7 +36,7 @@ from ruamel.yaml import YAML
 from imagematrix import rules
 from imagematrix.cli import app
 from imagematrix.knowledge import coverage as coverage_rules
-from imagematrix.knowledge import envdefaults, extras, flash_attn, gpus, patches, training, vllm_advice
+from imagematrix.knowledge import envdefaults, extras, flash_attn, gpus, patches, platform_wheels, training, vllm_advice
 from imagematrix.model import fields, lockfile, paths
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, RuntimeFailure
@@ -46,7 +46,7 @@ from tests.support import fuzz_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 KNOWLEDGE_FILES = ("rules.yaml", "gpus.yaml", "env-defaults.yaml", "bases.yaml", "training.yaml", "flash-attn.yaml",
-                   "extras.yaml", "vllm-advice.yaml", "coverage.yaml")
+                   "extras.yaml", "vllm-advice.yaml", "coverage.yaml", "platform-wheels.yaml")
 PATCH_FILES = tuple(f"dockerfiles/patches/{p.name}" for p in sorted((ROOT / "dockerfiles" / "patches").glob("*.yaml")))
 TEMPLATES = tuple(f"dockerfiles/templates/{p.name}" for p in sorted((ROOT / "dockerfiles" / "templates").iterdir()))
 JINJA = tuple(name for name in TEMPLATES if name.endswith(".j2"))  # the others are copied into each context as they are
@@ -103,6 +103,7 @@ def _redirect(mp: pytest.MonkeyPatch, root: Path) -> None:
     mp.setattr(paths, "PATCHES", root / "dockerfiles" / "patches")
     mp.setattr(gpus, "GPUS", knowledge / "gpus.yaml")
     mp.setattr(training, "TRAINING", knowledge / "training.yaml")
+    mp.setattr(platform_wheels, "PLATFORM_WHEELS", knowledge / "platform-wheels.yaml")
     # default arguments bound at import time
     mp.setattr(envdefaults.load, "__defaults__", (knowledge / "env-defaults.yaml",))
     mp.setattr(flash_attn.data.__wrapped__, "__defaults__", (knowledge / "flash-attn.yaml",))
@@ -132,7 +133,7 @@ def _project_with(pristine: Path, name: str, text: str) -> Iterator[Path]:
 def _clear_caches() -> None:
     for cached in (fields.bootstrap_suites, fields.gpu_models, schema.load, envdefaults._env_defaults,
                    envdefaults._env_default_lines, gpus.data, training.bands, flash_attn.data, flash_attn._spec,
-                   extras.entries, vllm_advice.entries, coverage_rules.rules):
+                   extras.entries, vllm_advice.entries, coverage_rules.rules, platform_wheels.load):
         cached.cache_clear()
 
 
@@ -334,6 +335,12 @@ def _loaders(name: str, root: Path) -> None:
         found = coverage_rules.rules(path)
         for lib in ("torch/lib/libtorch_cuda.so", "vllm/_C.abi3.so", "nvidia/nccl/lib/libnccl.so.2", "x.so"):
             found.library_of(lib)
+    elif name == "knowledge/platform-wheels.yaml":  # what validate asks of it for a linux/arm64 row (before uv)
+        platform_wheels.native_packages()
+        for row in m.rows:
+            if "linux/arm64" in row.platforms:
+                platform_wheels.missing_wheels(row.pins(), row.python)
+        platform_wheels.releases_with_aarch64("vllm", "3.11")
     elif name == "knowledge/extras.yaml":
         known = extras.load(path)
         for row in m.rows:
@@ -403,7 +410,8 @@ def _check(name: str, text: str | None, pristine: Path) -> list[int]:
                 # the knowledge files are rendered for four rows (patches; sdpa; flash-attn on CUDA 12 and 13): faster
                 some = [] if name == "matrix.yaml" else [a for row in RENDERED_ROWS for a in ("--row", row)]
                 # extras.yaml is read by the smoke tests inside images only: _loaders made their plan
-                offline = name not in ("knowledge/rules.yaml", "knowledge/extras.yaml")
+                # platform-wheels.yaml is read by validate and lock for linux/arm64 rows only, beside uv (network)
+                offline = name not in ("knowledge/rules.yaml", "knowledge/extras.yaml", "knowledge/platform-wheels.yaml")
                 commands = [["render", "--matrix", root / "matrix.yaml", *some]] if offline else []
                 if name == "matrix.yaml":
                     commands.append(["plan", "--bake", "--matrix", root / "matrix.yaml"])
@@ -473,6 +481,7 @@ def test_unmutated_copy_renders_clean(pristine):
     """The harness itself: the unmutated copy loads, renders nothing new and plans (so the fuzz reaches render)."""
     for name in (*FILES, *TEMPLATES):
         expected = {"matrix.yaml": [0, 0], "knowledge/rules.yaml": [], "knowledge/extras.yaml": [],
+                    "knowledge/platform-wheels.yaml": [],
                     "knowledge/vllm-advice.yaml": [0, 0], "knowledge/coverage.yaml": [0]}.get(name, [0])
         assert _check(name, (ROOT / name).read_text(encoding="utf-8"), pristine) == expected
 
@@ -583,6 +592,10 @@ def _readers(name: str, root: Path) -> dict[str, Callable[[], object]]:
                                   "extras.smoke_plan": lambda: extras.smoke_plan(row(flash_attn=True, extras=True))},
         "knowledge/coverage.yaml": {"coverage.rules": lambda: coverage_rules.rules(path),
                                     "coverage.rules (default)": coverage_rules.rules},
+        "knowledge/platform-wheels.yaml": {"platform_wheels.load": platform_wheels.load,
+                                           "platform_wheels.native_packages": platform_wheels.native_packages,
+                                           "platform_wheels.missing_wheels":
+                                               lambda: platform_wheels.missing_wheels({"vllm": "0.24.0"}, "3.11")},
         "knowledge/vllm-advice.yaml": {"vllm_advice.load": lambda: vllm_advice.load(path),
                                        "vllm_advice.entries": vllm_advice.entries,
                                        "vllm_advice.export": vllm_advice.export,
