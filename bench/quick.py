@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from imagematrix.model import labels, tags
+from imagematrix.tools import registry as registry_api
 
 from . import peer
 from .common import ROOT, Context, OutcomeError, build, build_py, expect, log, median, repeat, timed
@@ -153,6 +154,8 @@ def _noop_project(ctx: Context, rows: int) -> Path:
         if index >= len(entries):
             entry["id"] = f"{row_id}-x{index // len(entries) + 1}"
             shutil.copy(ROOT / "locks" / f"{row_id}.txt", project / "locks" / f"{entry['id']}.txt")
+            for other in (ROOT / "locks").glob(f"*/{row_id}.txt"):  # its other platforms' locks (locks/linux-arm64/)
+                shutil.copy(other, project / "locks" / other.parent.name / f"{entry['id']}.txt")
         out.append(entry)
     doc["rows"] = out
     with open(project / "matrix.yaml", "w") as f:
@@ -161,6 +164,16 @@ def _noop_project(ctx: Context, rows: int) -> Path:
     result = timed(cmd)
     expect(result, result.rc == 0, cmd, "exit code 0 (the snapshot's build contexts written)")
     return project / "matrix.yaml"
+
+
+def _other_platforms(project: Path, row_id: str) -> list[tuple[str, str]]:
+    """[(platform, input digest)] of a row's images for platforms other than linux/amd64, from the snapshot's
+    rendered records `<row-id>@linux-arm64.inputs` (plan --bake lists the amd64 contexts only)."""
+    out = []
+    for record in sorted((project / "dockerfiles" / "generated").glob(f"{row_id}@*.inputs")):
+        platform = record.name[len(row_id) + 1:-len(".inputs")].replace("-", "/", 1)
+        out.append((platform, json.loads(record.read_text())["context"]))
+    return out
 
 
 def _noop_at(ctx: Context, rows: int) -> dict[str, Any]:
@@ -175,9 +188,19 @@ def _noop_at(ctx: Context, rows: int) -> dict[str, Any]:
     final = tags.published_tags(planned)
     log(f"no-op: pushing stand-ins for {len(planned)} rows to {registry}")
     for row_id, _ in planned:
+        others = _other_platforms(matrix.parent, row_id)
         standin_labels = {labels.INPUT_DIGEST: digests[row_id], "io.imagematrix.row": row_id}
-        for tag in final[row_id]:
-            _push_standin(ctx.cli, f"{registry}/verl:{tag}", standin_labels)
+        if not others:
+            for tag in final[row_id]:
+                _push_standin(ctx.cli, f"{registry}/verl:{tag}", standin_labels)
+            continue
+        # a multi-platform row is published as one index of its platforms' images (stages/multiarch.check_index)
+        images = []
+        for platform, digest in [("linux/amd64", digests[row_id]), *others]:
+            tag = f"standin-{row_id}-{platform.replace('/', '-')}"
+            _push_standin(ctx.cli, f"{registry}/verl:{tag}", {**standin_labels, labels.INPUT_DIGEST: digest})
+            images.append((platform, registry_api.digest(f"{registry}/verl", tag)))
+        registry_api.put_index(f"{registry}/verl", final[row_id], images)
     common = ["--matrix", str(matrix), "--registry", registry]
     plan_cmd = build_py("plan", *common)
     plan = timed(plan_cmd)
