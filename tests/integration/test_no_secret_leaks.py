@@ -230,12 +230,12 @@ def test_validate_and_lock_against_an_index_with_credentials(planted, command, i
     url = planted["index_env"][variable]
     if index == "refusing":
         url = url.replace("127.0.0.1:9", f"127.0.0.1:{planted['fake'].port}")
-    before = {p: p.read_bytes() for p in (planted["work"] / "project" / "locks").iterdir()}
+    before = {p: p.read_bytes() for p in (planted["work"] / "project" / "locks").rglob("*") if p.is_file()}
     proc = _run(planted, *command, "--matrix", planted["matrix"], "--row", VALIDATE_ROW, env={variable: url})
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     host = url.split("@", 1)[1].split("/", 1)[0]
     assert f"***@{host}" in proc.stdout + proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert {p: p.read_bytes() for p in (planted["work"] / "project" / "locks").iterdir()} == before
+    assert {p: p.read_bytes() for p in (planted["work"] / "project" / "locks").rglob("*") if p.is_file()} == before
 
 
 def test_plan_against_an_authenticating_registry(planted):
