@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -51,10 +52,15 @@ def wheel(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def venv(wheel, tmp_path_factory) -> Path:
-    """A fresh venv with the wheel installed (its dependencies from this Python's site-packages, not the index)."""
+    """A fresh venv with the wheel installed (its dependencies from this Python's site-packages, not the index: a
+    .pth file names them, since --system-site-packages would give the base interpreter's when this Python is itself a
+    venv's, as in .ci/run)."""
     root = tmp_path_factory.mktemp("venv")
-    _run([sys.executable, "-m", "venv", "--system-site-packages", str(root)])
+    _run([sys.executable, "-m", "venv", str(root)])
     python = root / "bin" / "python"
+    own_site = _run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
+    parent = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    (Path(own_site) / "_parent_site.pth").write_text("".join(f"{p}\n" for p in parent))
     _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--disable-pip-version-check", str(wheel)])
     return python
 
