@@ -21,12 +21,19 @@ def add_arguments(p) -> None:
                         "among the row's pins: the dependencies its upstream users ran; recorded in the lock")
     p.add_argument("--check", action="store_true",
                    help="write nothing: re-resolve each lock at the cutoff it records (`# exclude-newer`, uv's cache "
-                        "revalidated) and exit 1 listing each pin that differs (name: locked -> resolved); every "
+                        "revalidated). Exit 1 when a lock no longer installs as written (its pins, held at the "
+                        "cutoff, resolve to other files or not at all), naming each pin; a lock that still installs "
+                        "as written while the cutoff now resolves to newer releases is reported and passes; every "
                         "row also checks locks/tools.txt")
+    p.add_argument("--strict", action="store_true",
+                   help="with --check: exit 1 also when the cutoff now resolves to newer releases than a lock pins "
+                        "(for a scheduled job that re-locks; not for CI on a fixed commit: the index moves)")
 
 
 def run(args) -> int:
     m, rows = load(args)
+    if args.strict and not args.check:
+        raise InputError("--strict is an option of --check", fix="add --check (or drop --strict)")
     if args.check:
         if args.refresh or args.as_of:
             raise InputError("--check re-resolves each lock at its own cutoff: it takes neither --refresh nor --as-of",
@@ -48,33 +55,53 @@ def _check(m, rows, args) -> int:
     started = time.monotonic()
     with err.status(f"re-resolving {len(rows)} lock(s) at their cutoffs with uv"):
         results = locks.check_locks(m, rows, args.jobs, tools=not args.rows)
-    differ, errors, failures = [], [], []
+    differ, newer, errors, failures = [], [], [], []
     for checked in results:
         name = checked.path.relative_to(m.root)
         if checked.error is not None:
             (errors if isinstance(checked.error, InputError) else failures).append(checked.error)
-            out.print(f"not checked {name} (cutoff {checked.cutoff}, {checked.seconds:.1f} s): see below",
-                      markup=False, highlight=False)
+            _say(f"not checked {name} (cutoff {checked.cutoff}, {checked.seconds:.1f} s): see below")
         elif checked.differences:
             differ.append(checked)
-            out.print(f"differs {name} (cutoff {checked.cutoff}, {checked.seconds:.1f} s): locked -> resolved",
-                      markup=False, highlight=False)
-            for line in checked.differences:
-                out.print(f"  {line}", markup=False, highlight=False)
+            _say(f"differs {name} (cutoff {checked.cutoff}, {checked.seconds:.1f} s): its own pins, held at the "
+                 "cutoff: locked -> on the index", checked.differences)
+        elif checked.newer:
+            newer.append(checked)
+            _say(f"installs as locked {name} (cutoff {checked.cutoff}, {checked.seconds:.1f} s); the cutoff now "
+                 "resolves newer releases: locked -> resolved", checked.newer)
         else:
-            out.print(f"matches {name} (cutoff {checked.cutoff}, {checked.packages} packages, {checked.seconds:.1f} s)",
-                      markup=False, highlight=False)
-    out.print(f"checked {len(results)} lock(s) in {time.monotonic() - started:.1f} s: {len(differ)} differ")
+            _say(f"matches {name} (cutoff {checked.cutoff}, {checked.packages} packages, {checked.seconds:.1f} s)")
+    out.print(f"checked {len(results)} lock(s) in {time.monotonic() - started:.1f} s: {len(differ)} differ, "
+              f"{len(newer)} with newer releases under their cutoff")
     if errors:
         raise InputErrors(errors)
     if failures:
         raise RuntimeFailure("\n".join(str(f) for f in failures))
+    if newer:
+        err.print(f"{len(newer)} lock(s) still install exactly as written, but their cutoff now resolves to newer "
+                  "releases: the index lists files dated before the cutoff that it did not list when the lock was "
+                  "written (a backdated or re-dated upload), or the lock was resolved from a stale cache. "
+                  + ("This fails --strict.\n" if args.strict else "Advice only (--strict makes it fail).\n")
+                  + f"  to take them: run `python build.py lock{_rows(m, newer)}` (same cutoffs), then `python build.py "
+                  "render`, and commit locks/ and dockerfiles/generated/ (the images change)", markup=False,
+                  highlight=False)
     if differ:
-        # a row's locks of every platform are named after it (locks/linux-arm64/<row>.txt): each row once
-        relock = "".join(f" --row {stem}" for stem in dict.fromkeys(c.path.stem for c in differ
-                                                                    if c.path != locks.tools_lock_path(m)))
-        err.print(f"{len(differ)} lock(s) are not what their cutoff resolves to (resolved from a stale cache?)\n"
-                  f"  fix: run `python build.py lock{relock}` (it resolves at the same cutoffs), then "
+        err.print(f"{len(differ)} lock(s) no longer install as written: the index serves other files for their pins, "
+                  "or no longer serves the pins at their cutoff\n"
+                  f"  fix: run `python build.py lock{_rows(m, differ)}` (it resolves at the same cutoffs), then "
                   "`python build.py render`, and commit locks/ and dockerfiles/generated/", markup=False, highlight=False)
         return 1
-    return 0
+    return 1 if newer and args.strict else 0
+
+
+def _say(line: str, details: list[str] = ()) -> None:
+    out.print(line, markup=False, highlight=False)
+    for detail in details:
+        out.print(f"  {detail}", markup=False, highlight=False)
+
+
+def _rows(m, checked: list) -> str:
+    """` --row ID` for each row among the checked locks, once (a row's locks of every platform are named after it:
+    locks/linux-arm64/<row>.txt), locks/tools.txt left out (every `lock` writes it)."""
+    return "".join(f" --row {stem}" for stem in dict.fromkeys(c.path.stem for c in checked
+                                                                if c.path != locks.tools_lock_path(m)))

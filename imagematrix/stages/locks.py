@@ -401,7 +401,14 @@ class Checked:
     cutoff: str
     packages: int = 0  # in the resolution
     seconds: float = 0.0  # the resolution's wall time
-    differences: list[str] = field(default_factory=list)  # `package: locked -> resolved` (changes()); empty: same
+    # what makes the lock wrong: `package: locked -> on the index` where the lock's own pins, held as constraints at its
+    # cutoff, resolve to other files (a hash the index no longer serves), or why they no longer resolve at all
+    differences: list[str] = field(default_factory=list)
+    # what the cutoff resolves to now while the lock's pins still resolve as locked (changes(): `package: locked ->
+    # resolved`): releases dated before the cutoff that the index did not list when the lock was written (an upload
+    # re-dated by a mirror or a backdated release, or a lock resolved from a stale cache). Advice, not a fault: the
+    # lock is what the image installs, and CI on a fixed commit must not turn red because the index moved
+    newer: list[str] = field(default_factory=list)
     error: InputError | RuntimeFailure | None = None  # the resolution did not finish
 
 
@@ -418,6 +425,27 @@ def _compare(old: str, new_body: str, sdist: flash_attn.Sdist | None = None) -> 
         lines.append(f"flash-attn sdist: {recorded[0]} sha256:{recorded[1][:12]}... -> "
                      f"{sdist.file} sha256:{sdist.sha256[:12]}...")
     return lines
+
+
+def _held(row: Row, platform: str, text: str, cutoff: str, sdist: flash_attn.Sdist | None,
+          moved: list[str]) -> tuple[list[str], list[str]]:
+    """A lock whose cutoff now resolves otherwise (`moved`): is it still a resolution the index serves at that cutoff?
+    Its own pins are held as constraints and resolved again (the cache is fresh from the resolution just made):
+    the same pins and hashes mean the lock installs as written and only newer releases appeared under its cutoff,
+    returned as ([], moved); otherwise ([what differs, or why the pins no longer resolve], [])."""
+    recorded = lockfile.flash_attn_sdist(text)
+    if recorded and sdist and recorded != (sdist.file, sdist.sha256):
+        return [line for line in moved if line.startswith("flash-attn sdist: ")], []
+    _, body = lockfile.split(text)
+    constraints = "".join(f"{entry.name}=={entry.version}\n" for entry in lockfile.parse(body).values())
+    try:
+        held = resolve.compile_(row, hashes=True, exclude_newer=cutoff, platform=platform, constraints=constraints)
+    except (InputError, RuntimeFailure) as exc:
+        reason = exc.message if isinstance(exc, InputError) else str(exc)
+        return ["the locked pins no longer resolve at the cutoff:",
+                *(f"  {line.strip()}" for line in reason.splitlines() if line.strip())], []
+    lines = changes(body, held)
+    return (lines, []) if lines else ([], moved)
 
 
 def check_locks(matrix: Matrix, rows: list[Row], jobs: int = 4, tools: bool = False) -> list[Checked]:
@@ -456,8 +484,10 @@ def check_locks(matrix: Matrix, rows: list[Row], jobs: int = 4, tools: bool = Fa
                                    matrix_path=matrix.path, platform=platform)
             text = path.read_text(encoding="utf-8")
             sdist = index_sdist(row) if lockfile.flash_attn_sdist(text) else None  # a lock before the line: none
-            checked.differences = _compare(text, body, sdist)
+            moved = _compare(text, body, sdist)
             checked.packages = len(lockfile.parse(body))
+            if moved:
+                checked.differences, checked.newer = _held(row, platform, text, checked.cutoff, sdist, moved)
         except (InputError, RuntimeFailure) as exc:
             checked.error = exc
         checked.seconds = time.monotonic() - started

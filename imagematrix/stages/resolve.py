@@ -68,9 +68,11 @@ def inputs(row: Row, platform: str = fields.DEFAULT_PLATFORM) -> Inputs:
 
 
 def compile_(row: Row, *, hashes: bool, offline: bool = False, exclude_newer: str | None = None,
-             matrix_path: Path | None = None, refresh: bool = False, platform: str = fields.DEFAULT_PLATFORM) -> str:
+             matrix_path: Path | None = None, refresh: bool = False, platform: str = fields.DEFAULT_PLATFORM,
+             constraints: str = "") -> str:
     """Run `uv pip compile` for the row on platform; returns uv's requirements output. refresh: uv revalidates its
-    whole cache with the index (uv.compile_requirements). On a platform other than linux/amd64 the packages with
+    whole cache with the index (uv.compile_requirements). constraints: uv constraints text (a lock's own pins, when
+    `lock --check` asks whether a lock still resolves as written). On a platform other than linux/amd64 the packages with
     native code (knowledge/platform-wheels.yaml) come only as wheels: their sdists would compile for hours under
     emulation, or fail.
 
@@ -81,7 +83,7 @@ def compile_(row: Row, *, hashes: bool, offline: bool = False, exclude_newer: st
     only_binary = platform_wheels.native_packages() if platform != fields.DEFAULT_PLATFORM else ()
     proc = uv.compile_requirements(spec.requirements, row.python, overrides=spec.overrides, hashes=hashes, offline=offline,
                                    exclude_newer=exclude_newer, refresh=refresh, python_platform=spec.uv_platform,
-                                   only_binary=only_binary)
+                                   only_binary=only_binary, constraints=constraints)
     if proc.returncode == 0:
         return proc.stdout
     message = secrets.redact_text(proc.stderr.strip())  # an index URL with credentials stays out of messages
