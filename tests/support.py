@@ -262,3 +262,51 @@ def fuzz_settings(examples: int):
 
     return settings(max_examples=examples, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+
+def index_drift(old: str, new: str) -> list[str]:
+    """What a re-lock changed against `old` that the real index does not explain; [] when nothing did.
+
+    The index behind this machine lists releases with upload times before a committed lock's cutoff after the lock was
+    written (2026-12-02: httpx 0.29.0; 2026-12-07: loguru 0.8.0, peft 0.22.0, regex 2026.11.25, ... appeared between
+    two re-locks a minute apart), which real PyPI cannot do. So two resolutions at one cutoff can differ, and a test
+    that compares lock bytes compares them modulo that: the header (cutoff, input, platform) must be the same, and
+    each moved pin must be an upgrade to, or an addition of, a release that the index (read now) dates at or before
+    the cutoff; a package may leave only beside such a move; a changed hash of an unchanged version is never
+    explained."""
+    from packaging.version import Version
+
+    from imagematrix.model import lockfile
+    from imagematrix.stages import locks
+    from imagematrix.tools import pypi_releases
+
+    (old_head, old_body), (new_head, new_body) = lockfile.split(old), lockfile.split(new)
+    if old_head == new_head and old_body == new_body:
+        return []
+    strip = lambda head: [line for line in head.splitlines() if not line.startswith("# body-digest:")]  # noqa: E731
+    if strip(old_head) != strip(new_head):
+        return [f"header: {strip(old_head)} -> {strip(new_head)}"]
+    cutoff = next(line.split(":", 1)[1].strip() for line in old_head.splitlines() if line.startswith("# exclude-newer:"))
+
+    def dated_before(name: str, version: str) -> bool:
+        found = [r for r in pypi_releases.releases(name) if Version(r.version) == Version(version)]
+        return bool(found) and found[0].uploaded is not None and found[0].uploaded[:19] <= cutoff[:19]
+
+    def hashes(body: str, name: str) -> set[str]:
+        return {word for word in lockfile.parse(body)[name].text.split() if word.startswith("--hash=")}
+
+    lines = locks.changes(old_body, new_body)
+    moved = [line for line in lines if "->" in line and "(none)" not in line]
+    unexplained = []
+    for line in lines:
+        name, _, change = line.partition(": ")
+        was, arrow, now = change.partition(" -> ")
+        if not arrow:  # `name: version (files changed)`: explained when the index only added files to the release
+            if not hashes(old_body, name) <= hashes(new_body, name):
+                unexplained.append(line)
+        elif now == "(none)":
+            if not moved:
+                unexplained.append(line)
+        elif (was != "(none)" and Version(now) <= Version(was)) or not dated_before(name, now):
+            unexplained.append(line)
+    return unexplained

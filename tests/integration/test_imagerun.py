@@ -102,18 +102,22 @@ def test_a_failing_command_gives_its_status_and_leaves_no_mount(image):
 
 def test_sigterm_ends_every_process_inside_and_leaves_no_mount(image):
     marker = f"imagerun-test-{os.getpid()}"
-    runner = subprocess.Popen(_cmd(image, f"sleep 300 & sleep 301; : {marker}"), stderr=subprocess.PIPE, text=True)
+    # durations no other process on the machine sleeps (a plain `sleep 300` elsewhere once failed this test)
+    first, second = f"300.{os.getpid()}", f"301.{os.getpid()}"
+    runner = subprocess.Popen(_cmd(image, f"sleep {first} & sleep {second}; : {marker}"), stderr=subprocess.PIPE,
+                              text=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not _mounts_under(image["work"]):
         time.sleep(0.1)  # the mounts are in the runner's own namespace: wait until it is up
-        if subprocess.run(["pgrep", "-f", "sleep 301"], capture_output=True).returncode == 0:
+        if subprocess.run(["pgrep", "-f", f"sleep {second}"], capture_output=True).returncode == 0:
             break
     time.sleep(0.5)
     runner.send_signal(signal.SIGTERM)
     status = runner.wait(timeout=30)
     assert status != 0
     assert _mounts_under(image["work"]) == []
-    assert subprocess.run(["pgrep", "-f", "sleep 30[01]"], capture_output=True).returncode == 1, "a process survived"
+    survivors = subprocess.run(["pgrep", "-f", f"sleep (300|301)\\.{os.getpid()}$"], capture_output=True)
+    assert survivors.returncode == 1, "a process survived"
 
 
 @pytest.mark.parametrize("where", ["outside", "work itself", "through a link"])

@@ -10,6 +10,7 @@ import pytest
 from imagematrix.knowledge import platform_wheels
 from imagematrix.model import lockfile
 from tests.conftest import GOOD_MATRIX, ROOT
+from tests.support import index_drift
 
 pytestmark = pytest.mark.network
 
@@ -45,8 +46,10 @@ def test_lock_writes_the_arm64_lock_and_keeps_the_amd64_one(run, tmp_path):
     before = (tmp_path / "locks" / f"{ROW_0_24}.txt").read_bytes()
     result = run("lock", "--matrix", str(tmp_path / "matrix.yaml"), "--row", ROW_0_24)
     assert result.code == 0, result
-    assert (tmp_path / "locks" / f"{ROW_0_24}.txt").read_bytes() == before
+    # the amd64 lock is re-resolved at its own cutoff and the arm64 one at the same: each the committed lock, but for
+    # releases the index has listed under that cutoff since it was written (tests.support.index_drift)
+    assert index_drift(before.decode(), (tmp_path / "locks" / f"{ROW_0_24}.txt").read_text()) == []
     text = arm64.read_text()
     assert "platform: aarch64-manylinux_2_35" in text
-    assert text == (ROOT / "locks" / "linux-arm64" / f"{ROW_0_24}.txt").read_text()  # the same cutoff, the same lock
+    assert index_drift((ROOT / "locks" / "linux-arm64" / f"{ROW_0_24}.txt").read_text(), text) == []
     assert lockfile.torch_cuda(lockfile.parse(text)) == "13.0"  # torch's aarch64 wheel brings CUDA 13.0
