@@ -32,6 +32,7 @@ GENERATED = DOCKERFILES / "generated"
 KNOWLEDGE = ROOT / "knowledge"  # facts, not code: rules, GPUs, environment defaults, bootstrappable bases
 BASES = KNOWLEDGE / "bases.yaml"
 ENV_DEFAULTS = KNOWLEDGE / "env-defaults.yaml"
+WHEEL_TAGS = KNOWLEDGE / "wheel-tags.yaml"
 RULES = KNOWLEDGE / "rules.yaml"
 GPUS = KNOWLEDGE / "gpus.yaml"
 FLASH_ATTN = KNOWLEDGE / "flash-attn.yaml"

@@ -36,7 +36,17 @@ from ruamel.yaml import YAML
 from imagematrix import rules
 from imagematrix.cli import app
 from imagematrix.knowledge import coverage as coverage_rules
-from imagematrix.knowledge import envdefaults, extras, flash_attn, gpus, patches, platform_wheels, training, vllm_advice
+from imagematrix.knowledge import (
+    envdefaults,
+    extras,
+    flash_attn,
+    gpus,
+    patches,
+    platform_wheels,
+    training,
+    vllm_advice,
+    wheel_tags,
+)
 from imagematrix.model import fields, lockfile, paths
 from imagematrix.model import matrix as matrix_mod
 from imagematrix.model.errors import InputError, RuntimeFailure
@@ -46,7 +56,7 @@ from tests.support import fuzz_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 KNOWLEDGE_FILES = ("rules.yaml", "gpus.yaml", "env-defaults.yaml", "bases.yaml", "training.yaml", "flash-attn.yaml",
-                   "extras.yaml", "vllm-advice.yaml", "coverage.yaml", "platform-wheels.yaml")
+                   "extras.yaml", "vllm-advice.yaml", "coverage.yaml", "platform-wheels.yaml", "wheel-tags.yaml")
 PATCH_FILES = tuple(f"dockerfiles/patches/{p.name}" for p in sorted((ROOT / "dockerfiles" / "patches").glob("*.yaml")))
 TEMPLATES = tuple(f"dockerfiles/templates/{p.name}" for p in sorted((ROOT / "dockerfiles" / "templates").iterdir()))
 JINJA = tuple(name for name in TEMPLATES if name.endswith(".j2"))  # the others are copied into each context as they are
@@ -106,6 +116,7 @@ def _redirect(mp: pytest.MonkeyPatch, root: Path) -> None:
     mp.setattr(platform_wheels, "PLATFORM_WHEELS", knowledge / "platform-wheels.yaml")
     # default arguments bound at import time
     mp.setattr(envdefaults.load, "__defaults__", (knowledge / "env-defaults.yaml",))
+    mp.setattr(wheel_tags.load, "__defaults__", (knowledge / "wheel-tags.yaml",))
     mp.setattr(flash_attn.data.__wrapped__, "__defaults__", (knowledge / "flash-attn.yaml",))
     mp.setattr(gpus.data.__wrapped__, "__defaults__", (knowledge / "gpus.yaml",))
     mp.setattr(coverage_rules.rules.__wrapped__, "__defaults__", (knowledge / "coverage.yaml",))
@@ -133,7 +144,7 @@ def _project_with(pristine: Path, name: str, text: str) -> Iterator[Path]:
 def _clear_caches() -> None:
     for cached in (fields.bootstrap_suites, fields.gpu_models, schema.load, envdefaults._env_defaults,
                    envdefaults._env_default_lines, gpus.data, training.bands, flash_attn.data, flash_attn._spec,
-                   extras.entries, vllm_advice.entries, coverage_rules.rules, platform_wheels.load):
+                   extras.entries, vllm_advice.entries, coverage_rules.rules, platform_wheels.load, wheel_tags.tags_for):
         cached.cache_clear()
 
 
@@ -341,6 +352,9 @@ def _loaders(name: str, root: Path) -> None:
             if "linux/arm64" in row.platforms:
                 platform_wheels.missing_wheels(row.pins(), row.python)
         platform_wheels.releases_with_aarch64("vllm", "3.11")
+    elif name == "knowledge/wheel-tags.yaml":  # what the CPU smoke test asks of it (inside images only)
+        wheel_tags.load(path)
+        wheel_tags.accepted("linux/arm64", ["py3-none-manylinux2014_sbsa"], [0xB7])
     elif name == "knowledge/extras.yaml":
         known = extras.load(path)
         for row in m.rows:
@@ -411,7 +425,9 @@ def _check(name: str, text: str | None, pristine: Path) -> list[int]:
                 some = [] if name == "matrix.yaml" else [a for row in RENDERED_ROWS for a in ("--row", row)]
                 # extras.yaml is read by the smoke tests inside images only: _loaders made their plan
                 # platform-wheels.yaml is read by validate and lock for linux/arm64 rows only, beside uv (network)
-                offline = name not in ("knowledge/rules.yaml", "knowledge/extras.yaml", "knowledge/platform-wheels.yaml")
+                # wheel-tags.yaml is read by the smoke tests inside images only, as extras.yaml
+                offline = name not in ("knowledge/rules.yaml", "knowledge/extras.yaml", "knowledge/platform-wheels.yaml",
+                                       "knowledge/wheel-tags.yaml")
                 commands = [["render", "--matrix", root / "matrix.yaml", *some]] if offline else []
                 if name == "matrix.yaml":
                     commands.append(["plan", "--bake", "--matrix", root / "matrix.yaml"])

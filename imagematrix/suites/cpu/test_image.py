@@ -8,7 +8,7 @@ import shlex
 import pytest
 
 from imagematrix.in_image import patch_apply
-from imagematrix.knowledge import extras
+from imagematrix.knowledge import extras, wheel_tags
 from imagematrix.model import labels
 
 PY = "/opt/venv/bin/python"
@@ -39,9 +39,40 @@ def test_flash_attn_extension_loads_and_its_wheel_is_labelled(host, row, inspect
     assert len(found[labels.FLASH_ATTN_SHA256]) == 64 and found[labels.FLASH_ATTN_ORIGIN]
 
 
-def test_pip_check_is_clean(host):
+# What a distribution declares and installed: its WHEEL `Tag:` lines and the ELF machine (e_machine) of each ELF file
+# it installed (read from the header: the image may lack `file`)
+WHEEL_FACTS = """
+import importlib.metadata as m, json, sys
+d = m.distribution(sys.argv[1])
+tags = [l.split(":", 1)[1].strip() for l in (d.read_text("WHEEL") or "").splitlines() if l.startswith("Tag:")]
+machines = []
+for f in d.files or []:
+    path = f.locate()
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(20)
+    except OSError:
+        continue
+    if head[:4] == b"\\x7fELF" and len(head) == 20:
+        machines.append(int.from_bytes(head[18:20], "little" if head[5] == 1 else "big"))
+print(json.dumps({"tags": tags, "machines": machines}))
+"""
+
+
+def test_pip_check_is_clean(host, platform):
+    """uv pip check finds no incompatibility, but for a package whose WHEEL names its platform in a way
+    knowledge/wheel-tags.yaml explains (NVIDIA's `manylinux2014_sbsa` on arm64), checked in the image: its tags and
+    the machine of every ELF file it installed."""
     result = host.run(PIP_CHECK.format(python=PY))
-    assert result.rc == 0, result.stdout + result.stderr
+    if result.rc == 0:
+        return
+    output = result.stdout + result.stderr
+    names = wheel_tags.platform_reports(output)
+    assert names, output
+    for name in names:
+        facts = json.loads(host.check_output(f"{PY} -c {shlex.quote(WHEEL_FACTS)} {shlex.quote(name)}"))
+        why = wheel_tags.accepted(platform, facts["tags"], facts["machines"])
+        assert why is None, f"{name}: built for a different platform, says uv pip check; {why}\n{output}"
 
 
 @pytest.mark.parametrize("module", ["torch", "vllm", "verl", "transformers", "tensordict", "flash_attn"])
