@@ -497,7 +497,7 @@ def test_unmutated_copy_renders_clean(pristine):
     """The harness itself: the unmutated copy loads, renders nothing new and plans (so the fuzz reaches render)."""
     for name in (*FILES, *TEMPLATES):
         expected = {"matrix.yaml": [0, 0], "knowledge/rules.yaml": [], "knowledge/extras.yaml": [],
-                    "knowledge/platform-wheels.yaml": [],
+                    "knowledge/platform-wheels.yaml": [], "knowledge/wheel-tags.yaml": [],
                     "knowledge/vllm-advice.yaml": [0, 0], "knowledge/coverage.yaml": [0]}.get(name, [0])
         assert _check(name, (ROOT / name).read_text(encoding="utf-8"), pristine) == expected
 
@@ -612,6 +612,8 @@ def _readers(name: str, root: Path) -> dict[str, Callable[[], object]]:
                                            "platform_wheels.native_packages": platform_wheels.native_packages,
                                            "platform_wheels.missing_wheels":
                                                lambda: platform_wheels.missing_wheels({"vllm": "0.24.0"}, "3.11")},
+        "knowledge/wheel-tags.yaml": {"wheel_tags.load": lambda: wheel_tags.load(path),
+                                      "wheel_tags.tags_for": lambda: wheel_tags.tags_for("linux/arm64")},
         "knowledge/vllm-advice.yaml": {"vllm_advice.load": lambda: vllm_advice.load(path),
                                        "vllm_advice.entries": vllm_advice.entries,
                                        "vllm_advice.export": vllm_advice.export,
