@@ -19,6 +19,6 @@ def run(args) -> int:
     cli = docker.cli()
     out.print(f"docker: {cli} (buildx: {'yes' if docker.has_buildx(cli) else 'no'}); "
               f"registry: {host.REGISTRY}; debootstrap: yes; skopeo: yes; cosign: yes"
-              + ("; emulation: linux/arm64 (qemu-user-static, binfmt_misc)" if host.native_platform() == "linux/amd64"
+              + ("; emulation: linux/arm64 (qemu-user, binfmt_misc)" if host.native_platform() == "linux/amd64"
                  and host.emulation_missing("linux/arm64") is None else ""))
     return 0

@@ -81,7 +81,7 @@ def page(matrix: Matrix, runs: list[gpurun.GpuRun], served: dict[str, str | None
         lines += ["Every record is of an x86_64 host (an H200). The linux/arm64 images of "
                   + ", ".join(f"`{r}`" for r in arm) + " (for Grace hosts: GH200, GB200) have never run on a GPU: no "
                   "arm64 GPU host is lent to this project, so they are built and smoke-tested on CPUs only, under "
-                  "emulation (qemu-user-static). The GitHub workflow takes an arm64 GPU runner's label "
+                  "emulation (qemu-user). The GitHub workflow takes an arm64 GPU runner's label "
                   "(`arm64_gpu_runner`) for the day one is.", ""]
     lines += ["| row | GPU result |", "|---|---|"]
     lines += [f"| `{row.id}` | {gpurun.summary(per_row.get(row.id, []), locks.current_pins(matrix, row), served.get(row.id))} |"

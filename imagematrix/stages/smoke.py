@@ -34,7 +34,7 @@ def run_smoke(matrix: Matrix, row: Row, image: str, log_path: Path, extra: list[
 def platform_note(platform: str) -> str:
     """The smoke log's first line: the platform, and whether it ran natively or under emulation."""
     native = host.native_platform()
-    how = "native" if platform == native else f"under emulation (qemu-user-static, binfmt_misc) on this {native} host"
+    how = "native" if platform == native else f"under emulation (qemu-user, binfmt_misc) on this {native} host"
     return f"# smoke tests of the {platform} image, {how}\n"
 
 

@@ -92,9 +92,13 @@ def flash_attn_wheel(job) -> None:
 def build(job) -> None:
     """The row's image under its candidate tag, with BuildKit."""
     request, row = job.request, job.row
-    emulated = host.emulation_missing(job.platform) is None and job.platform != host.native_platform()
+    emulated = job.platform != host.native_platform()
+    if emulated:  # before BuildKit, whose RUN steps would fail with "exec format error" or crash under an old qemu
+        problem = host.emulation_missing(job.platform)
+        if problem:
+            raise RuntimeFailure(f"row {row.id}, stage build: {problem}")
     job.say("building (BuildKit)" if job.native_platform else
-            f"building for {job.platform} (BuildKit{', emulated by qemu-user-static' if emulated else ''})")
+            f"building for {job.platform} (BuildKit{', emulated by qemu-user' if emulated else ''})")
     suffix = "" if job.native_platform else "-" + job.platform.replace("/", "-")
     cache = f"{job.repo}:buildcache-{row.id}{suffix}" if request.cache_registry else None
     builder.build(job.item, job.candidate, job.context_dir.parent, job.secrets(), job.logs / "build.log",
@@ -104,7 +108,7 @@ def build(job) -> None:
 def smoke_tests(job) -> Finish | None:
     """The smoke tests inside the candidate, once per built image."""
     job.say("smoke tests" if job.platform == host.native_platform() else f"smoke tests of the {job.platform} image, "
-            "under emulation (qemu-user-static)")
+            "under emulation (qemu-user)")
     log = job.logs / "smoke.log"
     passed, earlier = smoke.run_once(job.request.matrix, job.row, job.candidate, log, job.platform)
     if not passed:

@@ -31,7 +31,7 @@ def bootstrap(suite: str, target: Path, mirror: str, http_proxy: str | None = No
               arch: str | None = None) -> subprocess.CompletedProcess:
     """`debootstrap --variant=minbase [--arch=A] [--components=...] SUITE TARGET MIRROR [SCRIPT]`, output captured.
     arch: a Debian architecture other than this host's (arm64): its second stage runs under the emulation `setup`
-    registers (qemu-user-static), in one pass."""
+    registers (qemu-user), in one pass."""
     env = {**os.environ}
     if http_proxy:
         env["http_proxy"] = http_proxy

@@ -1,5 +1,5 @@
 """Set up the build machine: Docker daemon, BuildKit (buildx), the embedded registry, debootstrap, skopeo, cosign,
-and emulation of linux/arm64 on an amd64 host (qemu-user-static registered with binfmt_misc) for multi-arch rows.
+and emulation of linux/arm64 on an amd64 host (qemu-user >= 10 from Debian trixie, registered with binfmt_misc) for multi-arch rows.
 
 Each step uses what is already there and installs only what is missing (Debian packages; buildx from Debian
 trixie's docker-buildx package when the CLI has no buildx plugin). Used by `build.py setup` and `.ci/run`.
@@ -8,6 +8,7 @@ trixie's docker-buildx package when the CLI has no buildx plugin). Used by `buil
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -156,11 +157,19 @@ def ensure_cosign(log) -> None:
 
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
-# Debian's qemu-user-static registers its interpreters through systemd-binfmt, which a container or a machine
-# without systemd never runs: the same registration lines (F: the interpreter is opened now, so it also runs inside
-# build containers and chroots) are written to the kernel here.
-QEMU_BINFMT_CONF = Path("/usr/lib/binfmt.d")
-EMULATED = {"linux/arm64": "qemu-aarch64"}  # platform -> binfmt_misc entry (qemu-user-static's name)
+# The emulator: Debian trixie's qemu-user (static binaries, 10.0), copied here without installing the package.
+# Bookworm's qemu-user-static 7.2 ran torch 2.11's aarch64 wheel but not torch 2.13's: `import torch` died with
+# SIGSEGV inside qemu after oneDNN's CPU probe ("Can't open MIDR_EL1 sysfs entry"), in the build of the vLLM 0.31
+# row's arm64 image (2026-12-07); 10.0 runs it. An older registered interpreter is replaced by setup.
+QEMU_DIR = Path("/usr/local/libexec/imagematrix")
+MIN_QEMU = (10, 0)
+QEMU_VERSION_RE = re.compile(r"qemu-[a-z0-9_]+ version (\d+)\.(\d+)(?:\.\d+)?(?: .*)?")
+# platform -> (binfmt_misc entry, the ELF header it matches and the mask: qemu's own registration for aarch64
+# binaries, as Debian's qemu-user-binfmt writes it). Flags: P keeps argv[0]; O opens the binary; F opens the
+# interpreter at registration, so it also runs inside build containers and chroots, which do not see QEMU_DIR.
+EMULATED = {"linux/arm64": ("qemu-aarch64",
+                            r"\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00",
+                            r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff")}
 
 
 def native_platform() -> str:
@@ -169,34 +178,50 @@ def native_platform() -> str:
     return {"x86_64": "linux/amd64", "aarch64": "linux/arm64", "arm64": "linux/arm64"}.get(machine, f"linux/{machine}")
 
 
+def qemu_version(interpreter: str) -> tuple[int, int] | None:
+    """(major, minor) of a qemu-user interpreter (`<interpreter> --version`), None when it does not answer so."""
+    try:
+        proc = subprocess.run([interpreter, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = QEMU_VERSION_RE.fullmatch(proc.stdout.splitlines()[0].strip()) if proc.stdout.strip() else None
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
 def emulation_missing(platform: str, binfmt: Path = BINFMT) -> str | None:
-    """None when this machine runs platform's binaries (natively, or qemu registered with binfmt_misc, enabled and
-    with the F flag), else why not, with the fix."""
+    """None when this machine runs platform's binaries (natively, or qemu >= MIN_QEMU registered with binfmt_misc,
+    enabled and with the F flag), else why not, with the fix."""
     if platform == native_platform():
         return None
-    entry = EMULATED.get(platform)
-    if entry is None:
+    if platform not in EMULATED:
         return f"this machine ({native_platform()}) cannot emulate {platform}"
-    path = binfmt / entry
+    path = binfmt / EMULATED[platform][0]
+    fix = "  fix: run `python build.py setup` as root (it installs Debian trixie's qemu-user and registers it)"
     try:
         text = path.read_text()
     except OSError:
-        return (f"{platform} is not emulated here: no {path} (qemu-user-static not registered with binfmt_misc)\n"
-                "  fix: run `python build.py setup` as root (it installs qemu-user-static and registers it)")
-    flags = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("flags:")), "")
+        return f"{platform} is not emulated here: no {path} (qemu not registered with binfmt_misc)\n{fix}"
+    fields = dict(line.split(" ", 1) for line in text.splitlines()[1:] if " " in line)
+    flags = fields.get("flags:", "").strip()
     if not text.startswith("enabled") or "F" not in flags:
         return (f"{platform}: {path} is {'disabled' if not text.startswith('enabled') else 'registered without the F flag'}"
                 " (BuildKit's build containers cannot reach the interpreter then)\n"
                 f"  fix: `echo -1 > {path}` as root, then `python build.py setup`")
+    interpreter = fields.get("interpreter", "").strip()
+    version = qemu_version(interpreter)
+    if version is None or version < MIN_QEMU:
+        found = f"qemu {version[0]}.{version[1]}" if version else "an interpreter that gives no qemu version"
+        return (f"{platform}: {path} runs {found} ({interpreter}); images need qemu >= {MIN_QEMU[0]}.{MIN_QEMU[1]} "
+                f"(qemu 7.2 crashes `import torch` 2.13 on aarch64)\n{fix}")
     return None
 
 
 def ensure_emulation(log, platforms: tuple[str, ...] = tuple(EMULATED), binfmt: Path = BINFMT) -> None:
-    """Register qemu-user-static for each foreign platform (Debian's package; binfmt_misc mounted when it is not)."""
+    """Register qemu >= MIN_QEMU for each foreign platform (Debian trixie's qemu-user; binfmt_misc mounted when it
+    is not), replacing an older or broken registration of the same entry."""
     wanted = [p for p in platforms if emulation_missing(p, binfmt)]
     if not wanted:
         return
-    _apt_install("qemu-user-static", log=log)
     if not (binfmt / "register").exists():
         log(f"mounting binfmt_misc on {binfmt}")
         proc = _run(["mount", "-t", "binfmt_misc", "binfmt_misc", str(binfmt)])
@@ -204,14 +229,16 @@ def ensure_emulation(log, platforms: tuple[str, ...] = tuple(EMULATED), binfmt: 
             raise RuntimeFailure(f"mount -t binfmt_misc failed: {proc.stderr.strip()[-400:]}\n"
                                  "  fix: run as root on a host (or a privileged container) whose kernel has binfmt_misc")
     for platform in wanted:
-        entry = EMULATED[platform]
-        if not (binfmt / entry).exists():
-            conf = QEMU_BINFMT_CONF / f"{entry}.conf"
-            line = next((x for x in conf.read_text().splitlines() if x.startswith(":")), None) if conf.is_file() else None
-            if line is None:
-                raise RuntimeFailure(f"{conf} has no registration line: is qemu-user-static installed?")
-            log(f"registering {entry} with binfmt_misc (emulates {platform})")
-            (binfmt / "register").write_text(line + "\n")
+        entry, magic, mask = EMULATED[platform]
+        interpreter = QEMU_DIR / entry
+        if (qemu_version(str(interpreter)) or (0, 0)) < MIN_QEMU:
+            log(f"installing {entry} from Debian trixie's qemu-user package (emulates {platform})")
+            _from_trixie("qemu-user", f"usr/bin/{entry}", interpreter)
+        if (binfmt / entry).exists():
+            log(f"replacing the binfmt_misc entry {entry}: {emulation_missing(platform, binfmt).splitlines()[0]}")
+            (binfmt / entry).write_text("-1\n")
+        log(f"registering {interpreter} with binfmt_misc (emulates {platform})")
+        (binfmt / "register").write_text(f":{entry}:M::{magic}:{mask}:{interpreter}:POF\n")
         problem = emulation_missing(platform, binfmt)
         if problem:
             raise RuntimeFailure(problem)

@@ -1,5 +1,5 @@
 """The multi-arch path of `build` on something small (issue 29): a slim image built for linux/amd64 and linux/arm64
-(emulated by qemu-user-static on an amd64 host), each checked inside its own container, pushed under its own
+(emulated by qemu-user on an amd64 host), each checked inside its own container, pushed under its own
 candidate tag, one index under the row's tag, which `docker buildx imagetools inspect` shows with both platforms;
 with cosign (`setup` installs it) each image's SBOM and provenance are attested and signed and the index signed,
 and `verify` checks the tag platform by platform; a second run is a no-op. The real rows' contexts install gigabytes (vLLM, torch): their arm64 builds take far longer

@@ -30,7 +30,7 @@ def pytest_addoption(parser):
     group.addoption("--matrix", default=str(paths.MATRIX), help="matrix file (default: matrix.yaml)")
     group.addoption("--platform", default=DEFAULT_PLATFORM,
                     help="the platform the image was built for (default linux/amd64); another one runs emulated on "
-                         "an amd64 host (qemu-user-static) and is checked against that platform's build context")
+                         "an amd64 host (qemu-user) and is checked against that platform's build context")
 
 
 @pytest.fixture(scope="session")

@@ -219,7 +219,7 @@ def test_torch_companions_load_their_native_code_against_this_torch(host, module
 
 def test_the_image_is_for_its_platform(host, inspect, platform):
     """A multi-arch row's images (issue 29): each one's config names its platform, and its binaries run as that
-    machine (under qemu-user-static on an amd64 host for linux/arm64)."""
+    machine (under qemu-user on an amd64 host for linux/arm64)."""
     arch = platform.rsplit("/", 1)[-1]
     assert inspect["Architecture"] == arch, f"the image is for {inspect['Architecture']}, not {platform}"
     machine = host.check_output("uname -m")

@@ -94,6 +94,7 @@ def fake(monkeypatch, tmp_path):
     monkeypatch.setattr(attest, "for_build", lambda row, ref, logs, **k: calls.append(("attest", ref)) or ("s", "p"))
     monkeypatch.setattr(pipeline.RowJob, "lock_text", lambda self: "lock")
     monkeypatch.setattr(cuobjdump, "find", lambda: "cuobjdump")
+    monkeypatch.setattr(steps.host, "emulation_missing", lambda platform: None)  # arm64 emulated (no qemu run here)
     row = matrix_mod.load(ROOT / "matrix.yaml").select([ROW1])[0]
     as_before = coverage_row.Outcome(coverage_row.Check("pass", "coverage as in the baseline"),
                                      coverage_row.make_baseline(row, scanned()), None)
@@ -426,4 +427,16 @@ def test_a_failing_arm64_smoke_test_pushes_nothing(fake, tmp_path, index_registr
     monkeypatch.setattr(smoke, "run_once", lambda m, row, image, log, platform: (platform == "linux/amd64", None))
     outcome = pipeline.run_multi(request(tmp_path), multi_items(), [ROW1], Recorder())
     assert outcome.status == "failed" and outcome.stage == "smoke (linux/arm64)"
+    assert not [c for c in calls if c[0] == "push"] and not index_registry
+
+
+def test_an_arm64_image_without_emulation_fails_at_build_before_buildkit(fake, tmp_path, index_registry, monkeypatch):
+    calls, _ = fake
+    monkeypatch.setattr(steps.host, "native_platform", lambda: "linux/amd64")
+    monkeypatch.setattr(steps.host, "emulation_missing",
+                        lambda platform: f"{platform}: /proc/sys/fs/binfmt_misc/qemu-aarch64 runs qemu 7.2 (...)")
+    outcome = pipeline.run_multi(request(tmp_path), multi_items(), [ROW1], Recorder())
+    assert outcome.status == "failed" and outcome.stage == "build (linux/arm64)", outcome
+    assert "linux/arm64: /proc/sys/fs/binfmt_misc/qemu-aarch64 runs qemu 7.2" in outcome.detail, outcome
+    assert len([c for c in calls if c[0] == "build"]) == 1  # amd64's only: BuildKit never ran for arm64
     assert not [c for c in calls if c[0] == "push"] and not index_registry
