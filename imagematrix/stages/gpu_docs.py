@@ -78,7 +78,7 @@ def page(matrix: Matrix, runs: list[gpurun.GpuRun], served: dict[str, str | None
              "on CPUs only. A record's note names the project's files as they were named on its date.", ""]
     arm = [row.id for row in matrix.rows if "linux/arm64" in row.platforms]
     if arm:
-        hosts = ", ".join(sorted({run.gpu for run in runs})) or "none yet"
+        hosts = ", ".join(md(name) for name in sorted({run.gpu for run in runs})) or "none yet"
         lines += [f"Every record is of an x86_64 host ({hosts}). The linux/arm64 images of "
                   + ", ".join(f"`{r}`" for r in arm) + " (for Grace hosts: GH200, GB200) have never run on a GPU: no "
                   "arm64 GPU host is lent to this project, so they are built and smoke-tested on CPUs only, under "

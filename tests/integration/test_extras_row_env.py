@@ -50,6 +50,6 @@ def test_the_unsloth_rows_locked_environment_passes_the_images_extras_smoke_chec
     monkeypatch.setenv("PATH", f"{os.path.dirname(uv.binary())}:{os.environ.get('PATH', '')}")  # the smoke's `uv pip check`
     host = testinfra.get_host("local://")
     test_image.test_extras_import(host, row)
-    test_image.test_pip_check_is_clean(host)
+    test_image.test_pip_check_is_clean(host, "linux/amd64")
     for module in ("torch", "vllm", "verl", "transformers", "tensordict"):
         test_image.test_imports(host, row, module)
