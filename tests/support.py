@@ -286,7 +286,7 @@ def index_drift(old: str, new: str) -> list[str]:
     strip = lambda head: [line for line in head.splitlines() if not line.startswith("# body-digest:")]  # noqa: E731
     if strip(old_head) != strip(new_head):
         return [f"header: {strip(old_head)} -> {strip(new_head)}"]
-    cutoff = next(line.split(":", 1)[1].strip() for line in old_head.splitlines() if line.startswith("# exclude-newer:"))
+    cutoff = lockfile.EXCLUDE_NEWER_RE.search(old_head).group(1)
 
     def dated_before(name: str, version: str) -> bool:
         found = [r for r in pypi_releases.releases(name) if Version(r.version) == Version(version)]

@@ -427,15 +427,15 @@ def _compare(old: str, new_body: str, sdist: flash_attn.Sdist | None = None) -> 
     return lines
 
 
-def _held(row: Row, platform: str, text: str, cutoff: str, sdist: flash_attn.Sdist | None,
-          moved: list[str]) -> tuple[list[str], list[str]]:
-    """A lock whose cutoff now resolves otherwise (`moved`): is it still a resolution the index serves at that cutoff?
-    Its own pins are held as constraints and resolved again (the cache is fresh from the resolution just made):
-    the same pins and hashes mean the lock installs as written and only newer releases appeared under its cutoff,
-    returned as ([], moved); otherwise ([what differs, or why the pins no longer resolve], [])."""
-    recorded = lockfile.flash_attn_sdist(text)
-    if recorded and sdist and recorded != (sdist.file, sdist.sha256):
-        return [line for line in moved if line.startswith("flash-attn sdist: ")], []
+def _held(row: Row, platform: str, text: str, cutoff: str, moved: list[str]) -> tuple[list[str], list[str]]:
+    """A lock whose cutoff now resolves otherwise (`moved`, from _compare): is it still a resolution the index serves
+    at that cutoff? A flash-attn sdist the index now hashes otherwise never is. Else its own pins are held as
+    constraints and resolved again (the cache is fresh from the resolution just made): the same pins and hashes mean
+    the lock installs as written and only newer releases appeared under its cutoff, returned as ([], moved);
+    otherwise ([what differs, or why the pins no longer resolve], [])."""
+    sdist_moved = [line for line in moved if line.startswith("flash-attn sdist: ")]
+    if sdist_moved:
+        return sdist_moved, []
     _, body = lockfile.split(text)
     constraints = "".join(f"{entry.name}=={entry.version}\n" for entry in lockfile.parse(body).values())
     try:
@@ -487,7 +487,7 @@ def check_locks(matrix: Matrix, rows: list[Row], jobs: int = 4, tools: bool = Fa
             moved = _compare(text, body, sdist)
             checked.packages = len(lockfile.parse(body))
             if moved:
-                checked.differences, checked.newer = _held(row, platform, text, checked.cutoff, sdist, moved)
+                checked.differences, checked.newer = _held(row, platform, text, checked.cutoff, moved)
         except (InputError, RuntimeFailure) as exc:
             checked.error = exc
         checked.seconds = time.monotonic() - started

@@ -219,7 +219,7 @@ def emulation_missing(platform: str, binfmt: Path = BINFMT) -> str | None:
 def ensure_emulation(log, platforms: tuple[str, ...] = tuple(EMULATED), binfmt: Path = BINFMT) -> None:
     """Register qemu >= MIN_QEMU for each foreign platform (Debian trixie's qemu-user; binfmt_misc mounted when it
     is not), replacing an older or broken registration of the same entry."""
-    wanted = [p for p in platforms if emulation_missing(p, binfmt)]
+    wanted = {p: problem for p in platforms if (problem := emulation_missing(p, binfmt))}
     if not wanted:
         return
     if not (binfmt / "register").exists():
@@ -228,14 +228,14 @@ def ensure_emulation(log, platforms: tuple[str, ...] = tuple(EMULATED), binfmt: 
         if proc.returncode != 0:
             raise RuntimeFailure(f"mount -t binfmt_misc failed: {proc.stderr.strip()[-400:]}\n"
                                  "  fix: run as root on a host (or a privileged container) whose kernel has binfmt_misc")
-    for platform in wanted:
+    for platform, why in wanted.items():
         entry, magic, mask = EMULATED[platform]
         interpreter = QEMU_DIR / entry
         if (qemu_version(str(interpreter)) or (0, 0)) < MIN_QEMU:
             log(f"installing {entry} from Debian trixie's qemu-user package (emulates {platform})")
             _from_trixie("qemu-user", f"usr/bin/{entry}", interpreter)
         if (binfmt / entry).exists():
-            log(f"replacing the binfmt_misc entry {entry}: {emulation_missing(platform, binfmt).splitlines()[0]}")
+            log(f"replacing the binfmt_misc entry {entry}: {why.splitlines()[0]}")
             (binfmt / entry).write_text("-1\n")
         log(f"registering {interpreter} with binfmt_misc (emulates {platform})")
         (binfmt / "register").write_text(f":{entry}:M::{magic}:{mask}:{interpreter}:POF\n")
